@@ -1,0 +1,131 @@
+"""Latency percentiles and throughput of ONNX models, all variants in one process."""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError
+from .runtime import open_session
+
+
+@dataclass
+class BenchConfig:
+    warmup: int = 20
+    runs: int = 200                 # timed batch-1 runs for the latency percentiles
+    batch_sizes: tuple[int, ...] = (1, 32, 256)
+    min_seconds: float = 1.0        # each throughput point runs at least this long ...
+    min_iters: int = 2              # ... and at least this many batches
+    threads: int | None = None      # None: ONNX Runtime's default (all physical cores)
+
+    def __post_init__(self):
+        if self.runs < 10 or self.warmup < 0:
+            raise ConfigError("bench needs runs >= 10 and warmup >= 0 (defaults: 200 runs after 20 warm-up)")
+        self.batch_sizes = tuple(int(b) for b in self.batch_sizes)
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ConfigError("batch sizes must be positive integers, e.g. 1,32,256")
+
+
+@dataclass
+class BenchResult:
+    name: str
+    size_bytes: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    runs: int
+    throughput: dict[int, float] = field(default_factory=dict)  # batch size -> images/s
+    threads: int = 0
+    runtime: str = ""
+    provider: str = ""
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _latencies(fns: dict, warmup: int, runs: int, chunk: int = 50, rewarm: int = 10) -> dict[str, np.ndarray]:
+    """Batch-1 latencies, interleaved in chunks across models so machine noise hits all of them alike.
+
+    Each ONNX Runtime session owns a thread pool whose threads spin after a run; right after a switch
+    those spinning threads steal the cores (measured here: FP32 p50 doubled with 10-run chunks), so
+    every chunk starts with `rewarm` untimed runs.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {k: [] for k in fns}
+    while len(next(iter(times.values()))) < runs:
+        for k, fn in fns.items():
+            for _ in range(rewarm):
+                fn()
+            for _ in range(min(chunk, runs - len(times[k]))):
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+    return {k: np.asarray(v) * 1e3 for k, v in times.items()}
+
+
+def _throughput(fn, batch: int, min_seconds: float, min_iters: int) -> float:
+    fn()  # warm-up at this shape
+    n, t0 = 0, time.perf_counter()
+    while n < min_iters or time.perf_counter() - t0 < min_seconds:
+        fn()
+        n += 1
+    return batch * n / (time.perf_counter() - t0)
+
+
+def benchmark_many(models: dict[str, str | Path], sample: np.ndarray, cfg: BenchConfig | None = None
+                   ) -> dict[str, BenchResult]:
+    """Benchmark several ONNX files in one process: latency interleaved, throughput per batch size."""
+    import onnxruntime as ort
+
+    cfg = cfg or BenchConfig()
+    sessions = {k: open_session(p, cfg.threads) for k, p in models.items()}
+    names = {k: s.get_inputs()[0].name for k, s in sessions.items()}
+    x1 = np.ascontiguousarray(sample[:1])
+    lat = _latencies({k: (lambda s=s, n=names[k]: s.run(None, {n: x1})) for k, s in sessions.items()},
+                     cfg.warmup, cfg.runs)
+    tput = {k: {} for k in sessions}
+    for b in cfg.batch_sizes:
+        xb = np.ascontiguousarray(np.resize(sample, (b,) + sample.shape[1:]))
+        for k, s in sessions.items():
+            tput[k][b] = _throughput(lambda: s.run(None, {names[k]: xb}), b, cfg.min_seconds, cfg.min_iters)
+    out = {}
+    for k, s in sessions.items():
+        threads = cfg.threads or int(s.get_session_options().intra_op_num_threads) or _physical_cores()
+        out[k] = BenchResult(name=k, size_bytes=os.path.getsize(models[k]), p50_ms=float(np.percentile(lat[k], 50)),
+                             p90_ms=float(np.percentile(lat[k], 90)), p99_ms=float(np.percentile(lat[k], 99)),
+                             mean_ms=float(lat[k].mean()), runs=len(lat[k]), throughput=tput[k], threads=threads,
+                             runtime=f"onnxruntime {ort.__version__}", provider=s.get_providers()[0])
+    return out
+
+
+def _physical_cores() -> int:
+    # ORT's default intra-op pool uses one thread per physical core.
+    try:
+        cores = {line.split(":")[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("core id")}
+        return len(cores) or os.cpu_count() or 1
+    except OSError:
+        return os.cpu_count() or 1
+
+
+def benchmark(path: str | Path, sample: np.ndarray, cfg: BenchConfig | None = None, name: str = "") -> BenchResult:
+    """One ONNX file; see benchmark_many for comparisons."""
+    name = name or Path(path).stem
+    return benchmark_many({name: path}, sample, cfg)[name]

@@ -1,0 +1,244 @@
+"""Thin typer CLI: one command per library verb. Heavy imports happen inside the commands."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import QDeployError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="qdeploy: checkpoint -> verified FP32 ONNX -> fast INT8 -> evaluated, benchmarked report.")
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
+    _state["debug"] = debug
+
+
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise QDeployError(f"--{what} '{text}' is not a comma-separated list of numbers, e.g. 0.4914,0.4822,0.4465")
+
+
+def _spec(size: int, mean: str, std: str, resize: str, preset_name: str | None):
+    from .data import PreprocessSpec
+
+    if preset_name == "imagenet":
+        return PreprocessSpec.imagenet(size)
+    if preset_name not in (None, "cifar10"):
+        raise QDeployError(f"--norm '{preset_name}' is unknown; use cifar10 or imagenet (or --mean/--std)")
+    return PreprocessSpec(size=size, mean=_floats(mean, "mean"), std=_floats(std, "std"), resize=resize)
+
+
+def _data_cfg(data, calib_split, eval_split, calib_size, eval_limit, classes, size, mean, std, resize, norm):
+    from .data import DataConfig
+    from .settings import default_data
+
+    root = data or default_data()
+    if root is None:
+        raise QDeployError("no --data given and no ../shared/datasets/cifar10 found; pass --data path/to/images")
+    return DataConfig(root=str(root), calib_split=calib_split, eval_split=eval_split, calib_size=calib_size,
+                      eval_limit=eval_limit, classes=[c.strip() for c in classes.split(",")] if classes else None,
+                      preprocess=_spec(size, mean, std, resize, norm))
+
+
+# Options shared by the commands that read images.
+DATA = typer.Option(None, "--data", help="ImageFolder root (train/ test/) or cifar-10-batches-py dir. "
+                    "Default: ../shared/datasets/cifar10 ($QDEPLOY_SHARED).")
+CALIB_SPLIT = typer.Option("train", help="Split the calibration images are drawn from ('' = root itself).")
+EVAL_SPLIT = typer.Option("test", help="Split evaluated on ('' = root itself; disjoint from calibration).")
+CALIB_SIZE = typer.Option(300, help="Calibration images, sampled class-balanced.")
+EVAL_LIMIT = typer.Option(None, help="Evaluate on at most this many images (class-balanced); default all.")
+CLASSES = typer.Option(None, help="Comma-separated class names (default: from the data).")
+SIZE = typer.Option(32, help="Model input size (square).")
+MEAN = typer.Option("0.4914,0.4822,0.4465", help="Normalisation mean (R,G,B).")
+STD = typer.Option("0.2470,0.2435,0.2616", help="Normalisation std (R,G,B).")
+RESIZE = typer.Option("resize", help="resize (stretch, as the seed) or shorter-side-crop.")
+NORM = typer.Option(None, help="Preset for mean/std/resize: cifar10 or imagenet.")
+
+
+@app.command()
+def run(
+    checkpoint: Optional[Path] = typer.Option(None, help="state_dict file (default: ../shared's ResNet18)."),
+    onnx: Optional[Path] = typer.Option(None, help="Start from this FP32 ONNX instead of a checkpoint."),
+    arch: str = typer.Option("resnet18-cifar", help="Built-in name or path/to/file.py:ClassName."),
+    arch_kwargs: str = typer.Option("", help="JSON keyword arguments for the architecture."),
+    out: Path = typer.Option(Path("runs/r18"), help="Output directory."),
+    variants: str = typer.Option("default", help="Comma list of INT8 variants, or 'all'."),
+    max_drop: float = typer.Option(1.0, help="Recommendation budget: max top-1 drop in points."),
+    bench_runs: int = typer.Option(200, help="Timed batch-1 runs for the latency percentiles."),
+    threads: Optional[int] = typer.Option(None, help="ORT intra-op threads (default: all cores)."),
+    data: Optional[Path] = DATA, calib_split: str = CALIB_SPLIT, eval_split: str = EVAL_SPLIT,
+    calib_size: int = CALIB_SIZE, eval_limit: Optional[int] = EVAL_LIMIT, classes: Optional[str] = CLASSES,
+    size: int = SIZE, mean: str = MEAN, std: str = STD, resize: str = RESIZE, norm: Optional[str] = NORM,
+):
+    """The whole pipeline: export, calibrate, quantize, evaluate, bench, report."""
+    import json
+
+    from .bench import BenchConfig
+    from .evaluate import EvalConfig
+    from .pipeline import RunConfig
+    from .pipeline import run as run_pipeline
+    from .report import markdown_table
+    from .settings import default_checkpoint
+
+    if checkpoint is None and onnx is None:
+        checkpoint = default_checkpoint()
+        if checkpoint is None:
+            raise QDeployError("no --checkpoint/--onnx given and no ../shared checkpoint found; pass --checkpoint")
+    dcfg = _data_cfg(data, calib_split, eval_split, calib_size, eval_limit, classes, size, mean, std, resize, norm)
+    cfg = RunConfig(out=str(out), data=dcfg, checkpoint=str(checkpoint) if checkpoint else None,
+                    onnx=str(onnx) if onnx else None, arch=arch,
+                    arch_kwargs=json.loads(arch_kwargs) if arch_kwargs.strip() else {}, variants=variants,
+                    max_drop_pt=max_drop, evaluate=EvalConfig(threads=threads),
+                    bench=BenchConfig(runs=bench_runs, threads=threads))
+    result = run_pipeline(cfg, log=lambda m: typer.echo(m, err=True))
+    typer.echo(markdown_table(result))
+    typer.echo(f"\nrecommended: {result['recommended']}\nreport: {out / 'report.html'}")
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: Path = typer.Option(..., help="state_dict file."),
+    out: Path = typer.Option(Path("fp32.onnx"), help="Output ONNX file."),
+    arch: str = typer.Option("resnet18-cifar"), arch_kwargs: str = typer.Option(""),
+    opset: int = typer.Option(17), atol: float = typer.Option(1e-3, help="Max |torch - onnx| logit difference."),
+    data: Optional[Path] = DATA, calib_split: str = CALIB_SPLIT, classes: Optional[str] = CLASSES,
+    size: int = SIZE, mean: str = MEAN, std: str = STD, resize: str = RESIZE, norm: Optional[str] = NORM,
+):
+    """PyTorch checkpoint -> FP32 ONNX, verified against PyTorch on 64 real images."""
+    from .data import balanced_indices, open_split
+    from .export import ExportConfig, export
+    from .models import load_model
+
+    dcfg = _data_cfg(data, calib_split, "", 64, None, classes, size, mean, std, resize, norm)
+    images = open_split(dcfg.root, calib_split or None, dcfg.classes)
+    x = images.subset(balanced_indices(images.labels, 64)).load(dcfg.preprocess)
+    model = load_model(arch, checkpoint, arch_kwargs=arch_kwargs)
+    path, parity = export(model, out, x, images.classes, dcfg.preprocess, ExportConfig(opset=opset, atol=atol),
+                          meta={"arch": arch})
+    typer.echo(f"{path}: max |diff| {parity.max_abs_diff:.2e}, top-1 agreement {parity.agreement:.2%} "
+               f"on {parity.batch} real images")
+
+
+@app.command("quantize")
+def quantize_cmd(
+    onnx: Path = typer.Argument(..., help="FP32 ONNX file (from 'qdeploy export')."),
+    out: Path = typer.Option(Path("int8.onnx"), help="Output INT8 ONNX file."),
+    preset: str = typer.Option("default", help="default | seed-lab5 | dynamic | entropy | percentile"),
+    format: Optional[str] = typer.Option(None, help="Override: QDQ or QOperator."),
+    activation_type: Optional[str] = typer.Option(None, help="Override: uint8 or int8."),
+    weight_type: Optional[str] = typer.Option(None, help="Override: int8 or uint8."),
+    per_channel: Optional[bool] = typer.Option(None, "--per-channel/--per-tensor", help="Override weight granularity."),
+    method: Optional[str] = typer.Option(None, help="Override: minmax | entropy | percentile."),
+    percentile: Optional[float] = typer.Option(None, help="Percentile for the percentile method."),
+    data: Optional[Path] = DATA, calib_split: str = CALIB_SPLIT, calib_size: int = CALIB_SIZE,
+):
+    """FP32 ONNX -> INT8 ONNX, calibrated on real images (preprocessing read from the ONNX metadata)."""
+    from .data import DataConfig, balanced_indices, open_split
+    from .quantize import preset as get_preset
+    from .quantize import quantize
+    from .runtime import read_info
+    from .settings import default_data
+
+    info = read_info(onnx)
+    overrides = {k: v for k, v in dict(format=format, activation_type=activation_type, weight_type=weight_type,
+                                       per_channel=per_channel, method=method, percentile=percentile).items()
+                 if v is not None}
+    qcfg = get_preset(preset).with_(**overrides)
+    root = data or default_data()
+    if root is None:
+        raise QDeployError("no --data given and no ../shared/datasets/cifar10 found; pass --data path/to/images")
+    dcfg = DataConfig(root=str(root), calib_split=calib_split, calib_size=calib_size, preprocess=info.preprocess)
+    images = open_split(dcfg.root, calib_split or None, info.classes)
+    x = images.subset(balanced_indices(images.labels, calib_size)).load(info.preprocess)
+    path, check = quantize(onnx, out, qcfg, x)
+    typer.echo(f"{path}: {path.stat().st_size / 1e6:.2f} MB, agreement with FP32 {check.agreement:.2%}, "
+               f"rel-L2 {check.rel_l2:.4f} on {check.batch} calibration images")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    models: list[Path] = typer.Argument(..., help="ONNX files; the first is the reference for agreement."),
+    data: Optional[Path] = DATA, eval_split: str = EVAL_SPLIT, eval_limit: Optional[int] = EVAL_LIMIT,
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write metrics as JSON here."),
+):
+    """Top-1/top-5, agreement with the first model, rel-L2, per-class accuracy on the evaluation split."""
+    from .data import balanced_indices, open_split
+    from .evaluate import evaluate
+    from .runtime import read_info, write_json
+    from .settings import default_data
+
+    infos = [read_info(m) for m in models]
+    root = data or default_data()
+    if root is None:
+        raise QDeployError("no --data given and no ../shared/datasets/cifar10 found; pass --data path/to/images")
+    images = open_split(root, eval_split or None, infos[0].classes)
+    if eval_limit and eval_limit < len(images):
+        images = images.subset(balanced_indices(images.labels, eval_limit))
+    x = images.load(infos[0].preprocess, progress=True)
+    ref, results = None, {}
+    for info in infos:
+        m, logits = evaluate(info.path, x, images.labels, images.classes, reference=ref)
+        ref = logits if ref is None else ref
+        results[str(info.path)] = m.as_dict()
+        agree = "" if m.agreement is None else f"  agreement {m.agreement:.2%}  rel-L2 {m.rel_l2:.4f}"
+        typer.echo(f"{info.path}: top-1 {m.top1:.2%}  top-5 {m.top5:.2%}{agree}  (n={m.n})")
+    if json_out:
+        write_json(json_out, results)
+
+
+@app.command("bench")
+def bench_cmd(
+    models: list[Path] = typer.Argument(..., help="ONNX files, benchmarked in this one process."),
+    runs: int = typer.Option(200), warmup: int = typer.Option(20),
+    batch_sizes: str = typer.Option("1,32,256"), threads: Optional[int] = typer.Option(None),
+):
+    """Size, batch-1 latency p50/p90/p99 and throughput; speedups relative to the first model."""
+    import numpy as np
+
+    from .bench import BenchConfig, benchmark_many
+    from .runtime import read_info
+
+    cfg = BenchConfig(runs=runs, warmup=warmup, threads=threads,
+                      batch_sizes=tuple(int(b) for b in batch_sizes.split(",")))
+    info = read_info(models[0])
+    # Latency does not depend on pixel values; the input shape comes from the ONNX metadata.
+    sample = np.random.default_rng(0).standard_normal((8, 3, info.preprocess.size, info.preprocess.size))
+    results = benchmark_many({str(m): m for m in models}, sample.astype(np.float32), cfg)
+    base = results[str(models[0])].p50_ms
+    typer.echo("| model | MB | p50 ms | p90 ms | p99 ms | speedup | "
+               + " | ".join(f"img/s b{b}" for b in cfg.batch_sizes) + " |")
+    typer.echo("|---" * (6 + len(cfg.batch_sizes)) + "|")
+    for name, r in results.items():
+        typer.echo(f"| {name} | {r.size_bytes / 1e6:.2f} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | {r.p99_ms:.2f} | "
+                   f"{base / r.p50_ms:.2f}x | " + " | ".join(f"{r.throughput[b]:.0f}" for b in cfg.batch_sizes) + " |")
+    typer.echo(f"threads {r.threads}, {r.runtime}, {r.provider}; latency interleaved across models")
+
+
+@app.command("report")
+def report_cmd(run_dir: Path = typer.Argument(..., help="Run directory holding report.json.")):
+    """(Re)build report.md, report.html and plots from a run's report.json."""
+    from .report import report
+
+    paths = report(run_dir)
+    typer.echo(f"{paths['md']}\n{paths['html']}")
+
+
+def main():
+    try:
+        app()
+    except QDeployError as exc:
+        if _state["debug"]:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,106 @@
+"""torch -> ONNX, then verify the ONNX model against PyTorch on a real batch."""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .data import PreprocessSpec
+from .errors import ConfigError, ExportError
+from .runtime import atomic_path, open_session, stamp_metadata
+
+
+@dataclass
+class ExportConfig:
+    opset: int = 17
+    input_name: str = "input"
+    output_name: str = "logits"
+    dynamic_batch: bool = True
+    atol: float = 1e-3          # max |logit_torch - logit_onnx| allowed
+    min_agreement: float = 0.999  # top-1 agreement allowed on the parity batch
+
+    def __post_init__(self):
+        if self.opset < 17:
+            raise ConfigError(f"opset {self.opset} is too old; qdeploy exports opset >= 17")
+        if not (0 < self.min_agreement <= 1):
+            raise ConfigError("min_agreement must be in (0, 1]")
+
+
+@dataclass
+class Parity:
+    max_abs_diff: float
+    agreement: float
+    batch: int
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def _torch_export(model, example, cfg: ExportConfig) -> bytes:
+    import torch
+
+    dyn = {cfg.input_name: {0: "batch"}, cfg.output_name: {0: "batch"}} if cfg.dynamic_batch else None
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            # The TorchScript exporter writes one self-contained file, which ORT's quantizer
+            # handles directly; the dynamo exporter is the fallback for models it cannot trace.
+            torch.onnx.export(model, (example,), buf, input_names=[cfg.input_name], output_names=[cfg.output_name],
+                              opset_version=cfg.opset, dynamic_axes=dyn, dynamo=False)
+            return buf.getvalue()
+        except Exception as first:
+            try:
+                prog = torch.onnx.export(model, (example,), dynamo=True, opset_version=cfg.opset,
+                                         input_names=[cfg.input_name], output_names=[cfg.output_name],
+                                         dynamic_axes=dyn, verbose=False)
+                return prog.model_proto.SerializeToString()
+            except Exception as second:
+                raise ExportError(f"torch.onnx.export failed ({type(first).__name__}: {str(first)[:150]}; "
+                                  f"dynamo: {type(second).__name__}); simplify the model's forward") from second
+
+
+def check_parity(model, onnx_path: Path, batch: np.ndarray, cfg: ExportConfig) -> Parity:
+    import torch
+
+    with torch.no_grad():
+        ref = model(torch.from_numpy(batch)).numpy()
+    out = open_session(onnx_path).run(None, {cfg.input_name: batch})[0]
+    diff = float(np.abs(ref - out).max())
+    agree = float((ref.argmax(1) == out.argmax(1)).mean())
+    return Parity(max_abs_diff=diff, agreement=agree, batch=len(batch))
+
+
+def export(model, out: str | Path, batch: np.ndarray, classes: list[str], spec: PreprocessSpec,
+           cfg: ExportConfig | None = None, meta: dict | None = None) -> tuple[Path, Parity]:
+    """Export `model` to `out`, check it, verify parity on the real `batch`; raise ExportError past tolerance."""
+    import onnx
+    import torch
+
+    cfg = cfg or ExportConfig()
+    out = Path(out)
+    model = model.eval()
+    with torch.no_grad():
+        logits = model(torch.from_numpy(batch[:2]))
+    if logits.shape[-1] != len(classes):
+        raise ExportError(f"model outputs {logits.shape[-1]} classes but the data has {len(classes)}; "
+                          "pass the matching --classes or checkpoint")
+    proto = onnx.load_from_string(_torch_export(model, torch.from_numpy(batch[:1]), cfg))
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:
+        raise ExportError(f"exported graph fails onnx.checker: {str(exc)[:200]}") from exc
+    stamp_metadata(proto, {"variant": "fp32", "classes": classes, "preprocess": spec.to_json(), **(meta or {})})
+    with atomic_path(out) as tmp:
+        onnx.save(proto, str(tmp))
+        parity = check_parity(model, tmp, batch, cfg)
+        if parity.max_abs_diff > cfg.atol or parity.agreement < cfg.min_agreement:
+            raise ExportError(
+                f"ONNX disagrees with PyTorch on {parity.batch} real images: max |diff| {parity.max_abs_diff:.2e} "
+                f"(allowed {cfg.atol:.0e}), top-1 agreement {parity.agreement:.2%}; check for ops that export "
+                "differently (e.g. training-mode layers) or raise --atol"
+            )
+    return out, parity

@@ -1,0 +1,128 @@
+"""Resolve an architecture (built-in name or `file.py:ClassName`) and load a state_dict into it."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from ..errors import ArchitectureError, CheckpointError
+from .resnet_cifar import resnet18_cifar
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "resnet18-cifar": resnet18_cifar,
+}
+
+
+def _load_user_class(spec: str):
+    path_str, _, cls_name = spec.rpartition(":")
+    path = Path(path_str)
+    if not path.is_file():
+        raise ArchitectureError(f"architecture file {path} not found; pass --arch path/to/file.py:ClassName")
+    mod_name = f"qdeploy_user_arch_{abs(hash(str(path.resolve())))}"
+    module_spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[mod_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # user code: report any failure as one line
+        raise ArchitectureError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+    cls = getattr(module, cls_name, None)
+    if cls is None:
+        raise ArchitectureError(f"{path} defines no '{cls_name}'; check the name after ':' in --arch")
+    return cls
+
+
+def build_model(arch: str, num_classes: int | None = None, arch_kwargs: dict | str | None = None) -> nn.Module:
+    """Instantiate a built-in architecture or a user class given as `file.py:ClassName`."""
+    if isinstance(arch_kwargs, str):
+        try:
+            arch_kwargs = json.loads(arch_kwargs) if arch_kwargs.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ArchitectureError(f"--arch-kwargs is not valid JSON ({exc.msg}); pass e.g. '{{\"width\": 2}}'") from exc
+    kwargs = dict(arch_kwargs or {})
+    if arch in ARCHITECTURES:
+        if num_classes is not None:
+            kwargs.setdefault("num_classes", num_classes)
+        factory = ARCHITECTURES[arch]
+    elif ":" in arch and arch.rpartition(":")[0].endswith(".py"):
+        factory = _load_user_class(arch)
+    else:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise ArchitectureError(f"unknown architecture '{arch}'; use one of {known} or path/to/file.py:ClassName")
+    try:
+        return factory(**kwargs)
+    except TypeError as exc:
+        raise ArchitectureError(f"cannot build '{arch}' with {kwargs}: {exc}; fix --arch-kwargs") from exc
+
+
+def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state_dict safely (weights_only) from the layouts people actually save."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found; pass --checkpoint path/to/best_model.pth")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({first[:160]}); it must be a torch.save'd state_dict of tensors"
+        ) from exc
+    for key in ("state_dict", "model_state_dict", "model", "net"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(
+            f"checkpoint {path} holds no state_dict of tensors; save model.state_dict() (or a dict with 'state_dict')"
+        )
+    prefix = "module."
+    if all(k.startswith(prefix) for k in obj):
+        obj = {k[len(prefix):]: v for k, v in obj.items()}
+    return obj
+
+
+def _mismatch_message(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shaped = [
+        f"{k} {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if not (missing or unexpected or shaped):
+        return None
+
+    def part(label, items):
+        return f"{len(items)} {label} ({', '.join(items[:3])}{', ...' if len(items) > 3 else ''})" if items else None
+
+    parts = [p for p in (part("missing", missing), part("unexpected", unexpected), part("mis-shaped", shaped)) if p]
+    return "; ".join(parts)
+
+
+def head_classes(state: dict[str, torch.Tensor]) -> int | None:
+    """Number of outputs of the last 2-D weight (the classifier head), if one can be found."""
+    weights = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
+    return int(weights[-1].shape[0]) if weights else None
+
+
+def load_model(arch: str, checkpoint: str | Path, num_classes: int | None = None,
+               arch_kwargs: dict | str | None = None) -> nn.Module:
+    """Build `arch`, load `checkpoint` into it strictly, and return it in eval mode."""
+    state = load_checkpoint(checkpoint)
+    if num_classes is None:
+        num_classes = head_classes(state)
+    model = build_model(arch, num_classes=num_classes, arch_kwargs=arch_kwargs)
+    problem = _mismatch_message(model, state)
+    if problem:
+        raise CheckpointError(
+            f"checkpoint {Path(checkpoint).name} does not fit architecture '{arch}': {problem}; "
+            "pick the --arch the checkpoint was trained with"
+        )
+    model.load_state_dict(state, strict=True)
+    return model.eval()
