@@ -26,6 +26,13 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
         raise QDeployError(f"--{what} '{text}' is not a comma-separated list of numbers, e.g. 0.4914,0.4822,0.4465")
 
 
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise QDeployError(f"--{what} '{text}' is not a comma-separated list of integers, e.g. 1,32,256")
+
+
 def _spec(size: int, mean: str, std: str, resize: str, preset_name: str | None):
     from .data import PreprocessSpec
 
@@ -73,6 +80,8 @@ def run(
     variants: str = typer.Option("default", help="Comma list of INT8 variants, or 'all'."),
     max_drop: float = typer.Option(1.0, help="Recommendation budget: max top-1 drop in points."),
     bench_runs: int = typer.Option(200, help="Timed batch-1 runs for the latency percentiles."),
+    bench_batches: str = typer.Option("1,32,256", help="Batch sizes for the throughput table."),
+    bench_seconds: float = typer.Option(1.0, help="Minimum seconds per throughput point."),
     threads: Optional[int] = typer.Option(None, help="ORT intra-op threads (default: all cores)."),
     data: Optional[Path] = DATA, calib_split: str = CALIB_SPLIT, eval_split: str = EVAL_SPLIT,
     calib_size: int = CALIB_SIZE, eval_limit: Optional[int] = EVAL_LIMIT, classes: Optional[str] = CLASSES,
@@ -97,7 +106,8 @@ def run(
                     onnx=str(onnx) if onnx else None, arch=arch,
                     arch_kwargs=json.loads(arch_kwargs) if arch_kwargs.strip() else {}, variants=variants,
                     max_drop_pt=max_drop, evaluate=EvalConfig(threads=threads),
-                    bench=BenchConfig(runs=bench_runs, threads=threads))
+                    bench=BenchConfig(runs=bench_runs, threads=threads, min_seconds=bench_seconds,
+                                      batch_sizes=_ints(bench_batches, "bench-batches")))
     result = run_pipeline(cfg, log=lambda m: typer.echo(m, err=True))
     typer.echo(markdown_table(result))
     typer.echo(f"\nrecommended: {result['recommended']}\nreport: {out / 'report.html'}")
@@ -207,7 +217,7 @@ def bench_cmd(
     from .runtime import read_info
 
     cfg = BenchConfig(runs=runs, warmup=warmup, threads=threads,
-                      batch_sizes=tuple(int(b) for b in batch_sizes.split(",")))
+                      batch_sizes=_ints(batch_sizes, "batch-sizes"))
     info = read_info(models[0])
     # Latency does not depend on pixel values; the input shape comes from the ONNX metadata.
     sample = np.random.default_rng(0).standard_normal((8, 3, info.preprocess.size, info.preprocess.size))

@@ -188,12 +188,19 @@ def _image_folder(split_dir: Path, classes: list[str] | None) -> ImageSet:
                     skipped=skipped, source=str(split_dir))
 
 
+_PICKLE_ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+                   ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+                   ("numpy._core.multiarray", "scalar")}
+
+
 def _unpickle(path: Path) -> dict:
-    # CIFAR's own format is a pickle of plain dicts/arrays: refuse anything that would need code.
+    """CIFAR's format is a pickle of dicts and numpy arrays; refuse anything that would run other code."""
+    import importlib
+
     class _Safe(pickle.Unpickler):
         def find_class(self, module, name):
-            if module == "numpy.core.multiarray" and name == "_reconstruct" or module == "numpy" and name in ("ndarray", "dtype"):
-                return getattr(np, name) if module == "numpy" else np.core.multiarray._reconstruct
+            if (module, name) in _PICKLE_ALLOWED:
+                return getattr(importlib.import_module(module), name)
             raise DataError(f"{path} contains a pickled '{module}.{name}', not CIFAR data; refusing to load it")
 
     try:

@@ -13,7 +13,7 @@ from .export import ExportConfig, export
 from .manifest import Manifest
 from .quantize import PRESETS, QuantConfig, preset, quantize
 from .report import ReportConfig, report
-from .runtime import read_info, stamp_metadata, write_json
+from .runtime import atomic_path, read_info, stamp_metadata, write_json
 
 DEFAULT_VARIANTS = ("default",)
 
@@ -53,11 +53,7 @@ class RunConfig:
         self.variants = parse_variants(self.variants)
 
 
-def _fp32_from_checkpoint(cfg: RunConfig, calib_x, classes, out: Path, man: Manifest) -> Path:
-    from .models import load_model
-
-    man.input("checkpoint", cfg.checkpoint)
-    model = load_model(cfg.arch, cfg.checkpoint, arch_kwargs=cfg.arch_kwargs)
+def _fp32_from_checkpoint(cfg: RunConfig, model, calib_x, classes, out: Path, man: Manifest) -> Path:
     path, parity = export(model, out / "fp32.onnx", calib_x[:64], classes, cfg.data.preprocess, cfg.export,
                           meta={"arch": cfg.arch})
     man.note("export", parity=parity.as_dict())
@@ -67,44 +63,69 @@ def _fp32_from_checkpoint(cfg: RunConfig, calib_x, classes, out: Path, man: Mani
 def _fp32_from_onnx(cfg: RunConfig, classes, out: Path, man: Manifest) -> Path:
     import onnx
 
-    man.input("onnx", cfg.onnx)
-    info = read_info(cfg.onnx)  # validates the file
     proto = onnx.load(cfg.onnx)
     stamp_metadata(proto, {"variant": "fp32", "classes": classes, "preprocess": cfg.data.preprocess.to_json()})
     dst = out / "fp32.onnx"
-    from .runtime import atomic_path
-
     with atomic_path(dst) as tmp:
         onnx.save(proto, str(tmp))
-    man.note("export", skipped=f"ONNX given ({info.path.name})")
+    man.note("export", skipped=f"ONNX given ({Path(cfg.onnx).name})")
     return dst
 
 
-def _check_head(cfg: RunConfig, classes: list[str], n_out: int) -> None:
-    if n_out != len(classes):
+def _model_outputs(cfg: RunConfig, model) -> int:
+    """Number of classes the model predicts, found before any heavy work."""
+    if model is not None:
+        import torch
+
+        size = cfg.data.preprocess.size
+        with torch.no_grad():
+            return int(model(torch.zeros(1, 3, size, size)).shape[-1])
+    read_info(cfg.onnx)  # a clear error for a missing or corrupt file
+    from .runtime import open_session
+
+    dim = open_session(cfg.onnx).get_outputs()[0].shape[-1]
+    return int(dim) if isinstance(dim, int) else -1
+
+
+def _check_head(classes: list[str], n_out: int) -> None:
+    if n_out >= 0 and n_out != len(classes):
         raise DataError(f"the model has {n_out} outputs but the data has {len(classes)} classes "
                         f"({', '.join(classes[:5])}...); use data with matching classes or pass --classes")
 
 
+def _check_writable(out: Path) -> None:
+    with atomic_path(out / ".write-test") as tmp:
+        tmp.write_text("ok")
+    (out / ".write-test").unlink()
+
+
 def run(cfg: RunConfig, log=print) -> dict:
-    """The whole pipeline; returns the report dict (also written as report.json)."""
+    """The whole pipeline; returns the report dict (also written as report.json).
+
+    Cheap checks (output writable, checkpoint fits, data found, class count) run before any heavy work.
+    """
     t_start = time.perf_counter()
     out = Path(cfg.out)
+    _check_writable(out)
+    model = None
+    if cfg.checkpoint:
+        from .models import load_model
+
+        model = load_model(cfg.arch, cfg.checkpoint, arch_kwargs=cfg.arch_kwargs)
+    calib, evalset = open_calib_eval(cfg.data)
+    _check_head(calib.classes, _model_outputs(cfg, model))
     man = Manifest(out)
+    man.input("checkpoint" if cfg.checkpoint else "onnx", cfg.checkpoint or cfg.onnx)
     for name, c in (("data", cfg.data), ("export", cfg.export), ("evaluate", cfg.evaluate), ("bench", cfg.bench)):
         man.config(name, c)
     with man.stage("data"):
-        calib, evalset = open_calib_eval(cfg.data)
         calib_x = calib.load(cfg.data.preprocess, progress=True)
         eval_x = evalset.load(cfg.data.preprocess, progress=True)
     log(f"data: {len(calib)} calibration images ({calib.source}), {len(evalset)} evaluation images ({evalset.source})"
         + (f", skipped {evalset.skipped} non-image files" if evalset.skipped else ""))
     with man.stage("export"):
-        fp32 = (_fp32_from_checkpoint(cfg, calib_x, calib.classes, out, man) if cfg.checkpoint
+        fp32 = (_fp32_from_checkpoint(cfg, model, calib_x, calib.classes, out, man) if model is not None
                 else _fp32_from_onnx(cfg, calib.classes, out, man))
-    from .runtime import open_session
-
-    _check_head(cfg, calib.classes, open_session(fp32).get_outputs()[0].shape[-1] or len(calib.classes))
     log(f"export: {fp32} ({fp32.stat().st_size / 1e6:.1f} MB)")
     variants = [{"name": "fp32", "kind": "fp32", "file": fp32.name, "status": "ok"}]
     with man.stage("quantize"):

@@ -1,0 +1,114 @@
+"""Shared fixtures: real data and the real checkpoint from ../shared, at small sizes."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qdeploy.settings import shared_dir
+
+SHARED = shared_dir()
+if SHARED is None or not (SHARED / "checkpoints" / "resnet18_cifar10.pth").is_file():
+    pytest.exit("tests need ../shared (checkpoint + CIFAR-10); set QDEPLOY_SHARED to its path", returncode=3)
+
+CKPT = SHARED / "checkpoints" / "resnet18_cifar10.pth"
+CIFAR = SHARED / "datasets" / "cifar10"
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def run_cli(*args, cwd=None, timeout=600):
+    """Run the real `qdeploy` entry point in a subprocess; returns CompletedProcess."""
+    exe = Path(sys.executable).with_name("qdeploy")
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+@pytest.fixture(scope="session")
+def ckpt() -> Path:
+    return CKPT
+
+
+@pytest.fixture(scope="session")
+def cifar() -> Path:
+    return CIFAR
+
+
+@pytest.fixture(scope="session")
+def fp32_model():
+    from qdeploy.models import load_model
+
+    return load_model("resnet18-cifar", CKPT)
+
+
+@pytest.fixture(scope="session")
+def calib_eval():
+    """64 calibration images from train, 500 evaluation images from test (class-balanced, real)."""
+    from qdeploy.data import DataConfig, PreprocessSpec, open_calib_eval
+
+    cfg = DataConfig(root=str(CIFAR), calib_size=64, eval_limit=500)
+    calib, ev = open_calib_eval(cfg)
+    spec = PreprocessSpec()
+    return calib, calib.load(spec), ev, ev.load(spec)
+
+
+@pytest.fixture(scope="session")
+def fp32_onnx(tmp_path_factory, fp32_model, calib_eval):
+    from qdeploy.data import PreprocessSpec
+    from qdeploy.export import export
+
+    _, calib_x, _, _ = calib_eval
+    path, parity = export(fp32_model, tmp_path_factory.mktemp("export") / "fp32.onnx", calib_x, CLASSES,
+                          PreprocessSpec())
+    return path, parity
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """One real `qdeploy run` over 500 test images with three variants; the CLI's own output dir."""
+    out = tmp_path_factory.mktemp("run") / "r18"
+    res = run_cli("run", "--checkpoint", CKPT, "--data", CIFAR, "--out", out, "--variants",
+                  "default,seed-lab5,dynamic", "--eval-limit", 500, "--calib-size", 100, "--bench-runs", 30,
+                  "--bench-batches", "1,8", "--bench-seconds", 0.2)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out, res
+
+
+def tiny_imagefolder(root: Path, per_class: int = 3, split: str = "test", classes=CLASSES) -> Path:
+    """Copy a few real CIFAR JPEGs into a new ImageFolder tree (tests may not modify ../shared)."""
+    import shutil
+
+    for c in classes:
+        d = root / split / c
+        d.mkdir(parents=True, exist_ok=True)
+        for f in sorted((CIFAR / "test" / c).iterdir())[:per_class]:
+            shutil.copy(f, d / f.name)
+    return root
+
+
+def make_cifar_pickle(root: Path, n_per_class: int = 5) -> Path:
+    """A cifar-10-batches-py directory (torchvision's layout) built from real CIFAR JPEGs."""
+    import pickle
+
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+
+    def batch(split, start):
+        data, labels = [], []
+        for i, c in enumerate(CLASSES):
+            for f in sorted((CIFAR / split / c).iterdir())[start:start + n_per_class]:
+                arr = np.asarray(Image.open(f).convert("RGB"), np.uint8)
+                data.append(arr.transpose(2, 0, 1).reshape(-1))
+                labels.append(i)
+        return {"data": np.stack(data), "labels": labels}
+
+    for name, split in (("data_batch_1", "train"), ("test_batch", "test")):
+        with open(root / name, "wb") as fh:
+            pickle.dump(batch(split, 0), fh)
+    with open(root / "batches.meta", "wb") as fh:
+        pickle.dump({"label_names": CLASSES}, fh)
+    return root

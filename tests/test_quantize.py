@@ -1,0 +1,88 @@
+import collections
+
+import numpy as np
+import onnx
+import pytest
+
+from qdeploy.errors import ConfigError, QuantizeError
+from qdeploy.quantize import QuantConfig, preset, quantize
+from qdeploy.runtime import read_info
+
+
+def ops(path):
+    return collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+
+
+def zero_point_types(path):
+    m = onnx.load(str(path))
+    return {i.name: i.data_type for i in m.graph.initializer if i.name.endswith("zero_point")}
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory, fp32_onnx, calib_eval):
+    out = tmp_path_factory.mktemp("q")
+    calib_x = calib_eval[1]
+    return {name: quantize(fp32_onnx[0], out / f"{name}.onnx", preset(name), calib_x)
+            for name in ("default", "seed-lab5", "dynamic")}
+
+
+def test_default_is_qdq_u8s8_per_channel(variants):
+    path, check = variants["default"]
+    c = ops(path)
+    assert c["Conv"] == 20 and c["Gemm"] == 1  # QDQ keeps float ops wrapped in Q/DQ pairs
+    assert c["QuantizeLinear"] >= 20 and c["DequantizeLinear"] >= 41
+    m = onnx.load(str(path))
+    inits = {i.name: i for i in m.graph.initializer}
+    # per-channel: the first conv's weight scale has one entry per output channel
+    w_scales = [inits[n.input[1]] for n in m.graph.node if n.op_type == "DequantizeLinear"
+                and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.INT8
+                and len(inits[n.input[0]].dims) == 4]
+    assert len(w_scales) == 20 and all(s.dims[0] > 1 for s in w_scales)
+    zp = zero_point_types(path)
+    assert onnx.TensorProto.UINT8 in zp.values() and onnx.TensorProto.INT8 in zp.values()
+    assert check.agreement >= 0.97 and check.rel_l2 < 0.1 and not check.collapsed
+    assert path.stat().st_size < 0.26 * 44.69e6
+
+
+def test_seed_lab5_is_qoperator_s8s8(variants):
+    path, check = variants["seed-lab5"]
+    c = ops(path)
+    assert c["QLinearConv"] == 20 and c.get("Conv", 0) == 0
+    zp = zero_point_types(path)
+    assert set(zp.values()) == {onnx.TensorProto.INT8}  # int8 activations and weights
+    assert check.agreement >= 0.95
+
+
+def test_dynamic_uses_integer_ops(variants):
+    path, check = variants["dynamic"]
+    c = ops(path)
+    assert c["ConvInteger"] == 20 and c["DynamicQuantizeLinear"] >= 17  # shortcut convs share their input's quantization
+    assert check.agreement >= 0.95
+
+
+def test_metadata_survives_quantization(variants):
+    info = read_info(variants["default"][0])
+    assert info.variant == "default" and len(info.classes) == 10 and info.preprocess.size == 32
+    assert '"format": "QDQ"' in info.extra["quant_config"]
+
+
+def test_collapse_is_refused_and_not_written(tmp_path, fp32_onnx, calib_eval):
+    # Calibrating on images scaled x1000 (the "calibrate on random data" mistake, exaggerated) sets
+    # activation ranges so wide that real images quantize to a few levels: a real collapse.
+    bad_calib = calib_eval[1] * 1000.0
+    out = tmp_path / "bad.onnx"
+    with pytest.raises(QuantizeError, match="collapsed"):
+        quantize(fp32_onnx[0], out, preset("default"), bad_calib, verify_batch=calib_eval[1])
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.parametrize("kwargs", [{"format": "QDQX"}, {"activation_type": "int4"}, {"method": "kl"},
+                                    {"percentile": 50.0}])
+def test_config_validation(kwargs):
+    with pytest.raises(ConfigError):
+        QuantConfig(**kwargs)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown quantization preset"):
+        preset("fastest")
