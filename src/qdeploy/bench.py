@@ -89,30 +89,61 @@ def _throughput(fn, batch: int, min_seconds: float, min_iters: int) -> float:
     return batch * n / (time.perf_counter() - t0)
 
 
-def benchmark_many(models: dict[str, str | Path], sample: np.ndarray, cfg: BenchConfig | None = None
-                   ) -> dict[str, BenchResult]:
-    """Benchmark several ONNX files in one process: latency interleaved, throughput per batch size."""
+@dataclass
+class Runner:
+    """Something to time that is not an ONNX file: e.g. a PyTorch INT8 model in the same process."""
+
+    fn: object            # callable(x: np.ndarray) -> anything
+    size_bytes: int
+    runtime: str
+    provider: str = "CPU"
+    threads: int = 0
+
+
+def _onnx_runner(path, threads) -> Runner:
     import onnxruntime as ort
 
+    s = open_session(path, threads)
+    name = s.get_inputs()[0].name
+    n_threads = threads or int(s.get_session_options().intra_op_num_threads) or _physical_cores()
+    return Runner(fn=lambda x: s.run(None, {name: x}), size_bytes=os.path.getsize(path),
+                  runtime=f"onnxruntime {ort.__version__}", provider=s.get_providers()[0], threads=n_threads)
+
+
+def torch_runner(model, size_bytes: int, threads: int | None = None) -> Runner:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+    def fn(x):
+        with torch.inference_mode():
+            return model(torch.from_numpy(x))
+
+    return Runner(fn=fn, size_bytes=size_bytes, runtime=f"torch {torch.__version__} ({torch.backends.quantized.engine})",
+                  threads=torch.get_num_threads())
+
+
+def benchmark_many(models: dict[str, "str | Path | Runner"], sample: np.ndarray, cfg: BenchConfig | None = None
+                   ) -> dict[str, BenchResult]:
+    """Benchmark several models in one process: latency interleaved, throughput per batch size.
+
+    Values are ONNX paths (run in ONNX Runtime) or Runners (e.g. PyTorch INT8 models).
+    """
     cfg = cfg or BenchConfig()
-    sessions = {k: open_session(p, cfg.threads) for k, p in models.items()}
-    names = {k: s.get_inputs()[0].name for k, s in sessions.items()}
+    runners = {k: v if isinstance(v, Runner) else _onnx_runner(v, cfg.threads) for k, v in models.items()}
     x1 = np.ascontiguousarray(sample[:1])
-    lat = _latencies({k: (lambda s=s, n=names[k]: s.run(None, {n: x1})) for k, s in sessions.items()},
-                     cfg.warmup, cfg.runs)
-    tput = {k: {} for k in sessions}
+    lat = _latencies({k: (lambda r=r: r.fn(x1)) for k, r in runners.items()}, cfg.warmup, cfg.runs)
+    tput = {k: {} for k in runners}
     for b in cfg.batch_sizes:
         xb = np.ascontiguousarray(np.resize(sample, (b,) + sample.shape[1:]))
-        for k, s in sessions.items():
-            tput[k][b] = _throughput(lambda: s.run(None, {names[k]: xb}), b, cfg.min_seconds, cfg.min_iters)
-    out = {}
-    for k, s in sessions.items():
-        threads = cfg.threads or int(s.get_session_options().intra_op_num_threads) or _physical_cores()
-        out[k] = BenchResult(name=k, size_bytes=os.path.getsize(models[k]), p50_ms=float(np.percentile(lat[k], 50)),
-                             p90_ms=float(np.percentile(lat[k], 90)), p99_ms=float(np.percentile(lat[k], 99)),
-                             mean_ms=float(lat[k].mean()), runs=len(lat[k]), throughput=tput[k], threads=threads,
-                             runtime=f"onnxruntime {ort.__version__}", provider=s.get_providers()[0])
-    return out
+        for k, r in runners.items():
+            tput[k][b] = _throughput(lambda: r.fn(xb), b, cfg.min_seconds, cfg.min_iters)
+    return {k: BenchResult(name=k, size_bytes=r.size_bytes, p50_ms=float(np.percentile(lat[k], 50)),
+                           p90_ms=float(np.percentile(lat[k], 90)), p99_ms=float(np.percentile(lat[k], 99)),
+                           mean_ms=float(lat[k].mean()), runs=len(lat[k]), throughput=tput[k], threads=r.threads,
+                           runtime=r.runtime, provider=r.provider)
+            for k, r in runners.items()}
 
 
 def _physical_cores() -> int:

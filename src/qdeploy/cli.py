@@ -83,6 +83,9 @@ def run(
     bench_batches: str = typer.Option("1,32,256", help="Batch sizes for the throughput table."),
     bench_seconds: float = typer.Option(1.0, help="Minimum seconds per throughput point."),
     threads: Optional[int] = typer.Option(None, help="ORT intra-op threads (default: all cores)."),
+    qat_epochs: Optional[int] = typer.Option(None, help="pt-qat: fine-tuning epochs (default 1)."),
+    qat_train_limit: Optional[int] = typer.Option(None, help="pt-qat: training images (default 2000; 0 = all)."),
+    device: str = typer.Option("auto", help="pt-qat training device: auto | cpu | cuda."),
     data: Optional[Path] = DATA, calib_split: str = CALIB_SPLIT, eval_split: str = EVAL_SPLIT,
     calib_size: int = CALIB_SIZE, eval_limit: Optional[int] = EVAL_LIMIT, classes: Optional[str] = CLASSES,
     size: int = SIZE, mean: str = MEAN, std: str = STD, resize: str = RESIZE, norm: Optional[str] = NORM,
@@ -106,6 +109,8 @@ def run(
                     onnx=str(onnx) if onnx else None, arch=arch,
                     arch_kwargs=json.loads(arch_kwargs) if arch_kwargs.strip() else {}, variants=variants,
                     max_drop_pt=max_drop, evaluate=EvalConfig(threads=threads),
+                    torch_overrides={"qat_epochs": qat_epochs, "device": device,
+                                     "qat_train_limit": qat_train_limit},
                     bench=BenchConfig(runs=bench_runs, threads=threads, min_seconds=bench_seconds,
                                       batch_sizes=_ints(bench_batches, "bench-batches")))
     result = run_pipeline(cfg, log=lambda m: typer.echo(m, err=True))
@@ -232,6 +237,52 @@ def bench_cmd(
     typer.echo(f"threads {r.threads}, {r.runtime}, {r.provider}; latency interleaved across models")
 
 
+@app.command("train")
+def train_cmd(
+    arch: str = typer.Option("resnet20-cifar", help="Built-in architecture to train."),
+    out: Path = typer.Option(Path("runs/train"), help="Output directory (best.pth, curves.png, history.json)."),
+    preset: str = typer.Option("default", help="default | fast | seed002 (seed 002's full recipe)."),
+    epochs: Optional[int] = typer.Option(None), batch_size: Optional[int] = typer.Option(None),
+    lr: Optional[float] = typer.Option(None), weight_decay: Optional[float] = typer.Option(None),
+    label_smoothing: Optional[float] = typer.Option(None), mixup: Optional[float] = typer.Option(None),
+    schedule: Optional[str] = typer.Option(None, help="cosine | cosine-restarts | step"),
+    grad_clip: Optional[float] = typer.Option(None), color_jitter: Optional[float] = typer.Option(None),
+    rotation: Optional[float] = typer.Option(None), translate: Optional[float] = typer.Option(None),
+    erasing: Optional[float] = typer.Option(None, help="Random-erasing probability."),
+    val_size: Optional[int] = typer.Option(None, help="Validation images held out of train (default 5000)."),
+    train_limit: Optional[int] = typer.Option(None, help="Train on at most this many images (CPU smoke runs)."),
+    patience: Optional[int] = typer.Option(None, help="Early stopping patience in epochs (0 = off)."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
+    seed: Optional[int] = typer.Option(None),
+    resume: bool = typer.Option(False, help="Continue from out/last.pth."),
+    data: Optional[Path] = DATA, test_split: str = typer.Option("test", help="Reported once at the end ('' = none)."),
+    size: int = SIZE, mean: str = MEAN, std: str = STD, resize: str = RESIZE, norm: Optional[str] = NORM,
+):
+    """Train a CIFAR model (seed 002 recipe available) -> best.pth that feeds 'qdeploy run'."""
+    from .settings import default_data
+    from .train import PRESETS, train
+
+    if preset not in PRESETS:
+        raise QDeployError(f"training preset '{preset}' is unknown; use one of {', '.join(PRESETS)}")
+    overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                     label_smoothing=label_smoothing, mixup_alpha=mixup, schedule=schedule, grad_clip=grad_clip,
+                     color_jitter=color_jitter, rotation=rotation, translate=translate, erasing_p=erasing,
+                     val_size=val_size, train_limit=train_limit, patience=patience, device=device, seed=seed)
+    cfg = PRESETS[preset](arch=arch).with_(**{k: v for k, v in overrides.items() if v is not None})
+    from .models import ARCHITECTURES
+
+    if arch not in ARCHITECTURES:
+        raise QDeployError(f"unknown architecture '{arch}' for training; use one of {', '.join(ARCHITECTURES)}")
+    root = data or default_data()
+    if root is None:
+        raise QDeployError("no --data given and no ../shared/datasets/cifar10 found; pass --data path/to/images")
+    res = train(cfg, root, out, spec=_spec(size, mean, std, resize, norm), resume=resume,
+                test_split=test_split or None, log=lambda m: typer.echo(m, err=True))
+    test = "not measured" if res.test_acc is None else f"{res.test_acc:.2%}"
+    typer.echo(f"{res.best}: best validation top-1 {res.best_val_acc:.2%} at epoch {res.best_epoch}, test top-1 {test}, "
+               f"{res.epochs_run} epochs in {res.seconds:.0f}s on {res.device}")
+
+
 @app.command("report")
 def report_cmd(run_dir: Path = typer.Argument(..., help="Run directory holding report.json.")):
     """(Re)build report.md, report.html and plots from a run's report.json."""
@@ -252,3 +303,7 @@ def main():
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -121,14 +121,17 @@ class ImageSet:
 
     def load(self, spec: PreprocessSpec, workers: int | None = None, progress: bool = False) -> np.ndarray:
         """Decode and preprocess every image into one (N,3,size,size) float32 array."""
+        return spec.normalize(self.pixels_uint8(spec, workers, progress))
+
+    def pixels_uint8(self, spec: PreprocessSpec, workers: int | None = None, progress: bool = False) -> np.ndarray:
+        """Decode and resize every image: (N,size,size,3) uint8, before normalisation (training input)."""
+        from PIL import Image
+
         if self.pixels is not None:
             pix = self.pixels
             if pix.shape[1:3] != (spec.size, spec.size):
-                from PIL import Image
-
                 pix = np.stack([np.asarray(spec.resize_image(Image.fromarray(p))) for p in pix])
-            return spec.normalize(pix)
-        from PIL import Image
+            return pix
 
         def read(path):
             try:
@@ -137,7 +140,7 @@ class ImageSet:
             except Exception as exc:
                 raise DataError(f"cannot decode image {path} ({type(exc).__name__}); remove or replace the file") from exc
 
-        workers = workers or min(8, (os.cpu_count() or 2) * 2)
+        workers = workers or min(16, (os.cpu_count() or 2) * 2)
         with ThreadPoolExecutor(workers) as pool:
             it = pool.map(read, self.paths, chunksize=64)
             if progress:
@@ -146,8 +149,8 @@ class ImageSet:
                 it = tqdm(it, total=len(self.paths), desc=f"load {self.source}", unit="img", leave=False, disable=None)
             images = list(it)
         if not images:
-            return np.zeros((0, 3, spec.size, spec.size), np.float32)
-        return spec.normalize(np.stack(images))
+            return np.zeros((0, spec.size, spec.size, 3), np.uint8)
+        return np.stack(images)
 
 
 def _is_image(path: Path) -> bool:

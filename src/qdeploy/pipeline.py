@@ -11,25 +11,11 @@ from .errors import ConfigError, DataError, QDeployError
 from .evaluate import EvalConfig, evaluate
 from .export import ExportConfig, export
 from .manifest import Manifest
-from .quantize import PRESETS, QuantConfig, preset, quantize
+from .quantize.variants import VariantContext, build_variant, known_variants, parse_variants
 from .report import ReportConfig, report
 from .runtime import atomic_path, read_info, stamp_metadata, write_json
 
 DEFAULT_VARIANTS = ("default",)
-
-
-def known_variants() -> list[str]:
-    return list(PRESETS)
-
-
-def parse_variants(text: str | list[str] | tuple[str, ...]) -> list[str]:
-    names = [v.strip() for v in (text.split(",") if isinstance(text, str) else text) if v.strip()]
-    if "all" in names:
-        return known_variants()
-    unknown = [n for n in names if n not in PRESETS]
-    if unknown:
-        raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(known_variants())} or 'all'")
-    return list(dict.fromkeys(names))
 
 
 @dataclass
@@ -42,6 +28,7 @@ class RunConfig:
     arch_kwargs: dict = field(default_factory=dict)
     variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
     max_drop_pt: float = 1.0  # the recommendation picks the fastest INT8 variant within this drop
+    torch_overrides: dict = field(default_factory=dict)  # e.g. qat_epochs, qat_train_limit, device
     export: ExportConfig = field(default_factory=ExportConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
@@ -128,13 +115,17 @@ def run(cfg: RunConfig, log=print) -> dict:
                 else _fp32_from_onnx(cfg, calib.classes, out, man))
     log(f"export: {fp32} ({fp32.stat().st_size / 1e6:.1f} MB)")
     variants = [{"name": "fp32", "kind": "fp32", "file": fp32.name, "status": "ok"}]
+    ctx = VariantContext(fp32=fp32, out=out, calib_x=calib_x, classes=calib.classes, spec=cfg.data.preprocess,
+                         model=model, train_images=lambda n: _train_images(cfg, calib.classes, n),
+                         torch_overrides=cfg.torch_overrides)
     with man.stage("quantize"):
         for name in cfg.variants:
-            variants.append(_quantize_variant(name, fp32, out, calib_x, man, log))
+            variants.append(build_variant(name, ctx, man, log))
     with man.stage("evaluate"):
-        _evaluate_all(variants, out, eval_x, evalset.labels, calib.classes, cfg.evaluate, log)
+        fp32_logits = _evaluate_all(variants, out, eval_x, evalset.labels, calib.classes, cfg.evaluate, log)
+        _evaluate_torch(variants, ctx, eval_x, evalset.labels, fp32_logits, log)
     with man.stage("bench"):
-        _bench_all(variants, out, eval_x[:256], cfg.bench, log)
+        _bench_all(variants, out, eval_x[:256], cfg.bench, ctx, log)
     data = _report_dict(cfg, variants, calib, evalset)
     write_json(out / "report.json", data)
     with man.stage("report"):
@@ -149,24 +140,6 @@ def run(cfg: RunConfig, log=print) -> dict:
     return data
 
 
-def _quantize_variant(name: str, fp32: Path, out: Path, calib_x, man: Manifest, log) -> dict:
-    qcfg: QuantConfig = preset(name)
-    man.config(f"quantize:{name}", qcfg)
-    dst = out / f"int8_{name}.onnx"
-    t0 = time.perf_counter()
-    try:
-        _, check = quantize(fp32, dst, qcfg, calib_x)
-    except QDeployError as exc:
-        log(f"quantize {name}: FAILED: {exc}")
-        return {"name": name, "kind": "int8", "file": dst.name, "status": "failed", "error": str(exc),
-                "config": qcfg.as_dict()}
-    man.note(f"quantize:{name}", seconds=round(time.perf_counter() - t0, 3), check=check.as_dict())
-    log(f"quantize {name}: {dst} ({dst.stat().st_size / 1e6:.1f} MB, agreement on calibration images "
-        f"{check.agreement:.1%})")
-    return {"name": name, "kind": "int8", "file": dst.name, "status": "ok", "config": qcfg.as_dict(),
-            "check": check.as_dict()}
-
-
 def _evaluate_all(variants, out: Path, x, labels, classes, cfg: EvalConfig, log) -> None:
     ref = None
     for v in variants:
@@ -177,14 +150,57 @@ def _evaluate_all(variants, out: Path, x, labels, classes, cfg: EvalConfig, log)
         v["metrics"] = metrics.as_dict()
         agree = "" if metrics.agreement is None else f", agreement {metrics.agreement:.2%}"
         log(f"evaluate {v['name']}: top-1 {metrics.top1:.2%}{agree}")
+    return ref
 
 
-def _bench_all(variants, out: Path, sample, cfg: BenchConfig, log) -> None:
+def _evaluate_torch(variants, ctx: VariantContext, x, labels, fp32_logits, log) -> None:
+    """PyTorch INT8 models themselves (not only their ONNX exports), on the same images."""
+    import torch
+
+    from .evaluate import metrics_from_logits
+
+    for v in variants:
+        if v["status"] != "ok" or v["name"] not in ctx.torch_models:
+            continue
+        qmodel, size = ctx.torch_models[v["name"]]
+        with torch.inference_mode():
+            logits = torch.cat([qmodel(torch.from_numpy(x[i:i + 256])) for i in range(0, len(x), 256)]).numpy()
+        m = metrics_from_logits(logits, labels, ctx.classes, fp32_logits)
+        v["torch"] = {"metrics": m.as_dict(), "size_bytes": size}
+        log(f"evaluate {v['name']} (PyTorch INT8): top-1 {m.top1:.2%}, agreement {m.agreement:.2%}")
+
+
+def _train_images(cfg: RunConfig, classes, limit):
+    """Training-split pixels for QAT (the calibration split; never the evaluation images)."""
+    from .data import balanced_indices, open_split
+
+    train = open_split(cfg.data.root, cfg.data.calib_split or None, classes)
+    if limit and limit < len(train):
+        train = train.subset(balanced_indices(train.labels, limit, cfg.data.seed + 1))
+    return train.pixels_uint8(cfg.data.preprocess, progress=True), train.labels
+
+
+def _bench_all(variants, out: Path, sample, cfg: BenchConfig, ctx: VariantContext, log) -> None:
+    from .bench import torch_runner
+
     ok = {v["name"]: v for v in variants if v["status"] == "ok"}
-    results = benchmark_many({k: out / v["file"] for k, v in ok.items()}, sample, cfg)
+    models = {k: out / v["file"] for k, v in ok.items()}
+    for name, (qmodel, size) in ctx.torch_models.items():
+        if name in ok:
+            models[f"{name}@torch"] = torch_runner(qmodel, size, cfg.threads)
+    if ctx.torch_models and ctx.model is not None:
+        from .quantize.torch_eager import size_bytes
+
+        models["fp32@torch"] = torch_runner(ctx.model, size_bytes(ctx.model), cfg.threads)
+    results = benchmark_many(models, sample, cfg)
     for k, res in results.items():
-        ok[k]["bench"] = res.as_dict()
-        log(f"bench {k}: p50 {res.p50_ms:.2f} ms, p99 {res.p99_ms:.2f} ms")
+        name, _, runtime = k.partition("@")
+        if runtime:
+            target = ok[name]
+            target.setdefault("torch", {}).update(bench=res.as_dict(), size_bytes=res.size_bytes)
+        else:
+            ok[k]["bench"] = res.as_dict()
+        log(f"bench {k}: p50 {res.p50_ms:.2f} ms, p99 {res.p99_ms:.2f} ms ({res.runtime})")
 
 
 def recommend(variants: list[dict], max_drop_pt: float) -> str | None:

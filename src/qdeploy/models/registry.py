@@ -11,10 +11,14 @@ import torch
 import torch.nn as nn
 
 from ..errors import ArchitectureError, CheckpointError
-from .resnet_cifar import resnet18_cifar
+from .mobilenetv2_cifar import mobilenetv2_cifar
+from .resnet_cifar import resnet18_cifar, resnet20_cifar, resnet56_cifar
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet18-cifar": resnet18_cifar,
+    "resnet20-cifar": resnet20_cifar,
+    "resnet56-cifar": resnet56_cifar,
+    "mobilenetv2-cifar": mobilenetv2_cifar,
 }
 
 

@@ -1,6 +1,9 @@
-"""The seed ResNet18 for CIFAR-10 (seed 001's resnet18.py), with the seed's module names.
+"""CIFAR ResNets with the seed's module names (seed 001's resnet18.py, generalised in width/depth).
 
 Module names are part of the checkpoint format: `conv1`, `layerN.M.left`, `layerN.M.shortcut`, `fc`.
+`resnet18-cifar` is exactly the seed's network; ResNet-20/56 (He et al. 2016, 3 stages of 16/32/64
+channels) reuse the same block, with 1x1-conv projection shortcuts, so that one fusion rule and one
+quantizable form serve all of them.
 """
 import torch.nn as nn
 import torch.nn.functional as F
@@ -28,17 +31,17 @@ class ResBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, block=ResBlock, num_classes: int = 10):
+    def __init__(self, block=ResBlock, num_classes: int = 10, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2)):
         super().__init__()
-        self.inchannel = 64
+        self.widths, self.blocks = tuple(widths), tuple(blocks)
+        self.inchannel = widths[0]
         self.conv1 = nn.Sequential(
-            nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU()
+            nn.Conv2d(3, widths[0], 3, stride=1, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
         )
-        self.layer1 = self.make_layer(block, 64, 2, stride=1)
-        self.layer2 = self.make_layer(block, 128, 2, stride=2)
-        self.layer3 = self.make_layer(block, 256, 2, stride=2)
-        self.layer4 = self.make_layer(block, 512, 2, stride=2)
-        self.fc = nn.Linear(512, num_classes)
+        self.stages = len(widths)
+        for i, (w, n) in enumerate(zip(widths, blocks)):
+            setattr(self, f"layer{i + 1}", self.make_layer(block, w, n, stride=1 if i == 0 else 2))
+        self.fc = nn.Linear(widths[-1], num_classes)
 
     def make_layer(self, block, channels, num_blocks, stride):
         layers = []
@@ -47,13 +50,25 @@ class ResNet(nn.Module):
             self.inchannel = channels
         return nn.Sequential(*layers)
 
-    def forward(self, x):
-        out = self.layer4(self.layer3(self.layer2(self.layer1(self.conv1(x)))))
+    def features(self, x):
+        out = self.conv1(x)
+        for i in range(self.stages):
+            out = getattr(self, f"layer{i + 1}")(out)
         # Global average pooling: equals the seed's avg_pool2d(out, 4) at 32x32 and keeps
         # the graph valid for other input sizes.
-        out = F.adaptive_avg_pool2d(out, 1)
-        return self.fc(out.flatten(1))
+        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+
+    def forward(self, x):
+        return self.fc(self.features(x))
 
 
 def resnet18_cifar(num_classes: int = 10) -> ResNet:
     return ResNet(ResBlock, num_classes=num_classes)
+
+
+def resnet20_cifar(num_classes: int = 10) -> ResNet:
+    return ResNet(ResBlock, num_classes=num_classes, widths=(16, 32, 64), blocks=(3, 3, 3))
+
+
+def resnet56_cifar(num_classes: int = 10) -> ResNet:
+    return ResNet(ResBlock, num_classes=num_classes, widths=(16, 32, 64), blocks=(9, 9, 9))

@@ -59,6 +59,24 @@ def markdown_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def torch_table(data: dict) -> str | None:
+    """PyTorch-native INT8 models measured in PyTorch itself, beside their ONNX exports in ORT."""
+    rows = [v for v in data["variants"] if v.get("status") == "ok" and v.get("torch", {}).get("bench")]
+    if not any(v["kind"] != "fp32" for v in rows):
+        return None
+    fp32 = next((v for v in rows if v["kind"] == "fp32"), None)
+    base = fp32["torch"]["bench"]["p50_ms"] if fp32 else None
+    lines = ["| variant | runtime | size MB | top-1 % | loss | agreement % | b1 p50 ms | speedup vs torch FP32 | "
+             "same model in ORT: b1 p50 ms |", "|---|---|---|---|---|---|---|---|---|"]
+    for v in rows:
+        t, m = v["torch"], v["torch"].get("metrics") or v["metrics"]
+        agree = "–" if m.get("agreement") is None else f"{100 * m['agreement']:.2f}"
+        lines.append(f"| {v['name']} | {t['bench']['runtime']} | {t['bench']['size_bytes'] / 1e6:.2f} | "
+                     f"{100 * m['top1']:.2f} | {m['loss']:.4f} | {agree} | {t['bench']['p50_ms']:.2f} | "
+                     f"{_f(base / t['bench']['p50_ms'] if base else None, '.2f')}x | {v['bench']['p50_ms']:.2f} |")
+    return "\n".join(lines)
+
+
 def _warnings(data: dict) -> list[str]:
     notes = []
     rows = {r["name"]: r for r in comparison_rows(data)}
@@ -103,6 +121,18 @@ def _markdown(data: dict, images: dict[str, Path], out: Path, cfg: ReportConfig)
     if best:
         parts += [f"**Recommended INT8 variant on this machine: `{best}`** (fastest that keeps accuracy within "
                   f"{data.get('max_drop_pt', 1.0)} pt of FP32).", ""]
+    tt = torch_table(data)
+    if tt:
+        parts += ["## PyTorch-native INT8 (measured in PyTorch, same process)", "", tt, ""]
+        for v in data["variants"]:
+            if v.get("qat_history"):
+                h = v["qat_history"]
+                parts += [f"QAT `{v['name']}`: {len(h)} epoch(s) on {h[-1]['images']} training images "
+                          f"({h[-1]['device']}), final train loss {h[-1]['train_loss']:.4f}.", ""]
+            if v.get("pot_scales"):
+                p = v["pot_scales"]
+                parts += [f"PoT `{v['name']}`: all {p['count']} scales in the ONNX file are exact powers of two "
+                          f"(2^{p['min_exp']} .. 2^{p['max_exp']}).", ""]
     parts += ["## Plots", ""] + [f"![{k}]({p.relative_to(out).as_posix()})" for k, p in images.items()] + [""]
     parts += ["## Per-class top-1 (%)", "", _per_class_table(data), ""]
     return "\n".join(parts)

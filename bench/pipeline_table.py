@@ -1,0 +1,49 @@
+"""Full pipeline on the shared checkpoint and the full 10,000-image CIFAR-10 test set, every variant.
+
+Prints one table: size, top-1, agreement with FP32, batch-1 p50 latency and speedup vs ORT FP32,
+all measured in this one process (latency interleaved across variants).
+
+    .venv/bin/python bench/pipeline_table.py [--out runs/bench] [--variants all]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from qdeploy.data import DataConfig
+from qdeploy.pipeline import RunConfig, run
+from qdeploy.settings import default_checkpoint, default_data
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="runs/bench")
+    ap.add_argument("--variants", default="all")
+    ap.add_argument("--checkpoint", default=str(default_checkpoint()))
+    ap.add_argument("--data", default=str(default_data()))
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    cfg = RunConfig(out=args.out, data=DataConfig(root=args.data), checkpoint=args.checkpoint, variants=args.variants)
+    data = run(cfg, log=lambda m: print(m, file=sys.stderr))
+    rows = {v["name"]: v for v in data["variants"] if v["status"] == "ok"}
+    fp32 = rows["fp32"]
+    print(f"\nqdeploy pipeline table: {data['data']['eval_images']} test images, {data['environment']['cpu']}, "
+          f"{data['environment']['threads']} threads, {data['environment']['runtime']}")
+    print("| variant | size MB | % of FP32 | top-1 % | drop pt | agreement % | b1 p50 ms | b1 p99 ms | speedup vs FP32 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, v in rows.items():
+        m, b = v["metrics"], v["bench"]
+        agree = "–" if m.get("agreement") is None else f"{100 * m['agreement']:.2f}"
+        print(f"| {name} | {b['size_bytes'] / 1e6:.2f} | {100 * b['size_bytes'] / fp32['bench']['size_bytes']:.1f} | "
+              f"{100 * m['top1']:.2f} | {100 * (fp32['metrics']['top1'] - m['top1']):+.2f} | {agree} | "
+              f"{b['p50_ms']:.2f} | {b['p99_ms']:.2f} | {fp32['bench']['p50_ms'] / b['p50_ms']:.2f}x |")
+    for v in data["variants"]:
+        if v["status"] != "ok":
+            print(f"| {v['name']} | FAILED: {v['error']} |")
+    print(f"\nrecommended: {data['recommended']}; wall time {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""PyTorch-native INT8 (seed 002): eager-mode PTQ and QAT with the x86 backend, and power-of-two scales.
+
+The quantizable ResNet keeps the seed's module names, so the FP32 checkpoint loads into it with no
+renames; QuantStub/DeQuantStub and FloatFunctional.add_relu carry no weights.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..errors import ConfigError, QuantizeError
+from ..models.resnet_cifar import ResBlock, ResNet
+
+
+@dataclass
+class TorchQuantConfig:
+    name: str = "pt-ptq"
+    method: str = "ptq"            # ptq | qat
+    backend: str = "x86"
+    observer: str = "default"      # default (x86 qconfig) | pot (power-of-two scales)
+    pot_scheme: str = "affine"     # activations with pot: affine | symmetric
+    max_shift: int = 8
+    qat_epochs: int = 1
+    qat_lr: float = 1e-3
+    qat_batch_size: int = 64
+    qat_train_limit: int | None = 2000  # CPU-sized default; None = the whole training split
+    freeze_observer_epoch: int = 1  # observers fixed from this epoch on (0-based) ...
+    freeze_bn_epoch: int = 1        # ... and BN statistics
+    device: str = "auto"
+    min_agreement: float = 0.80
+    description: str = ""
+
+    def __post_init__(self):
+        if self.method not in ("ptq", "qat"):
+            raise ConfigError(f"method '{self.method}' is unknown; use ptq or qat")
+        if self.observer not in ("default", "pot") or self.pot_scheme not in ("affine", "symmetric"):
+            raise ConfigError("observer must be default|pot and pot_scheme affine|symmetric")
+        if not 1 <= self.max_shift <= 31:
+            raise ConfigError(f"max_shift {self.max_shift} must be in 1..31 (seed 002 uses 8)")
+        if self.qat_epochs < 1 or self.qat_lr <= 0:
+            raise ConfigError("QAT needs epochs >= 1 and a positive learning rate")
+
+    def as_dict(self):
+        return asdict(self)
+
+    def with_(self, **kw) -> "TorchQuantConfig":
+        return replace(self, **kw)
+
+
+TORCH_PRESETS = {
+    "pt-ptq": lambda: TorchQuantConfig(name="pt-ptq", description="PyTorch eager PTQ, x86 backend, per-channel weights"),
+    "pt-qat": lambda: TorchQuantConfig(name="pt-qat", method="qat",
+                                       description="PyTorch eager QAT fine-tuned from the FP32 checkpoint"),
+    "pot": lambda: TorchQuantConfig(name="pot", observer="pot",
+                                    description="PyTorch PTQ with power-of-two scales (seed 002), max shift 8"),
+}
+
+
+class QuantBlock(ResBlock):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skip_add = torch.ao.nn.quantized.FloatFunctional()
+
+    def forward(self, x):
+        return self.skip_add.add_relu(self.left(x), self.shortcut(x))
+
+
+class QuantizableResNet(ResNet):
+    """The seed ResNet with quant/dequant stubs and a quantizable residual add."""
+
+    def __init__(self, num_classes=10, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2)):
+        super().__init__(QuantBlock, num_classes=num_classes, widths=widths, blocks=blocks)
+        self.quant = torch.ao.quantization.QuantStub()
+        self.dequant = torch.ao.quantization.DeQuantStub()
+
+    def forward(self, x):
+        return self.dequant(self.fc(self.features(self.quant(x))))
+
+    def fuse_model(self, qat: bool = False) -> "QuantizableResNet":
+        """Fuse conv-bn-relu (stem, first conv of each block), conv-bn (second conv, shortcut)."""
+        fuse = torch.ao.quantization.fuse_modules_qat if qat else torch.ao.quantization.fuse_modules
+        fuse(self.conv1, [["0", "1", "2"]], inplace=True)
+        for i in range(self.stages):
+            for block in getattr(self, f"layer{i + 1}"):
+                fuse(block.left, [["0", "1", "2"], ["3", "4"]], inplace=True)
+                if len(block.shortcut):
+                    fuse(block.shortcut, [["0", "1"]], inplace=True)
+        return self
+
+
+def quantizable_from(model: nn.Module) -> QuantizableResNet:
+    """The quantizable twin of a qdeploy ResNet, with the same weights (no key renames)."""
+    if type(model) is not ResNet:
+        raise QuantizeError(f"eager PyTorch quantization supports the built-in CIFAR ResNets; "
+                            f"{type(model).__name__} needs a quantizable form (QuantStub/DeQuantStub, "
+                            "FloatFunctional adds) — use the ONNX Runtime variants for it")
+    q = QuantizableResNet(num_classes=model.fc.out_features, widths=model.widths, blocks=model.blocks)
+    q.load_state_dict(model.state_dict(), strict=True)
+    return q
+
+
+def qconfig_for(cfg: TorchQuantConfig, qat: bool):
+    from torch.ao.quantization import QConfig, get_default_qat_qconfig, get_default_qconfig
+
+    if cfg.observer == "default":
+        return get_default_qat_qconfig(cfg.backend) if qat else get_default_qconfig(cfg.backend)
+    from .pot import PowerOfTwoObserver, PowerOfTwoPerChannelObserver
+
+    act_scheme = torch.per_tensor_affine if cfg.pot_scheme == "affine" else torch.per_tensor_symmetric
+    act = PowerOfTwoObserver.with_args(dtype=torch.quint8, qscheme=act_scheme, reduce_range=True,
+                                       max_shift=cfg.max_shift)
+    wt = PowerOfTwoPerChannelObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
+                                                max_shift=cfg.max_shift)
+    if qat:
+        from torch.ao.quantization import FakeQuantize
+
+        return QConfig(activation=FakeQuantize.with_args(observer=act.p.func, **act.p.keywords, quant_min=0, quant_max=127),
+                       weight=FakeQuantize.with_args(observer=wt.p.func, **wt.p.keywords, quant_min=-128, quant_max=127))
+    return QConfig(activation=act, weight=wt)
+
+
+def _calibrate(model, calib_x: np.ndarray, batch: int = 64) -> None:
+    with torch.no_grad():
+        for i in range(0, len(calib_x), batch):
+            model(torch.from_numpy(calib_x[i:i + batch]))
+
+
+def ptq(model_fp32: nn.Module, calib_x: np.ndarray, cfg: TorchQuantConfig) -> nn.Module:
+    """Post-training static quantization, calibrated on real images."""
+    torch.backends.quantized.engine = cfg.backend
+    q = quantizable_from(copy.deepcopy(model_fp32).eval()).eval().fuse_model()
+    q.qconfig = qconfig_for(cfg, qat=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.ao.quantization.prepare(q, inplace=True)
+        _calibrate(q, calib_x)
+        return torch.ao.quantization.convert(q.eval(), inplace=False)
+
+
+def size_bytes(model: nn.Module) -> int:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes
+
+
+def export_quantized(qmodel: nn.Module, out, calib_x: np.ndarray, verify_x: np.ndarray, classes, spec, cfg,
+                     extra_meta: dict | None = None):
+    """Export a converted INT8 model to ONNX (QDQ) and check parity with the PyTorch INT8 model."""
+    import onnx
+
+    from ..runtime import atomic_path, open_session, run_batched, stamp_metadata
+    from .ort import QuantCheck
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import io
+
+        buf = io.BytesIO()
+        try:
+            torch.onnx.export(qmodel, (torch.from_numpy(calib_x[:1]),), buf, input_names=["input"],
+                              output_names=["logits"], opset_version=17, dynamo=False,
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        except Exception as exc:
+            raise QuantizeError(f"PyTorch cannot export the INT8 model '{cfg.name}' to ONNX: {str(exc)[:200]}") from exc
+    proto = onnx.load_from_string(buf.getvalue())
+    stamp_metadata(proto, {"variant": cfg.name, "classes": classes, "preprocess": spec.to_json(),
+                           "quant_config": cfg.as_dict(), **(extra_meta or {})})
+    with atomic_path(out) as tmp:
+        onnx.save(proto, str(tmp))
+        with torch.no_grad():
+            ref = torch.cat([qmodel(torch.from_numpy(verify_x[i:i + 256])) for i in range(0, len(verify_x), 256)]).numpy()
+        got = run_batched(open_session(tmp), verify_x)
+        agreement = float((ref.argmax(1) == got.argmax(1)).mean())
+        rel = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-12))
+        if agreement < 0.98:
+            raise QuantizeError(f"ONNX export of '{cfg.name}' disagrees with the PyTorch INT8 model: top-1 agreement "
+                                f"{agreement:.1%} on {len(verify_x)} real images; keep the PyTorch model or use ORT variants")
+    return out, QuantCheck(agreement=agreement, rel_l2=rel, batch=len(verify_x), collapsed=False)
+
+
+def onnx_scales(path) -> list[float]:
+    """Every scale that feeds a QuantizeLinear/DequantizeLinear node of an ONNX file."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    consts = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    for n in m.graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    consts[n.output[0]] = numpy_helper.to_array(a.t)
+    scales = []
+    for n in m.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[1] in consts:
+            scales.extend(np.asarray(consts[n.input[1]], np.float64).ravel().tolist())
+    return scales
+
+
+def save_converted(qmodel: nn.Module, path) -> None:
+    """Save a converted INT8 model's state_dict (quantized tensors; loads with weights_only=True)."""
+    from ..runtime import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(qmodel.state_dict(), tmp)
+
+
+def load_converted(model_fp32: nn.Module, path, cfg: TorchQuantConfig) -> nn.Module:
+    """Rebuild the converted INT8 structure for `model_fp32` and load INT8 weights saved elsewhere
+    (e.g. a QAT run on a GPU machine), so the result goes through export, evaluation and bench here."""
+    torch.backends.quantized.engine = cfg.backend
+    q = quantizable_from(copy.deepcopy(model_fp32).eval()).eval().fuse_model()
+    q.qconfig = qconfig_for(cfg.with_(observer="default") if cfg.observer == "default" else cfg, qat=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.ao.quantization.prepare(q, inplace=True)
+        q(torch.zeros(2, 3, 32, 32))  # observers need one batch to produce a structure; weights come next
+        q = torch.ao.quantization.convert(q, inplace=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        q.load_state_dict(state, strict=True)
+    except Exception as exc:
+        raise QuantizeError(f"cannot load INT8 weights from {path} ({type(exc).__name__}: {str(exc)[:150]}); "
+                            "it must be a converted model's state_dict of the same architecture") from exc
+    return q.eval()
