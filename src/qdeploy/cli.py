@@ -86,6 +86,8 @@ def run(
     qat_epochs: Optional[int] = typer.Option(None, help="pt-qat: fine-tuning epochs (default 1)."),
     qat_train_limit: Optional[int] = typer.Option(None, help="pt-qat: training images (default 2000; 0 = all)."),
     device: str = typer.Option("auto", help="pt-qat training device: auto | cpu | cuda."),
+    qat_from: Optional[Path] = typer.Option(None, help="pt-qat: converted INT8 weights from a QAT run elsewhere "
+                                            "(bench/gpu/qat_r18.py); skips training here."),
     data: Optional[Path] = DATA, calib_split: str = CALIB_SPLIT, eval_split: str = EVAL_SPLIT,
     calib_size: int = CALIB_SIZE, eval_limit: Optional[int] = EVAL_LIMIT, classes: Optional[str] = CLASSES,
     size: int = SIZE, mean: str = MEAN, std: str = STD, resize: str = RESIZE, norm: Optional[str] = NORM,
@@ -110,7 +112,8 @@ def run(
                     arch_kwargs=json.loads(arch_kwargs) if arch_kwargs.strip() else {}, variants=variants,
                     max_drop_pt=max_drop, evaluate=EvalConfig(threads=threads),
                     torch_overrides={"qat_epochs": qat_epochs, "device": device,
-                                     "qat_train_limit": qat_train_limit},
+                                     "qat_train_limit": qat_train_limit,
+                                     "qat_from": str(qat_from) if qat_from else None},
                     bench=BenchConfig(runs=bench_runs, threads=threads, min_seconds=bench_seconds,
                                       batch_sizes=_ints(bench_batches, "bench-batches")))
     result = run_pipeline(cfg, log=lambda m: typer.echo(m, err=True))
@@ -281,6 +284,32 @@ def train_cmd(
     test = "not measured" if res.test_acc is None else f"{res.test_acc:.2%}"
     typer.echo(f"{res.best}: best validation top-1 {res.best_val_acc:.2%} at epoch {res.best_epoch}, test top-1 {test}, "
                f"{res.epochs_run} epochs in {res.seconds:.0f}s on {res.device}")
+
+
+@app.command("serve")
+def serve_cmd(
+    targets: Optional[list[Path]] = typer.Argument(None, help="Run directory, or ONNX files (FP32 first). "
+                                                   "Default: the bundled model."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1: this machine only)."),
+    port: int = typer.Option(7860),
+    share: bool = typer.Option(False, help="Publish a public gradio.live link (prints a warning)."),
+    auth: Optional[str] = typer.Option(None, help="Require user:password for the page and the API."),
+    max_concurrency: int = typer.Option(4, help="Inferences at once."),
+    max_queue: int = typer.Option(64, help="Requests allowed to wait; beyond that the API answers 503."),
+    max_upload_mb: float = typer.Option(10.0), max_megapixels: float = typer.Option(40.0),
+    threads: Optional[int] = typer.Option(None, help="ORT intra-op threads per session."),
+):
+    """Web app: FP32 and INT8 side by side on any uploaded image, plus a JSON API."""
+    from .app.server import ServeConfig, serve
+    from .bundled import bundled_run_dir
+
+    if not targets:
+        targets = [bundled_run_dir()]
+    cfg = ServeConfig(host=host, port=port, share=share, auth=auth, max_concurrency=max_concurrency,
+                      max_queue=max_queue, max_upload_mb=max_upload_mb, max_megapixels=max_megapixels, threads=threads)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"WARNING: binding to {host} exposes the app to other machines on that network", err=True)
+    serve(targets, cfg, log=lambda m: typer.echo(m, err=True))
 
 
 @app.command("report")

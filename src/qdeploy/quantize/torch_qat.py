@@ -19,7 +19,7 @@ def _device(cfg: TorchQuantConfig):
 
 def qat(model_fp32, train_pixels: np.ndarray, train_labels: np.ndarray, spec, cfg: TorchQuantConfig, log=print):
     """Fine-tune a fake-quantized copy of `model_fp32`; returns (converted INT8 model, per-epoch history)."""
-    from ..train.augment import random_crop, random_flip
+    from ..train.augment import random_crop, random_erasing, random_flip
 
     torch.backends.quantized.engine = cfg.backend
     device = _device(cfg)
@@ -30,6 +30,7 @@ def qat(model_fp32, train_pixels: np.ndarray, train_labels: np.ndarray, spec, cf
         warnings.simplefilter("ignore")
         torch.ao.quantization.prepare_qat(q, inplace=True)
     q.to(device)
+    teacher = copy.deepcopy(model_fp32).to(device).eval() if cfg.qat_distill > 0 else None
     xs = torch.from_numpy(np.ascontiguousarray(train_pixels.transpose(0, 3, 1, 2))).to(device)
     ys = torch.from_numpy(train_labels).to(device)
     mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
@@ -51,8 +52,15 @@ def qat(model_fp32, train_pixels: np.ndarray, train_labels: np.ndarray, spec, cf
                 g["lr"] = lr
             idx = perm[step * cfg.qat_batch_size:(step + 1) * cfg.qat_batch_size]
             x = random_flip(random_crop(xs[idx].float() / 255, 4, gen), gen)
-            out = q((x - mean) / std)
-            loss = F.cross_entropy(out, ys[idx])
+            x = random_erasing(x, cfg.qat_erasing_p, (0.05, 0.2), gen)
+            x = (x - mean) / std
+            out = q(x)
+            loss = F.cross_entropy(out, ys[idx], label_smoothing=cfg.qat_label_smoothing)
+            if teacher is not None:
+                with torch.no_grad():
+                    soft = F.softmax(teacher(x) / cfg.qat_temperature, dim=1)
+                kd = F.kl_div(F.log_softmax(out / cfg.qat_temperature, dim=1), soft, reduction="batchmean")
+                loss = (1 - cfg.qat_distill) * loss + cfg.qat_distill * cfg.qat_temperature ** 2 * kd
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -84,6 +84,16 @@ def _torch_variant(name: str, ctx: VariantContext, dst: Path, man, log):
     extra = {}
     if cfg.method == "ptq":
         qmodel = ptq(ctx.model, ctx.calib_x, cfg)
+    elif cfg.qat_from:
+        import json
+
+        from .torch_eager import load_converted
+
+        qmodel = load_converted(ctx.model, cfg.qat_from, cfg)
+        side = Path(cfg.qat_from).with_suffix(".json")
+        if side.is_file():
+            extra["qat_history"] = json.loads(side.read_text()).get("history", [])
+        log(f"quantize {name}: INT8 weights from the QAT run in {cfg.qat_from}")
     else:
         from .torch_qat import qat
 

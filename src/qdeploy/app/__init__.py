@@ -1,0 +1,1 @@
+"""Web app and HTTP API (imports the library, never the reverse)."""

@@ -1,0 +1,138 @@
+"""Load every variant once (sessions shared by all requests) and compare them on one image."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelFileError
+from ..runtime import ModelInfo, open_session, read_info
+
+
+@dataclass
+class Variant:
+    name: str
+    info: ModelInfo
+    session: object
+    size_bytes: int
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.info.input_name: x})[0]
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+def resolve_models(targets: list[str | Path]) -> tuple[list[Path], dict | None]:
+    """Run directories and/or ONNX files -> ordered ONNX paths (FP32 first) and the run's report, if any."""
+    paths, report = [], None
+    for t in map(Path, targets):
+        if t.is_dir():
+            rj = t / "report.json"
+            if rj.is_file():
+                report = json.loads(rj.read_text())
+                paths += [t / v["file"] for v in report["variants"] if v.get("status") == "ok" and (t / v["file"]).is_file()]
+            else:
+                paths += sorted(t.glob("*.onnx"), key=lambda p: (p.name != "fp32.onnx", p.name))
+        elif t.suffix == ".onnx" or t.exists():
+            paths.append(t)
+        else:
+            raise ModelFileError(f"{t} is neither a run directory nor an ONNX file; pass 'qdeploy serve runs/r18' "
+                                 "or 'qdeploy serve fp32.onnx int8.onnx'")
+    if not paths:
+        raise ModelFileError(f"no ONNX models found in {', '.join(map(str, targets))}; run 'qdeploy run' first")
+    return paths, report
+
+
+@dataclass
+class Predictor:
+    variants: list[Variant]
+    report: dict | None = None
+    latency_runs: int = 5
+    facts: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, targets, threads: int | None = None, latency_runs: int = 5) -> "Predictor":
+        paths, report = resolve_models(targets)
+        variants, seen = [], set()
+        for p in paths:
+            info = read_info(p)
+            name = info.variant if info.variant not in seen else f"{info.variant} ({p.name})"
+            seen.add(name)
+            variants.append(Variant(name=name, info=info, session=open_session(p, threads), size_bytes=p.stat().st_size))
+        first = variants[0].info
+        for v in variants[1:]:
+            if v.info.preprocess != first.preprocess or v.info.classes != first.classes:
+                raise ModelFileError(f"{v.info.path.name} has different preprocessing or classes than "
+                                     f"{first.path.name}; serve models of one run together")
+        return cls(variants=variants, report=report, latency_runs=latency_runs, facts=_facts(report, variants))
+
+    @property
+    def spec(self):
+        return self.variants[0].info.preprocess
+
+    @property
+    def classes(self) -> list[str]:
+        return self.variants[0].info.classes
+
+    def predict(self, img, top_k: int = 3) -> dict:
+        """One RGB image -> each variant's top-k, latency (median of runs), agreement with the first."""
+        seen = self.spec.resize_image(img)
+        x = self.spec.normalize(np.asarray(seen))
+        rows, ref = [], None
+        for v in self.variants:
+            times = []
+            for _ in range(max(1, self.latency_runs)):
+                t0 = time.perf_counter()
+                z = v.logits(x)[0]
+                times.append((time.perf_counter() - t0) * 1e3)
+            p = softmax(z)
+            order = np.argsort(-p)[:top_k]
+            row = {"name": v.name, "top": [{"label": self.classes[i], "prob": float(p[i])} for i in order],
+                   "latency_ms": float(np.median(times)), "top1": self.classes[int(order[0])]}
+            if ref is None:
+                ref = (z, row)
+            else:
+                row["agrees"] = row["top1"] == ref[1]["top1"]
+                row["rel_diff"] = float(np.linalg.norm(z - ref[0]) / max(np.linalg.norm(ref[0]), 1e-12))
+                row["speedup"] = ref[1]["latency_ms"] / max(row["latency_ms"], 1e-9)
+            rows.append(row)
+        return {"input": {"width": img.size[0], "height": img.size[1], "model_input": self.spec.size,
+                          "resize": self.spec.resize}, "variants": rows, "seen": seen}
+
+    def predict_batch(self, images: list) -> list[list[str]]:
+        """Top-1 class per image for each variant (one batched run per variant)."""
+        x = np.concatenate([self.spec(img) for img in images]) if images else None
+        if x is None:
+            return [[] for _ in self.variants]
+        out = []
+        for v in self.variants:
+            z = np.concatenate([v.logits(x[i:i + 64]) for i in range(0, len(x), 64)])
+            out.append([self.classes[i] for i in z.argmax(1)])
+        return out
+
+
+def _facts(report: dict | None, variants: list[Variant]) -> dict:
+    """Per-variant facts from the run's report (size, compression, accuracy, agreement, latency)."""
+    facts = {v.name: {"size_mb": v.size_bytes / 1e6} for v in variants}
+    if not report:
+        return facts
+    by_name = {v["name"]: v for v in report["variants"] if v.get("status") == "ok"}
+    fp32 = by_name.get("fp32")
+    for name, f in facts.items():
+        r = by_name.get(name)
+        if not r or "metrics" not in r:
+            continue
+        f["top1"] = 100 * r["metrics"]["top1"]
+        f["agreement"] = None if r["metrics"].get("agreement") is None else 100 * r["metrics"]["agreement"]
+        f["p50_ms"] = r.get("bench", {}).get("p50_ms")
+        if fp32 and "bench" in fp32 and "bench" in r:
+            f["compression"] = fp32["bench"]["size_bytes"] / r["bench"]["size_bytes"]
+            f["speedup"] = fp32["bench"]["p50_ms"] / r["bench"]["p50_ms"]
+    return facts

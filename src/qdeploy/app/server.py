@@ -1,0 +1,165 @@
+"""FastAPI app: JSON API beside the Gradio page, one set of shared ONNX Runtime sessions."""
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+from .images import ImageInputError, UploadLimits, load_image
+from .predictor import Predictor
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    auth: str | None = None         # "user:pass"
+    max_concurrency: int = 4        # inferences at once; the rest wait ...
+    max_queue: int = 64             # ... up to this many, then 503
+    max_upload_mb: float = 10.0
+    max_megapixels: float = 40.0
+    threads: int | None = None
+    latency_runs: int = 5
+
+    def __post_init__(self):
+        if not (0 <= self.port <= 65535):
+            raise ConfigError(f"port {self.port} is out of range 0..65535")
+        if self.auth is not None and (":" not in self.auth or not self.auth.split(":", 1)[0]):
+            raise ConfigError("--auth must look like user:password")
+        if self.max_concurrency < 1 or self.max_queue < 0:
+            raise ConfigError("max concurrency must be >= 1 and max queue >= 0")
+
+    @property
+    def limits(self) -> UploadLimits:
+        return UploadLimits(max_bytes=int(self.max_upload_mb * 1024 * 1024), max_pixels=int(self.max_megapixels * 1e6))
+
+    @property
+    def credentials(self) -> tuple[str, str] | None:
+        return tuple(self.auth.split(":", 1)) if self.auth else None
+
+
+class Gate:
+    """Bounded concurrency with a bounded waiting line: overload answers 503 at once, never piles up."""
+
+    def __init__(self, running: int, waiting: int):
+        self.sem = threading.BoundedSemaphore(running)
+        self.lock, self.waiting, self.max_waiting = threading.Lock(), 0, waiting
+
+    def __enter__(self):
+        with self.lock:
+            if self.waiting >= self.max_waiting + 1:
+                raise OverflowError
+            self.waiting += 1
+        self.sem.acquire()
+        with self.lock:
+            self.waiting -= 1
+        return self
+
+    def __exit__(self, *exc):
+        self.sem.release()
+
+
+def create_app(pred: Predictor, cfg: ServeConfig):
+    import gradio as gr
+    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi.responses import JSONResponse
+    from fastapi.security import HTTPBasic, HTTPBasicCredentials
+
+    from .ui import PAGE_CSS, build_ui
+
+    app = FastAPI(title="qdeploy", description="FP32 vs INT8 image classification API")
+    gate, limits = Gate(cfg.max_concurrency, cfg.max_queue), cfg.limits
+    basic = HTTPBasic(auto_error=False)
+
+    def check_auth(creds: HTTPBasicCredentials | None = Depends(basic)):
+        if cfg.credentials is None:
+            return
+        ok = creds is not None and secrets.compare_digest(creds.username, cfg.credentials[0]) and \
+            secrets.compare_digest(creds.password, cfg.credentials[1])
+        if not ok:
+            raise HTTPException(401, "authentication required", headers={"WWW-Authenticate": "Basic"})
+
+    @app.exception_handler(ImageInputError)
+    def _bad_image(_, exc: ImageInputError):
+        return JSONResponse({"error": str(exc)}, status_code=413 if "limit is" in str(exc) else 400)
+
+    @app.get("/healthz")
+    def healthz():
+        return {"ok": True, "variants": [v.name for v in pred.variants]}
+
+    @app.get("/api/models", dependencies=[Depends(check_auth)])
+    def models():
+        return {"classes": pred.classes, "preprocess": pred.spec.__dict__, "variants": [
+            {"name": v.name, "file": v.info.path.name, "size_bytes": v.size_bytes, **pred.facts.get(v.name, {})}
+            for v in pred.variants]}
+
+    @app.post("/api/predict", dependencies=[Depends(check_auth)])
+    async def predict(request: Request, top_k: int = 3):
+        if not 1 <= top_k <= len(pred.classes):
+            raise HTTPException(422, f"top_k must be in 1..{len(pred.classes)}")
+        data = await _read_upload(request, limits.max_bytes)
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(_predict_sync, data, top_k)
+
+    def _predict_sync(data: bytes, top_k: int):
+        img = load_image(data, limits)
+        try:
+            with gate:
+                result = pred.predict(img, top_k=top_k)
+        except OverflowError:
+            return JSONResponse({"error": "server busy: too many requests waiting; retry shortly"}, status_code=503)
+        result.pop("seen")
+        return result
+
+    demo = build_ui(pred, limits)
+    demo.queue(default_concurrency_limit=cfg.max_concurrency, max_size=cfg.max_queue)
+    return gr.mount_gradio_app(app, demo, path="/", auth=cfg.credentials, max_file_size=limits.max_bytes,
+                               css=PAGE_CSS, footer_links=["api"])
+
+
+async def _read_upload(request, max_bytes: int) -> bytes:
+    """Image bytes from multipart field 'file' or a raw image body; 413 past the size limit."""
+    from fastapi import HTTPException
+
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        form = await request.form(max_files=1)
+        f = form.get("file")
+        if f is None or isinstance(f, str):
+            raise HTTPException(400, "send the image as multipart field 'file' (curl -F file=@photo.jpg)")
+        data = await f.read(max_bytes + 1)
+    else:
+        data = b""
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > max_bytes:
+                break
+    if len(data) > max_bytes:
+        raise HTTPException(413, f"upload exceeds the {max_bytes / 1024 / 1024:.0f} MB limit; resize or compress it")
+    if not data:
+        raise HTTPException(400, "empty request: send an image (curl -F file=@photo.jpg URL/api/predict)")
+    return data
+
+
+def serve(targets: list[str | Path], cfg: ServeConfig, log=print) -> None:
+    import uvicorn
+
+    pred = Predictor.load(targets, threads=cfg.threads, latency_runs=cfg.latency_runs)
+    if cfg.share:
+        log("WARNING: --share publishes this app on a public gradio.live URL that anyone with the link can open; "
+            "the JSON API at /api/predict is not shared")
+        from .ui import PAGE_CSS, build_ui
+
+        demo = build_ui(pred, cfg.limits)
+        demo.queue(default_concurrency_limit=cfg.max_concurrency, max_size=cfg.max_queue)
+        demo.launch(server_name=cfg.host, server_port=cfg.port, share=True, auth=cfg.credentials, css=PAGE_CSS,
+                    max_file_size=cfg.limits.max_bytes)
+        return
+    app = create_app(pred, cfg)
+    log(f"serving {', '.join(v.name for v in pred.variants)} at http://{cfg.host}:{cfg.port}/ "
+        f"(API: POST http://{cfg.host}:{cfg.port}/api/predict)")
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
