@@ -40,7 +40,7 @@ def test_rgba_composited_on_white():
 
 def test_16bit_png_scaled_not_clipped():
     arr = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
-    out = np.asarray(load_image(encode(Image.fromarray(arr, "I;16"), "PNG")))
+    out = np.asarray(load_image(encode(Image.fromarray(arr), "PNG")))
     assert out.max() == 255 and out.min() == 0 and out.shape == (8, 8, 3)
 
 
@@ -62,11 +62,17 @@ def test_exif_rotation_applied():
     (b"", "empty"),
     (b"hello, I am a text file", "not an image"),
     (b"%PDF-1.4 fake", "not an image"),
-    (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 20, "corrupt"),
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 20, "header is corrupt"),
 ])
 def test_bad_files(data, fragment):
     with pytest.raises(ImageInputError, match=fragment):
         load_image(data)
+
+
+def test_truncated_jpeg(photo):
+    data = encode(photo.resize((200, 200)), "JPEG")
+    with pytest.raises(ImageInputError, match="corrupt or truncated"):
+        load_image(data[: len(data) // 2])
 
 
 def test_truncated_png(photo):

@@ -100,13 +100,17 @@ def png(img) -> bytes:
 @pytest.mark.parametrize("payload,status,fragment", [
     (b"", 400, "empty"),
     (b"just some text", 400, "not an image"),
-    (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 64, 400, "corrupt"),
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 64, 400, "header is corrupt"),
+    ("truncated", 400, "corrupt or truncated"),
     (b"\x00" * (1024 * 1024 + 10), 413, "limit"),
     ("bomb", 413, "megapixels"),
 ])
 def test_bad_uploads(server, payload, status, fragment):
     if payload == "bomb":
         payload = png(Image.new("L", (3000, 3000)))  # 9 MP in a few KB; the server allows 4 MP
+    elif payload == "truncated":
+        full = png(Image.effect_noise((300, 300), 40))
+        payload = full[: len(full) // 2]
     r = httpx.post(server + "/api/predict", files={"file": ("x.bin", payload, "application/octet-stream")}, timeout=30)
     assert r.status_code == status, r.text
     msg = r.json().get("error") or r.json().get("detail")

@@ -115,11 +115,17 @@ def _output_classes(model) -> int | None:
     return dims[-1].dim_value if dims and dims[-1].dim_value > 0 else None
 
 
-def open_session(path: str | Path, threads: int | None = None):
-    """One CPU ONNX Runtime session; threads=None lets ORT use every physical core."""
+def open_session(path: str | Path, threads: int | None = None, spinning: bool = True):
+    """One CPU ONNX Runtime session; threads=None lets ORT use every physical core.
+
+    spinning=False stops idle pool threads from busy-waiting: right for a server holding several
+    sessions, whose spinning threads would otherwise steal the cores from the one running.
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         opts.intra_op_num_threads = int(threads)

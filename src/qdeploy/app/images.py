@@ -88,6 +88,7 @@ def load_image(source, limits: UploadLimits | None = None):
         raise ImageInputError(f"image is larger than {limits.max_pixels / 1e6:.0f} megapixels (possible decompression "
                               "bomb); downscale it") from None
     except UnidentifiedImageError:
-        raise ImageInputError("this file is not an image qdeploy can read; upload a JPEG, PNG, GIF, BMP or WebP") from None
+        raise ImageInputError("this file is not an image qdeploy can read (unknown format, or its header is corrupt); "
+                              "upload a JPEG, PNG, GIF, BMP or WebP") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageInputError(f"the image is corrupt or truncated ({str(exc)[:80]}); re-save or re-export it") from None

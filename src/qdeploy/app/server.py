@@ -1,10 +1,13 @@
-"""FastAPI app: JSON API beside the Gradio page, one set of shared ONNX Runtime sessions."""
-from __future__ import annotations
+"""FastAPI app: JSON API beside the Gradio page, one set of shared ONNX Runtime sessions.
+
+No `from __future__ import annotations` here: FastAPI reads the route signatures at run time.
+"""
 
 import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from ..errors import ConfigError
 from .images import ImageInputError, UploadLimits, load_image
@@ -16,12 +19,12 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False
-    auth: str | None = None         # "user:pass"
+    auth: Optional[str] = None      # "user:pass"
     max_concurrency: int = 4        # inferences at once; the rest wait ...
     max_queue: int = 64             # ... up to this many, then 503
     max_upload_mb: float = 10.0
     max_megapixels: float = 40.0
-    threads: int | None = None
+    threads: Optional[int] = None
     latency_runs: int = 5
 
     def __post_init__(self):
@@ -37,7 +40,7 @@ class ServeConfig:
         return UploadLimits(max_bytes=int(self.max_upload_mb * 1024 * 1024), max_pixels=int(self.max_megapixels * 1e6))
 
     @property
-    def credentials(self) -> tuple[str, str] | None:
+    def credentials(self) -> Optional[tuple]:
         return tuple(self.auth.split(":", 1)) if self.auth else None
 
 
@@ -74,7 +77,7 @@ def create_app(pred: Predictor, cfg: ServeConfig):
     gate, limits = Gate(cfg.max_concurrency, cfg.max_queue), cfg.limits
     basic = HTTPBasic(auto_error=False)
 
-    def check_auth(creds: HTTPBasicCredentials | None = Depends(basic)):
+    def check_auth(creds: Optional[HTTPBasicCredentials] = Depends(basic)):
         if cfg.credentials is None:
             return
         ok = creds is not None and secrets.compare_digest(creds.username, cfg.credentials[0]) and \
@@ -145,7 +148,7 @@ async def _read_upload(request, max_bytes: int) -> bytes:
     return data
 
 
-def serve(targets: list[str | Path], cfg: ServeConfig, log=print) -> None:
+def serve(targets: list, cfg: ServeConfig, log=print) -> None:
     import uvicorn
 
     pred = Predictor.load(targets, threads=cfg.threads, latency_runs=cfg.latency_runs)

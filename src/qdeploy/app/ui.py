@@ -11,7 +11,7 @@ from .images import ImageInputError, UploadLimits, load_image
 from .predictor import Predictor
 
 PAGE_CSS = """
-.qd-thumb img {image-rendering: pixelated; max-width: 160px}
+.qd-thumb img {image-rendering: pixelated; width: 128px !important; height: 128px !important; object-fit: contain}
 @media (max-width: 640px) { .gradio-container {padding: 4px !important} }
 """
 

@@ -1,0 +1,186 @@
+"""The Gradio page: FP32 and INT8 side by side on any image, batch tab, model facts."""
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .images import ImageInputError, UploadLimits, load_image
+from .predictor import Predictor
+
+PAGE_CSS = """
+.qd-thumb img {image-rendering: pixelated; max-width: 160px}
+@media (max-width: 640px) { .gradio-container {padding: 4px !important} }
+"""
+
+
+def _raw_image_component():
+    """gr.Image whose value reaches our handler as the raw uploaded file, undecoded, so that corrupt
+    or hostile uploads get qdeploy's own readable error instead of a decoding failure inside Gradio."""
+    import gradio as gr
+from gradio.events import Dependency
+
+    class RawImage(gr.Image):
+        is_template = True  # render with the stock Image front end
+
+        def preprocess(self, payload):
+            if payload is None:
+                return None
+            if getattr(payload, "path", None):
+                return payload.path
+            return super().preprocess(payload)
+
+    return RawImage
+
+
+def perf_markdown(result: dict) -> str:
+    rows = ["| variant | top-1 | latency (ms, median) | speedup vs FP32 | agrees with FP32 | logits rel. diff |",
+            "|---|---|---|---|---|---|"]
+    for r in result["variants"]:
+        agrees = "–" if "agrees" not in r else ("yes" if r["agrees"] else "**NO**")
+        rows.append(f"| {r['name']} | {r['top1']} ({100 * r['top'][0]['prob']:.1f} %) | {r['latency_ms']:.2f} | "
+                    f"{'–' if 'speedup' not in r else format(r['speedup'], '.2f') + 'x'} | {agrees} | "
+                    f"{'–' if 'rel_diff' not in r else format(r['rel_diff'], '.4f')} |")
+    return "\n".join(rows)
+
+
+def seen_note(result: dict) -> str:
+    i = result["input"]
+    return (f"Your image is {i['width']}x{i['height']}; the model sees it resized to "
+            f"**{i['model_input']}x{i['model_input']}** ({i['resize']}), shown on the right. Large photos lose "
+            "detail at this size: fill the frame with one object.")
+
+
+def facts_markdown(pred: Predictor) -> str:
+    rows = ["| variant | size MB | compression | test top-1 % | agreement % | b1 p50 ms | speedup |",
+            "|---|---|---|---|---|---|---|"]
+
+    def f(v, fmt):
+        return "–" if v is None else format(v, fmt)
+
+    for name, x in pred.facts.items():
+        rows.append(f"| {name} | {x['size_mb']:.2f} | {f(x.get('compression'), '.2f')}x | {f(x.get('top1'), '.2f')} | "
+                    f"{f(x.get('agreement'), '.2f')} | {f(x.get('p50_ms'), '.2f')} | {f(x.get('speedup'), '.2f')}x |")
+    src = "from this run's report.json" if pred.report else "(no report.json: serve a run directory for test-set figures)"
+    return f"Measured by `qdeploy run` {src}.\n\n" + "\n".join(rows)
+
+
+def classify_handler(pred: Predictor, limits: UploadLimits):
+    import gradio as gr
+
+    def classify(path):
+        try:
+            img = load_image(path, limits)
+        except ImageInputError as exc:
+            raise gr.Error(str(exc), print_exception=False)
+        result = pred.predict(img)
+        labels = [{t["label"]: t["prob"] for t in r["top"]} for r in result["variants"]]
+        return (*labels, perf_markdown(result), np.asarray(result["seen"]), seen_note(result))
+
+    return classify
+
+
+def _label_from_name(name: str, classes: list[str]) -> str | None:
+    parts = Path(name).parts[:-1] + (Path(name).stem,)
+    for part in reversed(parts):
+        low = part.lower()
+        for c in classes:
+            if low == c.lower() or low.startswith(c.lower() + "_") or low.startswith(c.lower() + "-"):
+                return c
+    return None
+
+
+def _batch_items(files, limits: UploadLimits, max_items: int = 256):
+    """(name, bytes-or-path) for uploaded files, expanding zip archives."""
+    items = []
+    for f in files or []:
+        path = Path(getattr(f, "name", f))
+        if path.suffix.lower() == ".zip":
+            try:
+                with zipfile.ZipFile(path) as z:
+                    for info in z.infolist():
+                        if not info.is_dir() and info.file_size <= limits.max_bytes:
+                            items.append((info.filename, z.read(info)))
+            except zipfile.BadZipFile:
+                items.append((path.name, b"not a zip"))
+        else:
+            items.append((path.name, path))
+    return items[:max_items]
+
+
+def batch_handler(pred: Predictor, limits: UploadLimits):
+    import gradio as gr
+
+    def run_batch(files):
+        items = _batch_items(files, limits)
+        if not items:
+            raise gr.Error("no files given: choose several images or a .zip of images", print_exception=False)
+        good, rows = [], []
+        for name, src in items:
+            try:
+                good.append((name, load_image(src, limits)))
+            except ImageInputError as exc:
+                rows.append([name, "", *["" for _ in pred.variants], f"skipped: {exc}"])
+        preds = pred.predict_batch([img for _, img in good])
+        labelled = correct = agree = 0
+        table = []
+        for i, (name, _) in enumerate(good):
+            per = [p[i] for p in preds]
+            label = _label_from_name(name, pred.classes)
+            agree += all(p == per[0] for p in per)
+            if label:
+                labelled += 1
+            table.append([name, label or "", *per, "agree" if all(p == per[0] for p in per) else "DISAGREE"])
+        summary = [f"{len(good)} images classified, {len(items) - len(good)} skipped. "
+                   f"All variants agree on {agree}/{len(good)}."] if good else ["No readable images."]
+        if labelled:
+            accs = [sum(p[i] == _label_from_name(n, pred.classes) for i, (n, _) in enumerate(good)) for p in preds]
+            summary.append("Accuracy on the " + str(labelled) + " files whose name or folder names a class: " +
+                           ", ".join(f"{v.name} {100 * a / labelled:.1f} %" for v, a in zip(pred.variants, accs)))
+        return table + rows, "\n\n".join(summary)
+
+    return run_batch
+
+
+def build_ui(pred: Predictor, limits: UploadLimits | None = None):
+    import gradio as gr
+
+    from .examples import example_paths
+
+    limits = limits or UploadLimits()
+    RawImage = _raw_image_component()
+    names = [v.name for v in pred.variants]
+    with gr.Blocks(title="qdeploy: FP32 vs INT8") as demo:
+        gr.Markdown(f"# qdeploy — {' vs '.join(names)}\nUpload, drop, paste or capture a photo of one of: "
+                    f"{', '.join(pred.classes)}.")
+        with gr.Tab("Single image"):
+            with gr.Row(equal_height=False):
+                with gr.Column(min_width=280):
+                    image = RawImage(type="filepath", sources=["upload", "clipboard", "webcam"], label="Image",
+                                     elem_id="qd-input")
+                    button = gr.Button("Classify", variant="primary", elem_id="qd-classify")
+                    seen = gr.Image(label="What the model sees", interactive=False, elem_classes="qd-thumb",
+                                    elem_id="qd-seen")
+                    note = gr.Markdown(elem_id="qd-note")
+                with gr.Column(min_width=280):
+                    labels = [gr.Label(num_top_classes=3, label=f"{n} top-3", elem_id=f"qd-label-{i}")
+                              for i, n in enumerate(names)]
+            perf = gr.Markdown(elem_id="qd-perf")
+            examples = [str(p) for p in example_paths()]
+            if examples:
+                gr.Examples(examples=examples, inputs=image, label="Example photos (scikit-image samples)")
+            outputs = [*labels, perf, seen, note]
+            fn = classify_handler(pred, limits)
+            button.click(fn, inputs=image, outputs=outputs, api_name="classify")
+            image.upload(fn, inputs=image, outputs=outputs, api_name=False)
+        with gr.Tab("Batch"):
+            files = gr.File(file_count="multiple", label="Images or a .zip (name files or folders by class for accuracy)")
+            run = gr.Button("Classify all", variant="primary")
+            summary = gr.Markdown()
+            table = gr.Dataframe(headers=["file", "label", *names, "note"], wrap=True)
+            run.click(batch_handler(pred, limits), inputs=files, outputs=[table, summary], api_name="batch")
+        with gr.Tab("Model facts"):
+            gr.Markdown(facts_markdown(pred))
+    return demo
