@@ -1,15 +1,31 @@
-.PHONY: setup run demo test bench
+.PHONY: setup demo run serve test bench load
 SHELL := /bin/bash
+SHARED ?= $(or $(QDEPLOY_SHARED),../shared)
 
 setup:
 	@bash scripts/setup.sh
 
-# The main job on the embedded default (../shared's ResNet18 and CIFAR-10, or $$QDEPLOY_SHARED).
+# Main job on the embedded default: the whole pipeline on ../shared's ResNet18 and CIFAR-10
+# (export, calibrate, quantize, evaluate on 10,000 images, bench, report -> runs/r18), then the web
+# app on its output. Without ../shared, the app opens on the model bundled inside the package.
+demo: setup
+	@if [ -f "$(SHARED)/checkpoints/resnet18_cifar10.pth" ]; then \
+	  .venv/bin/qdeploy run --out runs/r18 && .venv/bin/qdeploy serve runs/r18; \
+	else \
+	  echo "no $(SHARED): serving the bundled ResNet-20"; .venv/bin/qdeploy serve; \
+	fi
+
 run: setup
-	.venv/bin/qdeploy run --variants default,seed-lab5,dynamic --out runs/r18
+	.venv/bin/qdeploy run --out runs/r18
+
+serve: setup
+	.venv/bin/qdeploy serve
 
 test: setup
 	.venv/bin/python -m pytest -q
 
 bench: setup
 	.venv/bin/python bench/pipeline_table.py
+
+load: setup
+	.venv/bin/python bench/load_app.py

@@ -33,6 +33,14 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
         raise QDeployError(f"--{what} '{text}' is not a comma-separated list of integers, e.g. 1,32,256")
 
 
+def _auto_cfg(max_drop, max_rel_drop, val_size):
+    from .quantize.auto import AutoConfig
+
+    if max_drop is None and max_rel_drop is None:
+        max_drop = 0.3
+    return AutoConfig(max_drop_pt=max_drop, max_rel_drop=max_rel_drop, val_size=val_size)
+
+
 def _spec(size: int, mean: str, std: str, resize: str, preset_name: str | None):
     from .data import PreprocessSpec
 
@@ -78,7 +86,11 @@ def run(
     arch_kwargs: str = typer.Option("", help="JSON keyword arguments for the architecture."),
     out: Path = typer.Option(Path("runs/r18"), help="Output directory."),
     variants: str = typer.Option("default", help="Comma list of INT8 variants, or 'all'."),
-    max_drop: float = typer.Option(1.0, help="Recommendation budget: max top-1 drop in points."),
+    max_drop: Optional[float] = typer.Option(None, help="Accuracy budget: max top-1 drop in points (default 1.0 for "
+                                             "the recommendation, 0.3 with --auto)."),
+    max_rel_drop: Optional[float] = typer.Option(None, help="Budget as a fraction of FP32 top-1 (with --auto)."),
+    auto: bool = typer.Option(False, "--auto", help="Also search for the fastest INT8 within the budget."),
+    val_size: int = typer.Option(2000, help="--auto: validation images carved from the calibration split."),
     bench_runs: int = typer.Option(200, help="Timed batch-1 runs for the latency percentiles."),
     bench_batches: str = typer.Option("1,32,256", help="Batch sizes for the throughput table."),
     bench_seconds: float = typer.Option(1.0, help="Minimum seconds per throughput point."),
@@ -107,10 +119,12 @@ def run(
         if checkpoint is None:
             raise QDeployError("no --checkpoint/--onnx given and no ../shared checkpoint found; pass --checkpoint")
     dcfg = _data_cfg(data, calib_split, eval_split, calib_size, eval_limit, classes, size, mean, std, resize, norm)
+    auto_cfg = _auto_cfg(max_drop, max_rel_drop, val_size) if auto else None
     cfg = RunConfig(out=str(out), data=dcfg, checkpoint=str(checkpoint) if checkpoint else None,
                     onnx=str(onnx) if onnx else None, arch=arch,
                     arch_kwargs=json.loads(arch_kwargs) if arch_kwargs.strip() else {}, variants=variants,
-                    max_drop_pt=max_drop, evaluate=EvalConfig(threads=threads),
+                    max_drop_pt=max_drop if max_drop is not None else 1.0, auto=auto_cfg,
+                    evaluate=EvalConfig(threads=threads),
                     torch_overrides={"qat_epochs": qat_epochs, "device": device,
                                      "qat_train_limit": qat_train_limit,
                                      "qat_from": str(qat_from) if qat_from else None},
@@ -156,6 +170,10 @@ def quantize_cmd(
     per_channel: Optional[bool] = typer.Option(None, "--per-channel/--per-tensor", help="Override weight granularity."),
     method: Optional[str] = typer.Option(None, help="Override: minmax | entropy | percentile."),
     percentile: Optional[float] = typer.Option(None, help="Percentile for the percentile method."),
+    auto: bool = typer.Option(False, "--auto", help="Search for the fastest INT8 that meets --max-drop."),
+    max_drop: Optional[float] = typer.Option(None, help="--auto: max top-1 drop in points (default 0.3)."),
+    max_rel_drop: Optional[float] = typer.Option(None, help="--auto: max drop as a fraction of FP32 top-1."),
+    val_size: int = typer.Option(2000, help="--auto: validation images carved from the calibration split."),
     data: Optional[Path] = DATA, calib_split: str = CALIB_SPLIT, calib_size: int = CALIB_SIZE,
 ):
     """FP32 ONNX -> INT8 ONNX, calibrated on real images (preprocessing read from the ONNX metadata)."""
@@ -173,7 +191,22 @@ def quantize_cmd(
     root = data or default_data()
     if root is None:
         raise QDeployError("no --data given and no ../shared/datasets/cifar10 found; pass --data path/to/images")
-    dcfg = DataConfig(root=str(root), calib_split=calib_split, calib_size=calib_size, preprocess=info.preprocess)
+    dcfg = DataConfig(root=str(root), calib_split=calib_split, calib_size=calib_size, preprocess=info.preprocess,
+                      classes=info.classes)
+    if auto:
+        from .data import open_calib_val
+        from .quantize.auto import auto_quantize
+
+        acfg = _auto_cfg(max_drop, max_rel_drop, val_size)
+        calib, val = open_calib_val(dcfg.__class__(**{**dcfg.__dict__, "calib_size": max(acfg.calib_sizes)}), val_size)
+        rec = auto_quantize(onnx, out, calib.load(info.preprocess), val.load(info.preprocess), val.labels, acfg,
+                            log=lambda m: typer.echo(m, err=True))
+        if not rec["met_budget"]:
+            raise QDeployError(rec["message"] + f"; every candidate is in {out.parent / 'search.json'}")
+        typer.echo(f"{out}: drop {rec['chosen_drop_pt']:.2f} pt on {rec['val_images']} validation images, "
+                   f"{rec['chosen_p50_ms']:.2f} ms vs FP32 {rec['fp32_p50_ms']:.2f} ms, {rec['fp32_nodes_kept']} "
+                   f"node(s) kept in FP32; search: {out.parent / 'search.json'}")
+        return
     images = open_split(dcfg.root, calib_split or None, info.classes)
     x = images.subset(balanced_indices(images.labels, calib_size)).load(info.preprocess)
     path, check = quantize(onnx, out, qcfg, x)

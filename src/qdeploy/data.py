@@ -315,3 +315,14 @@ def open_calib_eval(cfg: DataConfig) -> tuple[ImageSet, ImageSet]:
     if cfg.eval_limit is not None and cfg.eval_limit < len(evalset):
         evalset = evalset.subset(balanced_indices(evalset.labels, cfg.eval_limit, cfg.seed))
     return calib, evalset
+
+
+def open_calib_val(cfg: DataConfig, val_size: int) -> tuple[ImageSet, ImageSet]:
+    """Calibration images and a class-balanced validation set, both from the calibration split and
+    disjoint: what auto-quantization selects on (the evaluation split stays for the final report)."""
+    pool = open_split(cfg.root, cfg.calib_split or None, cfg.classes)
+    calib_idx = balanced_indices(pool.labels, cfg.calib_size, cfg.seed)
+    val_idx = balanced_indices(pool.labels, val_size, cfg.seed + 2, exclude=calib_idx)
+    if len(val_idx) < min(val_size, 50):
+        raise DataError(f"only {len(val_idx)} images left for validation after calibration; lower --calib-size")
+    return pool.subset(calib_idx), pool.subset(val_idx)

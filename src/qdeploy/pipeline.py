@@ -29,6 +29,7 @@ class RunConfig:
     variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
     max_drop_pt: float = 1.0  # the recommendation picks the fastest INT8 variant within this drop
     torch_overrides: dict = field(default_factory=dict)  # e.g. qat_epochs, qat_train_limit, device
+    auto: object = None  # an AutoConfig: also search for the fastest INT8 within its budget
     export: ExportConfig = field(default_factory=ExportConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
@@ -121,6 +122,9 @@ def run(cfg: RunConfig, log=print) -> dict:
     with man.stage("quantize"):
         for name in cfg.variants:
             variants.append(build_variant(name, ctx, man, log))
+    if cfg.auto is not None:
+        with man.stage("auto"):
+            variants.append(_auto_variant(cfg, fp32, out, man, log))
     with man.stage("evaluate"):
         fp32_logits = _evaluate_all(variants, out, eval_x, evalset.labels, calib.classes, cfg.evaluate, log)
         _evaluate_torch(variants, ctx, eval_x, evalset.labels, fp32_logits, log)
@@ -168,6 +172,31 @@ def _evaluate_torch(variants, ctx: VariantContext, x, labels, fp32_logits, log) 
         m = metrics_from_logits(logits, labels, ctx.classes, fp32_logits)
         v["torch"] = {"metrics": m.as_dict(), "size_bytes": size}
         log(f"evaluate {v['name']} (PyTorch INT8): top-1 {m.top1:.2%}, agreement {m.agreement:.2%}")
+
+
+def _auto_variant(cfg: RunConfig, fp32: Path, out: Path, man: Manifest, log) -> dict:
+    """Accuracy-aware search on a validation split carved from the calibration split."""
+    from dataclasses import replace as dc_replace
+
+    from .data import open_calib_val
+    from .quantize.auto import auto_quantize
+
+    man.config("auto", cfg.auto)
+    pool_cfg = dc_replace(cfg.data, calib_size=max(cfg.auto.calib_sizes))
+    calib, val = open_calib_val(pool_cfg, cfg.auto.val_size)
+    rec = auto_quantize(fp32, out / "int8_auto.onnx", calib.load(cfg.data.preprocess),
+                        val.load(cfg.data.preprocess), val.labels, cfg.auto, log)
+    summary = {k: rec.get(k) for k in ("budget_pt", "met_budget", "chosen", "chosen_drop_pt", "fp32_nodes_kept",
+                                       "seconds", "message", "fp32_val_top1")}
+    summary["candidates"] = len(rec["candidates"])
+    summary["top_sensitive"] = rec["sensitivity"][:5]
+    man.note("auto", search=summary)
+    if not rec["met_budget"]:
+        return {"name": "auto", "kind": "int8", "file": "int8_auto.onnx", "status": "failed",
+                "error": rec["message"], "search": summary}
+    chosen = next(c for c in rec["candidates"] if c["name"] == rec["chosen"])
+    return {"name": "auto", "kind": "int8", "file": "int8_auto.onnx", "status": "ok", "config": chosen["config"],
+            "search": summary}
 
 
 def _train_images(cfg: RunConfig, classes, limit):

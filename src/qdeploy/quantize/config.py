@@ -65,6 +65,12 @@ class QuantConfig:
                    per_channel=False, description="seed 004 recipe: quantize_dynamic, int8 weights")
 
     @classmethod
+    def per_tensor(cls) -> "QuantConfig":
+        """The naive recipe: one scale per weight tensor (hurts depthwise-separable networks)."""
+        return cls.default().with_(name="per-tensor", per_channel=False,
+                                   description="default recipe with per-tensor weights (the naive one)")
+
+    @classmethod
     def entropy(cls) -> "QuantConfig":
         return cls.default().with_(name="entropy", method="entropy", description="default recipe, Entropy calibration")
 
@@ -78,6 +84,7 @@ PRESETS = {
     "default": QuantConfig.default,
     "seed-lab5": QuantConfig.seed_lab5,
     "dynamic": QuantConfig.dynamic,
+    "per-tensor": QuantConfig.per_tensor,
     "entropy": QuantConfig.entropy,
     "percentile": QuantConfig.percentile_,
 }

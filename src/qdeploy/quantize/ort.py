@@ -1,6 +1,8 @@
 """ONNX Runtime static and dynamic INT8 quantization with verification against FP32."""
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -96,8 +98,10 @@ def quantize(fp32: str | Path, out: str | Path, cfg: QuantConfig, calib: np.ndar
     with atomic_path(out) as tmp, tempfile.TemporaryDirectory(prefix="qdeploy-pre-") as tmpdir:
         pre = Path(tmpdir) / "pre.onnx"
         try:
-            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-            _run_quantizer(pre, tmp, calib, info.input_name, cfg)
+            # ORT's calibrators print progress with print(); keep qdeploy's own output readable.
+            with contextlib.redirect_stdout(io.StringIO()):
+                quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+                _run_quantizer(pre, tmp, calib, info.input_name, cfg)
         except QuantizeError:
             raise
         except Exception as exc:

@@ -100,6 +100,9 @@ def _plots(data: dict, out: Path, cfg: ReportConfig) -> dict[str, Path]:
     made = {"size": plots.size_plot(rows, pdir / "size.png"),
             "latency": plots.latency_plot(rows, pdir / "latency.png"),
             "accuracy_vs_latency": plots.scatter_plot(rows, pdir / "accuracy_vs_latency.png")}
+    for extra in ("search_pareto", "sensitivity"):
+        if (pdir / f"{extra}.png").is_file():
+            made[extra] = pdir / f"{extra}.png"
     if cfg.confusion_plots:
         for r in rows:
             made[f"confusion_{r['name']}"] = plots.confusion_plot(r, data["classes"], pdir / f"confusion_{r['name']}.png")
@@ -133,6 +136,17 @@ def _markdown(data: dict, images: dict[str, Path], out: Path, cfg: ReportConfig)
                 p = v["pot_scales"]
                 parts += [f"PoT `{v['name']}`: all {p['count']} scales in the ONNX file are exact powers of two "
                           f"(2^{p['min_exp']} .. 2^{p['max_exp']}).", ""]
+    auto = next((v for v in data["variants"] if v.get("search")), None)
+    if auto:
+        a = auto["search"]
+        parts += ["## Auto-quantization", "",
+                  f"Budget {a['budget_pt']:.2f} pt of validation top-1 (FP32 {100 * a['fp32_val_top1']:.2f} % on a "
+                  f"split carved from the calibration split); {a['candidates']} candidates measured in "
+                  f"{a['seconds']:.0f} s. " + (f"Chose `{a['chosen']}`: validation drop {a['chosen_drop_pt']:.2f} pt, "
+                                             f"{a['fp32_nodes_kept']} node(s) kept in FP32." if a["met_budget"]
+                                             else f"**{a['message']}**"),
+                  "Every candidate: `search.json`. Most sensitive nodes: " +
+                  ", ".join(f"`{r['node']}` (+{r['added_error']:.3f})" for r in a["top_sensitive"]), ""]
     parts += ["## Plots", ""] + [f"![{k}]({p.relative_to(out).as_posix()})" for k, p in images.items()] + [""]
     parts += ["## Per-class top-1 (%)", "", _per_class_table(data), ""]
     return "\n".join(parts)

@@ -1,0 +1,269 @@
+"""Accuracy-aware auto-quantization: the fastest INT8 recipe that meets the accuracy budget here.
+
+1. Speed screen: each (format, activation type) with MinMax; dominated ones (slower than FP32, or
+   far slower than the fastest) are dropped before any calibration sweep.
+2. Accuracy sweep on the survivors: calibration method, per-channel/per-tensor, calibration size.
+3. Fallback when nothing meets the budget: rank nodes by the error they add, keep the worst in FP32
+   one at a time (re-measuring each step) until the budget holds or the steps run out.
+Selection uses a validation split carved from the calibration split, never the test split.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, QDeployError
+from ..runtime import atomic_path, open_session, run_batched, write_json
+from .config import QuantConfig
+from .ort import quantize
+from .sensitivity import node_sensitivity
+
+
+@dataclass
+class AutoConfig:
+    max_drop_pt: float | None = 0.3       # allowed top-1 drop in points on the validation split ...
+    max_rel_drop: float | None = None     # ... or as a fraction of FP32 top-1 (0.01 = 1 %)
+    val_size: int = 2000
+    formats: tuple[str, ...] = ("QDQ", "QOperator")
+    activation_types: tuple[str, ...] = ("uint8", "int8")
+    methods: tuple[str, ...] = ("minmax", "entropy", "percentile")
+    per_channel: tuple[bool, ...] = (True, False)
+    calib_sizes: tuple[int, ...] = (100, 300)
+    keep_formats: int = 1                 # fastest (format, type) pairs kept after the speed screen
+    dominated_ratio: float = 1.5          # slower than this x the fastest INT8 -> dropped
+    max_fallback_steps: int = 8
+    bench_runs: int = 60
+    collapse_agreement: float = 0.80
+
+    def __post_init__(self):
+        if (self.max_drop_pt is None) == (self.max_rel_drop is None):
+            raise ConfigError("give exactly one budget: --max-drop (points) or --max-rel-drop (fraction)")
+        if (self.max_drop_pt is not None and self.max_drop_pt < 0) or (self.max_rel_drop is not None and self.max_rel_drop < 0):
+            raise ConfigError("the accuracy budget must be >= 0")
+        if self.val_size < 50:
+            raise ConfigError(f"validation size {self.val_size} is too small to measure a budget; use >= 500")
+
+    def budget_pt(self, fp32_top1: float) -> float:
+        return self.max_drop_pt if self.max_drop_pt is not None else 100 * fp32_top1 * self.max_rel_drop
+
+
+@dataclass
+class Candidate:
+    name: str
+    config: dict
+    calib_size: int
+    val_top1: float | None = None
+    agreement: float | None = None
+    p50_ms: float | None = None
+    size_bytes: int | None = None
+    excluded: list[str] = field(default_factory=list)
+    stage: str = ""
+    status: str = "ok"
+    note: str = ""
+    seconds: float = 0.0
+
+
+class _Search:
+    def __init__(self, fp32: Path, work: Path, calib_pool: np.ndarray, val_x, val_y, cfg: AutoConfig, log):
+        self.fp32, self.work, self.pool, self.val_x, self.val_y, self.cfg, self.log = fp32, work, calib_pool, val_x, val_y, cfg, log
+        self.ref_logits = run_batched(open_session(fp32), val_x)
+        self.fp32_top1 = float((self.ref_logits.argmax(1) == val_y).mean())
+        self.fp32_ms = self._latency(fp32)
+        self.cands: list[Candidate] = []
+
+    def _latency(self, path: Path) -> float:
+        from ..bench import BenchConfig, benchmark_many
+
+        r = benchmark_many({"m": path}, self.val_x[:8], BenchConfig(runs=self.cfg.bench_runs, warmup=10,
+                                                                    batch_sizes=(1,), min_seconds=0.0, min_iters=1))
+        return r["m"].p50_ms
+
+    def measure(self, qcfg: QuantConfig, calib_size: int, stage: str, latency: float | None = None) -> Candidate:
+        name = f"c{len(self.cands):02d}"
+        c = Candidate(name=name, config=qcfg.as_dict(), calib_size=calib_size, excluded=list(qcfg.nodes_to_exclude),
+                      stage=stage)
+        t0 = time.perf_counter()
+        path = self.work / f"{name}.onnx"
+        try:
+            quantize(self.fp32, path, qcfg.with_(min_agreement=0.0), self.pool[:calib_size], verify_batch=self.val_x[:64])
+            logits = run_batched(open_session(path), self.val_x)
+            c.val_top1 = float((logits.argmax(1) == self.val_y).mean())
+            c.agreement = float((logits.argmax(1) == self.ref_logits.argmax(1)).mean())
+            c.size_bytes = path.stat().st_size
+            c.p50_ms = latency if latency is not None else self._latency(path)
+            if c.agreement < self.cfg.collapse_agreement:
+                c.status, c.note = "collapsed", f"agreement with FP32 {c.agreement:.1%}: never selected"
+                self.log(f"auto {name}: COLLAPSED ({c.note})")
+        except QDeployError as exc:
+            c.status, c.note = "failed", str(exc)
+        c.seconds = time.perf_counter() - t0
+        self.cands.append(c)
+        if c.status == "ok":
+            self.log(f"auto {name} [{stage}] {_describe(qcfg, calib_size)}: val top-1 {100 * c.val_top1:.2f} % "
+                     f"(FP32 {100 * self.fp32_top1:.2f}), {c.p50_ms:.2f} ms")
+        return c
+
+    def drop_pt(self, c: Candidate) -> float:
+        return 100 * (self.fp32_top1 - c.val_top1)
+
+    def meets(self, c: Candidate, budget: float) -> bool:
+        return c.status == "ok" and self.drop_pt(c) <= budget + 1e-9 and c.p50_ms < self.fp32_ms
+
+
+def _describe(q: QuantConfig, n: int) -> str:
+    ex = f", {len(q.nodes_to_exclude)} nodes FP32" if q.nodes_to_exclude else ""
+    return (f"{q.format} {q.activation_type}/{q.weight_type} {'per-channel' if q.per_channel else 'per-tensor'} "
+            f"{q.method} calib {n}{ex}")
+
+
+def _best(s: _Search, pool: list[Candidate], budget: float, tie: float = 0.05) -> Candidate | None:
+    ok = [c for c in pool if s.meets(c, budget)]
+    if not ok:
+        return None
+    fastest = min(c.p50_ms for c in ok)
+    return max([c for c in ok if c.p50_ms <= fastest * (1 + tie)], key=lambda c: (c.val_top1, -c.p50_ms))
+
+
+def auto_quantize(fp32: str | Path, out: str | Path, calib_pool: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+                  cfg: AutoConfig | None = None, log=print) -> dict:
+    """Search, write the chosen model to `out` and `search.json` beside it; returns the search record."""
+    cfg = cfg or AutoConfig()
+    fp32, out = Path(fp32), Path(out)
+    t_start = time.perf_counter()
+    work = out.parent / ".auto-work"
+    work.mkdir(parents=True, exist_ok=True)
+    s = _Search(fp32, work, calib_pool, val_x, val_y, cfg, log)
+    budget = cfg.budget_pt(s.fp32_top1)
+    log(f"auto: FP32 val top-1 {100 * s.fp32_top1:.2f} % on {len(val_y)} validation images, budget {budget:.2f} pt, "
+        f"FP32 {s.fp32_ms:.2f} ms")
+    base_n = max(cfg.calib_sizes)
+    # 1. speed screen
+    screen = [s.measure(QuantConfig(name="auto", format=f, activation_type=a), base_n, "speed")
+              for f, a in itertools.product(cfg.formats, cfg.activation_types)]
+    live = [c for c in screen if c.status == "ok"]
+    fastest = min((c.p50_ms for c in live), default=None)
+    keep = sorted([c for c in live if c.p50_ms < s.fp32_ms and c.p50_ms <= fastest * cfg.dominated_ratio],
+                  key=lambda c: c.p50_ms)[:cfg.keep_formats]
+    for c in live:
+        if c not in keep:
+            c.note = c.note or f"dominated: {c.p50_ms:.2f} ms vs fastest {fastest:.2f} ms / FP32 {s.fp32_ms:.2f} ms"
+    # 2. accuracy sweep on the kept formats, coordinate-wise instead of a full grid: calibration
+    # method x weight granularity first, then calibration size for the best of those. Latency is
+    # re-measured only when the graph changes (per-tensor weights); calibration does not change it.
+    for k in keep:
+        fmt = dict(format=k.config["format"], activation_type=k.config["activation_type"])
+        sweep = [k]
+        for method, pc in itertools.product(cfg.methods, cfg.per_channel):
+            if (method, pc) != ("minmax", True):
+                sweep.append(s.measure(QuantConfig(name="auto", per_channel=pc, method=method, **fmt), base_n,
+                                       "accuracy", latency=k.p50_ms if pc else None))
+        ok = [c for c in sweep if c.status == "ok"]
+        best = max(ok, key=lambda c: (c.val_top1, -c.p50_ms)) if ok else None
+        for n in (n for n in cfg.calib_sizes if best and n != base_n):
+            s.measure(QuantConfig(**{**best.config, "name": "auto"}), n, "accuracy", latency=best.p50_ms)
+    chosen = _best(s, s.cands, budget)
+    ok = [c for c in s.cands if c.status == "ok" and (c in keep or c.stage == "accuracy")]
+    base = chosen or (max(ok, key=lambda c: (c.val_top1, -c.p50_ms)) if ok else None)
+    sens = _sensitivity(s, base) if base else []
+    if sens:
+        log("auto: most sensitive nodes: " + ", ".join(f"{r['node']} (+{r['added_error']:.3f})" for r in sens[:5]))
+    if chosen is None and base is not None:
+        log("auto: no candidate meets the budget; keeping the most sensitive nodes in FP32, one per step")
+        chosen = _fallback(s, base, sens, budget)
+    return _finish(s, chosen, budget, sens, out, cfg, time.perf_counter() - t_start)
+
+
+def _qdq_twin(c: Candidate) -> QuantConfig:
+    # The analysis reads the simulated float tensors of a QDQ graph, whatever format was chosen.
+    return QuantConfig(**{**c.config, "nodes_to_exclude": []}).with_(format="QDQ")
+
+
+def _sensitivity(s: _Search, base: Candidate) -> list[dict]:
+    probe = s.work / "sensitivity.onnx"
+    quantize(s.fp32, probe, _qdq_twin(base).with_(min_agreement=0.0), s.pool[:base.calib_size],
+             verify_batch=s.val_x[:64])
+    return node_sensitivity(s.fp32, probe, s.val_x[:128])
+
+
+def _fallback(s: _Search, base: Candidate, sens: list[dict], budget: float) -> Candidate | None:
+    """Keep the most sensitive nodes in FP32, one more per step, re-measuring each time."""
+    qbase = QuantConfig(**{**base.config, "nodes_to_exclude": []})
+    excluded = []
+    for r in sens[: s.cfg.max_fallback_steps]:
+        excluded.append(r["node"])
+        c = s.measure(qbase.with_(nodes_to_exclude=list(excluded)), base.calib_size, "fallback")
+        if s.meets(c, budget):
+            return c
+    return None
+
+
+def _finish(s: _Search, chosen: Candidate | None, budget: float, sens, out: Path, cfg: AutoConfig, seconds: float):
+    import shutil
+
+    ok = [c for c in s.cands if c.status == "ok"]
+    best_acc = max(ok, key=lambda c: c.val_top1) if ok else None
+    record = {"budget_pt": budget, "fp32_val_top1": s.fp32_top1, "fp32_p50_ms": s.fp32_ms, "val_images": len(s.val_y),
+              "config": asdict(cfg), "candidates": [asdict(c) for c in s.cands], "sensitivity": sens,
+              "runtimes": _runtimes(), "seconds": seconds,
+              "chosen": None if chosen is None else chosen.name, "met_budget": chosen is not None}
+    if chosen is None:
+        record["message"] = (f"the budget of {budget:.2f} pt cannot be met on this machine; best achievable drop is "
+                             f"{s.drop_pt(best_acc):.2f} pt ({best_acc.name})" if best_acc else "every candidate failed")
+        s.log("auto: " + record["message"])
+    else:
+        record["chosen_drop_pt"] = s.drop_pt(chosen)
+        record["chosen_p50_ms"] = chosen.p50_ms
+        record["fp32_nodes_kept"] = len(chosen.excluded)
+        with atomic_path(out) as tmp:
+            shutil.copyfile(s.work / f"{chosen.name}.onnx", tmp)
+        s.log(f"auto: chose {chosen.name} ({_describe(QuantConfig(**chosen.config), chosen.calib_size)}): drop "
+              f"{s.drop_pt(chosen):.2f} pt, {chosen.p50_ms:.2f} ms vs FP32 {s.fp32_ms:.2f} ms")
+    write_json(out.parent / "search.json", record)
+    _plots(record, out.parent)
+    shutil.rmtree(s.work, ignore_errors=True)
+    return record
+
+
+def _runtimes() -> dict:
+    import importlib.util
+
+    return {"onnxruntime": True,
+            "openvino": "installed but not searched yet" if importlib.util.find_spec("openvino") else "not installed"}
+
+
+def _plots(record: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [c for c in record["candidates"] if c["status"] == "ok"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for c in ok:
+        color = {"speed": "#999999", "accuracy": "#3b7dd8", "fallback": "#d8873b"}.get(c["stage"], "#3b7dd8")
+        edge = "red" if c["name"] == record["chosen"] else "none"
+        ax.scatter(c["p50_ms"], 100 * c["val_top1"], s=20 + 6 * c["size_bytes"] / 1e6, color=color, edgecolors=edge,
+                   linewidths=2, alpha=0.8)
+    ax.axhline(100 * record["fp32_val_top1"] - record["budget_pt"], ls="--", color="green", lw=1, label="budget")
+    ax.axvline(record["fp32_p50_ms"], ls=":", color="gray", lw=1, label="FP32 latency")
+    ax.set_xlabel("batch-1 p50 latency (ms)")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.set_title("Auto search: grey speed screen, blue sweep, orange fallback (red ring: chosen)", fontsize=8)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    with atomic_path(out / "plots" / "search_pareto.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    sens = record["sensitivity"][:15]
+    if sens:
+        fig, ax = plt.subplots(figsize=(6.4, 0.3 * len(sens) + 1.2))
+        ax.barh([r["node"][-40:] for r in sens][::-1], [r["added_error"] for r in sens][::-1], color="#d8873b")
+        ax.set_xlabel("relative output error added by the node")
+        ax.set_title("Most quantization-sensitive nodes")
+        with atomic_path(out / "plots" / "sensitivity.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)

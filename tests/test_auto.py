@@ -1,0 +1,60 @@
+"""Accuracy-aware auto-quantization on the bundled ResNet-20 with real CIFAR validation images."""
+import json
+
+import pytest
+
+from qdeploy.bundled import bundled_run_dir
+from qdeploy.data import DataConfig, PreprocessSpec, open_calib_val
+from qdeploy.errors import ConfigError
+from qdeploy.quantize.auto import AutoConfig, auto_quantize
+
+
+@pytest.fixture(scope="module")
+def pool_val(cifar):
+    calib, val = open_calib_val(DataConfig(root=str(cifar), calib_size=100), 500)
+    assert not set(map(str, calib.paths)) & set(map(str, val.paths))
+    assert all("/train/" in str(p) for p in val.paths)  # never the test split
+    spec = PreprocessSpec()
+    return calib.load(spec), val.load(spec), val.labels
+
+
+def test_search_prunes_and_chooses_within_budget(tmp_path, pool_val):
+    cfg = AutoConfig(max_drop_pt=1.0, val_size=500, methods=("minmax", "percentile"), per_channel=(True,),
+                     calib_sizes=(100,), bench_runs=20)
+    rec = auto_quantize(bundled_run_dir() / "fp32.onnx", tmp_path / "auto.onnx", *pool_val, cfg, log=lambda m: None)
+    assert rec["met_budget"] and (tmp_path / "auto.onnx").is_file()
+    on_disk = json.loads((tmp_path / "search.json").read_text())
+    cands = {c["name"]: c for c in on_disk["candidates"]}
+    assert len([c for c in cands.values() if c["stage"] == "speed"]) == 4  # 2 formats x 2 activation types
+    speed = [c for c in cands.values() if c["stage"] == "speed" and c["status"] == "ok"]
+    int8_act = [c for c in speed if c["config"]["activation_type"] == "int8"]
+    assert all("dominated" in c["note"] for c in int8_act)  # slow s8 activations pruned before the sweep
+    swept = {(c["config"]["format"], c["config"]["activation_type"]) for c in cands.values() if c["stage"] == "accuracy"}
+    assert swept and all(a == "uint8" for _, a in swept)
+    chosen = cands[rec["chosen"]]
+    assert rec["chosen_drop_pt"] <= 1.0 and chosen["p50_ms"] < rec["fp32_p50_ms"]
+    assert rec["sensitivity"] and rec["sensitivity"][0]["added_error"] >= rec["sensitivity"][-1]["added_error"]
+    assert (tmp_path / "plots" / "search_pareto.png").is_file() and (tmp_path / "plots" / "sensitivity.png").is_file()
+
+
+def test_fallback_keeps_sensitive_nodes_in_fp32(tmp_path, pool_val):
+    # A per-tensor-only space with a zero budget: the sweep cannot meet it, so the fallback must run.
+    cfg = AutoConfig(max_drop_pt=0.0, val_size=500, formats=("QDQ",), activation_types=("uint8",),
+                     methods=("minmax",), per_channel=(False,), calib_sizes=(100,), max_fallback_steps=3, bench_runs=20)
+    rec = auto_quantize(bundled_run_dir() / "fp32.onnx", tmp_path / "auto.onnx", *pool_val, cfg, log=lambda m: None)
+    fb = [c for c in rec["candidates"] if c["stage"] == "fallback"]
+    assert fb, "the fallback did not run"
+    assert [len(c["excluded"]) for c in fb] == list(range(1, len(fb) + 1))
+    assert fb[0]["excluded"][0] == rec["sensitivity"][0]["node"]
+    if rec["met_budget"]:
+        assert rec["fp32_nodes_kept"] >= 1 and (tmp_path / "auto.onnx").is_file()
+    else:
+        assert "cannot be met" in rec["message"] and "best achievable drop" in rec["message"]
+        assert not (tmp_path / "auto.onnx").exists()
+
+
+def test_budget_validation():
+    with pytest.raises(ConfigError):
+        AutoConfig(max_drop_pt=0.3, max_rel_drop=0.01)
+    with pytest.raises(ConfigError):
+        AutoConfig(max_drop_pt=-1)
