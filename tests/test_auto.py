@@ -38,9 +38,10 @@ def test_search_prunes_and_chooses_within_budget(tmp_path, pool_val):
 
 
 def test_fallback_keeps_sensitive_nodes_in_fp32(tmp_path, pool_val):
-    # A per-tensor-only space with a zero budget: the sweep cannot meet it, so the fallback must run.
+    # A space of one poor recipe (per-tensor weights, ranges from a single calibration image) and a
+    # zero budget: the sweep cannot meet it, so the sensitivity-driven fallback must run.
     cfg = AutoConfig(max_drop_pt=0.0, val_size=500, formats=("QDQ",), activation_types=("uint8",),
-                     methods=("minmax",), per_channel=(False,), calib_sizes=(100,), max_fallback_steps=3, bench_runs=20)
+                     methods=("minmax",), per_channel=(False,), calib_sizes=(1,), max_fallback_steps=3, bench_runs=20)
     rec = auto_quantize(bundled_run_dir() / "fp32.onnx", tmp_path / "auto.onnx", *pool_val, cfg, log=lambda m: None)
     fb = [c for c in rec["candidates"] if c["stage"] == "fallback"]
     assert fb, "the fallback did not run"

@@ -71,3 +71,30 @@ def test_report_command_rebuilds(small_run, tmp_path):
     (small_run[0] / "report.md").unlink()
     res = run_cli("report", small_run[0])
     assert res.returncode == 0 and (small_run[0] / "report.md").is_file()
+
+
+def test_run_with_pytorch_variants_and_auto(tmp_path, cifar):
+    """PyTorch PTQ/QAT/PoT and the auto search land in one run dir, report and manifest (small ResNet-20)."""
+    from conftest import run_cli
+    from qdeploy.bundled import bundled_run_dir
+
+    out = tmp_path / "r20"
+    r = run_cli("run", "--checkpoint", bundled_run_dir() / "train" / "best.pth", "--arch", "resnet20-cifar",
+                "--data", cifar, "--out", out, "--variants", "pt-ptq,pt-qat,pot", "--qat-epochs", 1,
+                "--qat-train-limit", 128, "--device", "cpu", "--auto", "--max-drop", 1.0, "--val-size", 300,
+                "--eval-limit", 300, "--calib-size", 100, "--bench-runs", 20, "--bench-batches", "1",
+                "--bench-seconds", 0.05)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads((out / "report.json").read_text())
+    v = {x["name"]: x for x in data["variants"]}
+    assert {"pt-ptq", "pt-qat", "pot", "auto"} <= set(v)
+    for name in ("pt-ptq", "pt-qat", "pot"):
+        assert v[name]["status"] == "ok" and v[name]["torch"]["bench"]["p50_ms"] > 0
+        assert v[name]["torch"]["metrics"]["n"] == 300 and v[name]["metrics"]["agreement"] >= 0.9
+    assert v["pot"]["pot_scales"]["all_power_of_two"] and len(v["pt-qat"]["qat_history"]) == 1
+    assert v["fp32"]["torch"]["bench"]["runtime"].startswith("torch")
+    assert v["auto"]["search"]["candidates"] >= 5 and (out / "search.json").is_file()
+    md = (out / "report.md").read_text()
+    assert "PyTorch-native INT8" in md and "## Auto-quantization" in md and "search_pareto.png" in md
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["stages"]["quantize:pt-qat"]["config"]["qat_epochs"] == 1 and "auto" in man["stages"]

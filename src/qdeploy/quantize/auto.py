@@ -72,15 +72,20 @@ class _Search:
         self.fp32, self.work, self.pool, self.val_x, self.val_y, self.cfg, self.log = fp32, work, calib_pool, val_x, val_y, cfg, log
         self.ref_logits = run_batched(open_session(fp32), val_x)
         self.fp32_top1 = float((self.ref_logits.argmax(1) == val_y).mean())
-        self.fp32_ms = self._latency(fp32)
+        self.fp32_ms = self._bench({"fp32": fp32})["fp32"].p50_ms
         self.cands: list[Candidate] = []
 
-    def _latency(self, path: Path) -> float:
+    def _bench(self, models: dict):
         from ..bench import BenchConfig, benchmark_many
 
-        r = benchmark_many({"m": path}, self.val_x[:8], BenchConfig(runs=self.cfg.bench_runs, warmup=10,
-                                                                    batch_sizes=(1,), min_seconds=0.0, min_iters=1))
-        return r["m"].p50_ms
+        return benchmark_many(models, self.val_x[:8], BenchConfig(runs=self.cfg.bench_runs, warmup=10,
+                                                                  batch_sizes=(1,), min_seconds=0.0, min_iters=1))
+
+    def _latency(self, path: Path) -> float:
+        """Candidate latency timed interleaved with FP32 and expressed on the FP32 reference's scale, so
+        that drift of a shared machine between candidates does not reorder them."""
+        r = self._bench({"fp32": self.fp32, "m": path})
+        return self.fp32_ms * r["m"].p50_ms / r["fp32"].p50_ms
 
     def measure(self, qcfg: QuantConfig, calib_size: int, stage: str, latency: float | None = None) -> Candidate:
         name = f"c{len(self.cands):02d}"

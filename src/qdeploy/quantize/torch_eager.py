@@ -193,8 +193,11 @@ def export_quantized(qmodel: nn.Module, out, calib_x: np.ndarray, verify_x: np.n
     return out, QuantCheck(agreement=agreement, rel_l2=rel, batch=len(verify_x), collapsed=False)
 
 
-def onnx_scales(path) -> list[float]:
-    """Every scale that feeds a QuantizeLinear/DequantizeLinear node of an ONNX file."""
+def onnx_scales(path, bias: bool = True) -> list[float]:
+    """Every scale that feeds a QuantizeLinear/DequantizeLinear node of an ONNX file.
+
+    bias=False leaves out the int32 bias scales, which are products (input scale x weight scale):
+    powers of two as well, but outside the observers' clamp range by construction."""
     import onnx
     from onnx import numpy_helper
 
@@ -208,6 +211,8 @@ def onnx_scales(path) -> list[float]:
     scales = []
     for n in m.graph.node:
         if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[1] in consts:
+            if not bias and n.input[0] in consts and np.asarray(consts[n.input[0]]).dtype == np.int32:
+                continue
             scales.extend(np.asarray(consts[n.input[1]], np.float64).ravel().tolist())
     return scales
 
