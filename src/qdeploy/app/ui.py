@@ -20,17 +20,23 @@ def _raw_image_component():
     """gr.Image whose value reaches our handler as the raw uploaded file, undecoded, so that corrupt
     or hostile uploads get qdeploy's own readable error instead of a decoding failure inside Gradio."""
     import gradio as gr
+    import gradio.component_meta as meta
 
-    class RawImage(gr.Image):
-        is_template = True  # render with the stock Image front end
+    # Gradio writes a .pyi stub beside the source of every component class it sees defined, which
+    # would write into the installed package; a template subclass needs no stub.
+    write_stub, meta.create_or_modify_pyi = meta.create_or_modify_pyi, lambda *a, **k: None
+    try:
+        class RawImage(gr.Image):
+            is_template = True  # render with the stock Image front end
 
-        def preprocess(self, payload):
-            if payload is None:
-                return None
-            if getattr(payload, "path", None):
-                return payload.path
-            return super().preprocess(payload)
-
+            def preprocess(self, payload):
+                if payload is None:
+                    return None
+                if getattr(payload, "path", None):
+                    return payload.path
+                return super().preprocess(payload)
+    finally:
+        meta.create_or_modify_pyi = write_stub
     return RawImage
 
 

@@ -39,11 +39,18 @@ def pot_qparams(min_val: float, max_val: float, qmin: int, qmax: int, symmetric:
     return scale, zero_point
 
 
-def _qrange(obs) -> tuple[int, int]:
-    return int(obs.quant_min), int(obs.quant_max)
+class _PowerOfTwoMixin:
+    """Turns an observer's min/max per tensor or per channel into power-of-two qparams."""
+
+    def _pot_qparams(self, mins: list[float], maxs: list[float]):
+        sym = self.qscheme in (torch.per_tensor_symmetric, torch.per_channel_symmetric)
+        pairs = [pot_qparams(lo, hi, int(self.quant_min), int(self.quant_max), sym, self.max_shift)
+                 for lo, hi in zip(mins, maxs)]
+        return (torch.tensor([p[0] for p in pairs], dtype=torch.float32),
+                torch.tensor([p[1] for p in pairs], dtype=torch.int32))
 
 
-class PowerOfTwoObserver(MinMaxObserver):
+class PowerOfTwoObserver(_PowerOfTwoMixin, MinMaxObserver):
     """Per-tensor MinMax observer whose scale is rounded to a power of two."""
 
     def __init__(self, *args, max_shift: int = 8, **kwargs):
@@ -52,14 +59,12 @@ class PowerOfTwoObserver(MinMaxObserver):
 
     @torch.jit.export
     def calculate_qparams(self):
-        qmin, qmax = _qrange(self)
-        sym = self.qscheme in (torch.per_tensor_symmetric, torch.per_channel_symmetric)
-        scale, zp = pot_qparams(float(self.min_val), float(self.max_val), qmin, qmax, sym, self.max_shift) \
-            if self.min_val.numel() and torch.isfinite(self.min_val) else (1.0, 0)
-        return torch.tensor([scale], dtype=torch.float32), torch.tensor([zp], dtype=torch.int32)
+        if not (self.min_val.numel() and torch.isfinite(self.min_val)):  # nothing observed yet
+            return torch.tensor([1.0]), torch.tensor([0], dtype=torch.int32)
+        return self._pot_qparams([float(self.min_val)], [float(self.max_val)])
 
 
-class PowerOfTwoPerChannelObserver(PerChannelMinMaxObserver):
+class PowerOfTwoPerChannelObserver(_PowerOfTwoMixin, PerChannelMinMaxObserver):
     """Per-channel MinMax observer (weights) whose scales are powers of two."""
 
     def __init__(self, *args, max_shift: int = 8, **kwargs):
@@ -68,13 +73,7 @@ class PowerOfTwoPerChannelObserver(PerChannelMinMaxObserver):
 
     @torch.jit.export
     def calculate_qparams(self):
-        qmin, qmax = _qrange(self)
-        sym = self.qscheme in (torch.per_tensor_symmetric, torch.per_channel_symmetric)
-        pairs = [pot_qparams(float(lo), float(hi), qmin, qmax, sym, self.max_shift)
-                 for lo, hi in zip(self.min_val.tolist(), self.max_val.tolist())]
-        scales = torch.tensor([p[0] for p in pairs], dtype=torch.float32)
-        zps = torch.tensor([p[1] for p in pairs], dtype=torch.int32)
-        return scales, zps
+        return self._pot_qparams(self.min_val.tolist(), self.max_val.tolist())
 
 
 def is_power_of_two(x: float) -> bool:
