@@ -59,3 +59,17 @@ def test_budget_validation():
         AutoConfig(max_drop_pt=0.3, max_rel_drop=0.01)
     with pytest.raises(ConfigError):
         AutoConfig(max_drop_pt=-1)
+
+
+def test_memorised_validation_switches_to_disagreement(tmp_path, fp32_onnx, cifar):
+    """The shared ResNet18 gets ~100 % of training images right: a top-1 drop there measures nothing,
+    so the budget must apply to disagreement with FP32 instead."""
+    calib, val = open_calib_val(DataConfig(root=str(cifar), calib_size=64), 300)
+    spec = PreprocessSpec()
+    cfg = AutoConfig(max_drop_pt=5.0, val_size=300, formats=("QDQ",), activation_types=("uint8",),
+                     methods=("minmax",), per_channel=(True,), calib_sizes=(64,), bench_runs=20)
+    rec = auto_quantize(fp32_onnx[0], tmp_path / "a.onnx", calib.load(spec), val.load(spec), val.labels, cfg,
+                        log=lambda m: None)
+    assert rec["fp32_val_top1"] >= 0.99 and rec["metric"] == "disagreement"
+    c = rec["candidates"][0]
+    assert c["drop_pt"] == pytest.approx(100 * (1 - c["agreement"]))

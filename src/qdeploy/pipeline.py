@@ -186,7 +186,7 @@ def _auto_variant(cfg: RunConfig, fp32: Path, out: Path, man: Manifest, log) -> 
     calib, val = open_calib_val(pool_cfg, cfg.auto.val_size)
     rec = auto_quantize(fp32, out / "int8_auto.onnx", calib.load(cfg.data.preprocess),
                         val.load(cfg.data.preprocess), val.labels, cfg.auto, log)
-    summary = {k: rec.get(k) for k in ("budget_pt", "met_budget", "chosen", "chosen_drop_pt", "fp32_nodes_kept",
+    summary = {k: rec.get(k) for k in ("budget_pt", "metric", "met_budget", "chosen", "chosen_drop_pt", "fp32_nodes_kept",
                                        "seconds", "message", "fp32_val_top1")}
     summary["candidates"] = len(rec["candidates"])
     summary["top_sensitive"] = rec["sensitivity"][:5]

@@ -140,8 +140,10 @@ def _markdown(data: dict, images: dict[str, Path], out: Path, cfg: ReportConfig)
     if auto:
         a = auto["search"]
         parts += ["## Auto-quantization", "",
-                  f"Budget {a['budget_pt']:.2f} pt of validation top-1 (FP32 {100 * a['fp32_val_top1']:.2f} % on a "
-                  f"split carved from the calibration split); {a['candidates']} candidates measured in "
+                  f"Budget {a['budget_pt']:.2f} pt, measured as {a['metric']} on a validation split carved from the "
+                  f"calibration split (FP32 top-1 there {100 * a['fp32_val_top1']:.2f} %"
+                  + ("; the model has seen these images, so INT8/FP32 disagreement, an upper bound on the drop, is "
+                     "the measure" if a["metric"] == "disagreement" else "") + f"); {a['candidates']} candidates measured in "
                   f"{a['seconds']:.0f} s. " + (f"Chose `{a['chosen']}`: validation drop {a['chosen_drop_pt']:.2f} pt, "
                                              f"{a['fp32_nodes_kept']} node(s) kept in FP32." if a["met_budget"]
                                              else f"**{a['message']}**"),
