@@ -22,16 +22,18 @@ def main() -> int:
     ap.add_argument("--variants", default="all")
     ap.add_argument("--checkpoint", default=str(default_checkpoint()))
     ap.add_argument("--data", default=str(default_data()))
+    ap.add_argument("--qat-from", help="pt-qat: INT8 weights from a QAT run on a GPU (bench/gpu/qat_r18.py)")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    cfg = RunConfig(out=args.out, data=DataConfig(root=args.data), checkpoint=args.checkpoint, variants=args.variants)
+    cfg = RunConfig(out=args.out, data=DataConfig(root=args.data), checkpoint=args.checkpoint, variants=args.variants,
+                    torch_overrides={"qat_from": args.qat_from})
     data = run(cfg, log=lambda m: print(m, file=sys.stderr))
     rows = {v["name"]: v for v in data["variants"] if v["status"] == "ok"}
     fp32 = rows["fp32"]
     print(f"\nqdeploy pipeline table: {data['data']['eval_images']} test images, {data['environment']['cpu']}, "
           f"{data['environment']['threads']} threads, {data['environment']['runtime']}")
     print("| variant | size MB | % of FP32 | top-1 % | drop pt | agreement % | b1 p50 ms | b1 p99 ms | speedup vs FP32 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")  # ONNX Runtime rows; PyTorch-runtime rows follow
     for name, v in rows.items():
         m, b = v["metrics"], v["bench"]
         agree = "–" if m.get("agreement") is None else f"{100 * m['agreement']:.2f}"
@@ -41,6 +43,11 @@ def main() -> int:
     for v in data["variants"]:
         if v["status"] != "ok":
             print(f"| {v['name']} | FAILED: {v['error']} |")
+    from qdeploy.report import torch_table
+
+    tt = torch_table(data)
+    if tt:
+        print("\nPyTorch-native INT8, measured in PyTorch in the same process:\n" + tt)
     print(f"\nrecommended: {data['recommended']}; wall time {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -11,10 +11,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 from qdeploy.data import balanced_indices, open_split  # noqa: E402
 
 
-def main(root, split, out, limit=None):
+def main(root, split, out, limit=None, part=None):
     s = open_split(root, split)
     if limit:
         s = s.subset(balanced_indices(s.labels, int(limit), seed=7))
+    if part:  # "i/k": every k-th image starting at i, to split a set across transfers
+        i, k = map(int, part.split("/"))
+        s = s.subset(np.arange(i, len(s), k))
     blobs = [p.read_bytes() for p in s.paths]
     offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -26,4 +29,5 @@ def main(root, split, out, limit=None):
 if __name__ == "__main__":
     args = sys.argv[1:]
     limit = args[args.index("--limit") + 1] if "--limit" in args else None
-    main(args[0], args[1], args[2], limit)
+    part = args[args.index("--part") + 1] if "--part" in args else None
+    main(args[0], args[1], args[2], limit, part)

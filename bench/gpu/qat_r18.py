@@ -2,7 +2,7 @@
 
 The converted INT8 state_dict comes back and goes through `qdeploy run --qat-from` here, so
 export, evaluation and latency are measured on the CPU machine like every other variant.
-    python3 bench/gpu/qat_r18.py CKPT TRAIN_NPZ OUT_DIR EPOCHS
+    python3 bench/gpu/qat_r18.py CKPT TRAIN_NPZ[,TRAIN_NPZ...] OUT_DIR EPOCHS
 """
 import json
 import sys
@@ -21,7 +21,8 @@ from qdeploy.quantize.torch_qat import qat  # noqa: E402
 def main(ckpt, npz, out, epochs):
     import subprocess
 
-    subprocess.run([sys.executable, "bench/gpu/unpack_cifar.py", "/tmp/qatdata", f"train={npz}"], check=True)
+    for part in npz.split(","):  # several packs: the training set split to fit the transfer limit
+        subprocess.run([sys.executable, "bench/gpu/unpack_cifar.py", "/tmp/qatdata", f"train={part}"], check=True)
     spec = PreprocessSpec()
     train = open_split("/tmp/qatdata", "train")
     pixels = train.pixels_uint8(spec)

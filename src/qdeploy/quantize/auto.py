@@ -166,8 +166,12 @@ def auto_quantize(fp32: str | Path, out: str | Path, calib_pool: np.ndarray, val
     keep = sorted([c for c in live if c.p50_ms < s.fp32_ms and c.p50_ms <= fastest * cfg.dominated_ratio],
                   key=lambda c: c.p50_ms)[:cfg.keep_formats]
     for c in live:
-        if c not in keep:
+        if c in keep:
+            continue
+        if c.p50_ms >= s.fp32_ms or c.p50_ms > fastest * cfg.dominated_ratio:
             c.note = c.note or f"dominated: {c.p50_ms:.2f} ms vs fastest {fastest:.2f} ms / FP32 {s.fp32_ms:.2f} ms"
+        else:
+            c.note = c.note or f"not swept: only the {cfg.keep_formats} fastest format(s) are ({c.p50_ms:.2f} ms)"
     # 2. accuracy sweep on the kept formats, coordinate-wise instead of a full grid: calibration
     # method x weight granularity first, then calibration size for the best of those. Latency is
     # re-measured only when the graph changes (per-tensor weights); calibration does not change it.
