@@ -71,7 +71,7 @@ def main() -> int:
         for k, v in c.items():
             codes[k] = codes.get(k, 0) + v
     errors = sum(v for k, v in codes.items() if k != 200)
-    print(f"| clients | seconds | requests | req/s | p50 ms | p90 ms | p99 ms | errors |")
+    print("| clients | seconds | requests | req/s | p50 ms | p90 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|---|---|")
     print(f"| {args.clients} | {wall:.1f} | {len(lat)} | {len(lat) / wall:.1f} | {np.percentile(lat, 50):.1f} | "
           f"{np.percentile(lat, 90):.1f} | {np.percentile(lat, 99):.1f} | {errors} |")

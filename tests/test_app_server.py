@@ -1,7 +1,6 @@
 """The API over real HTTP against `qdeploy serve` started on a free loopback port, and the page handlers."""
 import concurrent.futures as cf
 import io
-import os
 import socket
 import subprocess
 import sys

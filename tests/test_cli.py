@@ -1,7 +1,6 @@
 """Each stage as its own command, and every bad input: one line, non-zero exit, no traceback."""
 import shutil
 
-import pytest
 import torch
 
 from conftest import CKPT, CLASSES, run_cli, tiny_imagefolder

@@ -1,7 +1,6 @@
 """End to end through the real CLI on 500 real test images: files, numbers, manifest."""
 import json
 
-import onnx
 
 from qdeploy.runtime import read_info, sha256
 

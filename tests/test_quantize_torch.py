@@ -1,5 +1,4 @@
 """PyTorch-native INT8 variants: quantizable twin, PTQ, PoT (exact powers of two in ONNX), QAT, reload."""
-import numpy as np
 import onnx
 import pytest
 import torch
@@ -8,7 +7,7 @@ from conftest import CLASSES
 from qdeploy.data import PreprocessSpec
 from qdeploy.errors import QuantizeError
 from qdeploy.quantize.pot import is_power_of_two
-from qdeploy.quantize.torch_eager import (TORCH_PRESETS, QuantizableResNet, export_quantized, load_converted,
+from qdeploy.quantize.torch_eager import (TORCH_PRESETS, export_quantized, load_converted,
                                           onnx_scales, ptq, quantizable_from, save_converted, size_bytes)
 
 

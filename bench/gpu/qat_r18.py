@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, "src")
-import numpy as np  # noqa: E402
 
 from qdeploy.data import PreprocessSpec, open_split  # noqa: E402
 from qdeploy.models import load_model  # noqa: E402

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from .bench import BenchConfig, benchmark_many, cpu_name
 from .data import DataConfig, open_calib_eval
-from .errors import ConfigError, DataError, QDeployError
+from .errors import ConfigError, DataError
 from .evaluate import EvalConfig, evaluate
 from .export import ExportConfig, export
 from .manifest import Manifest
-from .quantize.variants import VariantContext, build_variant, known_variants, parse_variants
+from .quantize.variants import VariantContext, build_variant, parse_variants
 from .report import ReportConfig, report
 from .runtime import atomic_path, read_info, stamp_metadata, write_json
 

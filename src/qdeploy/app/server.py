@@ -6,7 +6,6 @@ No `from __future__ import annotations` here: FastAPI reads the route signatures
 import secrets
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 from ..errors import ConfigError

@@ -1,7 +1,6 @@
 """The Gradio page: FP32 and INT8 side by side on any image, batch tab, model facts."""
 from __future__ import annotations
 
-import io
 import zipfile
 from pathlib import Path
 
@@ -129,7 +128,7 @@ def batch_handler(pred: Predictor, limits: UploadLimits):
             except ImageInputError as exc:
                 rows.append([name, "", *["" for _ in pred.variants], f"skipped: {exc}"])
         preds = pred.predict_batch([img for _, img in good])
-        labelled = correct = agree = 0
+        labelled = agree = 0
         table = []
         for i, (name, _) in enumerate(good):
             per = [p[i] for p in preds]
