@@ -53,7 +53,7 @@ def perf_markdown(result: dict) -> str:
 def seen_note(result: dict) -> str:
     i = result["input"]
     return (f"Your image is {i['width']}x{i['height']}; the model sees it resized to "
-            f"**{i['model_input']}x{i['model_input']}** ({i['resize']}), shown on the right. Large photos lose "
+            f"**{i['model_input']}x{i['model_input']}** ({i['resize']}), shown under \"What the model sees\". Large photos lose "
             "detail at this size: fill the frame with one object.")
 
 
