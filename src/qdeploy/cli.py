@@ -51,13 +51,19 @@ def _spec(size: int, mean: str, std: str, resize: str, preset_name: str | None):
     return PreprocessSpec(size=size, mean=_floats(mean, "mean"), std=_floats(std, "std"), resize=resize)
 
 
-def _data_cfg(data, calib_split, eval_split, calib_size, eval_limit, classes, size, mean, std, resize, norm):
-    from .data import DataConfig
+def _data_root(data: Path | None) -> Path:
     from .settings import default_data
 
     root = data or default_data()
     if root is None:
         raise QDeployError("no --data given and no ../shared/datasets/cifar10 found; pass --data path/to/images")
+    return root
+
+
+def _data_cfg(data, calib_split, eval_split, calib_size, eval_limit, classes, size, mean, std, resize, norm):
+    from .data import DataConfig
+
+    root = _data_root(data)
     return DataConfig(root=str(root), calib_split=calib_split, eval_split=eval_split, calib_size=calib_size,
                       eval_limit=eval_limit, classes=[c.strip() for c in classes.split(",")] if classes else None,
                       preprocess=_spec(size, mean, std, resize, norm))
@@ -181,16 +187,13 @@ def quantize_cmd(
     from .quantize import preset as get_preset
     from .quantize import quantize
     from .runtime import read_info
-    from .settings import default_data
 
     info = read_info(onnx)
     overrides = {k: v for k, v in dict(format=format, activation_type=activation_type, weight_type=weight_type,
                                        per_channel=per_channel, method=method, percentile=percentile).items()
                  if v is not None}
     qcfg = get_preset(preset).with_(**overrides)
-    root = data or default_data()
-    if root is None:
-        raise QDeployError("no --data given and no ../shared/datasets/cifar10 found; pass --data path/to/images")
+    root = _data_root(data)
     dcfg = DataConfig(root=str(root), calib_split=calib_split, calib_size=calib_size, preprocess=info.preprocess,
                       classes=info.classes)
     if auto:
@@ -224,12 +227,9 @@ def evaluate_cmd(
     from .data import balanced_indices, open_split
     from .evaluate import evaluate
     from .runtime import read_info, write_json
-    from .settings import default_data
 
     infos = [read_info(m) for m in models]
-    root = data or default_data()
-    if root is None:
-        raise QDeployError("no --data given and no ../shared/datasets/cifar10 found; pass --data path/to/images")
+    root = _data_root(data)
     images = open_split(root, eval_split or None, infos[0].classes)
     if eval_limit and eval_limit < len(images):
         images = images.subset(balanced_indices(images.labels, eval_limit))
@@ -295,7 +295,6 @@ def train_cmd(
     size: int = SIZE, mean: str = MEAN, std: str = STD, resize: str = RESIZE, norm: Optional[str] = NORM,
 ):
     """Train a CIFAR model (seed 002 recipe available) -> best.pth that feeds 'qdeploy run'."""
-    from .settings import default_data
     from .train import PRESETS, train
 
     if preset not in PRESETS:
@@ -309,9 +308,7 @@ def train_cmd(
 
     if arch not in ARCHITECTURES:
         raise QDeployError(f"unknown architecture '{arch}' for training; use one of {', '.join(ARCHITECTURES)}")
-    root = data or default_data()
-    if root is None:
-        raise QDeployError("no --data given and no ../shared/datasets/cifar10 found; pass --data path/to/images")
+    root = _data_root(data)
     res = train(cfg, root, out, spec=_spec(size, mean, std, resize, norm), resume=resume,
                 test_split=test_split or None, log=lambda m: typer.echo(m, err=True))
     test = "not measured" if res.test_acc is None else f"{res.test_acc:.2%}"
