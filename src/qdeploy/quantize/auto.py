@@ -258,11 +258,9 @@ def _runtimes() -> dict:
 
 
 def _plots(record: dict, out: Path) -> None:
-    import matplotlib
+    from ..report.plots import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     ok = [c for c in record["candidates"] if c["status"] == "ok"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for c in ok:
@@ -278,15 +276,11 @@ def _plots(record: dict, out: Path) -> None:
     ax.set_title("Auto search: grey speed screen, blue sweep, orange fallback (red ring: chosen)", fontsize=8)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    with atomic_path(out / "plots" / "search_pareto.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_png(fig, out / "plots" / "search_pareto.png")
     sens = record["sensitivity"][:15]
     if sens:
         fig, ax = plt.subplots(figsize=(6.4, 0.3 * len(sens) + 1.2))
         ax.barh([r["node"][-40:] for r in sens][::-1], [r["added_error"] for r in sens][::-1], color="#d8873b")
         ax.set_xlabel("relative output error added by the node")
         ax.set_title("Most quantization-sensitive nodes")
-        with atomic_path(out / "plots" / "sensitivity.png") as tmp:
-            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
+        save_png(fig, out / "plots" / "sensitivity.png")

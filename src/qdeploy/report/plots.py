@@ -8,7 +8,8 @@ import numpy as np
 from ..runtime import atomic_path
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -17,15 +18,16 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
+    """Write `fig` atomically as PNG and close it."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def _bars(rows, key, ylabel, title, path, fmt):
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.3 * len(rows) + 2.5, 3.4))
     names = [r["name"] for r in rows]
     vals = [key(r) for r in rows]
@@ -36,7 +38,7 @@ def _bars(rows, key, ylabel, title, path, fmt):
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=20)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def size_plot(rows, path: Path) -> Path:
@@ -49,7 +51,7 @@ def latency_plot(rows, path: Path) -> Path:
 
 
 def scatter_plot(rows, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for r in rows:
         x, y = r["bench"]["p50_ms"], 100 * r["metrics"]["top1"]
@@ -61,11 +63,11 @@ def scatter_plot(rows, path: Path) -> Path:
     ax.set_ylabel("top-1 (%)")
     ax.set_title("Accuracy vs latency (marker area ~ size)")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def confusion_plot(row, classes, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     cm = np.asarray(row["metrics"]["confusion"], dtype=float)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
@@ -81,4 +83,4 @@ def confusion_plot(row, classes, path: Path) -> Path:
     ax.set_ylabel("true")
     ax.set_title(f"Confusion: {row['name']} (top-1 {100 * row['metrics']['top1']:.2f} %)")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    return _save(fig, path)
+    return save_png(fig, path)
