@@ -154,9 +154,3 @@ def _physical_cores() -> int:
         return len(cores) or os.cpu_count() or 1
     except OSError:
         return os.cpu_count() or 1
-
-
-def benchmark(path: str | Path, sample: np.ndarray, cfg: BenchConfig | None = None, name: str = "") -> BenchResult:
-    """One ONNX file; see benchmark_many for comparisons."""
-    name = name or Path(path).stem
-    return benchmark_many({name: path}, sample, cfg)[name]

@@ -256,11 +256,6 @@ def open_split(root: str | Path, split: str | None, classes: list[str] | None = 
     return _image_folder(split_dir, classes)
 
 
-def has_split(root: str | Path, split: str) -> bool:
-    root = Path(root)
-    return is_cifar_pickle(root) or (root / split).is_dir()
-
-
 def balanced_indices(labels: np.ndarray, n: int, seed: int = 0, exclude=None) -> np.ndarray:
     """n indices drawn round-robin over classes (as equal per class as the data allows), seeded."""
     rng = np.random.default_rng(seed)

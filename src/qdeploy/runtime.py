@@ -84,10 +84,6 @@ class ModelInfo:
     output_name: str
     extra: dict
 
-    @property
-    def label(self) -> str:
-        return self.variant
-
 
 def read_info(path: str | Path) -> ModelInfo:
     import onnx
