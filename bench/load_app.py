@@ -55,7 +55,7 @@ def main() -> int:
     url = args.url
     if not url:
         extra = []  # the server's defaults: 4 inferences at once, 64 waiting
-        proc, url = start_server(*extra) if not args.run_dir else _start(args.run_dir, extra)
+        proc, url = start_server(*extra, target=args.run_dir)
     try:
         deadline = time.perf_counter() + args.seconds
         t0 = time.perf_counter()
@@ -77,17 +77,6 @@ def main() -> int:
           f"{np.percentile(lat, 90):.1f} | {np.percentile(lat, 99):.1f} | {errors} |")
     print(f"status codes: {codes}")
     return 0 if errors == 0 else 1
-
-
-def _start(run_dir, extra):
-    import test_app_server as t
-
-    orig = t.bundled_run_dir
-    t.bundled_run_dir = lambda: Path(run_dir)
-    try:
-        return t.start_server(*extra)
-    finally:
-        t.bundled_run_dir = orig
 
 
 if __name__ == "__main__":

@@ -21,10 +21,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(*extra):
+def start_server(*extra, target=None):
+    """`qdeploy serve TARGET` (default: the bundled model) on a free loopback port; returns (process, url)."""
     port = free_port()
     exe = Path(sys.executable).with_name("qdeploy")
-    proc = subprocess.Popen([str(exe), "serve", str(bundled_run_dir()), "--port", str(port), *extra],
+    proc = subprocess.Popen([str(exe), "serve", str(target or bundled_run_dir()), "--port", str(port), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
