@@ -42,6 +42,10 @@ def pot_qparams(min_val: float, max_val: float, qmin: int, qmax: int, symmetric:
 class _PowerOfTwoMixin:
     """Turns an observer's min/max per tensor or per channel into power-of-two qparams."""
 
+    def __init__(self, *args, max_shift: int = 8, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_shift = max_shift
+
     def _pot_qparams(self, mins: list[float], maxs: list[float]):
         sym = self.qscheme in (torch.per_tensor_symmetric, torch.per_channel_symmetric)
         pairs = [pot_qparams(lo, hi, int(self.quant_min), int(self.quant_max), sym, self.max_shift)
@@ -53,10 +57,6 @@ class _PowerOfTwoMixin:
 class PowerOfTwoObserver(_PowerOfTwoMixin, MinMaxObserver):
     """Per-tensor MinMax observer whose scale is rounded to a power of two."""
 
-    def __init__(self, *args, max_shift: int = 8, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.max_shift = max_shift
-
     @torch.jit.export
     def calculate_qparams(self):
         if not (self.min_val.numel() and torch.isfinite(self.min_val)):  # nothing observed yet
@@ -66,10 +66,6 @@ class PowerOfTwoObserver(_PowerOfTwoMixin, MinMaxObserver):
 
 class PowerOfTwoPerChannelObserver(_PowerOfTwoMixin, PerChannelMinMaxObserver):
     """Per-channel MinMax observer (weights) whose scales are powers of two."""
-
-    def __init__(self, *args, max_shift: int = 8, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.max_shift = max_shift
 
     @torch.jit.export
     def calculate_qparams(self):
