@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from conftest import CLASSES
-from qdeploy.evaluate import evaluate, metrics_from_logits
+from qdeploy.evaluate import evaluate, mcnemar_p, metrics_from_logits, paired
 
 
 def test_metrics_on_known_logits():
@@ -17,6 +17,22 @@ def test_metrics_on_known_logits():
     m2 = metrics_from_logits(logits, labels, ["a", "b", "c"], reference=ref)
     assert m2.agreement == 0.75 and m2.max_abs_diff == 5.0
     assert m2.rel_l2 == pytest.approx(np.linalg.norm(logits - ref) / np.linalg.norm(ref))
+    assert m2.paired == {"only_this": 0, "only_ref": 1, "diff_pt": -25.0, "p_value": 1.0}
+
+
+def test_mcnemar_exact_values():
+    assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(7, 7) == 1.0
+    assert mcnemar_p(10, 0) == pytest.approx(2 * 0.5 ** 10) == mcnemar_p(0, 10)
+    assert mcnemar_p(30, 20) == pytest.approx(0.2026, abs=1e-4)       # textbook exact two-sided value
+    assert mcnemar_p(3000, 2600) < 1e-6 < mcnemar_p(3000, 2950)      # large counts stay finite
+
+
+def test_paired_counts_only_discordant_images():
+    labels = np.array([0, 1, 2, 3, 4, 5])
+    a = np.array([0, 1, 2, 0, 0, 5])   # right on 0,1,2,5
+    b = np.array([0, 0, 0, 3, 4, 5])   # right on 0,3,4,5
+    assert paired(a, b, labels) == {"only_this": 2, "only_ref": 2, "diff_pt": 0.0, "p_value": 1.0}
+    assert paired(a, labels, labels)["only_ref"] == 2 and paired(a, labels, labels)["diff_pt"] == pytest.approx(-100 / 3)
 
 
 def test_fp32_accuracy_on_real_images(fp32_onnx, calib_eval):
