@@ -1,4 +1,4 @@
 """report.json + report.md + self-contained report.html with PNG plots."""
-from .build import ReportConfig, comparison_rows, markdown_table, report, torch_table
+from .build import ReportConfig, comparison_rows, markdown_table, paired_table, report, torch_table
 
-__all__ = ["ReportConfig", "comparison_rows", "markdown_table", "report", "torch_table"]
+__all__ = ["ReportConfig", "comparison_rows", "markdown_table", "paired_table", "report", "torch_table"]

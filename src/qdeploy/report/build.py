@@ -77,6 +77,27 @@ def torch_table(data: dict) -> str | None:
     return "\n".join(lines)
 
 
+def paired_table(data: dict) -> str | None:
+    """Each INT8 variant against FP32 on the same images: how many it breaks and fixes, and whether the
+    net top-1 change is more than chance (exact McNemar test)."""
+    rows = [v for v in data["variants"] if v.get("status") == "ok" and (v.get("metrics") or {}).get("paired")]
+    if not rows:
+        return None
+    lines = ["| variant | FP32 right, INT8 wrong | INT8 right, FP32 wrong | net top-1 pt | McNemar p | verdict |",
+             "|---|---|---|---|---|---|"]
+    for v in rows:
+        p = v["metrics"]["paired"]
+        lines.append(f"| {v['name']} | {p['only_ref']} | {p['only_this']} | {p['diff_pt']:+.2f} | {p['p_value']:.3f} | "
+                     f"{_verdict(p)} |")
+    return "\n".join(lines)
+
+
+def _verdict(p: dict, alpha: float = 0.05) -> str:
+    if p["p_value"] >= alpha:
+        return "no detectable difference"
+    return "better" if p["diff_pt"] > 0 else "worse"
+
+
 def _warnings(data: dict) -> list[str]:
     notes = []
     rows = {r["name"]: r for r in comparison_rows(data)}
@@ -109,6 +130,30 @@ def _plots(data: dict, out: Path, cfg: ReportConfig) -> dict[str, Path]:
     return made
 
 
+def _qat_section(v: dict) -> list[str]:
+    """QAT's per-epoch table; epoch 0 is the PTQ starting point, and the chosen epoch is marked."""
+    h = v["qat_history"]
+    trained = [r for r in h if r["epoch"] > 0]
+    chosen = v.get("qat_epoch", trained[-1]["epoch"] if trained else 0)
+    lines = [f"QAT `{v['name']}`: {len(trained)} epoch(s) on {trained[-1]['images']} training images "
+             f"({trained[-1]['device']}); returned the INT8 model of epoch {chosen}"
+             + (" (the PTQ starting point: no trained epoch validated better)" if chosen == 0 else "") + ".", ""]
+    for rt, p in (v.get("vs_ptq") or {}).items():
+        lines += [f"Against `pt-ptq` ({rt}), same evaluation images: QAT alone right on {p['only_this']}, PTQ alone "
+                  f"right on {p['only_ref']}; net {p['diff_pt']:+.2f} pt, McNemar p = {p['p_value']:.3f} "
+                  f"({_verdict(p)}).", ""]
+    if any("val_top1" in r for r in h):
+        lines += ["| epoch | train loss | train acc % | val top-1 % | val agreement % | val KL(FP32‖INT8) | chosen |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in h:
+            tl = f"{r['train_loss']:.4f}" if "train_loss" in r else "– (PTQ start)"
+            ta = f"{100 * r['train_acc']:.2f}" if "train_acc" in r else "–"
+            lines.append(f"| {r['epoch']} | {tl} | {ta} | {100 * r['val_top1']:.2f} | {100 * r['val_agreement']:.2f} | "
+                         f"{r['val_kl_fp32']:.5f} | {'✓' if r['epoch'] == chosen else ''} |")
+        lines.append("")
+    return lines
+
+
 def _markdown(data: dict, images: dict[str, Path], out: Path, cfg: ReportConfig) -> str:
     env = data.get("environment", {})
     parts = [f"# {cfg.title}", "",
@@ -120,6 +165,11 @@ def _markdown(data: dict, images: dict[str, Path], out: Path, cfg: ReportConfig)
     warns = _warnings(data)
     if warns:
         parts += ["## Warnings", ""] + [f"- {w}" for w in warns] + [""]
+    pt = paired_table(data)
+    if pt:
+        parts += ["## Accuracy change vs FP32, image by image", "",
+                  "A top-1 difference between two models on the same images is only evidence when the images "
+                  "one model alone gets right clearly outnumber the other's (exact McNemar test, p < 0.05).", "", pt, ""]
     best = data.get("recommended")
     if best:
         parts += [f"**Recommended INT8 variant on this machine: `{best}`** (fastest that keeps accuracy within "
@@ -129,9 +179,7 @@ def _markdown(data: dict, images: dict[str, Path], out: Path, cfg: ReportConfig)
         parts += ["## PyTorch-native INT8 (measured in PyTorch, same process)", "", tt, ""]
         for v in data["variants"]:
             if v.get("qat_history"):
-                h = v["qat_history"]
-                parts += [f"QAT `{v['name']}`: {len(h)} epoch(s) on {h[-1]['images']} training images "
-                          f"({h[-1]['device']}), final train loss {h[-1]['train_loss']:.4f}.", ""]
+                parts += _qat_section(v)
             if v.get("pot_scales"):
                 p = v["pot_scales"]
                 parts += [f"PoT `{v['name']}`: all {p['count']} scales in the ONNX file are exact powers of two "
