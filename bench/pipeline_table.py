@@ -23,10 +23,13 @@ def main() -> int:
     ap.add_argument("--checkpoint", default=str(default_checkpoint()))
     ap.add_argument("--data", default=str(default_data()))
     ap.add_argument("--qat-from", help="pt-qat: INT8 weights from a QAT run on a GPU (bench/gpu/qat_r18.py)")
+    ap.add_argument("--qat-epochs", type=int, help="pt-qat trained here: epochs (default 1)")
+    ap.add_argument("--qat-train-limit", type=int, help="pt-qat trained here: training images (default 2000; 0 = all)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     cfg = RunConfig(out=args.out, data=DataConfig(root=args.data), checkpoint=args.checkpoint, variants=args.variants,
-                    torch_overrides={"qat_from": args.qat_from})
+                    torch_overrides={"qat_from": args.qat_from, "qat_epochs": args.qat_epochs,
+                                     "qat_train_limit": args.qat_train_limit})
     data = run(cfg, log=lambda m: print(m, file=sys.stderr))
     rows = {v["name"]: v for v in data["variants"] if v["status"] == "ok"}
     fp32 = rows["fp32"]
@@ -43,11 +46,16 @@ def main() -> int:
     for v in data["variants"]:
         if v["status"] != "ok":
             print(f"| {v['name']} | FAILED: {v['error']} |")
-    from qdeploy.report import torch_table
+    from qdeploy.report import paired_table, torch_table
 
     tt = torch_table(data)
     if tt:
         print("\nPyTorch-native INT8, measured in PyTorch in the same process:\n" + tt)
+    print("\nEach INT8 variant against FP32, image by image (exact McNemar test):\n" + (paired_table(data) or "–"))
+    for v in data["variants"]:
+        for rt, p in (v.get("vs_ptq") or {}).items():
+            print(f"{v['name']} vs pt-ptq ({rt}): QAT alone right on {p['only_this']}, PTQ alone on {p['only_ref']}, "
+                  f"net {p['diff_pt']:+.2f} pt, McNemar p = {p['p_value']:.3f}; QAT returned epoch {v.get('qat_epoch')}")
     print(f"\nrecommended: {data['recommended']}; wall time {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -1,6 +1,7 @@
 """End to end through the real CLI on 500 real test images: files, numbers, manifest."""
 import json
 
+import pytest
 
 from qdeploy.runtime import read_info, sha256
 
@@ -80,7 +81,7 @@ def test_run_with_pytorch_variants_and_auto(tmp_path, cifar):
     out = tmp_path / "r20"
     r = run_cli("run", "--checkpoint", bundled_run_dir() / "train" / "best.pth", "--arch", "resnet20-cifar",
                 "--data", cifar, "--out", out, "--variants", "pt-ptq,pt-qat,pot", "--qat-epochs", 1,
-                "--qat-train-limit", 128, "--device", "cpu", "--auto", "--max-drop", 1.0, "--val-size", 300,
+                "--qat-train-limit", 128, "--qat-val-size", 100, "--device", "cpu", "--auto", "--max-drop", 1.0, "--val-size", 300,
                 "--eval-limit", 300, "--calib-size", 100, "--bench-runs", 20, "--bench-batches", "1",
                 "--bench-seconds", 0.05)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -90,10 +91,18 @@ def test_run_with_pytorch_variants_and_auto(tmp_path, cifar):
     for name in ("pt-ptq", "pt-qat", "pot"):
         assert v[name]["status"] == "ok" and v[name]["torch"]["bench"]["p50_ms"] > 0
         assert v[name]["torch"]["metrics"]["n"] == 300 and v[name]["metrics"]["agreement"] >= 0.9
-    assert v["pot"]["pot_scales"]["all_power_of_two"] and len(v["pt-qat"]["qat_history"]) == 1
+    assert v["pot"]["pot_scales"]["all_power_of_two"]
+    qat = v["pt-qat"]
+    assert [h["epoch"] for h in qat["qat_history"]] == [0, 1] and qat["qat_epoch"] in (0, 1)
+    for rt in ("onnxruntime", "torch"):  # QAT vs the PTQ it started from, image by image
+        p = qat["vs_ptq"][rt]
+        own = qat["metrics"] if rt == "onnxruntime" else qat["torch"]["metrics"]
+        ptq = v["pt-ptq"]["metrics"] if rt == "onnxruntime" else v["pt-ptq"]["torch"]["metrics"]
+        assert p["diff_pt"] == pytest.approx(100 * (own["top1"] - ptq["top1"])) and 0 < p["p_value"] <= 1
     assert v["fp32"]["torch"]["bench"]["runtime"].startswith("torch")
     assert v["auto"]["search"]["candidates"] >= 5 and (out / "search.json").is_file()
     md = (out / "report.md").read_text()
     assert "PyTorch-native INT8" in md and "## Auto-quantization" in md and "search_pareto.png" in md
+    assert "| 0 | – (PTQ start) |" in md and "Against `pt-ptq` (torch)" in md and "McNemar" in md
     man = json.loads((out / "manifest.json").read_text())
     assert man["stages"]["quantize:pt-qat"]["config"]["qat_epochs"] == 1 and "auto" in man["stages"]

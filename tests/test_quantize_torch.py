@@ -73,17 +73,70 @@ def test_save_and_reload_converted(ptq_models, fp32_model, calib_eval, tmp_path)
         assert torch.equal(q2(x), ptq_models["pt-ptq"](x))
 
 
-def test_qat_cpu_small(fp32_model, calib_eval, cifar):
-    from qdeploy.data import balanced_indices, open_split
+def test_qat_starts_at_ptq(ptq_models, fp32_model, calib_eval):
+    """QAT's activation grids are PTQ's: converted before any training step, it is the PTQ model."""
+    from qdeploy.quantize.torch_qat import convert, prepare_qat_model
+
+    q0 = convert(prepare_qat_model(fp32_model, calib_eval[1], TORCH_PRESETS["pt-qat"]()))
+    ptq_scales = {n: float(m.scale) for n, m in ptq_models["pt-ptq"].named_modules()
+                  if isinstance(getattr(m, "scale", None), float)}
+    qat_scales = {n: float(m.scale) for n, m in q0.named_modules() if n in ptq_scales}
+    assert len(ptq_scales) > 20 and qat_scales.keys() == ptq_scales.keys()
+    assert all(abs(qat_scales[n] - s) <= 1e-5 * s for n, s in ptq_scales.items())
+    x = torch.from_numpy(calib_eval[3])
+    with torch.no_grad():
+        assert (q0(x).argmax(1) == ptq_models["pt-ptq"](x).argmax(1)).float().mean() >= 0.99
+    # PyTorch's own recipe (moving-average observers on training batches) has no calibrated grids yet
+    observe = prepare_qat_model(fp32_model, calib_eval[1], TORCH_PRESETS["pt-qat"]().with_(qat_init="observe"))
+    assert not any(float(m.scale) != 1.0 for n, m in observe.named_modules()
+                   if n.endswith("activation_post_process") and hasattr(m, "scale"))
+
+
+@pytest.fixture(scope="module")
+def qat_sets(cifar):
+    from qdeploy.data import DataConfig, open_qat_sets
+
+    return open_qat_sets(DataConfig(root=str(cifar), calib_size=64), 256, 200)
+
+
+def test_qat_sets_hold_validation_out(qat_sets, cifar):
+    from qdeploy.data import DataConfig, open_calib_eval, open_qat_sets
+
+    calib, train, val = qat_sets
+    assert (len(train), len(val)) == (256, 200)
+    assert not set(map(str, val.paths)) & (set(map(str, train.paths)) | set(map(str, calib.paths)))
+    assert [str(p) for p in calib.paths] == [str(p) for p in open_calib_eval(DataConfig(root=str(cifar),
+                                                                                          calib_size=64))[0].paths]
+    assert all("/train/" in str(p) for p in train.paths + val.paths)  # never the evaluation split
+    _, everything, val2 = open_qat_sets(DataConfig(root=str(cifar), calib_size=64), None, 200)
+    assert len(everything) + len(val2) == 50000
+
+
+def test_qat_cpu_small_selects_on_validation(fp32_model, calib_eval, qat_sets):
     from qdeploy.quantize.torch_qat import qat
 
-    train = open_split(cifar, "train")
-    train = train.subset(balanced_indices(train.labels, 256, seed=5))
+    _, train, val = qat_sets
     cfg = TORCH_PRESETS["pt-qat"]().with_(qat_epochs=2, qat_batch_size=64, device="cpu")
-    q, history = qat(fp32_model, train.pixels_uint8(PreprocessSpec()), train.labels, PreprocessSpec(), cfg,
-                     log=lambda m: None)
-    assert [h["epoch"] for h in history] == [1, 2] and all(h["images"] == 256 for h in history)
+    spec = PreprocessSpec()
+    q, history, chosen = qat(fp32_model, train.pixels_uint8(spec), train.labels, spec, cfg, calib_eval[1],
+                             val=(val.load(spec), val.labels), log=lambda m: None)
+    assert [h["epoch"] for h in history] == [0, 1, 2] and all(h["images"] == 256 for h in history[1:])
+    # training images are memorised by FP32, so epochs are ranked by agreement with it, then KL
+    best = max(history, key=lambda h: (h["val_agreement"], -h["val_kl_fp32"]))
+    assert chosen == best["epoch"]
     _, _, ev, x = calib_eval
     with torch.no_grad():
-        acc = (q(torch.from_numpy(x)).argmax(1).numpy() == ev.labels).mean()
-    assert acc >= 0.85  # fine-tuning from FP32 with distillation must not wreck the model
+        got = q(torch.from_numpy(x)).argmax(1).numpy()
+        ref = fp32_model(torch.from_numpy(x)).argmax(1).numpy()
+    assert (got == ev.labels).mean() >= 0.85 and (got == ref).mean() >= 0.97
+
+
+def test_qat_without_validation_returns_last_epoch(fp32_model, calib_eval, qat_sets):
+    from qdeploy.quantize.torch_qat import qat
+
+    _, train, _ = qat_sets
+    cfg = TORCH_PRESETS["pt-qat"]().with_(qat_epochs=1, device="cpu", qat_init="observe")
+    spec = PreprocessSpec()
+    _, history, chosen = qat(fp32_model, train.pixels_uint8(spec)[:128], train.labels[:128], spec, cfg,
+                             calib_eval[1], log=lambda m: None)
+    assert chosen == 1 and [h["epoch"] for h in history] == [1] and "val_top1" not in history[0]

@@ -103,6 +103,10 @@ def run(
     threads: Optional[int] = typer.Option(None, help="ORT intra-op threads (default: all cores)."),
     qat_epochs: Optional[int] = typer.Option(None, help="pt-qat: fine-tuning epochs (default 1)."),
     qat_train_limit: Optional[int] = typer.Option(None, help="pt-qat: training images (default 2000; 0 = all)."),
+    qat_val_size: Optional[int] = typer.Option(None, help="pt-qat: held-out training images that choose the "
+                                               "best epoch, the PTQ start included (default 1000; 0 = last epoch)."),
+    qat_init: Optional[str] = typer.Option(None, help="pt-qat activation grids: ptq (PTQ's calibrated ranges, "
+                                           "default) | observe (moving-average observers while training)."),
     device: str = typer.Option("auto", help="pt-qat training device: auto | cpu | cuda."),
     qat_from: Optional[Path] = typer.Option(None, help="pt-qat: converted INT8 weights from a QAT run elsewhere "
                                             "(bench/gpu/qat_r18.py); skips training here."),
@@ -132,7 +136,8 @@ def run(
                     max_drop_pt=max_drop if max_drop is not None else 1.0, auto=auto_cfg,
                     evaluate=EvalConfig(threads=threads),
                     torch_overrides={"qat_epochs": qat_epochs, "device": device,
-                                     "qat_train_limit": qat_train_limit,
+                                     "qat_train_limit": qat_train_limit, "qat_val_size": qat_val_size,
+                                     "qat_init": qat_init,
                                      "qat_from": str(qat_from) if qat_from else None},
                     bench=BenchConfig(runs=bench_runs, threads=threads, min_seconds=bench_seconds,
                                       batch_sizes=_ints(bench_batches, "bench-batches")))

@@ -321,3 +321,20 @@ def open_calib_val(cfg: DataConfig, val_size: int) -> tuple[ImageSet, ImageSet]:
     if len(val_idx) < min(val_size, 50):
         raise DataError(f"only {len(val_idx)} images left for validation after calibration; lower --calib-size")
     return pool.subset(calib_idx), pool.subset(val_idx)
+
+
+def open_qat_sets(cfg: DataConfig, train_limit: int | None, val_size: int) -> tuple[ImageSet, ImageSet, ImageSet]:
+    """Calibration, QAT training and QAT validation sets, all from the calibration split.
+
+    Validation is held out from training (it chooses QAT's epoch); calibration is the run's own, so a
+    QAT model starts from the same PTQ grids as pt-ptq. The evaluation split is never touched."""
+    pool = open_split(cfg.root, cfg.calib_split or None, cfg.classes)
+    calib_idx = balanced_indices(pool.labels, cfg.calib_size, cfg.seed)
+    val_idx = balanced_indices(pool.labels, val_size, cfg.seed + 3, exclude=calib_idx) if val_size else np.zeros(0, np.int64)
+    left = len(pool) - len(val_idx)
+    train_idx = balanced_indices(pool.labels, min(train_limit or left, left), cfg.seed + 1, exclude=val_idx)
+    if len(train_idx) == 0:
+        raise DataError(f"no training images left for QAT after holding out {len(val_idx)} for validation; "
+                        "lower --qat-val-size")
+    return pool.subset(calib_idx), pool.subset(train_idx), pool.subset(val_idx)
+

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .bench import BenchConfig, benchmark_many, cpu_name
-from .data import DataConfig, open_calib_eval
+from .data import DataConfig, open_calib_eval, open_qat_sets
 from .errors import ConfigError, DataError
 from .evaluate import EvalConfig, evaluate
 from .export import ExportConfig, export
@@ -117,7 +117,7 @@ def run(cfg: RunConfig, log=print) -> dict:
     log(f"export: {fp32} ({fp32.stat().st_size / 1e6:.1f} MB)")
     variants = [{"name": "fp32", "kind": "fp32", "file": fp32.name, "status": "ok"}]
     ctx = VariantContext(fp32=fp32, out=out, calib_x=calib_x, classes=calib.classes, spec=cfg.data.preprocess,
-                         model=model, train_images=lambda n: _train_images(cfg, calib.classes, n),
+                         model=model, qat_sets=lambda n, v: open_qat_sets(replace(cfg.data, classes=calib.classes), n, v),
                          torch_overrides=cfg.torch_overrides)
     with man.stage("quantize"):
         for name in cfg.variants:
@@ -126,8 +126,10 @@ def run(cfg: RunConfig, log=print) -> dict:
         with man.stage("auto"):
             variants.append(_auto_variant(cfg, fp32, out, man, log))
     with man.stage("evaluate"):
-        fp32_logits = _evaluate_all(variants, out, eval_x, evalset.labels, calib.classes, cfg.evaluate, log)
-        _evaluate_torch(variants, ctx, eval_x, evalset.labels, fp32_logits, log)
+        preds: dict = {}  # variant (or variant@torch) -> top-1 predictions, for paired comparisons
+        fp32_logits = _evaluate_all(variants, out, eval_x, evalset.labels, calib.classes, cfg.evaluate, preds, log)
+        _evaluate_torch(variants, ctx, eval_x, evalset.labels, fp32_logits, preds, log)
+        _qat_vs_ptq(variants, preds, evalset.labels)
     with man.stage("bench"):
         _bench_all(variants, out, eval_x[:256], cfg.bench, ctx, log)
     data = _report_dict(cfg, variants, calib, evalset)
@@ -144,20 +146,21 @@ def run(cfg: RunConfig, log=print) -> dict:
     return data
 
 
-def _evaluate_all(variants, out: Path, x, labels, classes, cfg: EvalConfig, log) -> None:
+def _evaluate_all(variants, out: Path, x, labels, classes, cfg: EvalConfig, preds: dict, log):
     ref = None
     for v in variants:
         if v["status"] != "ok":
             continue
         metrics, logits = evaluate(out / v["file"], x, labels, classes, reference=ref, cfg=cfg)
         ref = logits if ref is None else ref
+        preds[v["name"]] = logits.argmax(1)
         v["metrics"] = metrics.as_dict()
         agree = "" if metrics.agreement is None else f", agreement {metrics.agreement:.2%}"
         log(f"evaluate {v['name']}: top-1 {metrics.top1:.2%}{agree}")
     return ref
 
 
-def _evaluate_torch(variants, ctx: VariantContext, x, labels, fp32_logits, log) -> None:
+def _evaluate_torch(variants, ctx: VariantContext, x, labels, fp32_logits, preds: dict, log) -> None:
     """PyTorch INT8 models themselves (not only their ONNX exports), on the same images."""
     import torch
 
@@ -170,19 +173,18 @@ def _evaluate_torch(variants, ctx: VariantContext, x, labels, fp32_logits, log) 
         with torch.inference_mode():
             logits = torch.cat([qmodel(torch.from_numpy(x[i:i + 256])) for i in range(0, len(x), 256)]).numpy()
         m = metrics_from_logits(logits, labels, ctx.classes, fp32_logits)
+        preds[v["name"] + "@torch"] = logits.argmax(1)
         v["torch"] = {"metrics": m.as_dict(), "size_bytes": size}
         log(f"evaluate {v['name']} (PyTorch INT8): top-1 {m.top1:.2%}, agreement {m.agreement:.2%}")
 
 
 def _auto_variant(cfg: RunConfig, fp32: Path, out: Path, man: Manifest, log) -> dict:
     """Accuracy-aware search on a validation split carved from the calibration split."""
-    from dataclasses import replace as dc_replace
-
     from .data import open_calib_val
     from .quantize.auto import auto_quantize
 
     man.config("auto", cfg.auto)
-    pool_cfg = dc_replace(cfg.data, calib_size=max(cfg.auto.calib_sizes))
+    pool_cfg = replace(cfg.data, calib_size=max(cfg.auto.calib_sizes))
     calib, val = open_calib_val(pool_cfg, cfg.auto.val_size)
     rec = auto_quantize(fp32, out / "int8_auto.onnx", calib.load(cfg.data.preprocess),
                         val.load(cfg.data.preprocess), val.labels, cfg.auto, log)
@@ -199,14 +201,16 @@ def _auto_variant(cfg: RunConfig, fp32: Path, out: Path, man: Manifest, log) -> 
             "search": summary}
 
 
-def _train_images(cfg: RunConfig, classes, limit):
-    """Training-split pixels for QAT (the calibration split; never the evaluation images)."""
-    from .data import balanced_indices, open_split
+def _qat_vs_ptq(variants, preds: dict, labels) -> None:
+    """QAT starts from PTQ: whether it ends better is a paired question on the same images, per runtime."""
+    from .evaluate import paired
 
-    train = open_split(cfg.data.root, cfg.data.calib_split or None, classes)
-    if limit and limit < len(train):
-        train = train.subset(balanced_indices(train.labels, limit, cfg.data.seed + 1))
-    return train.pixels_uint8(cfg.data.preprocess, progress=True), train.labels
+    qat = next((v for v in variants if v["name"] == "pt-qat" and v["status"] == "ok"), None)
+    if qat is None or "pt-ptq" not in preds:
+        return
+    qat["vs_ptq"] = {rt: paired(preds["pt-qat" + sfx], preds["pt-ptq" + sfx], labels)
+                     for rt, sfx in (("onnxruntime", ""), ("torch", "@torch"))
+                     if "pt-qat" + sfx in preds and "pt-ptq" + sfx in preds}
 
 
 def _bench_all(variants, out: Path, sample, cfg: BenchConfig, ctx: VariantContext, log) -> None:

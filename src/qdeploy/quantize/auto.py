@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, QDeployError
+from ..evaluate import MEMORIZED_AT
 from ..runtime import atomic_path, open_session, run_batched, write_json
 from .config import QuantConfig
 from .ort import quantize
@@ -38,7 +39,7 @@ class AutoConfig:
     max_fallback_steps: int = 8
     bench_runs: int = 60
     collapse_agreement: float = 0.80
-    memorized_at: float = 0.99            # FP32 validation top-1 at/above this: the model has seen these images
+    memorized_at: float = MEMORIZED_AT    # FP32 validation top-1 at/above this: the model has seen these images
 
     def __post_init__(self):
         if (self.max_drop_pt is None) == (self.max_rel_drop is None):

@@ -39,6 +39,10 @@ class TorchQuantConfig:
     # with BN updates lost 0.2-0.4 pt against PTQ on the shared ResNet18).
     freeze_bn_epoch: int = 0
     device: str = "auto"
+    # QAT's activation grids: "ptq" = PTQ's calibrated ranges, kept fixed (QAT starts at the PTQ model);
+    # "observe" = moving-average min/max observed on augmented training batches (PyTorch's default recipe)
+    qat_init: str = "ptq"
+    qat_val_size: int = 1000        # held-out training images that choose the best epoch (0 = last epoch)
     qat_from: str | None = None     # converted INT8 weights from a QAT run elsewhere (e.g. a GPU machine)
     min_agreement: float = 0.80
     description: str = ""
@@ -50,6 +54,10 @@ class TorchQuantConfig:
             raise ConfigError("observer must be default|pot and pot_scheme affine|symmetric")
         if not 1 <= self.max_shift <= 31:
             raise ConfigError(f"max_shift {self.max_shift} must be in 1..31 (seed 002 uses 8)")
+        if self.qat_init not in ("ptq", "observe"):
+            raise ConfigError(f"qat_init '{self.qat_init}' is unknown; use ptq or observe")
+        if self.qat_val_size < 0:
+            raise ConfigError(f"qat_val_size {self.qat_val_size} must be >= 0")
         if self.qat_epochs < 1 or self.qat_lr <= 0:
             raise ConfigError("QAT needs epochs >= 1 and a positive learning rate")
 
@@ -116,6 +124,14 @@ def qconfig_for(cfg: TorchQuantConfig, qat: bool):
     from torch.ao.quantization import QConfig, get_default_qat_qconfig, get_default_qconfig
 
     if cfg.observer == "default":
+        if qat and cfg.qat_init == "ptq":
+            from torch.ao.quantization import FakeQuantize, HistogramObserver
+
+            # PTQ's activation observer inside a fake-quantizer: calibrated once, then frozen
+            ptq_act = get_default_qconfig(cfg.backend).activation.p.keywords
+            return QConfig(activation=FakeQuantize.with_args(observer=HistogramObserver, quant_min=0, quant_max=255,
+                                                             **ptq_act),
+                           weight=get_default_qat_qconfig(cfg.backend).weight)
         return get_default_qat_qconfig(cfg.backend) if qat else get_default_qconfig(cfg.backend)
     from .pot import PowerOfTwoObserver, PowerOfTwoPerChannelObserver
 

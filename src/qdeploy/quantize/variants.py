@@ -44,7 +44,7 @@ class VariantContext:
     classes: list[str]
     spec: object
     model: object = None                 # FP32 torch model, None when the run started from ONNX
-    train_images: object = None          # callable -> (uint8 NHWC pixels, labels) for QAT
+    qat_sets: object = None              # callable (train limit, val size) -> calib, train, val ImageSets
     torch_overrides: dict = field(default_factory=dict)
     torch_models: dict = field(default_factory=dict)  # name -> (INT8 torch model, size bytes), for bench
 
@@ -92,15 +92,20 @@ def _torch_variant(name: str, ctx: VariantContext, dst: Path, man, log):
         qmodel = load_converted(ctx.model, cfg.qat_from, cfg)
         side = Path(cfg.qat_from).with_suffix(".json")
         if side.is_file():
-            extra["qat_history"] = json.loads(side.read_text()).get("history", [])
+            record = json.loads(side.read_text())
+            extra["qat_history"] = record.get("history", [])
+            if "qat_epoch" in record:
+                extra["qat_epoch"] = record["qat_epoch"]
         log(f"quantize {name}: INT8 weights from the QAT run in {cfg.qat_from}")
     else:
         from .torch_qat import qat
 
-        pixels, labels = ctx.train_images(cfg.qat_train_limit)
-        qmodel, history = qat(ctx.model, pixels, labels, ctx.spec, cfg, log=log)
-        extra["qat_history"] = history
-        man.note(f"quantize:{name}", qat_history=history)
+        _, train, val = ctx.qat_sets(cfg.qat_train_limit, cfg.qat_val_size)
+        qmodel, history, chosen = qat(ctx.model, train.pixels_uint8(ctx.spec, progress=True), train.labels, ctx.spec,
+                                      cfg, ctx.calib_x, val=(val.load(ctx.spec), val.labels) if len(val) else None,
+                                      log=log)
+        extra.update(qat_history=history, qat_epoch=chosen)
+        man.note(f"quantize:{name}", qat_history=history, qat_epoch=chosen)
     _, check = export_quantized(qmodel, dst, ctx.calib_x, ctx.calib_x[:256], ctx.classes, ctx.spec, cfg)
     if cfg.observer == "pot":
         from .pot import is_power_of_two
