@@ -162,7 +162,7 @@ def qat(model_fp32, train_pixels: np.ndarray, train_labels: np.ndarray, spec, cf
             f"({row['sec']:.1f}s on {device})")
     chosen, qmodel = best if best is not None else (cfg.qat_epochs, convert(q))
     # The INT8 model is laid out again once training memory is gone. Converted (or deep-copied) while
-    # it was alive, every quantized conv of the ResNet18 ran 25-65 % slower in PyTorch (whole model 2.9
+    # it was alive, every quantized conv of the ResNet18 ran 26-67 % slower in PyTorch (whole model 2.9
     # vs 2.1 ms at batch 1, same structure and packed-weight metadata as PTQ's); a copy made afterwards
     # runs at PTQ's speed. Memory placement is the likely cause; it was not pinned down further.
     del q, opt, teacher, xs, ys, best
