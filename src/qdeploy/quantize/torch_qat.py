@@ -109,11 +109,11 @@ def qat(model_fp32, train_pixels: np.ndarray, train_labels: np.ndarray, spec, cf
     steps = max(1, len(xs) // cfg.qat_batch_size)
     history, best, best_key = [], None, None
 
-    def checkpoint(epoch: int, row: dict):
+    def checkpoint(epoch: int, row: dict, model):
         nonlocal best, best_key
         if val is None:
             return
-        qm = convert(q)
+        qm = convert(model)
         row.update(_score(qm, val[0], val[1], ref))
         key = ((row["val_agreement"], -row["val_kl_fp32"]) if memorized else (row["val_top1"], -row["val_loss"]))
         if best_key is None or key > best_key:
@@ -121,7 +121,7 @@ def qat(model_fp32, train_pixels: np.ndarray, train_labels: np.ndarray, spec, cf
 
     if val is not None and cfg.qat_init == "ptq":
         start = {"epoch": 0, "note": "PTQ starting point"}
-        checkpoint(0, start)
+        checkpoint(0, start, q)
         history.append(start)
         log(f"qat epoch 0 (PTQ start): val top-1 {start['val_top1']:.4f}, agreement {start['val_agreement']:.4f}")
     for epoch in range(cfg.qat_epochs):
@@ -155,7 +155,7 @@ def qat(model_fp32, train_pixels: np.ndarray, train_labels: np.ndarray, spec, cf
             seen += len(idx)
         row = {"epoch": epoch + 1, "train_loss": tot / seen, "train_acc": correct / seen,
                "sec": time.perf_counter() - t0, "images": seen, "device": str(device)}
-        checkpoint(epoch + 1, row)
+        checkpoint(epoch + 1, row, q)
         history.append(row)
         extra = f", val top-1 {row['val_top1']:.4f}, agreement {row['val_agreement']:.4f}" if val is not None else ""
         log(f"qat epoch {epoch + 1}/{cfg.qat_epochs}: loss {tot / seen:.4f}, acc {correct / seen:.4f}{extra} "
