@@ -180,14 +180,10 @@ def _evaluate_torch(variants, ctx: VariantContext, x, labels, fp32_logits, preds
 
 def _auto_variant(cfg: RunConfig, fp32: Path, out: Path, man: Manifest, log) -> dict:
     """Accuracy-aware search on a validation split carved from the calibration split."""
-    from .data import open_calib_val
-    from .quantize.auto import auto_quantize
+    from .quantize.auto import auto_quantize_from
 
     man.config("auto", cfg.auto)
-    pool_cfg = replace(cfg.data, calib_size=max(cfg.auto.calib_sizes))
-    calib, val = open_calib_val(pool_cfg, cfg.auto.val_size)
-    rec = auto_quantize(fp32, out / "int8_auto.onnx", calib.load(cfg.data.preprocess),
-                        val.load(cfg.data.preprocess), val.labels, cfg.auto, log)
+    rec = auto_quantize_from(fp32, out / "int8_auto.onnx", cfg.data, cfg.auto, log)
     summary = {k: rec.get(k) for k in ("budget_pt", "metric", "met_budget", "chosen", "chosen_drop_pt", "fp32_nodes_kept",
                                        "seconds", "message", "fp32_val_top1")}
     summary["candidates"] = len(rec["candidates"])

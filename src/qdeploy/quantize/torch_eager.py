@@ -148,6 +148,12 @@ def qconfig_for(cfg: TorchQuantConfig, qat: bool):
     return QConfig(activation=act, weight=wt)
 
 
+def torch_logits(model: nn.Module, x: np.ndarray, batch: int = 256) -> torch.Tensor:
+    """`model` over normalised NCHW images in batches, without autograd."""
+    with torch.no_grad():
+        return torch.cat([model(torch.from_numpy(x[i:i + batch])) for i in range(0, len(x), batch)])
+
+
 def _calibrate(model, calib_x: np.ndarray, batch: int = 64) -> None:
     with torch.no_grad():
         for i in range(0, len(calib_x), batch):
@@ -198,8 +204,7 @@ def export_quantized(qmodel: nn.Module, out, calib_x: np.ndarray, verify_x: np.n
                            "quant_config": cfg.as_dict(), **(extra_meta or {})})
     with atomic_path(out) as tmp:
         onnx.save(proto, str(tmp))
-        with torch.no_grad():
-            ref = torch.cat([qmodel(torch.from_numpy(verify_x[i:i + 256])) for i in range(0, len(verify_x), 256)]).numpy()
+        ref = torch_logits(qmodel, verify_x).numpy()
         got = run_batched(open_session(tmp), verify_x)
         agreement = float((ref.argmax(1) == got.argmax(1)).mean())
         rel = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-12))

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..evaluate import MEMORIZED_AT
-from .torch_eager import TorchQuantConfig, _calibrate, qconfig_for, quantizable_from
+from .torch_eager import TorchQuantConfig, _calibrate, qconfig_for, quantizable_from, torch_logits
 
 
 def _device(cfg: TorchQuantConfig):
@@ -62,13 +62,8 @@ def convert(q):
         return torch.ao.quantization.convert(copy.deepcopy(q).cpu().eval().requires_grad_(False), inplace=False)
 
 
-def _logits(model, x: np.ndarray, batch: int = 500) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([model(torch.from_numpy(x[i:i + batch])) for i in range(0, len(x), batch)])
-
-
 def _score(qmodel, x: np.ndarray, y: np.ndarray, ref: torch.Tensor) -> dict:
-    logits = _logits(qmodel, x)
+    logits = torch_logits(qmodel, x)
     pred = logits.argmax(1)
     kl = F.kl_div(F.log_softmax(logits, 1), F.log_softmax(ref, 1), log_target=True, reduction="batchmean")
     return {"val_top1": float((pred.numpy() == y).mean()),
@@ -95,7 +90,7 @@ def qat(model_fp32, train_pixels: np.ndarray, train_labels: np.ndarray, spec, cf
     q.to(device)
     ref, memorized = None, False
     if val is not None:
-        ref = _logits(model_fp32, val[0])
+        ref = torch_logits(model_fp32, val[0])
         # Validation images come from the training split. When FP32 gets (almost) all right it has
         # memorised them, and top-1 there says nothing: epochs are then ranked by how closely the INT8
         # model follows FP32 (agreement, then KL divergence), as auto-quantization does.
