@@ -83,6 +83,7 @@ def qat(model_fp32, train_pixels: np.ndarray, train_labels: np.ndarray, spec, cf
     from torch.ao.quantization import disable_observer
 
     from ..train.augment import random_crop, random_erasing, random_flip
+    from ..train.trainer import Normalizer, to_device
 
     device = _device(cfg)
     gen = torch.Generator(device=device).manual_seed(0)
@@ -96,10 +97,8 @@ def qat(model_fp32, train_pixels: np.ndarray, train_labels: np.ndarray, spec, cf
         # model follows FP32 (agreement, then KL divergence), as auto-quantization does.
         memorized = float((ref.argmax(1).numpy() == val[1]).mean()) >= MEMORIZED_AT
     teacher = copy.deepcopy(model_fp32).to(device).eval() if cfg.qat_distill > 0 else None
-    xs = torch.from_numpy(np.ascontiguousarray(train_pixels.transpose(0, 3, 1, 2))).to(device)
-    ys = torch.from_numpy(train_labels).to(device)
-    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
+    xs, ys = to_device(train_pixels, device), torch.from_numpy(train_labels).to(device)
+    norm = Normalizer(spec, device)
     opt = torch.optim.SGD(q.parameters(), lr=cfg.qat_lr, momentum=0.9, weight_decay=5e-5)
     steps = max(1, len(xs) // cfg.qat_batch_size)
     history, best, best_key = [], None, None
@@ -134,7 +133,7 @@ def qat(model_fp32, train_pixels: np.ndarray, train_labels: np.ndarray, spec, cf
             idx = perm[step * cfg.qat_batch_size:(step + 1) * cfg.qat_batch_size]
             x = random_flip(random_crop(xs[idx].float() / 255, 4, gen), gen)
             x = random_erasing(x, cfg.qat_erasing_p, (0.05, 0.2), gen)
-            x = (x - mean) / std
+            x = norm(x)
             out = q(x)
             loss = F.cross_entropy(out, ys[idx], label_smoothing=cfg.qat_label_smoothing)
             if teacher is not None:

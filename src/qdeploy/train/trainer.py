@@ -59,13 +59,13 @@ def _split(root, cfg: TrainConfig, classes):
     return train_all.subset(rest), train_all.subset(val_idx)
 
 
-def _to_device(pixels: np.ndarray, device):
+def to_device(pixels: np.ndarray, device):
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))).to(device)  # uint8 NCHW
 
 
-class _Normalizer:
+class Normalizer:
     def __init__(self, spec: PreprocessSpec, device):
         import torch
 
@@ -145,16 +145,16 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, spec: Prepro
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     train_set, val_set = _split(data_root, cfg, classes)
     log(f"train: {len(train_set)} images, validation: {len(val_set)} (held out of train), device {device}")
-    xs = _to_device(train_set.pixels_uint8(spec, progress=True), device)
+    xs = to_device(train_set.pixels_uint8(spec, progress=True), device)
     ys = torch.from_numpy(train_set.labels).to(device)
-    xv = _to_device(val_set.pixels_uint8(spec), device) if len(val_set) else None
+    xv = to_device(val_set.pixels_uint8(spec), device) if len(val_set) else None
     yv = torch.from_numpy(val_set.labels).to(device) if len(val_set) else None
     model = build_model(cfg.arch, num_classes=len(train_set.classes)).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                           weight_decay=cfg.weight_decay)
-    norm = _Normalizer(spec, device)
+    norm = Normalizer(spec, device)
     history, start_epoch, best = [], 0, {"acc": -1.0, "epoch": 0}
     if resume:
         start_epoch, history, best = _resume(out, model, opt, device)
@@ -228,8 +228,8 @@ def _finish(cfg, out, spec, train_set, data_root, history, best, test_split, dev
         model = build_model(cfg.arch, num_classes=len(train_set.classes)).to(device)
         model.load_state_dict(torch.load(out / "best.pth", map_location=device, weights_only=True))
         model = model.to(memory_format=torch.channels_last)
-        _, test_acc = evaluate_tensor(model, _to_device(test.pixels_uint8(spec), device),
-                                      torch.from_numpy(test.labels).to(device), _Normalizer(spec, device), device,
+        _, test_acc = evaluate_tensor(model, to_device(test.pixels_uint8(spec), device),
+                                      torch.from_numpy(test.labels).to(device), Normalizer(spec, device), device,
                                       bf16=False)
         log(f"test top-1 of the best checkpoint (epoch {best['epoch']}): {test_acc:.4f}")
     seconds = time.perf_counter() - t_start
