@@ -44,10 +44,8 @@ def prepare_qat_model(model_fp32, calib_x: np.ndarray, cfg: TorchQuantConfig):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.ao.quantization.prepare_qat(q, inplace=True)
-        if cfg.freeze_bn_epoch == 0:
-            q.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)
         if cfg.qat_init == "ptq":
-            q.eval().apply(disable_fake_quant)
+            q.eval().apply(disable_fake_quant)  # eval: BN uses (and keeps) the checkpoint's statistics
             _calibrate(q, calib_x)          # FP32 activations, PTQ's observers, PTQ's images
             q.apply(enable_fake_quant)
             for fq in _activation_fake_quants(q):
