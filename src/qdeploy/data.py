@@ -312,12 +312,17 @@ def open_calib_eval(cfg: DataConfig) -> tuple[ImageSet, ImageSet]:
     return calib, evalset
 
 
+def _calib_val_indices(pool: ImageSet, cfg: DataConfig, val_size: int, val_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The run's calibration indices and a class-balanced validation set disjoint from them."""
+    calib_idx = balanced_indices(pool.labels, cfg.calib_size, cfg.seed)
+    return calib_idx, balanced_indices(pool.labels, val_size, val_seed, exclude=calib_idx)
+
+
 def open_calib_val(cfg: DataConfig, val_size: int) -> tuple[ImageSet, ImageSet]:
     """Calibration images and a class-balanced validation set, both from the calibration split and
     disjoint: what auto-quantization selects on (the evaluation split stays for the final report)."""
     pool = open_split(cfg.root, cfg.calib_split or None, cfg.classes)
-    calib_idx = balanced_indices(pool.labels, cfg.calib_size, cfg.seed)
-    val_idx = balanced_indices(pool.labels, val_size, cfg.seed + 2, exclude=calib_idx)
+    calib_idx, val_idx = _calib_val_indices(pool, cfg, val_size, cfg.seed + 2)
     if len(val_idx) < min(val_size, 50):
         raise DataError(f"only {len(val_idx)} images left for validation after calibration; lower --calib-size")
     return pool.subset(calib_idx), pool.subset(val_idx)
@@ -329,12 +334,10 @@ def open_qat_sets(cfg: DataConfig, train_limit: int | None, val_size: int) -> tu
     Validation is held out from training (it chooses QAT's epoch); calibration is the run's own, so a
     QAT model starts from the same PTQ grids as pt-ptq. The evaluation split is never touched."""
     pool = open_split(cfg.root, cfg.calib_split or None, cfg.classes)
-    calib_idx = balanced_indices(pool.labels, cfg.calib_size, cfg.seed)
-    val_idx = balanced_indices(pool.labels, val_size, cfg.seed + 3, exclude=calib_idx) if val_size else np.zeros(0, np.int64)
+    calib_idx, val_idx = _calib_val_indices(pool, cfg, val_size, cfg.seed + 3)
     left = len(pool) - len(val_idx)
     train_idx = balanced_indices(pool.labels, min(train_limit or left, left), cfg.seed + 1, exclude=val_idx)
     if len(train_idx) == 0:
         raise DataError(f"no training images left for QAT after holding out {len(val_idx)} for validation; "
                         "lower --qat-val-size")
     return pool.subset(calib_idx), pool.subset(train_idx), pool.subset(val_idx)
-
