@@ -202,13 +202,10 @@ def quantize_cmd(
     dcfg = DataConfig(root=str(root), calib_split=calib_split, calib_size=calib_size, preprocess=info.preprocess,
                       classes=info.classes)
     if auto:
-        from .data import open_calib_val
-        from .quantize.auto import auto_quantize
+        from .quantize.auto import auto_quantize_from
 
-        acfg = _auto_cfg(max_drop, max_rel_drop, val_size)
-        calib, val = open_calib_val(dcfg.__class__(**{**dcfg.__dict__, "calib_size": max(acfg.calib_sizes)}), val_size)
-        rec = auto_quantize(onnx, out, calib.load(info.preprocess), val.load(info.preprocess), val.labels, acfg,
-                            log=lambda m: typer.echo(m, err=True))
+        rec = auto_quantize_from(onnx, out, dcfg, _auto_cfg(max_drop, max_rel_drop, val_size),
+                                 log=lambda m: typer.echo(m, err=True))
         if not rec["met_budget"]:
             raise QDeployError(rec["message"] + f"; every candidate is in {out.parent / 'search.json'}")
         typer.echo(f"{out}: drop {rec['chosen_drop_pt']:.2f} pt on {rec['val_images']} validation images, "

@@ -162,16 +162,14 @@ def _evaluate_all(variants, out: Path, x, labels, classes, cfg: EvalConfig, pred
 
 def _evaluate_torch(variants, ctx: VariantContext, x, labels, fp32_logits, preds: dict, log) -> None:
     """PyTorch INT8 models themselves (not only their ONNX exports), on the same images."""
-    import torch
-
     from .evaluate import metrics_from_logits
+    from .quantize.torch_eager import torch_logits
 
     for v in variants:
         if v["status"] != "ok" or v["name"] not in ctx.torch_models:
             continue
         qmodel, size = ctx.torch_models[v["name"]]
-        with torch.inference_mode():
-            logits = torch.cat([qmodel(torch.from_numpy(x[i:i + 256])) for i in range(0, len(x), 256)]).numpy()
+        logits = torch_logits(qmodel, x).numpy()
         m = metrics_from_logits(logits, labels, ctx.classes, fp32_logits)
         preds[v["name"] + "@torch"] = logits.argmax(1)
         v["torch"] = {"metrics": m.as_dict(), "size_bytes": size}

@@ -143,6 +143,17 @@ def _best(s: _Search, pool: list[Candidate], budget: float, tie: float = 0.05) -
     return min([c for c in ok if c.p50_ms <= fastest * (1 + tie)], key=lambda c: (s.drop_pt(c), c.p50_ms))
 
 
+def auto_quantize_from(fp32: str | Path, out: str | Path, data, cfg: AutoConfig, log=print) -> dict:
+    """`auto_quantize` on images from a DataConfig's calibration split: a pool of the largest calibration
+    size and a disjoint validation set (the evaluation split stays for the final report)."""
+    from dataclasses import replace
+
+    from ..data import open_calib_val
+
+    calib, val = open_calib_val(replace(data, calib_size=max(cfg.calib_sizes)), cfg.val_size)
+    return auto_quantize(fp32, out, calib.load(data.preprocess), val.load(data.preprocess), val.labels, cfg, log)
+
+
 def auto_quantize(fp32: str | Path, out: str | Path, calib_pool: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
                   cfg: AutoConfig | None = None, log=print) -> dict:
     """Search, write the chosen model to `out` and `search.json` beside it; returns the search record."""
