@@ -134,7 +134,7 @@ def _qat_section(v: dict) -> list[str]:
     """QAT's per-epoch table; epoch 0 is the PTQ starting point, and the chosen epoch is marked."""
     h = v["qat_history"]
     trained = [r for r in h if r["epoch"] > 0]
-    chosen = v.get("qat_epoch", trained[-1]["epoch"] if trained else 0)
+    chosen = v.get("qat_epoch", trained[-1]["epoch"])  # runs from --qat-from may not record it
     lines = [f"QAT `{v['name']}`: {len(trained)} epoch(s) on {trained[-1]['images']} training images "
              f"({trained[-1]['device']}); returned the INT8 model of epoch {chosen}"
              + (" (the PTQ starting point: no trained epoch validated better)" if chosen == 0 else "") + ".", ""]
