@@ -127,6 +127,12 @@ def test_error_bad_options(tmp_path, cifar):
     assert_one_line_error(run_cli("run", "--variants", "default,turbo", "--out", tmp_path / "o"), "unknown variant")
     assert_one_line_error(run_cli("run", "--mean", "a,b,c", "--out", tmp_path / "o"), "--mean")
     assert_one_line_error(run_cli("quantize", tmp_path / "missing.onnx"), "not found")
+    # PyTorch-variant options are checked before export, and the run stops with exit 2
+    for opt, value, words in (("--qat-init", "bogus", "use ptq or observe"), ("--qat-val-size", -1, "must be >= 0"),
+                              ("--qat-epochs", 0, "epochs >= 1")):
+        res = run_cli("run", "--variants", "pt-qat", opt, value, "--out", tmp_path / "q")
+        assert_one_line_error(res, words)
+        assert not (tmp_path / "q" / "fp32.onnx").exists()
 
 
 def test_debug_shows_traceback(tmp_path, cifar):

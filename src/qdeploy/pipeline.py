@@ -11,7 +11,7 @@ from .errors import ConfigError, DataError
 from .evaluate import EvalConfig, evaluate
 from .export import ExportConfig, export
 from .manifest import Manifest
-from .quantize.variants import VariantContext, build_variant, parse_variants
+from .quantize.variants import TORCH_VARIANTS, VariantContext, build_variant, parse_variants, torch_config
 from .report import ReportConfig, report
 from .runtime import atomic_path, read_info, stamp_metadata, write_json
 
@@ -39,6 +39,9 @@ class RunConfig:
         if bool(self.checkpoint) == bool(self.onnx):
             raise ConfigError("give exactly one of --checkpoint (a state_dict) or --onnx (an FP32 ONNX file)")
         self.variants = parse_variants(self.variants)
+        for name in self.variants:
+            if name in TORCH_VARIANTS:
+                torch_config(name, self.torch_overrides)  # bad --qat-* values fail now, not after export
 
 
 def _fp32_from_checkpoint(cfg: RunConfig, model, calib_x, classes, out: Path, man: Manifest) -> Path:

@@ -20,6 +20,12 @@ def torch_presets() -> dict:
 TORCH_VARIANTS = ("pt-ptq", "pt-qat", "pot")
 
 
+def torch_config(name: str, overrides: dict):
+    """A PyTorch variant's config with the user's overrides (None = keep the preset); bad values raise
+    ConfigError here, so a run can check them before any heavy work."""
+    return torch_presets()[name]().with_(**{k: v for k, v in overrides.items() if v is not None})
+
+
 def known_variants() -> list[str]:
     return list(PRESETS) + list(TORCH_VARIANTS)
 
@@ -79,7 +85,7 @@ def _torch_variant(name: str, ctx: VariantContext, dst: Path, man, log):
 
     if ctx.model is None:
         raise QuantizeError(f"variant '{name}' quantizes the PyTorch model; start the run from --checkpoint, not --onnx")
-    cfg = torch_presets()[name]().with_(**{k: v for k, v in ctx.torch_overrides.items() if v is not None})
+    cfg = torch_config(name, ctx.torch_overrides)
     man.config(f"quantize:{name}", cfg)
     extra = {}
     if cfg.method == "ptq":
