@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from conftest import CLASSES
-from qdeploy.evaluate import evaluate, mcnemar_p, metrics_from_logits, paired
+from qdeploy.data import PreprocessSpec
+from qdeploy.evaluate import mcnemar_p, metrics_from_logits, paired
 
 
 def test_metrics_on_known_logits():
@@ -37,8 +38,29 @@ def test_paired_counts_only_discordant_images():
 
 def test_fp32_accuracy_on_real_images(fp32_onnx, calib_eval):
     _, _, ev, x = calib_eval
-    m, logits = evaluate(fp32_onnx[0], x, ev.labels, CLASSES)
+    m, same = _twice(fp32_onnx[0], ev)
     assert m.n == 500 and 0.88 <= m.top1 <= 0.97 and m.top5 > 0.97
     assert sum(map(sum, m.confusion)) == 500 and len(m.per_class) == 10
-    same, _ = evaluate(fp32_onnx[0], x, ev.labels, CLASSES, reference=logits)
-    assert same.agreement == 1.0 and same.rel_l2 == 0.0
+    assert same.agreement == 1.0 and same.rel_l2 == 0.0 and same.kl_ref == 0.0 and same.top5_overlap == 1.0
+    assert same.paired["only_this"] == same.paired["only_ref"] == 0
+
+
+def _twice(path, ev):
+    """The same model twice through one stream: the second is compared with the first."""
+    from qdeploy.evaluate import evaluate_many
+    from qdeploy.targets import open_session
+
+    runs = {"a": open_session(path).run, "b": open_session(path).run}
+    scorers = evaluate_many(runs, ev, PreprocessSpec(), CLASSES)
+    return [scorers["a"].result(), scorers["b"].result()]
+
+
+def test_streamed_metrics_equal_whole_array_metrics(fp32_onnx, calib_eval):
+    """Batch by batch through the stream gives the metrics of the whole set at once."""
+    from qdeploy.targets import open_session, run_batched
+
+    _, _, ev, x = calib_eval
+    whole = metrics_from_logits(run_batched(open_session(fp32_onnx[0]), x), ev.labels, CLASSES)
+    streamed = _twice(fp32_onnx[0], ev)[0]
+    assert streamed.top1 == whole.top1 and streamed.confusion == whole.confusion
+    assert streamed.loss == pytest.approx(whole.loss, rel=1e-9)

@@ -7,7 +7,8 @@ from conftest import CLASSES
 from qdeploy.data import PreprocessSpec
 from qdeploy.errors import ExportError
 from qdeploy.export import ExportConfig, export
-from qdeploy.runtime import open_session, read_info
+from qdeploy.artifacts import read_info
+from qdeploy.targets import open_session
 
 
 def test_export_graph_contract(fp32_onnx):
@@ -32,7 +33,7 @@ def test_dynamic_batch(fp32_onnx, fp32_model, calib_eval, batch):
     import torch
 
     x = calib_eval[1][:batch]
-    out = open_session(fp32_onnx[0]).run(None, {"input": x})[0]
+    out = open_session(fp32_onnx[0]).run(x)
     with torch.no_grad():
         ref = fp32_model(torch.from_numpy(x)).numpy()
     assert out.shape == (batch, 10) and np.abs(out - ref).max() < 1e-4

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from qdeploy.runtime import read_info, sha256
+from qdeploy.artifacts import read_info, sha256
 
 
 def test_run_writes_every_artifact(small_run):
@@ -91,18 +91,18 @@ def test_run_with_pytorch_variants_and_auto(tmp_path, cifar):
     for name in ("pt-ptq", "pt-qat", "pot"):
         assert v[name]["status"] == "ok" and v[name]["torch"]["bench"]["p50_ms"] > 0
         assert v[name]["torch"]["metrics"]["n"] == 300 and v[name]["metrics"]["agreement"] >= 0.9
-    assert v["pot"]["pot_scales"]["all_power_of_two"]
+    assert v["pot"]["extra"]["pot_scales"]["all_power_of_two"]
     qat = v["pt-qat"]
-    assert [h["epoch"] for h in qat["qat_history"]] == [0, 1] and qat["qat_epoch"] in (0, 1)
+    assert [h["epoch"] for h in qat["extra"]["qat_history"]] == [0, 1] and qat["extra"]["qat_epoch"] in (0, 1)
     for rt in ("onnxruntime", "torch"):  # QAT vs the PTQ it started from, image by image
-        p = qat["vs_ptq"][rt]
+        p = qat["extra"]["vs_ptq"][rt]
         own = qat["metrics"] if rt == "onnxruntime" else qat["torch"]["metrics"]
         ptq = v["pt-ptq"]["metrics"] if rt == "onnxruntime" else v["pt-ptq"]["torch"]["metrics"]
         assert p["diff_pt"] == pytest.approx(100 * (own["top1"] - ptq["top1"])) and 0 < p["p_value"] <= 1
     assert v["fp32"]["torch"]["bench"]["runtime"].startswith("torch")
-    assert v["auto"]["search"]["candidates"] >= 5 and (out / "search.json").is_file()
+    assert v["auto"]["extra"]["search"]["candidates"] >= 5 and (out / "search.json").is_file()
     md = (out / "report.md").read_text()
     assert "PyTorch-native INT8" in md and "## Auto-quantization" in md and "search_pareto.png" in md
     assert "| 0 | – (PTQ start) |" in md and "Against `pt-ptq` (torch)" in md and "McNemar" in md
     man = json.loads((out / "manifest.json").read_text())
-    assert man["stages"]["quantize:pt-qat"]["config"]["qat_epochs"] == 1 and "auto" in man["stages"]
+    assert man["stages"]["quantize:pt-qat"]["config"]["qat_epochs"] == 1 and man["stages"]["quantize:auto"]["config"]["max_drop_pt"] == 1.0

@@ -5,7 +5,7 @@ import pytest
 
 from qdeploy.errors import ConfigError, QuantizeError
 from qdeploy.quantize import QuantConfig, preset, quantize
-from qdeploy.runtime import read_info
+from qdeploy.artifacts import read_info
 
 
 def ops(path):

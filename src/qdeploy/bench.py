@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
-from .runtime import open_session
 
 
 @dataclass
@@ -100,14 +99,13 @@ class Runner:
     threads: int = 0
 
 
-def _onnx_runner(path, threads) -> Runner:
-    import onnxruntime as ort
+def session_runner(path, threads: int | None = None, target: str | None = None) -> Runner:
+    """A model file opened on a target (default: ONNX Runtime CPU)."""
+    from .targets import DEFAULT_TARGET, open_session
 
-    s = open_session(path, threads)
-    name = s.get_inputs()[0].name
-    n_threads = threads or int(s.get_session_options().intra_op_num_threads) or _physical_cores()
-    return Runner(fn=lambda x: s.run(None, {name: x}), size_bytes=os.path.getsize(path),
-                  runtime=f"onnxruntime {ort.__version__}", provider=s.get_providers()[0], threads=n_threads)
+    s = open_session(path, threads, target=target or DEFAULT_TARGET)
+    return Runner(fn=s.run, size_bytes=os.path.getsize(path), runtime=s.runtime, provider=s.provider,
+                  threads=s.threads)
 
 
 def torch_runner(model, size_bytes: int, threads: int | None = None) -> Runner:
@@ -131,7 +129,7 @@ def benchmark_many(models: dict[str, "str | Path | Runner"], sample: np.ndarray,
     Values are ONNX paths (run in ONNX Runtime) or Runners (e.g. PyTorch INT8 models).
     """
     cfg = cfg or BenchConfig()
-    runners = {k: v if isinstance(v, Runner) else _onnx_runner(v, cfg.threads) for k, v in models.items()}
+    runners = {k: v if isinstance(v, Runner) else session_runner(v, cfg.threads) for k, v in models.items()}
     x1 = np.ascontiguousarray(sample[:1])
     lat = _latencies({k: (lambda r=r: r.fn(x1)) for k, r in runners.items()}, cfg.warmup, cfg.runs)
     tput = {k: {} for k in runners}
@@ -144,13 +142,3 @@ def benchmark_many(models: dict[str, "str | Path | Runner"], sample: np.ndarray,
                            mean_ms=float(lat[k].mean()), runs=len(lat[k]), throughput=tput[k], threads=r.threads,
                            runtime=r.runtime, provider=r.provider)
             for k, r in runners.items()}
-
-
-def _physical_cores() -> int:
-    # ORT's default intra-op pool uses one thread per physical core.
-    try:
-        cores = {line.split(":")[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("core id")}
-        return len(cores) or os.cpu_count() or 1
-    except OSError:
-        return os.cpu_count() or 1

@@ -2,12 +2,19 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from .bench import BenchConfig
+from .export import ExportConfig
+from .data import DataConfig, PreprocessSpec
 from .errors import QDeployError
+from .pipeline import DEFAULT_VARIANTS, RunConfig
+from .quantize.config import AutoConfig, TorchQuantConfig
+from .source import DEFAULT_ARCH
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="qdeploy: checkpoint -> verified FP32 ONNX -> fast INT8 -> evaluated, benchmarked report.")
@@ -33,22 +40,46 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
         raise QDeployError(f"--{what} '{text}' is not a comma-separated list of integers, e.g. 1,32,256")
 
 
+def default(cls, name: str):
+    """A config dataclass's own default for one field: the CLI never repeats a default."""
+    f = next(f for f in fields(cls) if f.name == name)
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
 def _auto_cfg(max_drop, max_rel_drop, val_size):
-    from .quantize.auto import AutoConfig
+    from .quantize.config import AutoConfig
 
     if max_drop is None and max_rel_drop is None:
-        max_drop = 0.3
+        max_drop = default(AutoConfig, "max_drop_pt")
     return AutoConfig(max_drop_pt=max_drop, max_rel_drop=max_rel_drop, val_size=val_size)
 
 
-def _spec(size: int, mean: str, std: str, resize: str, preset_name: str | None):
+def _spec(size, mean, std, resize, preset_name):
+    """The preprocessing the flags describe, or None when no preprocessing flag was given."""
     from .data import PreprocessSpec
 
-    if preset_name == "imagenet":
-        return PreprocessSpec.imagenet(size)
-    if preset_name not in (None, "cifar10"):
+    if all(v is None for v in (size, mean, std, resize, preset_name)):
+        return None
+    if preset_name not in (None, "cifar10", "imagenet"):
         raise QDeployError(f"--norm '{preset_name}' is unknown; use cifar10 or imagenet (or --mean/--std)")
-    return PreprocessSpec(size=size, mean=_floats(mean, "mean"), std=_floats(std, "std"), resize=resize)
+    base = PreprocessSpec.imagenet(size or 224) if preset_name == "imagenet" else PreprocessSpec()
+    given = {"size": size, "mean": mean and _floats(mean, "mean"), "std": std and _floats(std, "std"), "resize": resize}
+    return replace(base, **{k: v for k, v in given.items() if v is not None})
+
+
+def _classes(classes: str | None, classes_file: Path | None) -> list[str] | None:
+    if classes and classes_file:
+        raise QDeployError("give --classes or --classes-file, not both")
+    if classes_file:
+        try:
+            names = [line.strip() for line in classes_file.read_text().splitlines() if line.strip()]
+        except OSError as exc:
+            raise QDeployError(f"cannot read --classes-file {classes_file} ({exc.strerror}); pass a text file, "
+                               "one class name per line") from exc
+        if not names:
+            raise QDeployError(f"--classes-file {classes_file} is empty; one class name per line")
+        return names
+    return [c.strip() for c in classes.split(",")] if classes else None
 
 
 def _data_root(data: Path | None) -> Path:
@@ -60,112 +91,147 @@ def _data_root(data: Path | None) -> Path:
     return root
 
 
-def _data_cfg(data, calib_split, eval_split, calib_size, eval_limit, classes, size, mean, std, resize, norm):
-    from .data import DataConfig
+def _data_cfg(data, calib_split, eval_split, calib_size, eval_limit, classes, spec):
+    from .data import DataConfig, PreprocessSpec
 
-    root = _data_root(data)
-    return DataConfig(root=str(root), calib_split=calib_split, eval_split=eval_split, calib_size=calib_size,
-                      eval_limit=eval_limit, classes=[c.strip() for c in classes.split(",")] if classes else None,
-                      preprocess=_spec(size, mean, std, resize, norm))
+    return DataConfig(root=str(_data_root(data)), calib_split=calib_split, eval_split=eval_split,
+                      calib_size=calib_size, eval_limit=eval_limit, classes=classes,
+                      preprocess=spec or PreprocessSpec())
 
 
-# Options shared by the commands that read images.
-DATA = typer.Option(None, "--data", help="ImageFolder root (train/ test/) or cifar-10-batches-py dir. "
-                    "Default: ../shared/datasets/cifar10 ($QDEPLOY_SHARED).")
-CALIB_SPLIT = typer.Option("train", help="Split the calibration images are drawn from ('' = root itself).")
-EVAL_SPLIT = typer.Option("test", help="Split evaluated on ('' = root itself; disjoint from calibration).")
-CALIB_SIZE = typer.Option(300, help="Calibration images, sampled class-balanced.")
+# Options shared by the commands that read images; defaults come from the config dataclasses.
+DATA = typer.Option(None, "--data", help="ImageFolder root (train/ test/), a folder of photos (label-free), or a "
+                    "cifar-10-batches-py dir. Default: ../shared/datasets/cifar10 ($QDEPLOY_SHARED).")
+CALIB_SPLIT = typer.Option(default(DataConfig, "calib_split"), help="Split the calibration images are drawn from "
+                           "('' = root itself).")
+EVAL_SPLIT = typer.Option(default(DataConfig, "eval_split"), help="Split evaluated on ('' = root itself; disjoint "
+                          "from calibration).")
+CALIB_SIZE = typer.Option(default(DataConfig, "calib_size"), help="Calibration images, sampled class-balanced.")
 EVAL_LIMIT = typer.Option(None, help="Evaluate on at most this many images (class-balanced); default all.")
-CLASSES = typer.Option(None, help="Comma-separated class names (default: from the data).")
-SIZE = typer.Option(32, help="Model input size (square).")
-MEAN = typer.Option("0.4914,0.4822,0.4465", help="Normalisation mean (R,G,B).")
-STD = typer.Option("0.2470,0.2435,0.2616", help="Normalisation std (R,G,B).")
-RESIZE = typer.Option("resize", help="resize (stretch, as the seed) or shorter-side-crop.")
+CLASSES = typer.Option(None, help="Comma-separated class names (default: from the model's metadata or the data).")
+CLASSES_FILE = typer.Option(None, help="Class names, one per line (e.g. imagenet_classes.txt).")
+SIZE = typer.Option(None, help=f"Model input size (square). Default: from the model's metadata or record, else "
+                    f"{default(PreprocessSpec, 'size')}.")
+MEAN = typer.Option(None, help="Normalisation mean (R,G,B). Default: as --size.")
+STD = typer.Option(None, help="Normalisation std (R,G,B). Default: as --size.")
+RESIZE = typer.Option(None, help="resize (stretch, as the seed) or shorter-side-crop. Default: as --size.")
 NORM = typer.Option(None, help="Preset for mean/std/resize: cifar10 or imagenet.")
+OVERRIDE = typer.Option(False, "--override-preprocess", help="Use the flags even where they contradict the "
+                        "preprocessing/classes stored in the model file or checkpoint record.")
 
 
 @app.command()
 def run(
-    checkpoint: Optional[Path] = typer.Option(None, help="state_dict file (default: ../shared's ResNet18)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="state_dict file (default: ../shared's ResNet18); a "
+                                              "best.json beside it (qdeploy train) gives arch, classes, preprocessing."),
     onnx: Optional[Path] = typer.Option(None, help="Start from this FP32 ONNX instead of a checkpoint."),
-    arch: str = typer.Option("resnet18-cifar", help="Built-in name or path/to/file.py:ClassName."),
+    arch: Optional[str] = typer.Option(None, help=f"Built-in name or path/to/file.py:ClassName (default: the "
+                                       f"checkpoint's record, else {DEFAULT_ARCH})."),
     arch_kwargs: str = typer.Option("", help="JSON keyword arguments for the architecture."),
     out: Path = typer.Option(Path("runs/r18"), help="Output directory."),
-    variants: str = typer.Option("default", help="Comma list of INT8 variants, or 'all'."),
-    max_drop: Optional[float] = typer.Option(None, help="Accuracy budget: max top-1 drop in points (default 1.0 for "
-                                             "the recommendation, 0.3 with --auto)."),
+    variants: str = typer.Option(",".join(DEFAULT_VARIANTS), help="Comma list of INT8 variants, or 'all'."),
+    max_drop: Optional[float] = typer.Option(None, help=f"Accuracy budget: max top-1 drop in points (default "
+                                             f"{default(RunConfig, 'max_drop_pt')} for the recommendation, "
+                                             f"{default(AutoConfig, 'max_drop_pt')} with --auto)."),
     max_rel_drop: Optional[float] = typer.Option(None, help="Budget as a fraction of FP32 top-1 (with --auto)."),
     auto: bool = typer.Option(False, "--auto", help="Also search for the fastest INT8 within the budget."),
-    val_size: int = typer.Option(2000, help="--auto: validation images carved from the calibration split."),
-    bench_runs: int = typer.Option(200, help="Timed batch-1 runs for the latency percentiles."),
-    bench_batches: str = typer.Option("1,32,256", help="Batch sizes for the throughput table."),
-    bench_seconds: float = typer.Option(1.0, help="Minimum seconds per throughput point."),
+    val_size: int = typer.Option(default(AutoConfig, "val_size"), help="--auto: validation images carved from the "
+                                 "calibration split."),
+    bench_runs: int = typer.Option(default(BenchConfig, "runs"), help="Timed batch-1 runs for the latency percentiles."),
+    bench_batches: str = typer.Option(",".join(map(str, default(BenchConfig, "batch_sizes"))),
+                                      help="Batch sizes for the throughput table."),
+    bench_seconds: float = typer.Option(default(BenchConfig, "min_seconds"), help="Minimum seconds per throughput point."),
     threads: Optional[int] = typer.Option(None, help="ORT intra-op threads (default: all cores)."),
-    qat_epochs: Optional[int] = typer.Option(None, help="pt-qat: fine-tuning epochs (default 1)."),
-    qat_train_limit: Optional[int] = typer.Option(None, help="pt-qat: training images (default 2000; 0 = all)."),
-    qat_val_size: Optional[int] = typer.Option(None, help="pt-qat: held-out training images that choose the "
-                                               "best epoch, the PTQ start included (default 1000; 0 = last epoch)."),
+    qat_epochs: Optional[int] = typer.Option(None, help=f"pt-qat: fine-tuning epochs (default "
+                                             f"{default(TorchQuantConfig, 'qat_epochs')})."),
+    qat_train_limit: Optional[int] = typer.Option(None, help=f"pt-qat: training images (default "
+                                                  f"{default(TorchQuantConfig, 'qat_train_limit')}; 0 = all)."),
+    qat_val_size: Optional[int] = typer.Option(None, help="pt-qat: held-out training images that choose the best "
+                                               f"epoch, the PTQ start included (default "
+                                               f"{default(TorchQuantConfig, 'qat_val_size')}; 0 = last epoch)."),
     qat_init: Optional[str] = typer.Option(None, help="pt-qat activation grids: ptq (PTQ's calibrated ranges, "
                                            "default) | observe (moving-average observers while training)."),
-    device: str = typer.Option("auto", help="pt-qat training device: auto | cpu | cuda."),
+    device: str = typer.Option(default(TorchQuantConfig, "device"), help="pt-qat training device: auto | cpu | cuda."),
     qat_from: Optional[Path] = typer.Option(None, help="pt-qat: converted INT8 weights from a QAT run elsewhere "
                                             "(bench/gpu/qat_r18.py); skips training here."),
     data: Optional[Path] = DATA, calib_split: str = CALIB_SPLIT, eval_split: str = EVAL_SPLIT,
     calib_size: int = CALIB_SIZE, eval_limit: Optional[int] = EVAL_LIMIT, classes: Optional[str] = CLASSES,
-    size: int = SIZE, mean: str = MEAN, std: str = STD, resize: str = RESIZE, norm: Optional[str] = NORM,
+    classes_file: Optional[Path] = CLASSES_FILE, size: Optional[int] = SIZE, mean: Optional[str] = MEAN,
+    std: Optional[str] = STD, resize: Optional[str] = RESIZE, norm: Optional[str] = NORM,
+    override_preprocess: bool = OVERRIDE,
 ):
     """The whole pipeline: export, calibrate, quantize, evaluate, bench, report."""
-    import json
-
-    from .bench import BenchConfig
     from .evaluate import EvalConfig
-    from .pipeline import RunConfig
     from .pipeline import run as run_pipeline
     from .report import markdown_table
-    from .settings import default_checkpoint
+    from .source import SourceConfig
 
-    if checkpoint is None and onnx is None:
-        checkpoint = default_checkpoint()
-        if checkpoint is None:
-            raise QDeployError("no --checkpoint/--onnx given and no ../shared checkpoint found; pass --checkpoint")
-    dcfg = _data_cfg(data, calib_split, eval_split, calib_size, eval_limit, classes, size, mean, std, resize, norm)
-    auto_cfg = _auto_cfg(max_drop, max_rel_drop, val_size) if auto else None
-    cfg = RunConfig(out=str(out), data=dcfg, checkpoint=str(checkpoint) if checkpoint else None,
-                    onnx=str(onnx) if onnx else None, arch=arch,
-                    arch_kwargs=json.loads(arch_kwargs) if arch_kwargs.strip() else {}, variants=variants,
-                    max_drop_pt=max_drop if max_drop is not None else 1.0, auto=auto_cfg,
+    checkpoint = checkpoint or (None if onnx else _default_checkpoint())
+    spec, names = _spec(size, mean, std, resize, norm), _classes(classes, classes_file)
+    source = SourceConfig(checkpoint=str(checkpoint) if checkpoint else None, onnx=str(onnx) if onnx else None,
+                          arch=arch, arch_kwargs=_json_kwargs(arch_kwargs), preprocess=spec, classes=names,
+                          override_preprocess=override_preprocess)
+    cfg = RunConfig(out=str(out), data=_data_cfg(data, calib_split, eval_split, calib_size, eval_limit, names, spec),
+                    source=source, variants=variants,
+                    max_drop_pt=max_drop if max_drop is not None else default(RunConfig, "max_drop_pt"),
+                    auto=_auto_cfg(max_drop, max_rel_drop, val_size) if auto else None,
                     evaluate=EvalConfig(threads=threads),
-                    torch_overrides={"qat_epochs": qat_epochs, "device": device,
-                                     "qat_train_limit": qat_train_limit, "qat_val_size": qat_val_size,
-                                     "qat_init": qat_init,
-                                     "qat_from": str(qat_from) if qat_from else None},
+                    torch_overrides=dict(qat_epochs=qat_epochs, device=device, qat_train_limit=qat_train_limit,
+                                         qat_val_size=qat_val_size, qat_init=qat_init,
+                                         qat_from=str(qat_from) if qat_from else None),
                     bench=BenchConfig(runs=bench_runs, threads=threads, min_seconds=bench_seconds,
                                       batch_sizes=_ints(bench_batches, "bench-batches")))
     result = run_pipeline(cfg, log=lambda m: typer.echo(m, err=True))
     typer.echo(markdown_table(result))
-    typer.echo(f"\nrecommended: {result['recommended']}\nreport: {out / 'report.html'}")
+    typer.echo(f"\nrecommended: {result.recommended}\nreport: {out / 'report.html'}")
+
+
+def _default_checkpoint() -> Path:
+    from .settings import default_checkpoint
+
+    found = default_checkpoint()
+    if found is None:
+        raise QDeployError("no --checkpoint/--onnx given and no ../shared checkpoint found; pass --checkpoint")
+    return found
+
+
+def _json_kwargs(text: str) -> dict:
+    import json
+
+    try:
+        return json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise QDeployError(f"--arch-kwargs is not valid JSON ({exc.msg}); pass e.g. '{{\"width\": 2}}'") from exc
 
 
 @app.command("export")
 def export_cmd(
     checkpoint: Path = typer.Option(..., help="state_dict file."),
     out: Path = typer.Option(Path("fp32.onnx"), help="Output ONNX file."),
-    arch: str = typer.Option("resnet18-cifar"), arch_kwargs: str = typer.Option(""),
-    opset: int = typer.Option(17), atol: float = typer.Option(1e-3, help="Max |torch - onnx| logit difference."),
+    arch: Optional[str] = typer.Option(None, help=f"Default: the checkpoint's record, else {DEFAULT_ARCH}."),
+    arch_kwargs: str = typer.Option(""),
+    opset: int = typer.Option(default(ExportConfig, "opset")),
+    atol: float = typer.Option(default(ExportConfig, "atol"), help="Max |torch - onnx| logit difference."),
     data: Optional[Path] = DATA, calib_split: str = CALIB_SPLIT, classes: Optional[str] = CLASSES,
-    size: int = SIZE, mean: str = MEAN, std: str = STD, resize: str = RESIZE, norm: Optional[str] = NORM,
+    classes_file: Optional[Path] = CLASSES_FILE, size: Optional[int] = SIZE, mean: Optional[str] = MEAN,
+    std: Optional[str] = STD, resize: Optional[str] = RESIZE, norm: Optional[str] = NORM,
+    override_preprocess: bool = OVERRIDE,
 ):
     """PyTorch checkpoint -> FP32 ONNX, verified against PyTorch on 64 real images."""
     from .data import balanced_indices, open_split
-    from .export import ExportConfig, export
+    from .export import export
     from .models import load_model
+    from .source import SourceConfig, resolve_source
 
-    dcfg = _data_cfg(data, calib_split, "", 64, None, classes, size, mean, std, resize, norm)
-    images = open_split(dcfg.root, calib_split or None, dcfg.classes)
-    x = images.subset(balanced_indices(images.labels, 64)).load(dcfg.preprocess)
-    model = load_model(arch, checkpoint, arch_kwargs=arch_kwargs)
-    path, parity = export(model, out, x, images.classes, dcfg.preprocess, ExportConfig(opset=opset, atol=atol),
-                          meta={"arch": arch})
+    src = resolve_source(SourceConfig(checkpoint=str(checkpoint), arch=arch, arch_kwargs=_json_kwargs(arch_kwargs),
+                                      preprocess=_spec(size, mean, std, resize, norm),
+                                      classes=_classes(classes, classes_file), override_preprocess=override_preprocess))
+    images = open_split(_data_root(data), calib_split or None, src.classes)
+    x = images.subset(balanced_indices(images.labels, 64, size=len(images))).load(src.preprocess)
+    model = load_model(src.arch, checkpoint, arch_kwargs=src.arch_kwargs)
+    names = images.classes if images.labelled else src.classes
+    path, parity = export(model, out, x, names, src.preprocess, ExportConfig(opset=opset, atol=atol),
+                          meta={"arch": src.arch})
     typer.echo(f"{path}: max |diff| {parity.max_abs_diff:.2e}, top-1 agreement {parity.agreement:.2%} "
                f"on {parity.batch} real images")
 
@@ -174,7 +240,7 @@ def export_cmd(
 def quantize_cmd(
     onnx: Path = typer.Argument(..., help="FP32 ONNX file (from 'qdeploy export')."),
     out: Path = typer.Option(Path("int8.onnx"), help="Output INT8 ONNX file."),
-    preset: str = typer.Option("default", help="default | seed-lab5 | dynamic | entropy | percentile"),
+    preset: str = typer.Option("default", help="default | seed-lab5 | dynamic | per-tensor | entropy | percentile"),
     format: Optional[str] = typer.Option(None, help="Override: QDQ or QOperator."),
     activation_type: Optional[str] = typer.Option(None, help="Override: uint8 or int8."),
     weight_type: Optional[str] = typer.Option(None, help="Override: int8 or uint8."),
@@ -182,41 +248,44 @@ def quantize_cmd(
     method: Optional[str] = typer.Option(None, help="Override: minmax | entropy | percentile."),
     percentile: Optional[float] = typer.Option(None, help="Percentile for the percentile method."),
     auto: bool = typer.Option(False, "--auto", help="Search for the fastest INT8 that meets --max-drop."),
-    max_drop: Optional[float] = typer.Option(None, help="--auto: max top-1 drop in points (default 0.3)."),
+    max_drop: Optional[float] = typer.Option(None, help=f"--auto: max top-1 drop in points (default "
+                                             f"{default(AutoConfig, 'max_drop_pt')})."),
     max_rel_drop: Optional[float] = typer.Option(None, help="--auto: max drop as a fraction of FP32 top-1."),
-    val_size: int = typer.Option(2000, help="--auto: validation images carved from the calibration split."),
+    val_size: int = typer.Option(default(AutoConfig, "val_size"), help="--auto: validation images carved from the "
+                                 "calibration split."),
     data: Optional[Path] = DATA, calib_split: str = CALIB_SPLIT, calib_size: int = CALIB_SIZE,
 ):
     """FP32 ONNX -> INT8 ONNX, calibrated on real images (preprocessing read from the ONNX metadata)."""
-    from .data import DataConfig, balanced_indices, open_split
+    from .artifacts import read_info
+    from .data import DataConfig, open_calib
     from .quantize import preset as get_preset
     from .quantize import quantize
-    from .runtime import read_info
 
     info = read_info(onnx)
     overrides = {k: v for k, v in dict(format=format, activation_type=activation_type, weight_type=weight_type,
                                        per_channel=per_channel, method=method, percentile=percentile).items()
                  if v is not None}
     qcfg = get_preset(preset).with_(**overrides)
-    root = _data_root(data)
-    dcfg = DataConfig(root=str(root), calib_split=calib_split, calib_size=calib_size, preprocess=info.preprocess,
-                      classes=info.classes)
+    dcfg = DataConfig(root=str(_data_root(data)), calib_split=calib_split, calib_size=calib_size,
+                      preprocess=info.require_preprocess(), classes=info.classes)
     if auto:
-        from .quantize.auto import auto_quantize_from
-
-        rec = auto_quantize_from(onnx, out, dcfg, _auto_cfg(max_drop, max_rel_drop, val_size),
-                                 log=lambda m: typer.echo(m, err=True))
-        if not rec["met_budget"]:
-            raise QDeployError(rec["message"] + f"; every candidate is in {out.parent / 'search.json'}")
-        typer.echo(f"{out}: drop {rec['chosen_drop_pt']:.2f} pt on {rec['val_images']} validation images, "
-                   f"{rec['chosen_p50_ms']:.2f} ms vs FP32 {rec['fp32_p50_ms']:.2f} ms, {rec['fp32_nodes_kept']} "
-                   f"node(s) kept in FP32; search: {out.parent / 'search.json'}")
+        _auto_quantize(onnx, out, dcfg, _auto_cfg(max_drop, max_rel_drop, val_size))
         return
-    images = open_split(dcfg.root, calib_split or None, info.classes)
-    x = images.subset(balanced_indices(images.labels, calib_size)).load(info.preprocess)
-    path, check = quantize(onnx, out, qcfg, x)
+    calib = open_calib(dcfg)
+    path, check = quantize(onnx, out, qcfg, calib.load(dcfg.preprocess))
     typer.echo(f"{path}: {path.stat().st_size / 1e6:.2f} MB, agreement with FP32 {check.agreement:.2%}, "
-               f"rel-L2 {check.rel_l2:.4f} on {check.batch} calibration images")
+               f"rel-L2 {check.rel_l2:.4f} on {check.n} calibration images")
+
+
+def _auto_quantize(onnx: Path, out: Path, dcfg, acfg) -> None:
+    from .quantize.auto import auto_quantize_from
+
+    rec = auto_quantize_from(onnx, out, dcfg, acfg, log=lambda m: typer.echo(m, err=True))
+    if not rec["met_budget"]:
+        raise QDeployError(rec["message"] + f"; every candidate is in {out.parent / 'search.json'}")
+    typer.echo(f"{out}: drop {rec['chosen_drop_pt']:.2f} pt on {rec['val_images']} validation images, "
+               f"{rec['chosen_p50_ms']:.2f} ms vs FP32 {rec['fp32_p50_ms']:.2f} ms, {rec['fp32_nodes_kept']} "
+               f"node(s) kept in FP32; search: {out.parent / 'search.json'}")
 
 
 @app.command("evaluate")
@@ -225,26 +294,25 @@ def evaluate_cmd(
     data: Optional[Path] = DATA, eval_split: str = EVAL_SPLIT, eval_limit: Optional[int] = EVAL_LIMIT,
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write metrics as JSON here."),
 ):
-    """Top-1/top-5, agreement with the first model, rel-L2, per-class accuracy on the evaluation split."""
+    """Top-1/top-5, agreement with the first model, rel-L2, per-class accuracy on the evaluation split
+    (streamed; a plain photo folder is scored against the first model only)."""
+    from .artifacts import read_info, write_json
     from .data import balanced_indices, open_split
     from .evaluate import evaluate
-    from .runtime import read_info, write_json
 
     infos = [read_info(m) for m in models]
-    root = _data_root(data)
-    images = open_split(root, eval_split or None, infos[0].classes)
+    spec = infos[0].require_preprocess()
+    images = open_split(_data_root(data), eval_split or None, infos[0].classes)
     if eval_limit and eval_limit < len(images):
-        images = images.subset(balanced_indices(images.labels, eval_limit))
-    x = images.load(infos[0].preprocess, progress=True)
-    ref, results = None, {}
-    for info in infos:
-        m, logits = evaluate(info.path, x, images.labels, images.classes, reference=ref)
-        ref = logits if ref is None else ref
-        results[str(info.path)] = m.as_dict()
+        images = images.subset(balanced_indices(images.labels, eval_limit, size=len(images)))
+    classes = images.classes if images.labelled else (infos[0].classes or [])
+    results = evaluate([i.path for i in infos], images, spec, classes)
+    for path, m in results.items():
+        acc = "no labels" if m.top1 is None else f"top-1 {m.top1:.2%}  top-5 {m.top5:.2%}"
         agree = "" if m.agreement is None else f"  agreement {m.agreement:.2%}  rel-L2 {m.rel_l2:.4f}"
-        typer.echo(f"{info.path}: top-1 {m.top1:.2%}  top-5 {m.top5:.2%}{agree}  (n={m.n})")
+        typer.echo(f"{path}: {acc}{agree}  (n={m.n})")
     if json_out:
-        write_json(json_out, results)
+        write_json(json_out, {k: m.as_dict() for k, m in results.items()})
 
 
 @app.command("bench")
@@ -257,13 +325,14 @@ def bench_cmd(
     import numpy as np
 
     from .bench import BenchConfig, benchmark_many
-    from .runtime import read_info
+    from .artifacts import read_info
 
     cfg = BenchConfig(runs=runs, warmup=warmup, threads=threads,
                       batch_sizes=_ints(batch_sizes, "batch-sizes"))
     info = read_info(models[0])
     # Latency does not depend on pixel values; the input shape comes from the ONNX metadata.
-    sample = np.random.default_rng(0).standard_normal((8, 3, info.preprocess.size, info.preprocess.size))
+    size = info.require_preprocess().size
+    sample = np.random.default_rng(0).standard_normal((8, 3, size, size))
     results = benchmark_many({str(m): m for m in models}, sample.astype(np.float32), cfg)
     base = results[str(models[0])].p50_ms
     typer.echo("| model | MB | p50 ms | p90 ms | p99 ms | speedup | "
@@ -311,7 +380,7 @@ def train_cmd(
     if arch not in ARCHITECTURES:
         raise QDeployError(f"unknown architecture '{arch}' for training; use one of {', '.join(ARCHITECTURES)}")
     root = _data_root(data)
-    res = train(cfg, root, out, spec=_spec(size, mean, std, resize, norm), resume=resume,
+    res = train(cfg, root, out, spec=_spec(size, mean, std, resize, norm) or PreprocessSpec(), resume=resume,
                 test_split=test_split or None, log=lambda m: typer.echo(m, err=True))
     test = "not measured" if res.test_acc is None else f"{res.test_acc:.2%}"
     typer.echo(f"{res.best}: best validation top-1 {res.best_val_acc:.2%} at epoch {res.best_epoch}, test top-1 {test}, "

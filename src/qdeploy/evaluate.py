@@ -1,93 +1,64 @@
-"""Accuracy, agreement with a reference, output error, per-class accuracy, confusion matrix."""
+"""Evaluation: every model over one bounded stream of batches, scored by the task.
+
+Images are decoded once per batch (in a thread pool, ahead of inference) and fed to every model in turn,
+so decoding overlaps inference and no model's inputs or outputs are ever held for the whole set.
+The first model is the reference (FP32): the others are compared with it batch by batch.
+"""
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from .runtime import open_session, run_batched
+from .data import ImageSet, PreprocessSpec
+from .tasks import get_task
+from .tasks.classification import Metrics, mcnemar_p, metrics_from_logits, paired
 
-
-# FP32 top-1 at or above this on validation images drawn from the training split means the model has
-# memorised them: top-1 there says nothing, and agreement with FP32 is what selection compares.
-MEMORIZED_AT = 0.99
+__all__ = ["EvalConfig", "Metrics", "evaluate", "evaluate_many", "mcnemar_p",
+           "metrics_from_logits", "paired"]
 
 
 @dataclass
 class EvalConfig:
     batch_size: int = 256
     threads: int | None = None
+    workers: int | None = None     # decode threads (default: 2 per core, at most 8)
+    prefetch: int = 2              # batches decoded ahead of inference
     progress: bool = True
+    task: str = "classification"
+
+    def __post_init__(self):
+        from .errors import ConfigError
+
+        if self.batch_size < 1 or self.prefetch < 0:
+            raise ConfigError("evaluation batch size must be >= 1 and prefetch >= 0")
 
 
-@dataclass
-class Metrics:
-    n: int
-    top1: float
-    top5: float
-    loss: float
-    agreement: float | None = None  # top-1 agreement with the reference (FP32) model
-    rel_l2: float | None = None     # ||logits - ref|| / ||ref|| over the whole set
-    max_abs_diff: float | None = None
-    paired: dict | None = None      # vs the reference: images only one of them gets right, McNemar p (see `paired`)
-    per_class: dict[str, float] = field(default_factory=dict)
-    confusion: list[list[int]] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def metrics_from_logits(logits: np.ndarray, labels: np.ndarray, classes: list[str],
-                        reference: np.ndarray | None = None) -> Metrics:
-    labels = np.asarray(labels)
-    pred = logits.argmax(1)
-    k = min(5, logits.shape[1])
-    topk = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-    shifted = logits - logits.max(1, keepdims=True)
-    logp = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
-    n_cls = len(classes)
-    confusion = np.zeros((n_cls, n_cls), np.int64)
-    np.add.at(confusion, (labels, pred), 1)
-    per_class = {c: float(confusion[i, i] / confusion[i].sum()) for i, c in enumerate(classes) if confusion[i].sum()}
-    m = Metrics(n=len(labels), top1=float((pred == labels).mean()), top5=float((topk == labels[:, None]).any(1).mean()),
-                loss=float(-logp[np.arange(len(labels)), labels].mean()), per_class=per_class,
-                confusion=confusion.tolist())
-    if reference is not None:
-        m.agreement = float((reference.argmax(1) == pred).mean())
-        m.rel_l2 = float(np.linalg.norm(logits - reference) / max(np.linalg.norm(reference), 1e-12))
-        m.max_abs_diff = float(np.abs(logits - reference).max())
-        m.paired = paired(pred, reference.argmax(1), labels)
-    return m
-
-
-def mcnemar_p(b: int, c: int) -> float:
-    """Exact two-sided McNemar test: probability of a split at least this uneven between the b images
-    only model A gets right and the c only model B gets right, if both were equally accurate."""
-    n, k = b + c, min(b, c)
-    if n == 0:
-        return 1.0
-    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2) for i in range(k + 1)]
-    top = max(logs)
-    return min(1.0, 2 * math.exp(top) * sum(math.exp(v - top) for v in logs))
-
-
-def paired(pred: np.ndarray, ref_pred: np.ndarray, labels: np.ndarray) -> dict:
-    """Paired accuracy comparison on the same images: is a top-1 difference more than chance?"""
-    right, ref_right = pred == labels, ref_pred == labels
-    only, ref_only = int((right & ~ref_right).sum()), int((ref_right & ~right).sum())
-    return {"only_this": only, "only_ref": ref_only, "diff_pt": 100 * (only - ref_only) / max(len(labels), 1),
-            "p_value": mcnemar_p(only, ref_only)}
-
-
-def predict(onnx_path, x: np.ndarray, cfg: EvalConfig | None = None, label: str = "") -> np.ndarray:
+def evaluate_many(models: dict[str, Callable[[np.ndarray], np.ndarray]], images: ImageSet, spec: PreprocessSpec,
+                  classes: list[str], cfg: EvalConfig | None = None, on_batch=None) -> dict:
+    """{name: scorer} after streaming `images` through every model; the first model is the reference.
+    `on_batch(batch, outputs)` (optional) sees each batch's outputs, e.g. to keep a few for a report."""
     cfg = cfg or EvalConfig()
-    session = open_session(onnx_path, cfg.threads)
-    return run_batched(session, x, cfg.batch_size, progress=f"eval {label}" if cfg.progress else None)
+    task = get_task(cfg.task)
+    names = list(models)
+    scorers = {n: task.scorer(classes, images.labelled, with_reference=i > 0) for i, n in enumerate(names)}
+    desc = f"eval {len(models)} model(s)" if cfg.progress else None
+    for batch in images.batches(spec, cfg.batch_size, cfg.workers, cfg.prefetch, desc=desc):
+        outs = {n: models[n](batch.x) for n in names}
+        ref = outs[names[0]]
+        for n in names:
+            scorers[n].update(outs[n], batch.labels, ref if n != names[0] else None)
+        if on_batch is not None:
+            on_batch(batch, outs)
+    return scorers
 
 
-def evaluate(onnx_path, x: np.ndarray, labels: np.ndarray, classes: list[str],
-             reference: np.ndarray | None = None, cfg: EvalConfig | None = None) -> tuple[Metrics, np.ndarray]:
-    """Run `onnx_path` over the whole set; returns metrics and the logits (the next variant's reference)."""
-    logits = predict(onnx_path, x, cfg, label=str(onnx_path))
-    return metrics_from_logits(logits, labels, classes, reference), logits
+def evaluate(paths: list, images: ImageSet, spec: PreprocessSpec, classes: list[str],
+             cfg: EvalConfig | None = None) -> dict[str, Metrics]:
+    """ONNX files (the first is the reference) on the default target -> {path: metrics}."""
+    from .targets import open_session
+
+    cfg = cfg or EvalConfig()
+    sessions = {str(p): open_session(p, cfg.threads).run for p in paths}
+    return {k: s.result() for k, s in evaluate_many(sessions, images, spec, classes, cfg).items()}

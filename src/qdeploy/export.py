@@ -10,7 +10,9 @@ import numpy as np
 
 from .data import PreprocessSpec
 from .errors import ConfigError, ExportError
-from .runtime import atomic_path, open_session, stamp_metadata
+from .artifacts import write_onnx
+from .compare import compare_outputs
+from .targets import open_session
 
 
 @dataclass
@@ -68,10 +70,8 @@ def check_parity(model, onnx_path: Path, batch: np.ndarray, cfg: ExportConfig) -
 
     with torch.no_grad():
         ref = model(torch.from_numpy(batch)).numpy()
-    out = open_session(onnx_path).run(None, {cfg.input_name: batch})[0]
-    diff = float(np.abs(ref - out).max())
-    agree = float((ref.argmax(1) == out.argmax(1)).mean())
-    return Parity(max_abs_diff=diff, agreement=agree, batch=len(batch))
+    d = compare_outputs(ref, open_session(onnx_path).run(batch))
+    return Parity(max_abs_diff=d.max_abs_diff, agreement=d.agreement, batch=d.n)
 
 
 def export(model, out: str | Path, batch: np.ndarray, classes: list[str], spec: PreprocessSpec,
@@ -81,7 +81,6 @@ def export(model, out: str | Path, batch: np.ndarray, classes: list[str], spec: 
     import torch
 
     cfg = cfg or ExportConfig()
-    out = Path(out)
     model = model.eval()
     with torch.no_grad():
         logits = model(torch.from_numpy(batch[:2]))
@@ -93,9 +92,8 @@ def export(model, out: str | Path, batch: np.ndarray, classes: list[str], spec: 
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:
         raise ExportError(f"exported graph fails onnx.checker: {str(exc)[:200]}") from exc
-    stamp_metadata(proto, {"variant": "fp32", "classes": classes, "preprocess": spec.to_json(), **(meta or {})})
-    with atomic_path(out) as tmp:
-        onnx.save(proto, str(tmp))
+
+    def verify(tmp: Path) -> Parity:
         parity = check_parity(model, tmp, batch, cfg)
         if parity.max_abs_diff > cfg.atol or parity.agreement < cfg.min_agreement:
             raise ExportError(
@@ -103,4 +101,7 @@ def export(model, out: str | Path, batch: np.ndarray, classes: list[str], spec: 
                 f"(allowed {cfg.atol:.0e}), top-1 agreement {parity.agreement:.2%}; check for ops that export "
                 "differently (e.g. training-mode layers) or raise --atol"
             )
-    return out, parity
+        return parity
+
+    return write_onnx(proto, out, {"variant": "fp32", "classes": classes, "preprocess": spec.to_json(), **(meta or {})},
+                      verify=verify)

@@ -9,7 +9,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 from . import __version__
-from .runtime import sha256, write_json
+from .artifacts import sha256, write_json
 
 
 def versions() -> dict[str, str]:

@@ -1,4 +1,8 @@
-"""`qdeploy run`: checkpoint (or ONNX) -> FP32 ONNX -> INT8 variants -> evaluate -> bench -> report."""
+"""`qdeploy run`: checkpoint (or ONNX) -> FP32 ONNX -> INT8 variants -> evaluate -> bench -> report.
+
+Calibration images are held in memory (bounded by --calib-size); evaluation images are streamed in
+bounded batches through every variant at once, so memory is flat in the number of images.
+"""
 from __future__ import annotations
 
 import time
@@ -6,14 +10,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .bench import BenchConfig, benchmark_many, cpu_name
-from .data import DataConfig, open_calib_eval, open_qat_sets
-from .errors import ConfigError, DataError
-from .evaluate import EvalConfig, evaluate
+from .data import DataConfig, ImageSet, open_calib_eval
+from .errors import DataError
+from .evaluate import EvalConfig, evaluate_many
 from .export import ExportConfig, export
 from .manifest import Manifest
-from .quantize.variants import TORCH_VARIANTS, VariantContext, build_variant, parse_variants, torch_config
+from .quantize.base import VariantContext, build_variant
+from .quantize.config import AutoConfig, parse_variants, variant_config
 from .report import ReportConfig, report
-from .runtime import atomic_path, read_info, stamp_metadata, write_json
+from .results import RunResult, TorchResult, VariantResult
+from .source import Source, SourceConfig, resolve_source
 
 DEFAULT_VARIANTS = ("default",)
 
@@ -22,199 +28,184 @@ DEFAULT_VARIANTS = ("default",)
 class RunConfig:
     out: str
     data: DataConfig
-    checkpoint: str | None = None
-    onnx: str | None = None
-    arch: str = "resnet18-cifar"
-    arch_kwargs: dict = field(default_factory=dict)
+    source: SourceConfig
     variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
     max_drop_pt: float = 1.0  # the recommendation picks the fastest INT8 variant within this drop
     torch_overrides: dict = field(default_factory=dict)  # e.g. qat_epochs, qat_train_limit, device
-    auto: object = None  # an AutoConfig: also search for the fastest INT8 within its budget
+    auto: AutoConfig | None = None  # also search for the fastest INT8 within its budget
     export: ExportConfig = field(default_factory=ExportConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def __post_init__(self):
-        if bool(self.checkpoint) == bool(self.onnx):
-            raise ConfigError("give exactly one of --checkpoint (a state_dict) or --onnx (an FP32 ONNX file)")
         self.variants = parse_variants(self.variants)
-        for name in self.variants:
-            if name in TORCH_VARIANTS:
-                torch_config(name, self.torch_overrides)  # bad --qat-* values fail now, not after export
+        # every variant's config is built now: bad --qat-* values fail before any heavy work
+        self.configs = {name: variant_config(name, self.torch_overrides) for name in self.variants}
+        if self.auto is not None:
+            self.configs["auto"] = self.auto
 
 
-def _fp32_from_checkpoint(cfg: RunConfig, model, calib_x, classes, out: Path, man: Manifest) -> Path:
-    path, parity = export(model, out / "fp32.onnx", calib_x[:64], classes, cfg.data.preprocess, cfg.export,
-                          meta={"arch": cfg.arch})
-    man.note("export", parity=parity.as_dict())
-    return path
+def _fp32_from_onnx(cfg: RunConfig, src: Source, classes, out: Path, man: Manifest) -> Path:
+    from .artifacts import write_onnx
 
-
-def _fp32_from_onnx(cfg: RunConfig, classes, out: Path, man: Manifest) -> Path:
-    import onnx
-
-    proto = onnx.load(cfg.onnx)
-    stamp_metadata(proto, {"variant": "fp32", "classes": classes, "preprocess": cfg.data.preprocess.to_json()})
-    dst = out / "fp32.onnx"
-    with atomic_path(dst) as tmp:
-        onnx.save(proto, str(tmp))
-    man.note("export", skipped=f"ONNX given ({Path(cfg.onnx).name})")
+    meta = {"variant": "fp32", "classes": classes, "preprocess": src.preprocess.to_json()}
+    dst, _ = write_onnx(cfg.source.onnx, out / "fp32.onnx", meta)
+    man.note("export", skipped=f"ONNX given ({Path(cfg.source.onnx).name})", origin=src.origin)
     return dst
 
 
-def _model_outputs(cfg: RunConfig, model) -> int:
-    """Number of classes the model predicts, found before any heavy work."""
+def _model_outputs(cfg: RunConfig, model, size: int) -> int:
+    """Number of outputs the model predicts, found before any heavy work."""
     if model is not None:
         import torch
 
-        size = cfg.data.preprocess.size
         with torch.no_grad():
             return int(model(torch.zeros(1, 3, size, size)).shape[-1])
-    read_info(cfg.onnx)  # a clear error for a missing or corrupt file
-    from .runtime import open_session
+    from .targets import open_session
 
-    dim = open_session(cfg.onnx).get_outputs()[0].shape[-1]
+    s = open_session(cfg.source.onnx).info["ort_session"]
+    dim = s.get_outputs()[0].shape[-1]
     return int(dim) if isinstance(dim, int) else -1
 
 
-def _check_head(classes: list[str], n_out: int) -> None:
+def _classes(src: Source, calib: ImageSet, n_out: int) -> list[str]:
+    """Labelled data names the classes (in the model's order, checked); label-free data takes them from
+    the model's metadata/record/flags, else numbers them."""
+    classes = calib.classes if calib.labelled else (src.classes or [str(i) for i in range(max(n_out, 0))])
     if n_out >= 0 and n_out != len(classes):
-        raise DataError(f"the model has {n_out} outputs but the data has {len(classes)} classes "
-                        f"({', '.join(classes[:5])}...); use data with matching classes or pass --classes")
+        raise DataError(f"the model has {n_out} outputs but {'the data has' if calib.labelled else 'there are'} "
+                        f"{len(classes)} classes ({', '.join(classes[:5])}...); use data with matching classes "
+                        "or pass --classes/--classes-file")
+    return classes
 
 
 def _check_writable(out: Path) -> None:
+    from .artifacts import atomic_path
+
     with atomic_path(out / ".write-test") as tmp:
         tmp.write_text("ok")
     (out / ".write-test").unlink()
 
 
-def run(cfg: RunConfig, log=print) -> dict:
-    """The whole pipeline; returns the report dict (also written as report.json).
-
-    Cheap checks (output writable, checkpoint fits, data found, class count) run before any heavy work.
-    """
-    t_start = time.perf_counter()
-    out = Path(cfg.out)
-    _check_writable(out)
+def _prepare(cfg: RunConfig):
+    """Cheap checks before heavy work: output writable, source resolved, checkpoint fits, data found,
+    class count. Returns (source, torch model or None, data config, calib, eval, classes)."""
+    _check_writable(Path(cfg.out))
+    src = resolve_source(cfg.source)
     model = None
-    if cfg.checkpoint:
+    if cfg.source.checkpoint:
         from .models import load_model
 
-        model = load_model(cfg.arch, cfg.checkpoint, arch_kwargs=cfg.arch_kwargs)
-    calib, evalset = open_calib_eval(cfg.data)
-    _check_head(calib.classes, _model_outputs(cfg, model))
+        model = load_model(src.arch, cfg.source.checkpoint, arch_kwargs=src.arch_kwargs)
+    data = replace(cfg.data, preprocess=src.preprocess, classes=src.classes)
+    calib, evalset = open_calib_eval(data)
+    classes = _classes(src, calib, _model_outputs(cfg, model, src.preprocess.size))
+    return src, model, replace(data, classes=classes if calib.labelled else data.classes), calib, evalset, classes
+
+
+def run(cfg: RunConfig, log=print) -> RunResult:
+    """The whole pipeline; returns the typed result (also written as report.json)."""
+    t_start = time.perf_counter()
+    out = Path(cfg.out)
+    src, model, data, calib, evalset, classes = _prepare(cfg)
     man = Manifest(out)
-    man.input("checkpoint" if cfg.checkpoint else "onnx", cfg.checkpoint or cfg.onnx)
-    for name, c in (("data", cfg.data), ("export", cfg.export), ("evaluate", cfg.evaluate), ("bench", cfg.bench)):
+    man.input("checkpoint" if cfg.source.checkpoint else "onnx", cfg.source.checkpoint or cfg.source.onnx)
+    for name, c in (("source", cfg.source), ("data", data), ("export", cfg.export), ("evaluate", cfg.evaluate),
+                    ("bench", cfg.bench)):
         man.config(name, c)
+    man.note("source", origin=src.origin, record=str(src.record) if src.record else None)
     with man.stage("data"):
-        calib_x = calib.load(cfg.data.preprocess, progress=True)
-        eval_x = evalset.load(cfg.data.preprocess, progress=True)
-    log(f"data: {len(calib)} calibration images ({calib.source}), {len(evalset)} evaluation images ({evalset.source})"
+        calib_x = calib.load(data.preprocess, progress=True)
+    log(f"data: {len(calib)} calibration images ({calib.source}), {len(evalset)} evaluation images ({evalset.source}"
+        f"{'' if evalset.labelled else ', no labels: scored against FP32'})"
         + (f", skipped {evalset.skipped} non-image files" if evalset.skipped else ""))
     with man.stage("export"):
-        fp32 = (_fp32_from_checkpoint(cfg, model, calib_x, calib.classes, out, man) if model is not None
-                else _fp32_from_onnx(cfg, calib.classes, out, man))
+        if model is not None:
+            fp32, parity = export(model, out / "fp32.onnx", calib_x[:64], classes, data.preprocess, cfg.export,
+                                  meta={"arch": src.arch})
+            man.note("export", parity=parity.as_dict(), origin=src.origin)
+        else:
+            fp32 = _fp32_from_onnx(cfg, src, classes, out, man)
     log(f"export: {fp32} ({fp32.stat().st_size / 1e6:.1f} MB)")
-    variants = [{"name": "fp32", "kind": "fp32", "file": fp32.name, "status": "ok"}]
-    ctx = VariantContext(fp32=fp32, out=out, calib_x=calib_x, classes=calib.classes, spec=cfg.data.preprocess,
-                         model=model, qat_sets=lambda n, v: open_qat_sets(replace(cfg.data, classes=calib.classes), n, v),
-                         torch_overrides=cfg.torch_overrides)
+    variants = [VariantResult(name="fp32", kind="fp32", file=fp32.name)]
+    ctx = VariantContext(fp32=fp32, out=out, calib_x=calib_x, classes=classes, spec=data.preprocess, data=data,
+                         model=model)
     with man.stage("quantize"):
-        for name in cfg.variants:
-            variants.append(build_variant(name, ctx, man, log))
-    if cfg.auto is not None:
-        with man.stage("auto"):
-            variants.append(_auto_variant(cfg, fp32, out, man, log))
+        variants += [build_variant(name, qcfg, ctx, man, log) for name, qcfg in cfg.configs.items()]
     with man.stage("evaluate"):
-        preds: dict = {}  # variant (or variant@torch) -> top-1 predictions, for paired comparisons
-        fp32_logits = _evaluate_all(variants, out, eval_x, evalset.labels, calib.classes, cfg.evaluate, preds, log)
-        _evaluate_torch(variants, ctx, eval_x, evalset.labels, fp32_logits, preds, log)
-        _qat_vs_ptq(variants, preds, evalset.labels)
+        _evaluate(variants, ctx, evalset, cfg.evaluate, log)
     with man.stage("bench"):
-        _bench_all(variants, out, eval_x[:256], cfg.bench, ctx, log)
-    data = _report_dict(cfg, variants, calib, evalset)
-    write_json(out / "report.json", data)
+        sample = evalset.subset(range(min(256, len(evalset)))).load(data.preprocess)
+        _bench_all(variants, out, sample, cfg.bench, ctx, log)
+    result = _result(cfg, variants, calib, evalset, classes, data.preprocess)
+    result.save(out / "report.json")
     with man.stage("report"):
         report(out / "report.json", out, cfg.report)
+    _finish_manifest(man, out, variants, t_start)
+    return result
+
+
+def _finish_manifest(man: Manifest, out: Path, variants, t_start: float) -> None:
     for v in variants:
-        if v["status"] == "ok":
-            man.output(out / v["file"])
+        if v.ok:
+            man.output(out / v.file)
     for f in ("report.json", "report.md", "report.html"):
         man.output(out / f)
     man.note("total", seconds=round(time.perf_counter() - t_start, 3))
     man.write()
-    return data
 
 
-def _evaluate_all(variants, out: Path, x, labels, classes, cfg: EvalConfig, preds: dict, log):
-    ref = None
-    for v in variants:
-        if v["status"] != "ok":
-            continue
-        metrics, logits = evaluate(out / v["file"], x, labels, classes, reference=ref, cfg=cfg)
-        ref = logits if ref is None else ref
-        preds[v["name"]] = logits.argmax(1)
-        v["metrics"] = metrics.as_dict()
-        agree = "" if metrics.agreement is None else f", agreement {metrics.agreement:.2%}"
-        log(f"evaluate {v['name']}: top-1 {metrics.top1:.2%}{agree}")
-    return ref
+def _runners(variants, ctx: VariantContext, threads) -> dict:
+    """name -> batch function: every ONNX variant (FP32 first, the reference) and every PyTorch INT8 model."""
+    from .targets import open_session
+
+    fns = {v.name: open_session(ctx.out / v.file, threads).run for v in variants if v.ok}
+    for name, (qmodel, _) in ctx.torch_models.items():
+        if name in fns:
+            from .quantize.torch_eager import torch_logits
+
+            fns[f"{name}@torch"] = lambda x, m=qmodel: torch_logits(m, x).numpy()
+    return fns
 
 
-def _evaluate_torch(variants, ctx: VariantContext, x, labels, fp32_logits, preds: dict, log) -> None:
-    """PyTorch INT8 models themselves (not only their ONNX exports), on the same images."""
-    from .evaluate import metrics_from_logits
-    from .quantize.torch_eager import torch_logits
-
-    for v in variants:
-        if v["status"] != "ok" or v["name"] not in ctx.torch_models:
-            continue
-        qmodel, size = ctx.torch_models[v["name"]]
-        logits = torch_logits(qmodel, x).numpy()
-        m = metrics_from_logits(logits, labels, ctx.classes, fp32_logits)
-        preds[v["name"] + "@torch"] = logits.argmax(1)
-        v["torch"] = {"metrics": m.as_dict(), "size_bytes": size}
-        log(f"evaluate {v['name']} (PyTorch INT8): top-1 {m.top1:.2%}, agreement {m.agreement:.2%}")
-
-
-def _auto_variant(cfg: RunConfig, fp32: Path, out: Path, man: Manifest, log) -> dict:
-    """Accuracy-aware search on a validation split carved from the calibration split."""
-    from .quantize.auto import auto_quantize_from
-
-    man.config("auto", cfg.auto)
-    rec = auto_quantize_from(fp32, out / "int8_auto.onnx", cfg.data, cfg.auto, log)
-    summary = {k: rec.get(k) for k in ("budget_pt", "metric", "met_budget", "chosen", "chosen_drop_pt", "fp32_nodes_kept",
-                                       "seconds", "message", "fp32_val_top1")}
-    summary["candidates"] = len(rec["candidates"])
-    summary["top_sensitive"] = rec["sensitivity"][:5]
-    man.note("auto", search=summary)
-    if not rec["met_budget"]:
-        return {"name": "auto", "kind": "int8", "file": "int8_auto.onnx", "status": "failed",
-                "error": rec["message"], "search": summary}
-    chosen = next(c for c in rec["candidates"] if c["name"] == rec["chosen"])
-    return {"name": "auto", "kind": "int8", "file": "int8_auto.onnx", "status": "ok", "config": chosen["config"],
-            "search": summary}
+def _evaluate(variants, ctx: VariantContext, evalset: ImageSet, cfg: EvalConfig, log) -> None:
+    scorers = evaluate_many(_runners(variants, ctx, cfg.threads), evalset, ctx.spec, ctx.classes, cfg)
+    by_name = {v.name: v for v in variants}
+    for key, scorer in scorers.items():
+        name, _, runtime = key.partition("@")
+        m = scorer.result()
+        if runtime:
+            by_name[name].torch = TorchResult(metrics=m, size_bytes=ctx.torch_models[name][1])
+        else:
+            by_name[name].metrics = m
+        acc = "" if m.top1 is None else f"top-1 {m.top1:.2%}"
+        agree = "" if m.agreement is None else f", agreement {m.agreement:.2%}"
+        log(f"evaluate {key}: {acc or 'no labels'}{agree}")
+    _qat_vs_ptq(by_name, scorers)
 
 
-def _qat_vs_ptq(variants, preds: dict, labels) -> None:
+def _qat_vs_ptq(by_name: dict, scorers: dict) -> None:
     """QAT starts from PTQ: whether it ends better is a paired question on the same images, per runtime."""
-    from .evaluate import paired
+    from .tasks.classification import paired
 
-    qat = next((v for v in variants if v["name"] == "pt-qat" and v["status"] == "ok"), None)
-    if qat is None or "pt-ptq" not in preds:
+    qat = by_name.get("pt-qat")
+    if qat is None or not qat.ok or "pt-ptq" not in scorers or not scorers["pt-ptq"].labels:
         return
-    qat["vs_ptq"] = {rt: paired(preds["pt-qat" + sfx], preds["pt-ptq" + sfx], labels)
-                     for rt, sfx in (("onnxruntime", ""), ("torch", "@torch"))
-                     if "pt-qat" + sfx in preds and "pt-ptq" + sfx in preds}
+    import numpy as np
+
+    labels = np.concatenate(scorers["pt-ptq"].labels)
+    qat.extra["vs_ptq"] = {rt: paired(scorers["pt-qat" + sfx].predictions(), scorers["pt-ptq" + sfx].predictions(),
+                                      labels)
+                           for rt, sfx in (("onnxruntime", ""), ("torch", "@torch"))
+                           if "pt-qat" + sfx in scorers and "pt-ptq" + sfx in scorers}
 
 
 def _bench_all(variants, out: Path, sample, cfg: BenchConfig, ctx: VariantContext, log) -> None:
     from .bench import torch_runner
 
-    ok = {v["name"]: v for v in variants if v["status"] == "ok"}
-    models = {k: out / v["file"] for k, v in ok.items()}
+    ok = {v.name: v for v in variants if v.ok}
+    models = {k: out / v.file for k, v in ok.items()}
     for name, (qmodel, size) in ctx.torch_models.items():
         if name in ok:
             models[f"{name}@torch"] = torch_runner(qmodel, size, cfg.threads)
@@ -222,47 +213,50 @@ def _bench_all(variants, out: Path, sample, cfg: BenchConfig, ctx: VariantContex
         from .quantize.torch_eager import size_bytes
 
         models["fp32@torch"] = torch_runner(ctx.model, size_bytes(ctx.model), cfg.threads)
-    results = benchmark_many(models, sample, cfg)
-    for k, res in results.items():
+        ok["fp32"].torch = TorchResult(size_bytes=models["fp32@torch"].size_bytes)
+    for k, res in benchmark_many(models, sample, cfg).items():
         name, _, runtime = k.partition("@")
         if runtime:
-            target = ok[name]
-            target.setdefault("torch", {}).update(bench=res.as_dict(), size_bytes=res.size_bytes)
+            ok[name].torch.bench = res
         else:
-            ok[k]["bench"] = res.as_dict()
+            ok[k].bench = res
         log(f"bench {k}: p50 {res.p50_ms:.2f} ms, p99 {res.p99_ms:.2f} ms ({res.runtime})")
 
 
-def recommend(variants: list[dict], max_drop_pt: float, tie: float = 0.05) -> str | None:
-    """Fastest INT8 variant whose top-1 drop stays within `max_drop_pt` and which beats FP32.
+def _score(v: VariantResult) -> float:
+    """Top-1 where there are labels, else agreement with FP32 (FP32 itself: 1)."""
+    m = v.metrics
+    if m.top1 is not None:
+        return m.top1
+    return 1.0 if m.agreement is None else m.agreement
 
-    Latencies within `tie` (5 %) of the fastest are timing noise on a shared machine: among those,
-    the most accurate wins.
-    """
-    ok = [v for v in variants if v["status"] == "ok" and "bench" in v and "metrics" in v]
-    fp32 = next((v for v in ok if v["kind"] == "fp32"), None)
+
+def recommend(variants: list[VariantResult], max_drop_pt: float, tie: float = 0.05) -> str | None:
+    """Fastest INT8 variant whose top-1 drop (or, without labels, disagreement with FP32) stays within
+    `max_drop_pt` and which beats FP32. Latencies within `tie` (5 %) of the fastest are timing noise on
+    a shared machine: among those, the most accurate wins."""
+    ok = [v for v in variants if v.measured]
+    fp32 = next((v for v in ok if v.kind == "fp32"), None)
     if fp32 is None:
         return None
-    good = [v for v in ok if v["kind"] != "fp32"
-            and 100 * (fp32["metrics"]["top1"] - v["metrics"]["top1"]) <= max_drop_pt
-            and v["bench"]["p50_ms"] < fp32["bench"]["p50_ms"]]
+    good = [v for v in ok if v.kind != "fp32" and 100 * (_score(fp32) - _score(v)) <= max_drop_pt
+            and v.bench.p50_ms < fp32.bench.p50_ms]
     if not good:
         return None
-    fastest = min(v["bench"]["p50_ms"] for v in good)
-    near = [v for v in good if v["bench"]["p50_ms"] <= fastest * (1 + tie)]
-    return max(near, key=lambda v: (v["metrics"]["top1"], -v["bench"]["p50_ms"]))["name"]
+    fastest = min(v.bench.p50_ms for v in good)
+    near = [v for v in good if v.bench.p50_ms <= fastest * (1 + tie)]
+    return max(near, key=lambda v: (_score(v), -v.bench.p50_ms)).name
 
 
-def _report_dict(cfg: RunConfig, variants, calib, evalset) -> dict:
-    first = next((v["bench"] for v in variants if "bench" in v), {})
-    return {
-        "classes": calib.classes,
-        "variants": variants,
-        "recommended": recommend(variants, cfg.max_drop_pt),
-        "max_drop_pt": cfg.max_drop_pt,
-        "data": {"root": cfg.data.root, "calib_source": calib.source, "calib_images": len(calib),
-                 "eval_source": evalset.source, "eval_images": len(evalset),
-                 "preprocess": cfg.data.preprocess.to_json()},
-        "environment": {"cpu": cpu_name(), "threads": first.get("threads"), "runtime": first.get("runtime"),
-                        "provider": first.get("provider"), "runs": cfg.bench.runs},
-    }
+def _result(cfg: RunConfig, variants, calib, evalset, classes, spec) -> RunResult:
+    first = next((v.bench for v in variants if v.bench is not None), None)
+    return RunResult(
+        variants=variants, classes=classes, task=cfg.evaluate.task, recommended=recommend(variants, cfg.max_drop_pt),
+        max_drop_pt=cfg.max_drop_pt,
+        data={"root": cfg.data.root, "calib_source": calib.source, "calib_images": len(calib),
+              "eval_source": evalset.source, "eval_images": len(evalset), "labelled": evalset.labelled,
+              "preprocess": spec.to_json()},
+        environment={"cpu": cpu_name(), "threads": first.threads if first else None,
+                     "runtime": first.runtime if first else None, "provider": first.provider if first else None,
+                     "runs": cfg.bench.runs})
+

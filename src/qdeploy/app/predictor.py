@@ -1,7 +1,6 @@
 """Load every variant once (sessions shared by all requests) and compare them on one image."""
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,7 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelFileError
-from ..runtime import ModelInfo, open_session, read_info
+from ..artifacts import ModelInfo, read_info
+from ..compare import compare_outputs
+from ..results import RunResult
+from ..targets import open_session
 
 
 @dataclass
@@ -20,7 +22,7 @@ class Variant:
     size_bytes: int
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.info.input_name: x})[0]
+        return self.session.run(x)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -29,15 +31,15 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def resolve_models(targets: list[str | Path]) -> tuple[list[Path], dict | None]:
+def resolve_models(targets: list[str | Path]) -> tuple[list[Path], RunResult | None]:
     """Run directories and/or ONNX files -> ordered ONNX paths (FP32 first) and the run's report, if any."""
     paths, report = [], None
     for t in map(Path, targets):
         if t.is_dir():
             rj = t / "report.json"
             if rj.is_file():
-                report = json.loads(rj.read_text())
-                paths += [t / v["file"] for v in report["variants"] if v.get("status") == "ok" and (t / v["file"]).is_file()]
+                report = RunResult.load(rj)
+                paths += [t / v.file for v in report.variants if v.ok and (t / v.file).is_file()]
             else:
                 paths += sorted(t.glob("*.onnx"), key=lambda p: (p.name != "fp32.onnx", p.name))
         elif t.suffix == ".onnx" or t.exists():
@@ -53,7 +55,7 @@ def resolve_models(targets: list[str | Path]) -> tuple[list[Path], dict | None]:
 @dataclass
 class Predictor:
     variants: list[Variant]
-    report: dict | None = None
+    report: RunResult | None = None
     latency_runs: int = 5
     facts: dict = field(default_factory=dict)
 
@@ -67,6 +69,11 @@ class Predictor:
             seen.add(name)
             variants.append(Variant(name=name, info=info, session=open_session(p, threads, spinning=False), size_bytes=p.stat().st_size))
         first = variants[0].info
+        spec = first.require_preprocess()  # serving cannot guess how images become inputs
+        if first.classes is None:  # a foreign file: number the outputs
+            n = variants[0].logits(np.zeros((1, 3, spec.size, spec.size), np.float32)).shape[-1]
+            for v in variants:
+                v.info.classes = [str(i) for i in range(n)]
         for v in variants[1:]:
             if v.info.preprocess != first.preprocess or v.info.classes != first.classes:
                 raise ModelFileError(f"{v.info.path.name} has different preprocessing or classes than "
@@ -101,16 +108,15 @@ class Predictor:
                 ref = (z, row)
             else:
                 row["agrees"] = row["top1"] == ref[1]["top1"]
-                row["rel_diff"] = float(np.linalg.norm(z - ref[0]) / max(np.linalg.norm(ref[0]), 1e-12))
+                row["rel_diff"] = compare_outputs(ref[0][None], z[None]).rel_l2
                 row["speedup"] = ref[1]["latency_ms"] / max(row["latency_ms"], 1e-9)
             rows.append(row)
         return {"input": {"width": img.size[0], "height": img.size[1], "model_input": self.spec.size,
                           "resize": self.spec.resize}, "variants": rows, "seen": seen}
 
-    def predict_batch(self, images: list) -> list[list[str]]:
-        """Top-1 class per image for each variant (one batched run per variant)."""
-        x = np.concatenate([self.spec(img) for img in images]) if images else None
-        if x is None:
+    def predict_batch(self, x: np.ndarray | None) -> list[list[str]]:
+        """Top-1 class per preprocessed input for each variant, 64 at a time."""
+        if x is None or not len(x):
             return [[] for _ in self.variants]
         out = []
         for v in self.variants:
@@ -119,21 +125,20 @@ class Predictor:
         return out
 
 
-def _facts(report: dict | None, variants: list[Variant]) -> dict:
+def _facts(report: RunResult | None, variants: list[Variant]) -> dict:
     """Per-variant facts from the run's report (size, compression, accuracy, agreement, latency)."""
     facts = {v.name: {"size_mb": v.size_bytes / 1e6} for v in variants}
     if not report:
         return facts
-    by_name = {v["name"]: v for v in report["variants"] if v.get("status") == "ok"}
-    fp32 = by_name.get("fp32")
+    fp32 = report.fp32
     for name, f in facts.items():
-        r = by_name.get(name)
-        if not r or "metrics" not in r:
+        r = report.get(name)
+        if r is None or not r.measured:
             continue
-        f["top1"] = 100 * r["metrics"]["top1"]
-        f["agreement"] = None if r["metrics"].get("agreement") is None else 100 * r["metrics"]["agreement"]
-        f["p50_ms"] = r.get("bench", {}).get("p50_ms")
-        if fp32 and "bench" in fp32 and "bench" in r:
-            f["compression"] = fp32["bench"]["size_bytes"] / r["bench"]["size_bytes"]
-            f["speedup"] = fp32["bench"]["p50_ms"] / r["bench"]["p50_ms"]
+        f["top1"] = None if r.metrics.top1 is None else 100 * r.metrics.top1
+        f["agreement"] = None if r.metrics.agreement is None else 100 * r.metrics.agreement
+        f["p50_ms"] = r.bench.p50_ms
+        if fp32:
+            f["compression"] = fp32.bench.size_bytes / r.bench.size_bytes
+            f["speedup"] = fp32.bench.p50_ms / r.bench.p50_ms
     return facts

@@ -1,12 +1,11 @@
 """The Gradio page: FP32 and INT8 side by side on any image, batch tab, model facts."""
 from __future__ import annotations
 
-import zipfile
-from pathlib import Path
 
 import numpy as np
 
 from .images import ImageInputError, UploadLimits, load_image
+from .batch import batch_handler
 from .predictor import Predictor
 
 PAGE_CSS = """
@@ -84,68 +83,6 @@ def classify_handler(pred: Predictor, limits: UploadLimits):
         return (*labels, perf_markdown(result), np.asarray(result["seen"]), seen_note(result))
 
     return classify
-
-
-def _label_from_name(name: str, classes: list[str]) -> str | None:
-    parts = Path(name).parts[:-1] + (Path(name).stem,)
-    for part in reversed(parts):
-        low = part.lower()
-        for c in classes:
-            if low == c.lower() or low.startswith(c.lower() + "_") or low.startswith(c.lower() + "-"):
-                return c
-    return None
-
-
-def _batch_items(files, limits: UploadLimits, max_items: int = 256):
-    """(name, bytes-or-path) for uploaded files, expanding zip archives."""
-    items = []
-    for f in files or []:
-        path = Path(getattr(f, "name", f))
-        if path.suffix.lower() == ".zip":
-            try:
-                with zipfile.ZipFile(path) as z:
-                    for info in z.infolist():
-                        if not info.is_dir() and info.file_size <= limits.max_bytes:
-                            items.append((info.filename, z.read(info)))
-            except zipfile.BadZipFile:
-                items.append((path.name, b"not a zip"))
-        else:
-            items.append((path.name, path))
-    return items[:max_items]
-
-
-def batch_handler(pred: Predictor, limits: UploadLimits):
-    import gradio as gr
-
-    def run_batch(files):
-        items = _batch_items(files, limits)
-        if not items:
-            raise gr.Error("no files given: choose several images or a .zip of images", print_exception=False)
-        good, rows = [], []
-        for name, src in items:
-            try:
-                good.append((name, load_image(src, limits)))
-            except ImageInputError as exc:
-                rows.append([name, "", *["" for _ in pred.variants], f"skipped: {exc}"])
-        preds = pred.predict_batch([img for _, img in good])
-        labelled = agree = 0
-        table = []
-        for i, (name, _) in enumerate(good):
-            per = [p[i] for p in preds]
-            label = _label_from_name(name, pred.classes)
-            agree += all(p == per[0] for p in per)
-            if label:
-                labelled += 1
-            table.append([name, label or "", *per, "agree" if all(p == per[0] for p in per) else "DISAGREE"])
-        summary = [f"{len(good)} images classified, {len(items) - len(good)} skipped. "
-                   f"All variants agree on {agree}/{len(good)}."] if good else ["No readable images."]
-        if labelled:
-            accs = [sum(p[i] == _label_from_name(n, pred.classes) for i, (n, _) in enumerate(good)) for p in preds]
-            summary.append("Accuracy on the " + str(labelled) + " files whose name or folder names a class: " +
-                           ", ".join(f"{v.name} {100 * a / labelled:.1f} %" for v, a in zip(pred.variants, accs)))
-        return table + rows, "\n\n".join(summary)
-
-    return run_batch
 
 
 def build_ui(pred: Predictor, limits: UploadLimits | None = None):

@@ -91,21 +91,24 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _mismatch_message(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """Missing/unexpected/mis-shaped keys as torch itself judges them (BatchNorm's fill-in of old state
+    dicts included), on a throw-away copy of the model."""
+    import copy
+
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shaped = [
-        f"{k} {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    if not (missing or unexpected or shaped):
+    shaped = [f"{k} {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+              for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    bad = {s.split(" ")[0] for s in shaped}
+    res = copy.deepcopy(model).load_state_dict({k: v for k, v in state.items() if k not in bad}, strict=False)
+    missing = [k for k in res.missing_keys if k not in bad]
+    if not (missing or res.unexpected_keys or shaped):
         return None
 
     def part(label, items):
         return f"{len(items)} {label} ({', '.join(items[:3])}{', ...' if len(items) > 3 else ''})" if items else None
 
-    parts = [p for p in (part("missing", missing), part("unexpected", unexpected), part("mis-shaped", shaped)) if p]
+    parts = [p for p in (part("missing", missing), part("unexpected", list(res.unexpected_keys)),
+                         part("mis-shaped", shaped)) if p]
     return "; ".join(parts)
 
 
@@ -122,11 +125,14 @@ def load_model(arch: str, checkpoint: str | Path, num_classes: int | None = None
     if num_classes is None:
         num_classes = head_classes(state)
     model = build_model(arch, num_classes=num_classes, arch_kwargs=arch_kwargs)
-    problem = _mismatch_message(model, state)
-    if problem:
+    try:
+        # torch's own compatibility rules decide: e.g. BatchNorm fills in `num_batches_tracked` for state
+        # dicts saved by older PyTorch (no version metadata), which a plain key comparison would reject
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        problem = _mismatch_message(model, state) or str(exc).strip().splitlines()[0][:200]
         raise CheckpointError(
             f"checkpoint {Path(checkpoint).name} does not fit architecture '{arch}': {problem}; "
             "pick the --arch the checkpoint was trained with"
-        )
-    model.load_state_dict(state, strict=True)
+        ) from None
     return model.eval()

@@ -1,5 +1,8 @@
-"""INT8 variants: ONNX Runtime static/dynamic now; the registry grows with later back-ends."""
-from .config import PRESETS, QuantConfig, preset
-from .ort import QuantCheck, quantize, verify
+"""INT8 variants: one config dataclass per scheme (config.py), one handler per config type (base.py's
+registry: ORT static/dynamic, PyTorch eager PTQ/QAT/PoT, auto search)."""
+from .base import QuantCheck, VariantContext, build_variant, register
+from .config import PRESETS, VARIANTS, AutoConfig, QuantConfig, TorchQuantConfig, parse_variants, preset, variant_config
+from .ort import quantize, verify
 
-__all__ = ["PRESETS", "QuantCheck", "QuantConfig", "preset", "quantize", "verify"]
+__all__ = ["PRESETS", "VARIANTS", "AutoConfig", "QuantCheck", "QuantConfig", "TorchQuantConfig", "VariantContext",
+           "build_variant", "parse_variants", "preset", "quantize", "register", "variant_config", "verify"]

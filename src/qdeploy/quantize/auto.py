@@ -16,41 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, QDeployError
-from ..evaluate import MEMORIZED_AT
-from ..runtime import atomic_path, open_session, run_batched, write_json
-from .config import QuantConfig
-from .ort import quantize
+from ..artifacts import write_json, write_onnx
+from ..compare import compare_outputs
+from ..errors import QDeployError, QuantizeError
+from ..targets import open_session, run_batched
+from .base import QuantCheck, VariantContext, register
+from .config import AutoConfig, QuantConfig
+from .ort import quantize, verify
 from .sensitivity import node_sensitivity
-
-
-@dataclass
-class AutoConfig:
-    max_drop_pt: float | None = 0.3       # allowed top-1 drop in points on the validation split ...
-    max_rel_drop: float | None = None     # ... or as a fraction of FP32 top-1 (0.01 = 1 %)
-    val_size: int = 2000
-    formats: tuple[str, ...] = ("QDQ", "QOperator")
-    activation_types: tuple[str, ...] = ("uint8", "int8")
-    methods: tuple[str, ...] = ("minmax", "entropy", "percentile")
-    per_channel: tuple[bool, ...] = (True, False)
-    calib_sizes: tuple[int, ...] = (100, 300)
-    keep_formats: int = 1                 # fastest (format, type) pairs kept after the speed screen
-    dominated_ratio: float = 1.5          # slower than this x the fastest INT8 -> dropped
-    max_fallback_steps: int = 8
-    bench_runs: int = 60
-    collapse_agreement: float = 0.80
-    memorized_at: float = MEMORIZED_AT    # FP32 validation top-1 at/above this: the model has seen these images
-
-    def __post_init__(self):
-        if (self.max_drop_pt is None) == (self.max_rel_drop is None):
-            raise ConfigError("give exactly one budget: --max-drop (points) or --max-rel-drop (fraction)")
-        if (self.max_drop_pt is not None and self.max_drop_pt < 0) or (self.max_rel_drop is not None and self.max_rel_drop < 0):
-            raise ConfigError("the accuracy budget must be >= 0")
-        if self.val_size < 50:
-            raise ConfigError(f"validation size {self.val_size} is too small to measure a budget; use >= 500")
-
-    def budget_pt(self, fp32_top1: float) -> float:
-        return self.max_drop_pt if self.max_drop_pt is not None else 100 * fp32_top1 * self.max_rel_drop
 
 
 @dataclass
@@ -104,7 +77,7 @@ class _Search:
             quantize(self.fp32, path, qcfg.with_(min_agreement=0.0), self.pool[:calib_size], verify_batch=self.val_x[:64])
             logits = run_batched(open_session(path), self.val_x)
             c.val_top1 = float((logits.argmax(1) == self.val_y).mean())
-            c.agreement = float((logits.argmax(1) == self.ref_logits.argmax(1)).mean())
+            c.agreement = compare_outputs(self.ref_logits, logits).agreement
             c.size_bytes = path.stat().st_size
             c.p50_ms = latency if latency is not None else self._latency(path)
             if c.agreement < self.cfg.collapse_agreement:
@@ -144,13 +117,12 @@ def _best(s: _Search, pool: list[Candidate], budget: float, tie: float = 0.05) -
 
 
 def auto_quantize_from(fp32: str | Path, out: str | Path, data, cfg: AutoConfig, log=print) -> dict:
-    """`auto_quantize` on images from a DataConfig's calibration split: a pool of the largest calibration
-    size and a disjoint validation set (the evaluation split stays for the final report)."""
-    from dataclasses import replace
-
+    """`auto_quantize` on images from a DataConfig's calibration split: the run's own calibration images
+    (--calib-size of them, the largest size swept) and a disjoint validation set (--val-size, held in
+    memory for the whole search); the evaluation split stays for the final report."""
     from ..data import open_calib_val
 
-    calib, val = open_calib_val(replace(data, calib_size=max(cfg.calib_sizes)), cfg.val_size)
+    calib, val = open_calib_val(data, cfg.val_size)
     return auto_quantize(fp32, out, calib.load(data.preprocess), val.load(data.preprocess), val.labels, cfg, log)
 
 
@@ -169,7 +141,9 @@ def auto_quantize(fp32: str | Path, out: str | Path, calib_pool: np.ndarray, val
     if s.metric == "disagreement":
         log(f"auto: FP32 gets {100 * s.fp32_top1:.1f} % of the validation images right (seen in training): the budget "
             "applies to INT8/FP32 disagreement instead, an upper bound on the top-1 drop")
-    base_n = max(cfg.calib_sizes)
+    sizes = cfg.calib_sizes(len(calib_pool))
+    base_n = max(sizes)
+    log(f"auto: calibration sizes {', '.join(map(str, sizes))} (fractions of the {len(calib_pool)} calibration images)")
     # 1. speed screen
     screen = [s.measure(QuantConfig(name="auto", format=f, activation_type=a), base_n, "speed")
               for f, a in itertools.product(cfg.formats, cfg.activation_types)]
@@ -196,7 +170,7 @@ def auto_quantize(fp32: str | Path, out: str | Path, calib_pool: np.ndarray, val
                                        "accuracy", latency=k.p50_ms if pc else None))
         ok = [c for c in sweep if c.status == "ok"]
         best = min(ok, key=lambda c: (s.drop_pt(c), c.p50_ms)) if ok else None
-        for n in (n for n in cfg.calib_sizes if best and n != base_n):
+        for n in (n for n in sizes if best and n != base_n):
             s.measure(QuantConfig(**{**best.config, "name": "auto"}), n, "accuracy", latency=best.p50_ms)
     chosen = _best(s, s.cands, budget)
     ok = [c for c in s.cands if c.status == "ok" and (c in keep or c.stage == "accuracy")]
@@ -239,7 +213,8 @@ def _finish(s: _Search, chosen: Candidate | None, budget: float, sens, out: Path
 
     ok = [c for c in s.cands if c.status == "ok"]
     best_acc = min(ok, key=s.drop_pt) if ok else None
-    record = {"budget_pt": budget, "metric": s.metric, "fp32_val_top1": s.fp32_top1, "fp32_p50_ms": s.fp32_ms, "val_images": len(s.val_y),
+    record = {"budget_pt": budget, "metric": s.metric, "calib_pool": len(s.pool),
+              "calib_sizes": list(cfg.calib_sizes(len(s.pool))), "fp32_val_top1": s.fp32_top1, "fp32_p50_ms": s.fp32_ms, "val_images": len(s.val_y),
               "config": asdict(cfg), "candidates": [{**asdict(c), "drop_pt": s.drop_pt(c) if c.status == "ok" else None}
                                                     for c in s.cands], "sensitivity": sens,
               "runtimes": _runtimes(), "seconds": seconds,
@@ -252,8 +227,7 @@ def _finish(s: _Search, chosen: Candidate | None, budget: float, sens, out: Path
         record["chosen_drop_pt"] = s.drop_pt(chosen)
         record["chosen_p50_ms"] = chosen.p50_ms
         record["fp32_nodes_kept"] = len(chosen.excluded)
-        with atomic_path(out) as tmp:
-            shutil.copyfile(s.work / f"{chosen.name}.onnx", tmp)
+        write_onnx(s.work / f"{chosen.name}.onnx", out, {"variant": "auto", "auto_candidate": chosen.name})
         s.log(f"auto: chose {chosen.name} ({_describe(QuantConfig(**chosen.config), chosen.calib_size)}): drop "
               f"{s.drop_pt(chosen):.2f} pt, {chosen.p50_ms:.2f} ms vs FP32 {s.fp32_ms:.2f} ms")
     write_json(out.parent / "search.json", record)
@@ -296,3 +270,27 @@ def _plots(record: dict, out: Path) -> None:
         ax.set_xlabel("relative output error added by the node")
         ax.set_title("Most quantization-sensitive nodes")
         save_png(fig, out / "plots" / "sensitivity.png")
+
+
+def summary(rec: dict) -> dict:
+    """The part of a search record a run's report carries (the rest is in search.json)."""
+    keys = ("budget_pt", "metric", "met_budget", "chosen", "chosen_drop_pt", "fp32_nodes_kept", "seconds",
+            "message", "fp32_val_top1", "calib_sizes", "calib_pool")
+    out = {k: rec.get(k) for k in keys}
+    out.update(candidates=len(rec["candidates"]), top_sensitive=rec["sensitivity"][:5])
+    return out
+
+
+@register(AutoConfig)
+def build_auto(cfg: AutoConfig, ctx: VariantContext, dst: Path, log) -> tuple[QuantCheck, dict]:
+    """The auto variant: search on a validation split carved from the calibration split."""
+    from dataclasses import replace
+
+    rec = auto_quantize_from(ctx.fp32, dst, replace(ctx.data, classes=ctx.classes), cfg, log)
+    extra = {"search": summary(rec)}
+    if not rec["met_budget"]:
+        exc = QuantizeError(rec["message"])
+        exc.details = extra
+        raise exc
+    extra["config"] = next(c for c in rec["candidates"] if c["name"] == rec["chosen"])["config"]
+    return verify(ctx.fp32, dst, ctx.calib_x, 0.0), extra

@@ -1,35 +1,34 @@
-"""ONNX Runtime static and dynamic INT8 quantization with verification against FP32."""
+"""ONNX Runtime static and dynamic INT8 quantization, verified against FP32 before the file is named.
+
+Static calibration runs ORT's own calibrators, driven here rather than inside `quantize_static`:
+`quantize_static` cannot pass histogram sizes to them, and with its defaults (128 bins, 128 quantized
+bins) the Entropy calibrator has exactly one candidate threshold, the full observed range, so the
+`entropy` variant was MinMax under another name (all 31 activation scales bit-identical on the shared
+ResNet18). qdeploy calibrates with TensorRT's sizes (2048 bins, 128 quantized bins), saves the ranges
+as ORT's calibration cache and hands that to `quantize_static`.
+"""
 from __future__ import annotations
 
 import contextlib
 import io
 import logging
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..artifacts import read_info, write_onnx
 from ..errors import QuantizeError
-from ..runtime import atomic_path, open_session, read_info, run_batched, stamp_metadata
+from ..targets import open_session, run_batched
+from .base import QuantCheck, VariantContext, register
 from .config import QuantConfig
 
-
-@dataclass
-class QuantCheck:
-    """FP32 vs INT8 on the real verification batch (calibration-split images, never evaluation ones)."""
-
-    agreement: float
-    rel_l2: float
-    batch: int
-    collapsed: bool
-
-    def as_dict(self):
-        return {"agreement": self.agreement, "rel_l2": self.rel_l2, "batch": self.batch, "collapsed": self.collapsed}
+ENTROPY_BINS = {"num_bins": 2048, "num_quantized_bins": 128}
+CHUNK = 64
 
 
 class _Reader:
-    """CalibrationDataReader over an in-memory array of real, preprocessed images."""
+    """CalibrationDataReader over real, preprocessed images."""
 
     def __init__(self, x: np.ndarray, input_name: str, batch_size: int = 32):
         # Equal-sized batches: ORT's histogram calibrators (Entropy, Percentile) fail on a ragged last
@@ -54,8 +53,32 @@ def _qtype(name: str):
     return {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[name]
 
 
-def _run_quantizer(fp32: Path, out: Path, calib: np.ndarray | None, input_name: str, cfg: QuantConfig):
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_dynamic, quantize_static
+def _method(cfg: QuantConfig):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[cfg.method]
+
+
+def calibration_ranges(model: Path, calib: np.ndarray, input_name: str, cfg: QuantConfig, work: Path) -> Path:
+    """Run ORT's calibrator for cfg.method over `calib`; returns ORT's calibration cache file."""
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    options = {"minmax": {}, "entropy": dict(ENTROPY_BINS), "percentile": {"percentile": cfg.percentile}}[cfg.method]
+    calibrator = create_calibrator(model, None, augmented_model_path=str(work / "augmented.onnx"),
+                                   calibrate_method=_method(cfg), extra_options=options)
+    # MinMax keeps only per-batch min/max; the histogram calibrators keep every activation of what they
+    # are given, so they get the images CHUNK at a time (their histograms merge across calls)
+    chunk = len(calib) if cfg.method == "minmax" else CHUNK
+    for i in range(0, len(calib), chunk):
+        calibrator.collect_data(_Reader(calib[i:i + chunk], input_name))
+    cache = work / "ranges.json"
+    save_tensors_data(calibrator.compute_data(), cache)
+    return cache
+
+
+def _run_quantizer(fp32: Path, out: Path, calib: np.ndarray | None, input_name: str, cfg: QuantConfig, work: Path):
+    from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
 
     if cfg.mode == "dynamic":
         quantize_dynamic(str(fp32), str(out), weight_type=_qtype(cfg.weight_type), per_channel=cfg.per_channel,
@@ -63,24 +86,19 @@ def _run_quantizer(fp32: Path, out: Path, calib: np.ndarray | None, input_name: 
         return
     if calib is None or len(calib) == 0:
         raise QuantizeError("static quantization needs calibration images; pass --data with a calibration split")
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[cfg.method]
-    extra = {"CalibPercentile": cfg.percentile} if cfg.method == "percentile" else {}
+    cache = calibration_ranges(fp32, calib, input_name, cfg, work)
     quantize_static(
-        str(fp32), str(out), _Reader(calib, input_name),
+        str(fp32), str(out), None,
         quant_format=QuantFormat.QDQ if cfg.format == "QDQ" else QuantFormat.QOperator,
         per_channel=cfg.per_channel, activation_type=_qtype(cfg.activation_type),
-        weight_type=_qtype(cfg.weight_type), calibrate_method=method, reduce_range=cfg.reduce_range,
-        nodes_to_exclude=cfg.nodes_to_exclude or None, extra_options=extra,
+        weight_type=_qtype(cfg.weight_type), calibrate_method=_method(cfg), reduce_range=cfg.reduce_range,
+        nodes_to_exclude=cfg.nodes_to_exclude or None, calibration_cache_path=str(cache),
     )
 
 
 def verify(fp32: Path, int8: Path, batch: np.ndarray, min_agreement: float) -> QuantCheck:
     ref = run_batched(open_session(fp32), batch)
-    out = run_batched(open_session(int8), batch)
-    agreement = float((ref.argmax(1) == out.argmax(1)).mean())
-    rel = float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-12))
-    return QuantCheck(agreement=agreement, rel_l2=rel, batch=len(batch), collapsed=agreement < min_agreement)
+    return QuantCheck.of(ref, run_batched(open_session(int8), batch), min_agreement)
 
 
 def quantize(fp32: str | Path, out: str | Path, cfg: QuantConfig, calib: np.ndarray | None,
@@ -89,36 +107,49 @@ def quantize(fp32: str | Path, out: str | Path, cfg: QuantConfig, calib: np.ndar
 
     The output only appears under its final name once it has passed verification.
     """
-    import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     fp32, out = Path(fp32), Path(out)
     info = read_info(fp32)
+    vb = verify_batch if verify_batch is not None else calib
+    if vb is None or not len(vb):
+        raise QuantizeError("no real images to verify the INT8 model against FP32; pass --data")
     logging.getLogger("root").setLevel(logging.ERROR)  # ORT's quantizer logs per node at INFO/WARNING
-    with atomic_path(out) as tmp, tempfile.TemporaryDirectory(prefix="qdeploy-pre-") as tmpdir:
-        pre = Path(tmpdir) / "pre.onnx"
+    with tempfile.TemporaryDirectory(prefix="qdeploy-quant-") as tmpdir:
+        work = Path(tmpdir)
+        pre, raw = work / "pre.onnx", work / "int8.onnx"
         try:
             # ORT's calibrators print progress with print(); keep qdeploy's own output readable.
             with contextlib.redirect_stdout(io.StringIO()):
                 quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-                _run_quantizer(pre, tmp, calib, info.input_name, cfg)
+                _run_quantizer(pre, raw, calib, info.input_name, cfg, work)
         except QuantizeError:
             raise
         except Exception as exc:
             raise QuantizeError(f"ONNX Runtime quantization ({cfg.name}) failed: {type(exc).__name__}: "
                                 f"{str(exc)[:200]}") from exc
-        proto = onnx.load(str(tmp))
-        stamp_metadata(proto, {"variant": cfg.name, "classes": info.classes, "preprocess": info.preprocess.to_json(),
-                               "quant_config": cfg.as_dict()})
-        onnx.save(proto, str(tmp))
-        vb = verify_batch if verify_batch is not None else calib
-        check = verify(fp32, tmp, vb, cfg.min_agreement) if vb is not None and len(vb) else None
-        if check is None:
-            raise QuantizeError("no real images to verify the INT8 model against FP32; pass --data")
-        if check.collapsed:
-            raise QuantizeError(
-                f"variant '{cfg.name}' collapsed: top-1 agreement with FP32 is {check.agreement:.1%} on "
-                f"{check.batch} real images (needs >= {cfg.min_agreement:.0%}); not written. Try the default "
-                "preset, per-channel weights, or exclude sensitive nodes"
-            )
-    return out, check
+        meta = {"variant": cfg.name, "quant_config": cfg.as_dict(), **_carried_meta(info)}
+        return write_onnx(raw, out, meta, verify=lambda tmp: _checked(fp32, tmp, vb, cfg))
+
+
+def _carried_meta(info) -> dict:
+    """What the FP32 file says about itself travels into every file made from it."""
+    meta = {"classes": info.classes, "preprocess": info.preprocess.to_json() if info.preprocess else None}
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+def _checked(fp32: Path, tmp: Path, batch: np.ndarray, cfg: QuantConfig) -> QuantCheck:
+    check = verify(fp32, tmp, batch, cfg.min_agreement)
+    if check.collapsed:
+        raise QuantizeError(
+            f"variant '{cfg.name}' collapsed: top-1 agreement with FP32 is {check.agreement:.1%} on "
+            f"{check.n} real images (needs >= {cfg.min_agreement:.0%}); not written. Try the default "
+            "preset, per-channel weights, or exclude sensitive nodes"
+        )
+    return check
+
+
+@register(QuantConfig)
+def build_ort(cfg: QuantConfig, ctx: VariantContext, dst: Path, log) -> tuple[QuantCheck, dict]:
+    _, check = quantize(ctx.fp32, dst, cfg, ctx.calib_x)
+    return check, {}

@@ -7,74 +7,14 @@ from __future__ import annotations
 
 import copy
 import warnings
-from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from ..errors import ConfigError, QuantizeError
+from ..errors import QuantizeError
 from ..models.resnet_cifar import ResBlock, ResNet
-
-
-@dataclass
-class TorchQuantConfig:
-    name: str = "pt-ptq"
-    method: str = "ptq"            # ptq | qat
-    backend: str = "x86"
-    observer: str = "default"      # default (x86 qconfig) | pot (power-of-two scales)
-    pot_scheme: str = "affine"     # activations with pot: affine | symmetric
-    max_shift: int = 8
-    qat_epochs: int = 1
-    qat_lr: float = 1e-4
-    qat_label_smoothing: float = 0.1  # as the FP32 training; without it QAT over-fits and loses accuracy
-    qat_erasing_p: float = 0.5        # cutout-like erasing, as the FP32 training
-    qat_distill: float = 0.7          # weight of distillation from the FP32 model (0 = labels only): keeps
-    qat_temperature: float = 2.0      # the fine-tuned INT8 model close to FP32 instead of drifting
-    qat_batch_size: int = 64
-    qat_train_limit: int | None = 2000  # CPU-sized default; None = the whole training split
-    freeze_observer_epoch: int = 1  # observers fixed from this epoch on (0-based) ...
-    # BN statistics frozen from the start: the checkpoint's were estimated on the full training set,
-    # and re-estimating them on a fine-tuning subset moved the model away from FP32 (measured: QAT
-    # with BN updates lost 0.2-0.4 pt against PTQ on the shared ResNet18).
-    freeze_bn_epoch: int = 0
-    device: str = "auto"
-    # QAT's activation grids: "ptq" = PTQ's calibrated ranges, kept fixed (QAT starts at the PTQ model);
-    # "observe" = moving-average min/max observed on augmented training batches (PyTorch's default recipe)
-    qat_init: str = "ptq"
-    qat_val_size: int = 1000        # held-out training images that choose the best epoch (0 = last epoch)
-    qat_from: str | None = None     # converted INT8 weights from a QAT run elsewhere (e.g. a GPU machine)
-    min_agreement: float = 0.80
-    description: str = ""
-
-    def __post_init__(self):
-        if self.method not in ("ptq", "qat"):
-            raise ConfigError(f"method '{self.method}' is unknown; use ptq or qat")
-        if self.observer not in ("default", "pot") or self.pot_scheme not in ("affine", "symmetric"):
-            raise ConfigError("observer must be default|pot and pot_scheme affine|symmetric")
-        if not 1 <= self.max_shift <= 31:
-            raise ConfigError(f"max_shift {self.max_shift} must be in 1..31 (seed 002 uses 8)")
-        if self.qat_init not in ("ptq", "observe"):
-            raise ConfigError(f"qat_init '{self.qat_init}' is unknown; use ptq or observe")
-        if self.qat_val_size < 0:
-            raise ConfigError(f"qat_val_size {self.qat_val_size} must be >= 0")
-        if self.qat_epochs < 1 or self.qat_lr <= 0:
-            raise ConfigError("QAT needs epochs >= 1 and a positive learning rate")
-
-    def as_dict(self):
-        return asdict(self)
-
-    def with_(self, **kw) -> "TorchQuantConfig":
-        return replace(self, **kw)
-
-
-TORCH_PRESETS = {
-    "pt-ptq": lambda: TorchQuantConfig(name="pt-ptq", description="PyTorch eager PTQ, x86 backend, per-channel weights"),
-    "pt-qat": lambda: TorchQuantConfig(name="pt-qat", method="qat",
-                                       description="PyTorch eager QAT fine-tuned from the FP32 checkpoint"),
-    "pot": lambda: TorchQuantConfig(name="pot", observer="pot",
-                                    description="PyTorch PTQ with power-of-two scales (seed 002), max shift 8"),
-}
+from .config import TORCH_PRESETS, TorchQuantConfig  # noqa: F401  (re-exported)
 
 
 class QuantBlock(ResBlock):
@@ -185,8 +125,9 @@ def export_quantized(qmodel: nn.Module, out, calib_x: np.ndarray, verify_x: np.n
     """Export a converted INT8 model to ONNX (QDQ) and check parity with the PyTorch INT8 model."""
     import onnx
 
-    from ..runtime import atomic_path, open_session, run_batched, stamp_metadata
-    from .ort import QuantCheck
+    from ..artifacts import write_onnx
+    from ..targets import open_session, run_batched
+    from .base import QuantCheck
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -199,19 +140,18 @@ def export_quantized(qmodel: nn.Module, out, calib_x: np.ndarray, verify_x: np.n
                               dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
         except Exception as exc:
             raise QuantizeError(f"PyTorch cannot export the INT8 model '{cfg.name}' to ONNX: {str(exc)[:200]}") from exc
-    proto = onnx.load_from_string(buf.getvalue())
-    stamp_metadata(proto, {"variant": cfg.name, "classes": classes, "preprocess": spec.to_json(),
-                           "quant_config": cfg.as_dict(), **(extra_meta or {})})
-    with atomic_path(out) as tmp:
-        onnx.save(proto, str(tmp))
-        ref = torch_logits(qmodel, verify_x).numpy()
-        got = run_batched(open_session(tmp), verify_x)
-        agreement = float((ref.argmax(1) == got.argmax(1)).mean())
-        rel = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-12))
-        if agreement < 0.98:
+    meta = {"variant": cfg.name, "classes": classes, "preprocess": spec.to_json(), "quant_config": cfg.as_dict(),
+            **(extra_meta or {})}
+    ref = torch_logits(qmodel, verify_x).numpy()
+
+    def check(tmp):
+        c = QuantCheck.of(ref, run_batched(open_session(tmp), verify_x), min_agreement=0.98)
+        if c.collapsed:
             raise QuantizeError(f"ONNX export of '{cfg.name}' disagrees with the PyTorch INT8 model: top-1 agreement "
-                                f"{agreement:.1%} on {len(verify_x)} real images; keep the PyTorch model or use ORT variants")
-    return out, QuantCheck(agreement=agreement, rel_l2=rel, batch=len(verify_x), collapsed=False)
+                                f"{c.agreement:.1%} on {c.n} real images; keep the PyTorch model or use ORT variants")
+        return c
+
+    return write_onnx(onnx.load_from_string(buf.getvalue()), out, meta, verify=check)
 
 
 def onnx_scales(path, bias: bool = True) -> list[float]:
@@ -240,7 +180,7 @@ def onnx_scales(path, bias: bool = True) -> list[float]:
 
 def save_converted(qmodel: nn.Module, path) -> None:
     """Save a converted INT8 model's state_dict (quantized tensors; loads with weights_only=True)."""
-    from ..runtime import atomic_path
+    from ..artifacts import atomic_path
 
     with atomic_path(path) as tmp:
         torch.save(qmodel.state_dict(), tmp)

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..evaluate import MEMORIZED_AT
-from .torch_eager import TorchQuantConfig, _calibrate, qconfig_for, quantizable_from, torch_logits
+from .config import MEMORIZED_AT, TorchQuantConfig
+from .torch_eager import _calibrate, qconfig_for, quantizable_from, torch_logits
 
 
 def _device(cfg: TorchQuantConfig):
@@ -70,6 +70,37 @@ def _score(qmodel, x: np.ndarray, y: np.ndarray, ref: torch.Tensor) -> dict:
             "val_kl_fp32": float(kl)}
 
 
+def _train_epoch(q, teacher, xs, ys, norm, opt, gen, cfg: TorchQuantConfig, epoch: int, steps: int):
+    """One epoch of distilled fine-tuning on GPU-side augmented batches; (loss sum, correct, seen)."""
+    from ..train.augment import random_crop, random_erasing, random_flip
+
+    tot, correct, seen = 0.0, 0, 0
+    perm = torch.randperm(len(xs), device=xs.device, generator=gen)
+    q.train()
+    for step in range(steps):
+        lr = cfg.qat_lr * 0.5 * (1 + np.cos(np.pi * (epoch + step / steps) / cfg.qat_epochs))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = perm[step * cfg.qat_batch_size:(step + 1) * cfg.qat_batch_size]
+        x = random_flip(random_crop(xs[idx].float() / 255, 4, gen), gen)
+        x = random_erasing(x, cfg.qat_erasing_p, (0.05, 0.2), gen)
+        x = norm(x)
+        out = q(x)
+        loss = F.cross_entropy(out, ys[idx], label_smoothing=cfg.qat_label_smoothing)
+        if teacher is not None:
+            with torch.no_grad():
+                soft = F.softmax(teacher(x) / cfg.qat_temperature, dim=1)
+            kd = F.kl_div(F.log_softmax(out / cfg.qat_temperature, dim=1), soft, reduction="batchmean")
+            loss = (1 - cfg.qat_distill) * loss + cfg.qat_distill * cfg.qat_temperature ** 2 * kd
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        tot += loss.item() * len(idx)
+        correct += (out.argmax(1) == ys[idx]).sum().item()
+        seen += len(idx)
+    return tot, correct, seen
+
+
 def qat(model_fp32, train_pixels: np.ndarray, train_labels: np.ndarray, spec, cfg: TorchQuantConfig,
         calib_x: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None = None, log=print):
     """Fine-tune a fake-quantized copy of `model_fp32` on (train_pixels, train_labels).
@@ -80,7 +111,6 @@ def qat(model_fp32, train_pixels: np.ndarray, train_labels: np.ndarray, spec, cf
     Returns (converted INT8 model, per-epoch history, chosen epoch)."""
     from torch.ao.quantization import disable_observer
 
-    from ..train.augment import random_crop, random_erasing, random_flip
     from ..train.trainer import Normalizer, to_device
 
     device = _device(cfg)
@@ -121,30 +151,8 @@ def qat(model_fp32, train_pixels: np.ndarray, train_labels: np.ndarray, spec, cf
             q.apply(disable_observer)
         if epoch >= cfg.freeze_bn_epoch:
             q.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)
-        t0, tot, correct, seen = time.perf_counter(), 0.0, 0, 0
-        perm = torch.randperm(len(xs), device=device, generator=gen)
-        q.train()
-        for step in range(steps):
-            lr = cfg.qat_lr * 0.5 * (1 + np.cos(np.pi * (epoch + step / steps) / cfg.qat_epochs))
-            for g in opt.param_groups:
-                g["lr"] = lr
-            idx = perm[step * cfg.qat_batch_size:(step + 1) * cfg.qat_batch_size]
-            x = random_flip(random_crop(xs[idx].float() / 255, 4, gen), gen)
-            x = random_erasing(x, cfg.qat_erasing_p, (0.05, 0.2), gen)
-            x = norm(x)
-            out = q(x)
-            loss = F.cross_entropy(out, ys[idx], label_smoothing=cfg.qat_label_smoothing)
-            if teacher is not None:
-                with torch.no_grad():
-                    soft = F.softmax(teacher(x) / cfg.qat_temperature, dim=1)
-                kd = F.kl_div(F.log_softmax(out / cfg.qat_temperature, dim=1), soft, reduction="batchmean")
-                loss = (1 - cfg.qat_distill) * loss + cfg.qat_distill * cfg.qat_temperature ** 2 * kd
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            tot += loss.item() * len(idx)
-            correct += (out.argmax(1) == ys[idx]).sum().item()
-            seen += len(idx)
+        t0 = time.perf_counter()
+        tot, correct, seen = _train_epoch(q, teacher, xs, ys, norm, opt, gen, cfg, epoch, steps)
         row = {"epoch": epoch + 1, "train_loss": tot / seen, "train_acc": correct / seen,
                "sec": time.perf_counter() - t0, "images": seen, "device": str(device)}
         checkpoint(epoch + 1, row, q)

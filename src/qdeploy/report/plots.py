@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runtime import atomic_path
+from ..artifacts import atomic_path
 
 
 def pyplot():
@@ -29,9 +29,9 @@ def save_png(fig, path: Path) -> Path:
 def _bars(rows, key, ylabel, title, path, fmt):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.3 * len(rows) + 2.5, 3.4))
-    names = [r["name"] for r in rows]
+    names = [r.name for r in rows]
     vals = [key(r) for r in rows]
-    colors = ["#888888" if r["kind"] == "fp32" else "#3b7dd8" for r in rows]
+    colors = ["#888888" if r.kind == "fp32" else "#3b7dd8" for r in rows]
     bars = ax.bar(names, vals, color=colors)
     for b, v in zip(bars, vals):
         ax.annotate(fmt(v), (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=8)
@@ -42,25 +42,27 @@ def _bars(rows, key, ylabel, title, path, fmt):
 
 
 def size_plot(rows, path: Path) -> Path:
-    return _bars(rows, lambda r: r["bench"]["size_bytes"] / 1e6, "MB on disk", "Model size", path, lambda v: f"{v:.1f}")
+    return _bars(rows, lambda r: r.bench.size_bytes / 1e6, "MB on disk", "Model size", path, lambda v: f"{v:.1f}")
 
 
 def latency_plot(rows, path: Path) -> Path:
-    return _bars(rows, lambda r: r["bench"]["p50_ms"], "ms (p50, batch 1)", "Batch-1 latency", path,
+    return _bars(rows, lambda r: r.bench.p50_ms, "ms (p50, batch 1)", "Batch-1 latency", path,
                  lambda v: f"{v:.2f}")
 
 
 def scatter_plot(rows, path: Path) -> Path:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    labelled = all(r.metrics.top1 is not None for r in rows)
     for r in rows:
-        x, y = r["bench"]["p50_ms"], 100 * r["metrics"]["top1"]
-        ax.scatter([x], [y], s=30 + 8 * r["bench"]["size_bytes"] / 1e6,
-                   color="#888888" if r["kind"] == "fp32" else "#3b7dd8", alpha=0.8)
-        ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        score = r.metrics.top1 if labelled else (1.0 if r.metrics.agreement is None else r.metrics.agreement)
+        x, y = r.bench.p50_ms, 100 * score
+        ax.scatter([x], [y], s=30 + 8 * r.bench.size_bytes / 1e6, color="#888888" if r.kind == "fp32" else "#3b7dd8",
+                   alpha=0.8)
+        ax.annotate(r.name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("batch-1 latency p50 (ms, log)")
-    ax.set_ylabel("top-1 (%)")
+    ax.set_ylabel("top-1 (%)" if labelled else "top-1 agreement with FP32 (%)")
     ax.set_title("Accuracy vs latency (marker area ~ size)")
     ax.grid(alpha=0.3)
     return save_png(fig, path)
@@ -68,7 +70,7 @@ def scatter_plot(rows, path: Path) -> Path:
 
 def confusion_plot(row, classes, path: Path) -> Path:
     plt = pyplot()
-    cm = np.asarray(row["metrics"]["confusion"], dtype=float)
+    cm = np.asarray(row.metrics.confusion, dtype=float)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
@@ -81,6 +83,6 @@ def confusion_plot(row, classes, path: Path) -> Path:
                         color="white" if norm[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"Confusion: {row['name']} (top-1 {100 * row['metrics']['top1']:.2f} %)")
+    ax.set_title(f"Confusion: {row.name} (top-1 {100 * row.metrics.top1:.2f} %)")
     fig.colorbar(im, ax=ax, fraction=0.046)
     return save_png(fig, path)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..data import PreprocessSpec, balanced_indices, open_split
 from ..errors import CheckpointError, ConfigError
-from ..runtime import atomic_path, write_json
+from ..artifacts import atomic_path, write_json
 from .augment import augment
 from .config import TrainConfig
 

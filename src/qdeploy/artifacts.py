@@ -1,4 +1,5 @@
-"""ONNX files as qdeploy artifacts: metadata in, metadata out, sessions, atomic writes."""
+"""qdeploy's artifacts: files that carry their own metadata, written atomically and verified before they
+get their final name. One writer (`write_onnx`) for every ONNX file qdeploy produces."""
 from __future__ import annotations
 
 import hashlib
@@ -8,6 +9,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -62,7 +64,7 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def stamp_metadata(model, meta: dict[str, str]) -> None:
+def stamp_metadata(model, meta: dict) -> None:
     """Set qdeploy.* metadata_props on an onnx.ModelProto in place (replacing old values)."""
     keep = [p for p in model.metadata_props if p.key not in {META_PREFIX + k for k in meta}]
     del model.metadata_props[:]
@@ -72,17 +74,39 @@ def stamp_metadata(model, meta: dict[str, str]) -> None:
         prop.key, prop.value = META_PREFIX + k, v if isinstance(v, str) else json.dumps(v)
 
 
+def write_onnx(model, out: str | Path, meta: dict, verify: Callable[[Path], object] | None = None):
+    """The one ONNX writer: stamp `meta`, save beside `out`, run `verify(tmp_path)` (it raises on a
+    mismatch), and only then rename onto `out`. `model` is an onnx.ModelProto or a path to a file that
+    a tool (ORT's quantizer) wrote. Returns (out, whatever verify returned)."""
+    import onnx
+
+    out = Path(out)
+    proto = onnx.load(str(model)) if isinstance(model, (str, Path)) else model
+    stamp_metadata(proto, meta)
+    with atomic_path(out) as tmp:
+        onnx.save(proto, str(tmp))
+        check = verify(tmp) if verify is not None else None
+    return out, check
+
+
 @dataclass
 class ModelInfo:
-    """What a qdeploy ONNX file says about itself."""
+    """What a qdeploy ONNX file says about itself. classes/preprocess are None when the file has no
+    qdeploy metadata (a foreign ONNX file): callers ask the user for them instead of guessing."""
 
     path: Path
-    classes: list[str]
-    preprocess: PreprocessSpec
+    classes: list[str] | None
+    preprocess: PreprocessSpec | None
     variant: str
     input_name: str
     output_name: str
     extra: dict
+
+    def require_preprocess(self) -> PreprocessSpec:
+        if self.preprocess is None:
+            raise ModelFileError(f"{self.path.name} carries no preprocessing metadata (qdeploy.preprocess); "
+                                 "start from 'qdeploy run --onnx FILE' with --size and --norm or --mean/--std")
+        return self.preprocess
 
 
 def read_info(path: str | Path) -> ModelInfo:
@@ -96,49 +120,10 @@ def read_info(path: str | Path) -> ModelInfo:
     except Exception as exc:
         raise ModelFileError(f"{path} is not a readable ONNX model ({type(exc).__name__}); re-export it") from exc
     meta = {p.key[len(META_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
-    spec = PreprocessSpec.from_json(meta["preprocess"]) if "preprocess" in meta else PreprocessSpec()
-    n_out = _output_classes(model)
-    classes = json.loads(meta["classes"]) if "classes" in meta else [str(i) for i in range(n_out or 0)]
+    spec = PreprocessSpec.from_json(meta["preprocess"]) if "preprocess" in meta else None
+    classes = json.loads(meta["classes"]) if "classes" in meta else None
     init_names = {i.name for i in model.graph.initializer}
     inputs = [i.name for i in model.graph.input if i.name not in init_names]
     extra = {k: v for k, v in meta.items() if k not in ("preprocess", "classes", "variant")}
     return ModelInfo(path=path, classes=classes, preprocess=spec, variant=meta.get("variant", path.stem),
                      input_name=inputs[0], output_name=model.graph.output[0].name, extra=extra)
-
-
-def _output_classes(model) -> int | None:
-    dims = model.graph.output[0].type.tensor_type.shape.dim
-    return dims[-1].dim_value if dims and dims[-1].dim_value > 0 else None
-
-
-def open_session(path: str | Path, threads: int | None = None, spinning: bool = True):
-    """One CPU ONNX Runtime session; threads=None lets ORT use every physical core.
-
-    spinning=False stops idle pool threads from busy-waiting: right for a server holding several
-    sessions, whose spinning threads would otherwise steal the cores from the one running.
-    """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if not spinning:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:200]
-        raise ModelFileError(f"ONNX Runtime cannot load {path}: {first}") from exc
-
-
-def run_batched(session, x: np.ndarray, batch_size: int = 256, progress: str | None = None) -> np.ndarray:
-    name = session.get_inputs()[0].name
-    starts = range(0, len(x), batch_size)
-    if progress:
-        from tqdm import tqdm
-
-        starts = tqdm(starts, desc=progress, unit="batch", leave=False, disable=None)
-    outs = [session.run(None, {name: x[i:i + batch_size]})[0] for i in starts]
-    return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)

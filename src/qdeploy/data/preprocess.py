@@ -1,0 +1,88 @@
+"""The preprocessing spec: how an RGB image becomes the model's input. It is written into every ONNX file
+qdeploy produces, so calibration, evaluation and serving always run the same transform."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..errors import ConfigError
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIZE_RULES = ("resize", "shorter-side-crop")
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How an RGB image becomes the model's NCHW float input. Defaults are seed 001's CIFAR-10 ones.
+
+    resize: stretch to size x size (the seed's `image.resize((32, 32))`);
+    shorter-side-crop: scale the shorter side to `size`, then centre-crop (keeps aspect ratio).
+    """
+
+    size: int = 32
+    mean: tuple[float, float, float] = CIFAR10_MEAN
+    std: tuple[float, float, float] = CIFAR10_STD
+    resize: str = "resize"
+    interpolation: str = "bicubic"
+
+    def __post_init__(self):
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if not (1 <= int(self.size) <= 4096):
+            raise ConfigError(f"input size {self.size} is out of range; use 1..4096 (32 for CIFAR)")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ConfigError("mean and std need three values (R,G,B), e.g. 0.4914,0.4822,0.4465")
+        if any(s <= 0 for s in self.std):
+            raise ConfigError(f"std {self.std} must be positive")
+        if self.resize not in RESIZE_RULES:
+            raise ConfigError(f"resize rule '{self.resize}' is unknown; use one of {', '.join(RESIZE_RULES)}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ConfigError(f"interpolation '{self.interpolation}' is unknown; use {', '.join(INTERPOLATIONS)}")
+
+    @classmethod
+    def imagenet(cls, size: int = 224) -> "PreprocessSpec":
+        return cls(size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize="shorter-side-crop", interpolation="bilinear")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "PreprocessSpec":
+        return cls(**json.loads(text))
+
+    def resize_image(self, img):
+        """RGB PIL image -> the size x size PIL image the model sees."""
+        from PIL import Image
+
+        resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}[self.interpolation]
+        img = img.convert("RGB")
+        if img.size == (self.size, self.size):
+            return img
+        if self.resize == "resize":
+            return img.resize((self.size, self.size), resample)
+        w, h = img.size
+        scale = self.size / min(w, h)
+        nw, nh = max(self.size, round(w * scale)), max(self.size, round(h * scale))
+        img = img.resize((nw, nh), resample)
+        left, top = (nw - self.size) // 2, (nh - self.size) // 2
+        return img.crop((left, top, left + self.size, top + self.size))
+
+    def normalize(self, hwc_uint8: np.ndarray) -> np.ndarray:
+        """(N,H,W,3) or (H,W,3) uint8 -> (N,3,H,W) float32 normalised."""
+        arr = np.asarray(hwc_uint8, dtype=np.float32) / 255.0
+        if arr.ndim == 3:
+            arr = arr[None]
+        arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
+
+    def __call__(self, img) -> np.ndarray:
+        """PIL image -> (1,3,size,size) float32, exactly what every qdeploy model is fed."""
+        return self.normalize(np.asarray(self.resize_image(img)))
+
+

@@ -1,0 +1,89 @@
+"""The quantizer registry, keyed by config type (torchao's `quantize_(model, config)` shape).
+
+Each scheme is one config dataclass (quantize/config.py) and one handler registered for its type:
+`@register(QuantConfig) def build_ort(cfg, ctx, dst, log) -> (QuantCheck, extra)`. `build_variant`
+dispatches on the config's type; there is no string dispatch and no if/elif over schemes.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..compare import compare_outputs
+from ..errors import QDeployError
+
+# Modules whose handlers register themselves on import (loaded on first use: they import torch or ORT).
+HANDLER_MODULES = ("qdeploy.quantize.ort", "qdeploy.quantize.torch_variant", "qdeploy.quantize.auto")
+_HANDLERS: dict[type, Callable] = {}
+
+
+def register(config_type: type):
+    def deco(fn):
+        _HANDLERS[config_type] = fn
+        return fn
+    return deco
+
+
+def handler_for(cfg) -> Callable:
+    if type(cfg) not in _HANDLERS:
+        for mod in HANDLER_MODULES:
+            importlib.import_module(mod)
+    return _HANDLERS[type(cfg)]
+
+
+@dataclass
+class QuantCheck:
+    """An INT8 file against its reference on a real verification batch (never evaluation images)."""
+
+    agreement: float
+    rel_l2: float
+    max_abs_diff: float
+    n: int
+    collapsed: bool
+
+    @classmethod
+    def of(cls, ref: np.ndarray, out: np.ndarray, min_agreement: float) -> "QuantCheck":
+        d = compare_outputs(ref, out)
+        return cls(agreement=d.agreement, rel_l2=d.rel_l2, max_abs_diff=d.max_abs_diff, n=d.n,
+                   collapsed=d.agreement < min_agreement)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class VariantContext:
+    """What building a variant may need; PyTorch variants need the torch model (a checkpoint run)."""
+
+    fp32: Path
+    out: Path
+    calib_x: np.ndarray
+    classes: list[str]
+    spec: object
+    data: object = None                  # the run's DataConfig: QAT and auto draw their own disjoint sets
+    model: object = None                 # FP32 torch model, None when the run started from ONNX
+    torch_models: dict = field(default_factory=dict)  # name -> (INT8 torch model, size bytes), for bench
+
+
+def build_variant(name: str, cfg, ctx: VariantContext, man, log):
+    """Build one variant into ctx.out; failures are recorded in the returned result, never half-written."""
+    from ..results import VariantResult
+
+    dst = ctx.out / f"int8_{name}.onnx"
+    man.config(f"quantize:{name}", cfg)
+    t0 = time.perf_counter()
+    try:
+        check, extra = handler_for(cfg)(cfg, ctx, dst, log)
+    except QDeployError as exc:
+        log(f"quantize {name}: FAILED: {exc}")
+        return VariantResult.failed(name, dst.name, str(exc), **getattr(exc, "details", {}))
+    man.note(f"quantize:{name}", seconds=round(time.perf_counter() - t0, 3), check=check.as_dict())
+    log(f"quantize {name}: {dst} ({dst.stat().st_size / 1e6:.1f} MB, agreement on {check.n} verification images "
+        f"{check.agreement:.1%})")
+    return VariantResult(name=name, kind="int8", file=dst.name, config=asdict(cfg), check=check.as_dict(),
+                         extra=extra)

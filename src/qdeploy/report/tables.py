@@ -1,0 +1,134 @@
+"""The tables the seeds wrote by hand, from a typed RunResult."""
+from __future__ import annotations
+
+from ..results import RunResult, VariantResult
+
+
+def _f(v, fmt):
+    return "–" if v is None else format(v, fmt)
+
+
+def _pct(v):
+    return None if v is None else 100 * v
+
+
+def comparison_rows(res: RunResult) -> list[dict]:
+    """One flat row per measured variant with sizes, accuracy and latency relative to FP32."""
+    fp32 = res.fp32
+    out = []
+    for v in (v for v in res.variants if v.measured):
+        m, b = v.metrics, v.bench
+        row = {"name": v.name, "kind": v.kind, "size_mb": b.size_bytes / 1e6, "top1": _pct(m.top1),
+               "top5": _pct(m.top5), "agreement": _pct(m.agreement), "top5_overlap": _pct(m.top5_overlap),
+               "rel_l2": m.rel_l2, "p50_ms": b.p50_ms, "p90_ms": b.p90_ms, "p99_ms": b.p99_ms,
+               "throughput": b.throughput}
+        if fp32:
+            row["compression"] = fp32.bench.size_bytes / b.size_bytes
+            if m.top1 is not None and fp32.metrics.top1 is not None:
+                row["drop_pt"] = 100 * (fp32.metrics.top1 - m.top1)
+            row["speedup"] = fp32.bench.p50_ms / b.p50_ms
+        out.append(row)
+    return out
+
+
+def markdown_table(res: RunResult) -> str:
+    head = ("| variant | size MB | compression | top-1 % | drop pt | agreement % | top-5 overlap % | rel-L2 | "
+            "b1 p50 ms | p99 ms | speedup | img/s b1 | img/s b32 | img/s b256 |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in comparison_rows(res):
+        t = r["throughput"]
+        lines.append(
+            f"| {r['name']} | {r['size_mb']:.2f} | {_f(r.get('compression'), '.2f')}x | {_f(r['top1'], '.2f')} | "
+            f"{_f(r.get('drop_pt'), '+.2f')} | {_f(r['agreement'], '.2f')} | {_f(r['top5_overlap'], '.1f')} | "
+            f"{_f(r['rel_l2'], '.4f')} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {_f(r.get('speedup'), '.2f')}x | "
+            + " | ".join(_f(t.get(b), ".0f") for b in (1, 32, 256)) + " |"
+        )
+    return "\n".join(lines)
+
+
+def torch_table(res: RunResult) -> str | None:
+    """PyTorch-native INT8 models measured in PyTorch itself, beside their ONNX exports in ORT."""
+    rows = [v for v in res.variants if v.ok and v.torch is not None and v.torch.bench is not None]
+    if not any(v.kind != "fp32" for v in rows):
+        return None
+    fp32 = next((v for v in rows if v.kind == "fp32"), None)
+    base = fp32.torch.bench.p50_ms if fp32 else None
+    lines = ["| variant | runtime | size MB | top-1 % | loss | agreement % | b1 p50 ms | speedup vs torch FP32 | "
+             "same model in ORT: b1 p50 ms |", "|---|---|---|---|---|---|---|---|---|"]
+    for v in rows:
+        t, m = v.torch, v.torch.metrics or v.metrics
+        lines.append(f"| {v.name} | {t.bench.runtime} | {t.bench.size_bytes / 1e6:.2f} | {_f(_pct(m.top1), '.2f')} | "
+                     f"{_f(m.loss, '.4f')} | {_f(_pct(m.agreement), '.2f')} | {t.bench.p50_ms:.2f} | "
+                     f"{_f(base / t.bench.p50_ms if base else None, '.2f')}x | {v.bench.p50_ms:.2f} |")
+    return "\n".join(lines)
+
+
+def verdict(p: dict, alpha: float = 0.05) -> str:
+    if p["p_value"] >= alpha:
+        return "no detectable difference"
+    return "better" if p["diff_pt"] > 0 else "worse"
+
+
+def paired_table(res: RunResult) -> str | None:
+    """Each INT8 variant against FP32 on the same images: how many it breaks and fixes, and whether the
+    net top-1 change is more than chance (exact McNemar test)."""
+    rows = [v for v in res.variants if v.ok and v.metrics is not None and v.metrics.paired]
+    if not rows:
+        return None
+    lines = ["| variant | FP32 right, INT8 wrong | INT8 right, FP32 wrong | net top-1 pt | McNemar p | verdict |",
+             "|---|---|---|---|---|---|"]
+    for v in rows:
+        p = v.metrics.paired
+        lines.append(f"| {v.name} | {p['only_ref']} | {p['only_this']} | {p['diff_pt']:+.2f} | {p['p_value']:.3f} | "
+                     f"{verdict(p)} |")
+    return "\n".join(lines)
+
+
+def per_class_table(res: RunResult) -> str | None:
+    rows = [v for v in res.variants if v.measured and v.metrics.per_class]
+    if not rows:
+        return None
+    lines = ["| class | " + " | ".join(v.name for v in rows) + " |", "|---|" + "---|" * len(rows)]
+    for c in res.classes:
+        vals = [_f(_pct(v.metrics.per_class.get(c)), ".1f") for v in rows]
+        lines.append(f"| {c} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def qat_section(v: VariantResult) -> list[str]:
+    """QAT's per-epoch table; epoch 0 is the PTQ starting point, and the chosen epoch is marked."""
+    h = v.extra["qat_history"]
+    trained = [r for r in h if r["epoch"] > 0]
+    chosen = v.extra.get("qat_epoch", trained[-1]["epoch"])  # runs from --qat-from may not record it
+    lines = [f"QAT `{v.name}`: {len(trained)} epoch(s) on {trained[-1]['images']} training images "
+             f"({trained[-1]['device']}); returned the INT8 model of epoch {chosen}"
+             + (" (the PTQ starting point: no trained epoch validated better)" if chosen == 0 else "") + ".", ""]
+    for rt, p in (v.extra.get("vs_ptq") or {}).items():
+        lines += [f"Against `pt-ptq` ({rt}), same evaluation images: QAT alone right on {p['only_this']}, PTQ alone "
+                  f"right on {p['only_ref']}; net {p['diff_pt']:+.2f} pt, McNemar p = {p['p_value']:.3f} "
+                  f"({verdict(p)}).", ""]
+    if any("val_top1" in r for r in h):
+        lines += ["| epoch | train loss | train acc % | val top-1 % | val agreement % | val KL(FP32‖INT8) | chosen |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in h:
+            tl = f"{r['train_loss']:.4f}" if "train_loss" in r else "– (PTQ start)"
+            ta = f"{100 * r['train_acc']:.2f}" if "train_acc" in r else "–"
+            lines.append(f"| {r['epoch']} | {tl} | {ta} | {100 * r['val_top1']:.2f} | {100 * r['val_agreement']:.2f} | "
+                         f"{r['val_kl_fp32']:.5f} | {'✓' if r['epoch'] == chosen else ''} |")
+        lines.append("")
+    return lines
+
+
+def auto_section(a: dict) -> list[str]:
+    sizes = ", ".join(map(str, a.get("calib_sizes") or []))
+    return ["## Auto-quantization", "",
+            f"Budget {a['budget_pt']:.2f} pt, measured as {a['metric']} on a validation split carved from the "
+            f"calibration split (FP32 top-1 there {100 * a['fp32_val_top1']:.2f} %"
+            + ("; the model has seen these images, so INT8/FP32 disagreement, an upper bound on the drop, is "
+               "the measure" if a["metric"] == "disagreement" else "")
+            + f"); calibration sizes tried: {sizes} of {a.get('calib_pool')}; {a['candidates']} candidates measured in "
+            f"{a['seconds']:.0f} s. " + (f"Chose `{a['chosen']}`: validation drop {a['chosen_drop_pt']:.2f} pt, "
+                                       f"{a['fp32_nodes_kept']} node(s) kept in FP32." if a["met_budget"]
+                                       else f"**{a['message']}**"),
+            "Every candidate: `search.json`. Most sensitive nodes: " +
+            ", ".join(f"`{r['node']}` (+{r['added_error']:.3f})" for r in a["top_sensitive"]), ""]

@@ -1,0 +1,80 @@
+"""ONNX Runtime on the CPU: today's target. Providers are detected from the installed build, once."""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from ..errors import ModelFileError
+from .base import Session, Target
+
+
+@lru_cache(maxsize=None)
+def available_providers() -> tuple[str, ...]:
+    import onnxruntime as ort
+
+    return tuple(ort.get_available_providers())
+
+
+@lru_cache(maxsize=None)
+def cpu_flags() -> frozenset[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_vnni() -> bool:
+    """x86 VNNI (AVX-512 or AVX) multiplies u8 x s8 into int32 without the int16 saturation of AVX2."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return True  # ARM's dot-product kernels do not have the AVX2 problem
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def physical_cores() -> int:
+    """ORT's default intra-op pool uses one thread per physical core."""
+    try:
+        cores = {line.split(":")[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("core id")}
+        return len(cores) or os.cpu_count() or 1
+    except OSError:
+        return os.cpu_count() or 1
+
+
+class OrtCpu(Target):
+    name = "ort-cpu"
+    provider = "CPUExecutionProvider"
+
+    def available(self) -> bool:
+        return self.provider in available_providers()
+
+    def open(self, path, threads: int | None = None, spinning: bool = True) -> Session:
+        """threads=None lets ORT use every physical core. spinning=False stops idle pool threads from
+        busy-waiting: right for a server holding several sessions, whose spinning threads would
+        otherwise steal the cores from the one running."""
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if not spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        opts.log_severity_level = 3
+        src = path if isinstance(path, bytes) else str(path)
+        try:
+            s = ort.InferenceSession(src, opts, providers=[self.provider])
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0][:200]
+            raise ModelFileError(f"ONNX Runtime cannot load {path if not isinstance(path, bytes) else 'model'}: "
+                                 f"{first}") from exc
+        name = s.get_inputs()[0].name
+        return Session(path=Path(path) if not isinstance(path, bytes) else Path("<memory>"),
+                       run=lambda x: s.run(None, {name: x})[0], input_name=name,
+                       runtime=f"onnxruntime {ort.__version__}", provider=s.get_providers()[0],
+                       threads=int(threads or physical_cores()), info={"ort_session": s})

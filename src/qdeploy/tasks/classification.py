@@ -1,0 +1,131 @@
+"""Classification: logits in, top-k / loss / per-class / confusion out when the data has labels, and
+agreement / top-5 overlap / KL / rel-L2 against the FP32 reference always (label-free data included)."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..compare import DiffAccumulator
+from .base import Scorer, Task
+
+
+@dataclass
+class Metrics:
+    n: int
+    top1: float | None = None       # None on label-free data
+    top5: float | None = None
+    loss: float | None = None
+    agreement: float | None = None  # top-1 agreement with the reference (FP32) model
+    top5_overlap: float | None = None  # mean |top-5 ∩ reference top-5| / 5
+    kl_ref: float | None = None     # mean KL(reference ‖ this) of the softmax outputs
+    rel_l2: float | None = None     # ||logits - ref|| / ||ref|| over the whole set
+    max_abs_diff: float | None = None
+    paired: dict | None = None      # vs the reference: images only one of them gets right, McNemar p (see `paired`)
+    per_class: dict[str, float] = field(default_factory=dict)
+    confusion: list[list[int]] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Metrics":
+        return cls(**d)
+
+
+def mcnemar_p(b: int, c: int) -> float:
+    """Exact two-sided McNemar test: probability of a split at least this uneven between the b images
+    only model A gets right and the c only model B gets right, if both were equally accurate."""
+    n, k = b + c, min(b, c)
+    if n == 0:
+        return 1.0
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2) for i in range(k + 1)]
+    top = max(logs)
+    return min(1.0, 2 * math.exp(top) * sum(math.exp(v - top) for v in logs))
+
+
+def paired(pred: np.ndarray, ref_pred: np.ndarray, labels: np.ndarray) -> dict:
+    """Paired accuracy comparison on the same images: is a top-1 difference more than chance?"""
+    right, ref_right = pred == labels, ref_pred == labels
+    only, ref_only = int((right & ~ref_right).sum()), int((ref_right & ~right).sum())
+    return {"only_this": only, "only_ref": ref_only, "diff_pt": 100 * (only - ref_only) / max(len(labels), 1),
+            "p_value": mcnemar_p(only, ref_only)}
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, np.float64)
+    shifted = z - z.max(1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+
+
+def _topk(z: np.ndarray, k: int) -> np.ndarray:
+    return np.argpartition(-z, k - 1, axis=1)[:, :k]
+
+
+class ClassificationScorer(Scorer):
+    """Running sums over batches; keeps per image only the top-1 prediction (for paired tests) and the
+    label it was scored against."""
+
+    def __init__(self, classes: list[str], labelled: bool, with_reference: bool):
+        self.classes, self.labelled, self.with_ref = classes, labelled, with_reference
+        n_cls = max(len(classes), 1)
+        self.confusion = np.zeros((n_cls, n_cls), np.int64)
+        self.n = self.top1 = self.top5 = 0
+        self.loss = self.kl = self.overlap = 0.0
+        self.diff = DiffAccumulator()
+        self.preds, self.ref_preds, self.labels = [], [], []
+
+    def update(self, out, labels, ref) -> None:
+        pred, k = out.argmax(1), min(5, out.shape[1])
+        top = _topk(out, k)
+        logp = log_softmax(out)
+        self.n += len(out)
+        self.preds.append(pred.astype(np.int32))
+        if self.labelled and labels is not None:
+            self.labels.append(labels.astype(np.int32))
+            self.top1 += int((pred == labels).sum())
+            self.top5 += int((top == labels[:, None]).any(1).sum())
+            self.loss -= float(logp[np.arange(len(labels)), labels].sum())
+            np.add.at(self.confusion, (labels, pred), 1)
+        if self.with_ref and ref is not None:
+            self.diff.update(ref, out)
+            self.ref_preds.append(ref.argmax(1).astype(np.int32))
+            ref_logp = log_softmax(ref)
+            self.kl += float((np.exp(ref_logp) * (ref_logp - logp)).sum())
+            ref_top = _topk(ref, k)
+            self.overlap += float(sum(len(set(a) & set(b)) for a, b in zip(top.tolist(), ref_top.tolist())) / k)
+
+    def predictions(self) -> np.ndarray:
+        return np.concatenate(self.preds) if self.preds else np.zeros(0, np.int32)
+
+    def result(self) -> Metrics:
+        n = max(self.n, 1)
+        m = Metrics(n=self.n)
+        if self.labelled and self.labels:
+            m.top1, m.top5, m.loss = self.top1 / n, self.top5 / n, self.loss / n
+            m.confusion = self.confusion.tolist()
+            m.per_class = {c: float(self.confusion[i, i] / self.confusion[i].sum())
+                           for i, c in enumerate(self.classes) if self.confusion[i].sum()}
+        if self.with_ref and self.ref_preds:
+            d = self.diff.result()
+            m.agreement, m.rel_l2, m.max_abs_diff = d.agreement, d.rel_l2, d.max_abs_diff
+            m.kl_ref, m.top5_overlap = self.kl / n, self.overlap / n
+            if self.labelled and self.labels:
+                m.paired = paired(self.predictions(), np.concatenate(self.ref_preds), np.concatenate(self.labels))
+        return m
+
+
+class ClassificationTask(Task):
+    name = "classification"
+
+    def scorer(self, classes, labelled, with_reference) -> ClassificationScorer:
+        return ClassificationScorer(classes, labelled, with_reference)
+
+
+def metrics_from_logits(logits: np.ndarray, labels: np.ndarray | None, classes: list[str],
+                        reference: np.ndarray | None = None) -> Metrics:
+    """Metrics for outputs already in hand (one batch)."""
+    s = ClassificationScorer(classes, labels is not None, reference is not None)
+    s.update(logits, labels, reference)
+    return s.result()
