@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import httpx
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "app"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
@@ -37,7 +38,7 @@ def client(url: str, images: list[bytes], deadline: float, idx: int):
 
 
 def main() -> int:
-    from test_app_server import start_server, stop  # the tests' own loopback server starter
+    from test_server import start_server, stop  # the tests' own loopback server starter
 
     from qdeploy.settings import default_data
 

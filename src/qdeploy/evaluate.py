@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from .data import ImageSet, PreprocessSpec
+from .data import ImageSet, PreprocessSpec, batch_for
 from .tasks import get_task
 from .tasks.classification import Metrics, mcnemar_p, metrics_from_logits, paired
 
@@ -21,7 +21,7 @@ __all__ = ["EvalConfig", "Metrics", "evaluate", "evaluate_many", "mcnemar_p",
 
 @dataclass
 class EvalConfig:
-    batch_size: int = 256
+    batch_size: int | None = None  # None: by input bytes (256 at 32 px, 8 at 224 px), data.batch_for
     threads: int | None = None
     workers: int | None = None     # decode threads (default: 2 per core, at most 8)
     prefetch: int = 2              # batches decoded ahead of inference
@@ -31,7 +31,7 @@ class EvalConfig:
     def __post_init__(self):
         from .errors import ConfigError
 
-        if self.batch_size < 1 or self.prefetch < 0:
+        if (self.batch_size is not None and self.batch_size < 1) or self.prefetch < 0:
             raise ConfigError("evaluation batch size must be >= 1 and prefetch >= 0")
 
 
@@ -44,7 +44,8 @@ def evaluate_many(models: dict[str, Callable[[np.ndarray], np.ndarray]], images:
     names = list(models)
     scorers = {n: task.scorer(classes, images.labelled, with_reference=i > 0) for i, n in enumerate(names)}
     desc = f"eval {len(models)} model(s)" if cfg.progress else None
-    for batch in images.batches(spec, cfg.batch_size, cfg.workers, cfg.prefetch, desc=desc):
+    size = cfg.batch_size or batch_for(spec.size)
+    for batch in images.batches(spec, size, cfg.workers, cfg.prefetch, desc=desc):
         outs = {n: models[n](batch.x) for n in names}
         ref = outs[names[0]]
         for n in names:

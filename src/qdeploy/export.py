@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import PreprocessSpec
-from .errors import ConfigError, ExportError
 from .artifacts import write_onnx
 from .compare import compare_outputs
-from .targets import open_session
+from .data import PreprocessSpec
+from .errors import ConfigError, ExportError
+from .targets import open_session, run_batched
 
 
 @dataclass
@@ -66,11 +66,11 @@ def _torch_export(model, example, cfg: ExportConfig) -> bytes:
 
 
 def check_parity(model, onnx_path: Path, batch: np.ndarray, cfg: ExportConfig) -> Parity:
-    import torch
 
-    with torch.no_grad():
-        ref = model(torch.from_numpy(batch)).numpy()
-    d = compare_outputs(ref, open_session(onnx_path).run(batch))
+    from .quantize.torch_eager import torch_logits
+
+    ref = torch_logits(model, batch).numpy()
+    d = compare_outputs(ref, run_batched(open_session(onnx_path), batch))
     return Parity(max_abs_diff=d.max_abs_diff, agreement=d.agreement, batch=d.n)
 
 

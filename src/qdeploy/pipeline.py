@@ -94,10 +94,10 @@ def _prepare(cfg: RunConfig):
     _check_writable(Path(cfg.out))
     src = resolve_source(cfg.source)
     model = None
-    if cfg.source.checkpoint:
+    if src.checkpoint is not None:
         from .models import load_model
 
-        model = load_model(src.arch, cfg.source.checkpoint, arch_kwargs=src.arch_kwargs)
+        model = load_model(src.arch, src.checkpoint, arch_kwargs=src.arch_kwargs)
     data = replace(cfg.data, preprocess=src.preprocess, classes=src.classes)
     calib, evalset = open_calib_eval(data)
     classes = _classes(src, calib, _model_outputs(cfg, model, src.preprocess.size))
@@ -109,8 +109,9 @@ def run(cfg: RunConfig, log=print) -> RunResult:
     t_start = time.perf_counter()
     out = Path(cfg.out)
     src, model, data, calib, evalset, classes = _prepare(cfg)
+    log(f"source: {src.arch or Path(cfg.source.onnx).name}; " + ", ".join(f"{k} from {v}" for k, v in src.origin.items()))
     man = Manifest(out)
-    man.input("checkpoint" if cfg.source.checkpoint else "onnx", cfg.source.checkpoint or cfg.source.onnx)
+    man.input("checkpoint" if src.checkpoint else "onnx", src.checkpoint or cfg.source.onnx)
     for name, c in (("source", cfg.source), ("data", data), ("export", cfg.export), ("evaluate", cfg.evaluate),
                     ("bench", cfg.bench)):
         man.config(name, c)

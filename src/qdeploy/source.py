@@ -27,10 +27,14 @@ class SourceConfig:
     preprocess: PreprocessSpec | None = None  # None: no preprocessing flags were given
     classes: list[str] | None = None          # None: no --classes/--classes-file given
     override_preprocess: bool = False
+    pretrained: str | None = None             # e.g. "imagenet": weights from an installed package, with --arch
 
     def __post_init__(self):
-        if bool(self.checkpoint) == bool(self.onnx):
-            raise ConfigError("give exactly one of --checkpoint (a state_dict) or --onnx (an FP32 ONNX file)")
+        if sum(map(bool, (self.checkpoint, self.onnx, self.pretrained))) != 1:
+            raise ConfigError("give exactly one of --checkpoint (a state_dict), --onnx (an FP32 ONNX file) or "
+                              "--arch NAME --pretrained imagenet")
+        if self.pretrained and not self.arch:
+            raise ConfigError("--pretrained needs --arch, e.g. --arch efficientnet-lite0 --pretrained imagenet")
         if self.onnx and self.arch:
             raise ConfigError("--arch applies to --checkpoint runs; an ONNX file carries its own graph")
 
@@ -45,6 +49,7 @@ class Source:
     classes: list[str] | None
     origin: dict                     # fact -> "metadata" | "record" | "flags" | "default"
     record: Path | None = None
+    checkpoint: Path | None = None   # the weights file a torch model loads (None for ONNX)
 
 
 def checkpoint_record(checkpoint: str | Path) -> tuple[Path, dict] | None:
@@ -107,8 +112,23 @@ def _from_checkpoint(cfg: SourceConfig) -> Source:
     return Source(arch=arch or DEFAULT_ARCH, arch_kwargs=cfg.arch_kwargs or rec.get("arch_kwargs", {}),
                   preprocess=spec or PreprocessSpec(), classes=classes,
                   origin={"preprocess": spec_from or "default", "arch": arch_from or "default",
-                          "classes": classes_from or "data"}, record=rec_path)
+                          "classes": classes_from or "data"}, record=rec_path, checkpoint=Path(cfg.checkpoint))
+
+
+def _from_pretrained(cfg: SourceConfig) -> Source:
+    """Weights from an installed package; their own preprocessing unless flags override it."""
+    from .models import pretrained
+
+    weights, stored = pretrained(cfg.arch, cfg.pretrained)
+    where = f"{cfg.pretrained} weights of {cfg.arch}"
+    spec, spec_from = _pick("preprocessing", stored, cfg.preprocess, where, cfg.override_preprocess,
+                            "--size/--mean/--std/--resize/--norm")
+    return Source(arch=cfg.arch, arch_kwargs=cfg.arch_kwargs, preprocess=spec, classes=cfg.classes,
+                  origin={"preprocess": spec_from, "arch": "flags", "classes": "flags" if cfg.classes else "data"},
+                  record=None, checkpoint=weights)
 
 
 def resolve_source(cfg: SourceConfig) -> Source:
+    if cfg.pretrained:
+        return _from_pretrained(cfg)
     return _from_onnx(cfg) if cfg.onnx else _from_checkpoint(cfg)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelFileError
 from ..artifacts import ModelInfo, read_info
 from ..compare import compare_outputs
+from ..errors import ModelFileError
 from ..results import RunResult
 from ..targets import open_session
 

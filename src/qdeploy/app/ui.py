@@ -1,11 +1,10 @@
 """The Gradio page: FP32 and INT8 side by side on any image, batch tab, model facts."""
 from __future__ import annotations
 
-
 import numpy as np
 
-from .images import ImageInputError, UploadLimits, load_image
 from .batch import batch_handler
+from .images import ImageInputError, UploadLimits, load_image
 from .predictor import Predictor
 
 PAGE_CSS = """

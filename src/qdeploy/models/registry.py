@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ArchitectureError, CheckpointError
+from .efficientnet_lite import efficientnet_lite0, imagenet_weights
 from .mobilenetv2_cifar import mobilenetv2_cifar
 from .resnet_cifar import resnet18_cifar, resnet20_cifar, resnet56_cifar
 
@@ -19,7 +20,29 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet20-cifar": resnet20_cifar,
     "resnet56-cifar": resnet56_cifar,
     "mobilenetv2-cifar": mobilenetv2_cifar,
+    "efficientnet-lite0": efficientnet_lite0,
 }
+
+
+def _lite_imagenet_spec():
+    from ..data import PreprocessSpec
+    from .efficientnet_lite import LITE_MEAN, LITE_STD
+
+    return PreprocessSpec(size=224, mean=LITE_MEAN, std=LITE_STD, resize="shorter-side-crop", interpolation="bilinear")
+
+
+# (arch, source) -> (weights file finder, the preprocessing those weights were trained with); weights come
+# from installed packages, never downloaded
+PRETRAINED = {("efficientnet-lite0", "imagenet"): (imagenet_weights, _lite_imagenet_spec)}
+
+
+def pretrained(arch: str, source: str):
+    """(weights path, PreprocessSpec) of a pretrained model, or one clear error."""
+    if (arch, source) not in PRETRAINED:
+        known = ", ".join(f"--arch {a} --pretrained {s}" for a, s in PRETRAINED)
+        raise ArchitectureError(f"no '{source}' weights for '{arch}'; available: {known}")
+    weights, spec = PRETRAINED[(arch, source)]
+    return weights(arch), spec()
 
 
 def _load_user_class(spec: str):

@@ -30,9 +30,12 @@ CHUNK = 64
 class _Reader:
     """CalibrationDataReader over real, preprocessed images."""
 
-    def __init__(self, x: np.ndarray, input_name: str, batch_size: int = 32):
+    def __init__(self, x: np.ndarray, input_name: str, batch_size: int | None = None):
         # Equal-sized batches: ORT's histogram calibrators (Entropy, Percentile) fail on a ragged last
         # batch ("inhomogeneous shape"), so use the largest divisor of len(x) up to batch_size.
+        from ..data import batch_for
+
+        batch_size = batch_size or batch_for(x.shape[-1], cap=32)
         batch_size = max(d for d in range(1, min(batch_size, len(x)) + 1) if len(x) % d == 0)
         self.batches = [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
         self.input_name, self.i = input_name, 0

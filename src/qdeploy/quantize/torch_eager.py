@@ -61,7 +61,11 @@ def quantizable_from(model: nn.Module) -> QuantizableResNet:
 
 
 def qconfig_for(cfg: TorchQuantConfig, qat: bool):
-    from torch.ao.quantization import QConfig, get_default_qat_qconfig, get_default_qconfig
+    from torch.ao.quantization import (
+        QConfig,
+        get_default_qat_qconfig,
+        get_default_qconfig,
+    )
 
     if cfg.observer == "default":
         if qat and cfg.qat_init == "ptq":
@@ -88,8 +92,11 @@ def qconfig_for(cfg: TorchQuantConfig, qat: bool):
     return QConfig(activation=act, weight=wt)
 
 
-def torch_logits(model: nn.Module, x: np.ndarray, batch: int = 256) -> torch.Tensor:
-    """`model` over normalised NCHW images in batches, without autograd."""
+def torch_logits(model: nn.Module, x: np.ndarray, batch: int | None = None) -> torch.Tensor:
+    """`model` over normalised NCHW images in batches (default: by input bytes), without autograd."""
+    from ..data import batch_for
+
+    batch = batch or batch_for(x.shape[-1])
     with torch.no_grad():
         return torch.cat([model(torch.from_numpy(x[i:i + batch])) for i in range(0, len(x), batch)])
 

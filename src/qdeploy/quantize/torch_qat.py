@@ -101,6 +101,26 @@ def _train_epoch(q, teacher, xs, ys, norm, opt, gen, cfg: TorchQuantConfig, epoc
     return tot, correct, seen
 
 
+class _EpochPicker:
+    """Scores each epoch's INT8 model on held-out images and keeps the best: by top-1 then loss, or, on
+    images FP32 has memorised (top-1 there says nothing), by agreement with FP32 then KL divergence."""
+
+    def __init__(self, model_fp32, val):
+        self.val, self.ref, self.memorized, self.best, self.key = val, None, False, None, None
+        if val is not None:
+            self.ref = torch_logits(model_fp32, val[0])
+            self.memorized = float((self.ref.argmax(1).numpy() == val[1]).mean()) >= MEMORIZED_AT
+
+    def consider(self, epoch: int, row: dict, model) -> None:
+        if self.val is None:
+            return
+        qm = convert(model)
+        row.update(_score(qm, self.val[0], self.val[1], self.ref))
+        key = (row["val_agreement"], -row["val_kl_fp32"]) if self.memorized else (row["val_top1"], -row["val_loss"])
+        if self.key is None or key > self.key:
+            self.best, self.key = (epoch, qm), key
+
+
 def qat(model_fp32, train_pixels: np.ndarray, train_labels: np.ndarray, spec, cfg: TorchQuantConfig,
         calib_x: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None = None, log=print):
     """Fine-tune a fake-quantized copy of `model_fp32` on (train_pixels, train_labels).
@@ -117,33 +137,16 @@ def qat(model_fp32, train_pixels: np.ndarray, train_labels: np.ndarray, spec, cf
     gen = torch.Generator(device=device).manual_seed(0)
     q = prepare_qat_model(model_fp32, calib_x, cfg)
     q.to(device)
-    ref, memorized = None, False
-    if val is not None:
-        ref = torch_logits(model_fp32, val[0])
-        # Validation images come from the training split. When FP32 gets (almost) all right it has
-        # memorised them, and top-1 there says nothing: epochs are then ranked by how closely the INT8
-        # model follows FP32 (agreement, then KL divergence), as auto-quantization does.
-        memorized = float((ref.argmax(1).numpy() == val[1]).mean()) >= MEMORIZED_AT
+    picker = _EpochPicker(model_fp32, val)
     teacher = copy.deepcopy(model_fp32).to(device).eval() if cfg.qat_distill > 0 else None
     xs, ys = to_device(train_pixels, device), torch.from_numpy(train_labels).to(device)
     norm = Normalizer(spec, device)
     opt = torch.optim.SGD(q.parameters(), lr=cfg.qat_lr, momentum=0.9, weight_decay=5e-5)
     steps = max(1, len(xs) // cfg.qat_batch_size)
-    history, best, best_key = [], None, None
-
-    def checkpoint(epoch: int, row: dict, model):
-        nonlocal best, best_key
-        if val is None:
-            return
-        qm = convert(model)
-        row.update(_score(qm, val[0], val[1], ref))
-        key = ((row["val_agreement"], -row["val_kl_fp32"]) if memorized else (row["val_top1"], -row["val_loss"]))
-        if best_key is None or key > best_key:
-            best, best_key = (epoch, qm), key
-
+    history = []
     if val is not None and cfg.qat_init == "ptq":
         start = {"epoch": 0, "note": "PTQ starting point"}
-        checkpoint(0, start, q)
+        picker.consider(0, start, q)
         history.append(start)
         log(f"qat epoch 0 (PTQ start): val top-1 {start['val_top1']:.4f}, agreement {start['val_agreement']:.4f}")
     for epoch in range(cfg.qat_epochs):
@@ -155,15 +158,15 @@ def qat(model_fp32, train_pixels: np.ndarray, train_labels: np.ndarray, spec, cf
         tot, correct, seen = _train_epoch(q, teacher, xs, ys, norm, opt, gen, cfg, epoch, steps)
         row = {"epoch": epoch + 1, "train_loss": tot / seen, "train_acc": correct / seen,
                "sec": time.perf_counter() - t0, "images": seen, "device": str(device)}
-        checkpoint(epoch + 1, row, q)
+        picker.consider(epoch + 1, row, q)
         history.append(row)
         extra = f", val top-1 {row['val_top1']:.4f}, agreement {row['val_agreement']:.4f}" if val is not None else ""
         log(f"qat epoch {epoch + 1}/{cfg.qat_epochs}: loss {tot / seen:.4f}, acc {correct / seen:.4f}{extra} "
             f"({row['sec']:.1f}s on {device})")
-    chosen, qmodel = best if best is not None else (cfg.qat_epochs, convert(q))
+    chosen, qmodel = picker.best if picker.best is not None else (cfg.qat_epochs, convert(q))
     # The INT8 model is laid out again once training memory is gone. Converted (or deep-copied) while
     # it was alive, every quantized conv of the ResNet18 ran 26-67 % slower in PyTorch (whole model 2.9
     # vs 2.1 ms at batch 1, same structure and packed-weight metadata as PTQ's); a copy made afterwards
     # runs at PTQ's speed. Memory placement is the likely cause; it was not pinned down further.
-    del q, opt, teacher, xs, ys, best
+    del q, opt, teacher, xs, ys, picker
     return copy.deepcopy(qmodel).eval(), history, chosen

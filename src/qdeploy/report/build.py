@@ -9,7 +9,15 @@ from ..errors import QDeployError
 from ..results import RunResult
 from . import plots
 from .html import to_html
-from .tables import auto_section, comparison_rows, markdown_table, paired_table, per_class_table, qat_section, torch_table
+from .tables import (
+    auto_section,
+    comparison_rows,
+    markdown_table,
+    paired_table,
+    per_class_table,
+    qat_section,
+    torch_table,
+)
 
 
 @dataclass

@@ -32,16 +32,18 @@ def comparison_rows(res: RunResult) -> list[dict]:
 
 
 def markdown_table(res: RunResult) -> str:
+    rows = comparison_rows(res)
+    batches = sorted({b for r in rows for b in r["throughput"]})
     head = ("| variant | size MB | compression | top-1 % | drop pt | agreement % | top-5 overlap % | rel-L2 | "
-            "b1 p50 ms | p99 ms | speedup | img/s b1 | img/s b32 | img/s b256 |")
+            "b1 p50 ms | p99 ms | speedup | " + " | ".join(f"img/s b{b}" for b in batches) + " |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in comparison_rows(res):
+    for r in rows:
         t = r["throughput"]
         lines.append(
             f"| {r['name']} | {r['size_mb']:.2f} | {_f(r.get('compression'), '.2f')}x | {_f(r['top1'], '.2f')} | "
             f"{_f(r.get('drop_pt'), '+.2f')} | {_f(r['agreement'], '.2f')} | {_f(r['top5_overlap'], '.1f')} | "
             f"{_f(r['rel_l2'], '.4f')} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {_f(r.get('speedup'), '.2f')}x | "
-            + " | ".join(_f(t.get(b), ".0f") for b in (1, 32, 256)) + " |"
+            + " | ".join(_f(t.get(b), ".0f") for b in batches) + " |"
         )
     return "\n".join(lines)
 

@@ -33,7 +33,11 @@ class Target:
         raise NotImplementedError
 
 
-def run_batched(session: Session, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Outputs for a bounded in-memory batch (calibration pool, verification batch), `batch_size` at a time."""
+def run_batched(session: Session, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    """Outputs for a bounded in-memory batch (calibration pool, verification batch), `batch_size` at a time
+    (default: by input bytes, data.batch_for)."""
+    from ..data import batch_for
+
+    batch_size = batch_size or batch_for(x.shape[-1])
     outs = [session.run(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)

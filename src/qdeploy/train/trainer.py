@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts import atomic_path, write_json
 from ..data import PreprocessSpec, balanced_indices, open_split
 from ..errors import CheckpointError, ConfigError
-from ..artifacts import atomic_path, write_json
 from .augment import augment
 from .config import TrainConfig
 

@@ -2,13 +2,21 @@
 import onnx
 import pytest
 import torch
-
 from conftest import CLASSES
+
 from qdeploy.data import PreprocessSpec
 from qdeploy.errors import QuantizeError
 from qdeploy.quantize.pot import is_power_of_two
-from qdeploy.quantize.torch_eager import (TORCH_PRESETS, export_quantized, load_converted,
-                                          onnx_scales, ptq, quantizable_from, save_converted, size_bytes)
+from qdeploy.quantize.torch_eager import (
+    TORCH_PRESETS,
+    export_quantized,
+    load_converted,
+    onnx_scales,
+    ptq,
+    quantizable_from,
+    save_converted,
+    size_bytes,
+)
 
 
 def test_quantizable_twin_loads_checkpoint_without_renames(fp32_model, calib_eval):

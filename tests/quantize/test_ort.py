@@ -3,9 +3,9 @@ import collections
 import onnx
 import pytest
 
+from qdeploy.artifacts import read_info
 from qdeploy.errors import ConfigError, QuantizeError
 from qdeploy.quantize import QuantConfig, preset, quantize
-from qdeploy.artifacts import read_info
 
 
 def ops(path):

@@ -4,8 +4,13 @@ import math
 import pytest
 import torch
 
-from qdeploy.quantize.pot import (PowerOfTwoObserver, PowerOfTwoPerChannelObserver, is_power_of_two, pot_qparams,
-                                  pot_scale)
+from qdeploy.quantize.pot import (
+    PowerOfTwoObserver,
+    PowerOfTwoPerChannelObserver,
+    is_power_of_two,
+    pot_qparams,
+    pot_scale,
+)
 
 
 @pytest.mark.parametrize("scale,expect", [(1.0, 1.0), (0.25, 0.25), (0.3, 0.25), (0.37, 0.5), (3.0, 4.0),
