@@ -7,12 +7,13 @@ from conftest import CLASSES, run_cli
 
 from qdeploy.artifacts import read_info
 from qdeploy.bundled import bundled_run_dir
-from qdeploy.data import PreprocessSpec
+from qdeploy.data import PreprocessFlags, PreprocessSpec
 from qdeploy.errors import ConfigError
 from qdeploy.source import SourceConfig, resolve_source
 
 BUNDLED = bundled_run_dir()
 IMAGENET = PreprocessSpec.imagenet(224)
+IMAGENET_FLAGS = PreprocessFlags(norm="imagenet", size=224)
 
 
 def test_onnx_metadata_is_used_not_cli_defaults():
@@ -23,9 +24,16 @@ def test_onnx_metadata_is_used_not_cli_defaults():
 
 def test_contradicting_flag_is_an_error_unless_overridden():
     with pytest.raises(ConfigError, match="contradicts the preprocessing stored in the metadata of fp32.onnx"):
-        resolve_source(SourceConfig(onnx=str(BUNDLED / "fp32.onnx"), preprocess=IMAGENET))
-    src = resolve_source(SourceConfig(onnx=str(BUNDLED / "fp32.onnx"), preprocess=IMAGENET, override_preprocess=True))
+        resolve_source(SourceConfig(onnx=str(BUNDLED / "fp32.onnx"), preprocess=IMAGENET_FLAGS))
+    src = resolve_source(SourceConfig(onnx=str(BUNDLED / "fp32.onnx"), preprocess=IMAGENET_FLAGS, override_preprocess=True))
     assert src.preprocess == IMAGENET
+
+
+def test_flags_that_agree_with_the_file_are_no_contradiction():
+    src = resolve_source(SourceConfig(onnx=str(BUNDLED / "fp32.onnx"), preprocess=PreprocessFlags(size=32)))
+    assert src.preprocess == PreprocessSpec() and src.origin["preprocess"].startswith("metadata")
+    with pytest.raises(ConfigError, match="contradicts"):
+        resolve_source(SourceConfig(onnx=str(BUNDLED / "fp32.onnx"), preprocess=PreprocessFlags(size=224)))
 
 
 def test_file_without_metadata_needs_flags(tmp_path):
@@ -36,7 +44,7 @@ def test_file_without_metadata_needs_flags(tmp_path):
     assert info.preprocess is None and info.classes is None  # no silent CIFAR default
     with pytest.raises(ConfigError, match="carries no qdeploy preprocessing metadata"):
         resolve_source(SourceConfig(onnx=str(tmp_path / "foreign.onnx")))
-    assert resolve_source(SourceConfig(onnx=str(tmp_path / "foreign.onnx"), preprocess=IMAGENET)).preprocess == IMAGENET
+    assert resolve_source(SourceConfig(onnx=str(tmp_path / "foreign.onnx"), preprocess=IMAGENET_FLAGS)).preprocess == IMAGENET
 
 
 def test_cli_run_on_foreign_onnx_says_what_to_pass(tmp_path, cifar):

@@ -129,7 +129,7 @@ def torch_runner(model, size_bytes: int, threads: int | None = None) -> Runner:
 def default_batches(size: int) -> tuple[int, ...]:
     from .data import batch_for
 
-    return tuple(sorted({1, min(32, batch_for(size)), batch_for(size)}))
+    return tuple(sorted({1, 32, batch_for(size)}))
 
 
 def benchmark_many(models: dict[str, "str | Path | Runner"], sample: np.ndarray, cfg: BenchConfig | None = None

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import MISSING, fields, replace
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Optional
 
@@ -55,17 +55,12 @@ def _auto_cfg(max_drop, max_rel_drop, val_size):
     return AutoConfig(max_drop_pt=max_drop, max_rel_drop=max_rel_drop, val_size=val_size)
 
 
-def _spec(size, mean, std, resize, preset_name):
-    """The preprocessing the flags describe, or None when no preprocessing flag was given."""
-    from .data import PreprocessSpec
+def _spec(size, mean, std, resize, norm):
+    """The preprocessing flags as given (each None when absent): they adjust a stored spec field by field."""
+    from .data import PreprocessFlags
 
-    if all(v is None for v in (size, mean, std, resize, preset_name)):
-        return None
-    if preset_name not in (None, "cifar10", "imagenet"):
-        raise QDeployError(f"--norm '{preset_name}' is unknown; use cifar10 or imagenet (or --mean/--std)")
-    base = PreprocessSpec.imagenet(size or 224) if preset_name == "imagenet" else PreprocessSpec()
-    given = {"size": size, "mean": mean and _floats(mean, "mean"), "std": std and _floats(std, "std"), "resize": resize}
-    return replace(base, **{k: v for k, v in given.items() if v is not None})
+    return PreprocessFlags(size=size, mean=mean and _floats(mean, "mean"), std=std and _floats(std, "std"),
+                           resize=resize, norm=norm)
 
 
 def _classes(classes: str | None, classes_file: Path | None) -> list[str] | None:
@@ -92,12 +87,12 @@ def _data_root(data: Path | None) -> Path:
     return root
 
 
-def _data_cfg(data, calib_split, eval_split, calib_size, eval_limit, classes, spec):
-    from .data import DataConfig, PreprocessSpec
+def _data_cfg(data, calib_split, eval_split, calib_size, eval_limit, classes):
+    """Where images come from; the run fills in the preprocessing its source resolves to."""
+    from .data import DataConfig
 
     return DataConfig(root=str(_data_root(data)), calib_split=calib_split, eval_split=eval_split,
-                      calib_size=calib_size, eval_limit=eval_limit, classes=classes,
-                      preprocess=spec or PreprocessSpec())
+                      calib_size=calib_size, eval_limit=eval_limit, classes=classes)
 
 
 # Options shared by the commands that read images; defaults come from the config dataclasses.
@@ -169,7 +164,7 @@ def run(
     from .report import markdown_table
 
     spec, names = _spec(size, mean, std, resize, norm), _classes(classes, classes_file)
-    cfg = RunConfig(out=str(out), data=_data_cfg(data, calib_split, eval_split, calib_size, eval_limit, names, spec),
+    cfg = RunConfig(out=str(out), data=_data_cfg(data, calib_split, eval_split, calib_size, eval_limit, names),
                     source=_source(checkpoint, onnx, pretrained, arch, arch_kwargs, spec, names, override_preprocess),
                     variants=variants,
                     max_drop_pt=max_drop if max_drop is not None else default(RunConfig, "max_drop_pt"),
@@ -388,7 +383,7 @@ def train_cmd(
     if arch not in ARCHITECTURES:
         raise QDeployError(f"unknown architecture '{arch}' for training; use one of {', '.join(ARCHITECTURES)}")
     root = _data_root(data)
-    res = train(cfg, root, out, spec=_spec(size, mean, std, resize, norm) or PreprocessSpec(), resume=resume,
+    res = train(cfg, root, out, spec=_spec(size, mean, std, resize, norm).apply(), resume=resume,
                 test_split=test_split or None, log=lambda m: typer.echo(m, err=True))
     test = "not measured" if res.test_acc is None else f"{res.test_acc:.2%}"
     typer.echo(f"{res.best}: best validation top-1 {res.best_val_acc:.2%} at epoch {res.best_epoch}, test top-1 {test}, "

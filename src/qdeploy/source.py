@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import PreprocessSpec
+from .data import PreprocessFlags, PreprocessSpec
 from .errors import CheckpointError, ConfigError
 
 DEFAULT_ARCH = "resnet18-cifar"
@@ -24,7 +24,7 @@ class SourceConfig:
     onnx: str | None = None
     arch: str | None = None                  # None: from the checkpoint's record, else DEFAULT_ARCH
     arch_kwargs: dict = field(default_factory=dict)
-    preprocess: PreprocessSpec | None = None  # None: no preprocessing flags were given
+    preprocess: PreprocessFlags = field(default_factory=PreprocessFlags)  # what the user gave
     classes: list[str] | None = None          # None: no --classes/--classes-file given
     override_preprocess: bool = False
     pretrained: str | None = None             # e.g. "imagenet": weights from an installed package, with --arch
@@ -76,6 +76,12 @@ def _pick(what: str, stored, given, where: str, override: bool, flag: str):
                       "drop the flag, or pass --override-preprocess to use yours")
 
 
+def _pick_spec(stored: PreprocessSpec | None, flags: PreprocessFlags, where: str, override: bool):
+    """Flags change the stored spec field by field; any change is a contradiction unless overridden."""
+    given = flags.apply(stored) if flags.given() else None
+    return _pick("preprocessing", stored, given, where, override, "--size/--mean/--std/--resize/--norm")
+
+
 def _show(v) -> str:
     if isinstance(v, PreprocessSpec):
         return f"size {v.size}, mean {v.mean}, std {v.std}, {v.resize}"
@@ -89,8 +95,7 @@ def _from_onnx(cfg: SourceConfig) -> Source:
 
     info = read_info(cfg.onnx)
     where = f"metadata of {Path(cfg.onnx).name}"
-    spec, spec_from = _pick("preprocessing", info.preprocess, cfg.preprocess, where, cfg.override_preprocess,
-                            "--size/--mean/--std/--resize/--norm")
+    spec, spec_from = _pick_spec(info.preprocess, cfg.preprocess, where, cfg.override_preprocess)
     if spec is None:
         raise ConfigError(f"{Path(cfg.onnx).name} carries no qdeploy preprocessing metadata; pass it explicitly: "
                           "--size N and --norm cifar10|imagenet (or --mean/--std, --resize)")
@@ -104,8 +109,7 @@ def _from_checkpoint(cfg: SourceConfig) -> Source:
     rec_path, rec = found if found else (None, {})
     where = f"record {rec_path.name}" if rec_path else ""
     stored_spec = PreprocessSpec(**rec["preprocess"]) if "preprocess" in rec else None
-    spec, spec_from = _pick("preprocessing", stored_spec, cfg.preprocess, where, cfg.override_preprocess,
-                            "--size/--mean/--std/--resize/--norm")
+    spec, spec_from = _pick_spec(stored_spec, cfg.preprocess, where, cfg.override_preprocess)
     arch, arch_from = _pick("architecture", rec.get("arch"), cfg.arch, where, False, "--arch")
     classes, classes_from = _pick("classes", rec.get("classes"), cfg.classes, where, cfg.override_preprocess,
                                   "--classes")
@@ -121,8 +125,7 @@ def _from_pretrained(cfg: SourceConfig) -> Source:
 
     weights, stored = pretrained(cfg.arch, cfg.pretrained)
     where = f"{cfg.pretrained} weights of {cfg.arch}"
-    spec, spec_from = _pick("preprocessing", stored, cfg.preprocess, where, cfg.override_preprocess,
-                            "--size/--mean/--std/--resize/--norm")
+    spec, spec_from = _pick_spec(stored, cfg.preprocess, where, cfg.override_preprocess)
     return Source(arch=cfg.arch, arch_kwargs=cfg.arch_kwargs, preprocess=spec, classes=cfg.classes,
                   origin={"preprocess": spec_from, "arch": "flags", "classes": "flags" if cfg.classes else "data"},
                   record=None, checkpoint=weights)

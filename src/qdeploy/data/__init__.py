@@ -4,7 +4,8 @@ from .preprocess import (
            CIFAR10_STD,
            IMAGENET_MEAN,
            IMAGENET_STD,
-           PreprocessSpec,
+           PreprocessFlags,
+    PreprocessSpec,
            batch_for,
 )
 from .sampling import (
@@ -18,5 +19,5 @@ from .sampling import (
 from .sets import IMAGE_EXTENSIONS, Batch, ImageSet, is_cifar_pickle, open_split
 
 __all__ = ["batch_for", "CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "Batch", "DataConfig",
-           "ImageSet", "PreprocessSpec", "balanced_indices", "is_cifar_pickle", "open_calib", "open_calib_eval", "open_calib_val",
+           "ImageSet", "PreprocessFlags", "PreprocessSpec", "balanced_indices", "is_cifar_pickle", "open_calib", "open_calib_eval", "open_calib_val",
            "open_qat_sets", "open_split"]

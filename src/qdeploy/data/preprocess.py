@@ -99,3 +99,41 @@ class PreprocessSpec:
         return self.normalize(np.asarray(self.resize_image(img)))
 
 
+
+
+NORMS = ("cifar10", "imagenet")
+
+
+@dataclass(frozen=True)
+class PreprocessFlags:
+    """The preprocessing flags a user actually gave (None = not given). They change a stored spec field by
+    field (`--size 224` on an ImageNet file changes nothing else); without a stored spec they start from
+    the --norm preset (seed 001's CIFAR-10 values by default)."""
+
+    size: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    resize: str | None = None
+    norm: str | None = None
+
+    def __post_init__(self):
+        if self.norm is not None and self.norm not in NORMS:
+            raise ConfigError(f"--norm '{self.norm}' is unknown; use cifar10 or imagenet (or --mean/--std)")
+
+    def given(self) -> bool:
+        return any(v is not None for v in (self.size, self.mean, self.std, self.resize, self.norm))
+
+    def apply(self, base: "PreprocessSpec | None" = None) -> "PreprocessSpec":
+        from dataclasses import replace
+
+        spec = base or PreprocessSpec()
+        if self.norm == "imagenet":
+            ref = PreprocessSpec.imagenet(spec.size)
+            spec = replace(spec, mean=ref.mean, std=ref.std, resize=ref.resize, interpolation=ref.interpolation)
+        elif self.norm == "cifar10":
+            ref = PreprocessSpec()
+            spec = replace(spec, mean=ref.mean, std=ref.std, resize=ref.resize, interpolation=ref.interpolation)
+        if base is None and self.norm == "imagenet" and self.size is None:
+            spec = replace(spec, size=224)
+        given = {"size": self.size, "mean": self.mean, "std": self.std, "resize": self.resize}
+        return replace(spec, **{k: v for k, v in given.items() if v is not None})
