@@ -365,12 +365,22 @@ def train_cmd(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
     seed: Optional[int] = typer.Option(None),
     resume: bool = typer.Option(False, help="Continue from out/last.pth."),
+    pretrained: Optional[str] = typer.Option(None, help="Start from these weights (e.g. imagenet, with --arch "
+                                             "efficientnet-lite0): frozen backbone, cached features, a new head."),
     data: Optional[Path] = DATA, test_split: str = typer.Option("test", help="Reported once at the end ('' = none)."),
-    size: int = SIZE, mean: str = MEAN, std: str = STD, resize: str = RESIZE, norm: Optional[str] = NORM,
+    size: Optional[int] = SIZE, mean: Optional[str] = MEAN, std: Optional[str] = STD, resize: Optional[str] = RESIZE,
+    norm: Optional[str] = NORM,
 ):
-    """Train a CIFAR model (seed 002 recipe available) -> best.pth that feeds 'qdeploy run'."""
+    """Train a CIFAR model (seed 002 recipe available), or a new head on a pretrained backbone, -> best.pth
+    and best.json that feed 'qdeploy run'."""
     from .train import PRESETS, train
 
+    flags = _spec(size, mean, std, resize, norm)
+    if pretrained:
+        _train_head(arch, pretrained, out, flags, data, test_split,
+                    dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                         label_smoothing=label_smoothing, val_size=val_size, train_limit=train_limit, seed=seed))
+        return
     if preset not in PRESETS:
         raise QDeployError(f"training preset '{preset}' is unknown; use one of {', '.join(PRESETS)}")
     overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
@@ -383,11 +393,26 @@ def train_cmd(
     if arch not in ARCHITECTURES:
         raise QDeployError(f"unknown architecture '{arch}' for training; use one of {', '.join(ARCHITECTURES)}")
     root = _data_root(data)
-    res = train(cfg, root, out, spec=_spec(size, mean, std, resize, norm).apply(), resume=resume,
-                test_split=test_split or None, log=lambda m: typer.echo(m, err=True))
+    res = train(cfg, root, out, spec=flags.apply(), resume=resume, test_split=test_split or None,
+                log=lambda m: typer.echo(m, err=True))
+    _trained(res)
+
+
+def _trained(res) -> None:
     test = "not measured" if res.test_acc is None else f"{res.test_acc:.2%}"
     typer.echo(f"{res.best}: best validation top-1 {res.best_val_acc:.2%} at epoch {res.best_epoch}, test top-1 {test}, "
                f"{res.epochs_run} epochs in {res.seconds:.0f}s on {res.device}")
+
+
+def _train_head(arch, pretrained, out, flags, data, test_split, overrides) -> None:
+    from .models import pretrained as find_pretrained
+    from .train.head import HeadConfig, train_head
+
+    _, stored = find_pretrained(arch, pretrained)
+    cfg = HeadConfig(arch=arch, pretrained=pretrained).with_(**{k: v for k, v in overrides.items() if v is not None})
+    res = train_head(cfg, _data_root(data), out, spec=flags.apply(stored), test_split=test_split or None,
+                     log=lambda m: typer.echo(m, err=True))
+    _trained(res)
 
 
 @app.command("serve")

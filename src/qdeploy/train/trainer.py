@@ -233,14 +233,20 @@ def _finish(cfg, out, spec, train_set, data_root, history, best, test_split, dev
                                       bf16=False)
         log(f"test top-1 of the best checkpoint (epoch {best['epoch']}): {test_acc:.4f}")
     seconds = time.perf_counter() - t_start
-    write_json(out / "best.json", {"arch": cfg.arch, "classes": train_set.classes, "preprocess": json.loads(spec.to_json()),
-                                   "config": cfg.as_dict(), "best_epoch": best["epoch"], "best_val_acc": best["acc"],
-                                   "test_acc": test_acc, "test_split": test_split, "seconds": seconds,
-                                   "epochs_run": len(history), "device": str(device),
-                                   "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None})
+    write_record(out, cfg.arch, train_set.classes, spec, cfg.as_dict(), best_epoch=best["epoch"],
+                 best_val_acc=best["acc"], test_acc=test_acc, test_split=test_split, seconds=seconds,
+                 epochs_run=len(history), device=str(device),
+                 gpu=torch.cuda.get_device_name() if device.type == "cuda" else None)
     curves(history, out / "curves.png")
     return TrainResult(best=out / "best.pth", best_epoch=best["epoch"], best_val_acc=best["acc"], test_acc=test_acc,
                        seconds=seconds, epochs_run=len(history), device=str(device))
+
+
+def write_record(out: Path, arch: str, classes: list[str], spec: PreprocessSpec, config: dict, **facts) -> Path:
+    """best.json beside best.pth: what `qdeploy run --checkpoint best.pth` reads (arch, classes,
+    preprocessing), plus how the checkpoint was made."""
+    return write_json(out / "best.json", {"arch": arch, "classes": classes, "preprocess": json.loads(spec.to_json()),
+                                          "config": config, **facts})
 
 
 def curves(history: list[dict], path: Path) -> Path:
