@@ -277,7 +277,10 @@ def summary(rec: dict) -> dict:
     keys = ("budget_pt", "metric", "met_budget", "chosen", "chosen_drop_pt", "fp32_nodes_kept", "seconds",
             "message", "fp32_val_top1", "calib_sizes", "calib_pool")
     out = {k: rec.get(k) for k in keys}
-    out.update(candidates=len(rec["candidates"]), top_sensitive=rec["sensitivity"][:5])
+    from .sensitivity import by_kind
+
+    out.update(candidates=len(rec["candidates"]), top_sensitive=rec["sensitivity"][:5],
+               sensitivity_by_kind=by_kind(rec["sensitivity"]))
     return out
 
 

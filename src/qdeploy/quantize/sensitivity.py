@@ -37,6 +37,29 @@ def _run_exposed(path: Path, names: list[str], x: np.ndarray) -> dict[str, np.nd
     return dict(zip(outs, got))
 
 
+def conv_kind(node, weights: dict) -> str:
+    """depthwise (one filter per channel), pointwise (1x1), conv (any other), or the op type."""
+    if node.op_type != "Conv":
+        return node.op_type.lower()
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    w = weights.get(node.input[1])
+    if w is not None and group > 1 and group == w.dims[0] and w.dims[1] == 1:
+        return "depthwise"
+    if w is not None and list(w.dims[2:]) == [1, 1]:
+        return "pointwise"
+    return "conv"
+
+
+def by_kind(rows: list[dict]) -> list[dict]:
+    """Sensitivity summed up per kind of node: seed 004's "EfficientNet is sensitive", made concrete."""
+    kinds = {}
+    for r in rows:
+        kinds.setdefault(r["kind"], []).append(r["added_error"])
+    return sorted(({"kind": k, "nodes": len(v), "mean_added_error": float(np.mean(v)),
+                    "max_added_error": float(np.max(v))} for k, v in kinds.items()),
+                  key=lambda r: -r["mean_added_error"])
+
+
 def node_sensitivity(fp32: Path, qdq: Path, x: np.ndarray) -> list[dict]:
     """Quantized compute nodes ranked by the output error they add, largest first."""
     import onnx
@@ -53,9 +76,10 @@ def node_sensitivity(fp32: Path, qdq: Path, x: np.ndarray) -> list[dict]:
         return float(np.linalg.norm(got[t] - ref[t]) / max(np.linalg.norm(ref[t]), 1e-12)) if t in got and t in ref else 0.0
 
     errors = {t: rel(t) for t in names}
+    weights = {i.name: i for i in ref_model.graph.initializer}
     rows = []
     for n in nodes:
         inherited = max([errors.get(i, 0.0) for i in n.input] + [0.0])
-        rows.append({"node": n.name, "op": n.op_type, "output_rel_error": errors[n.output[0]],
-                     "added_error": max(0.0, errors[n.output[0]] - inherited)})
+        rows.append({"node": n.name, "op": n.op_type, "kind": conv_kind(n, weights),
+                     "output_rel_error": errors[n.output[0]], "added_error": max(0.0, errors[n.output[0]] - inherited)})
     return sorted(rows, key=lambda r: -r["added_error"])

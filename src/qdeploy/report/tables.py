@@ -133,4 +133,13 @@ def auto_section(a: dict) -> list[str]:
                                        f"{a['fp32_nodes_kept']} node(s) kept in FP32." if a["met_budget"]
                                        else f"**{a['message']}**"),
             "Every candidate: `search.json`. Most sensitive nodes: " +
-            ", ".join(f"`{r['node']}` (+{r['added_error']:.3f})" for r in a["top_sensitive"]), ""]
+            ", ".join(f"`{r['node']}` ({r.get('kind', r['op'])}, +{r['added_error']:.3f})" for r in a["top_sensitive"]),
+            ""] + _kind_table(a.get("sensitivity_by_kind") or [])
+
+
+def _kind_table(rows: list[dict]) -> list[str]:
+    """Relative output error each kind of quantized node adds, on the search's sensitivity batch."""
+    if not rows:
+        return []
+    return ["| node kind | nodes | mean added error | max added error |", "|---|---|---|---|"] + [
+        f"| {r['kind']} | {r['nodes']} | {r['mean_added_error']:.4f} | {r['max_added_error']:.4f} |" for r in rows] + [""]
