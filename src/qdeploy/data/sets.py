@@ -18,10 +18,9 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import DataError
-from .preprocess import PreprocessSpec
+from .preprocess import PreprocessSpec, batch_for
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
-BATCH = 256
 
 
 def default_workers() -> int:
@@ -75,10 +74,12 @@ class ImageSet:
         except Exception as exc:
             raise DataError(f"cannot decode image {path} ({type(exc).__name__}); remove or replace the file") from exc
 
-    def pixel_batches(self, spec: PreprocessSpec, batch_size: int = BATCH, workers: int | None = None,
+    def pixel_batches(self, spec: PreprocessSpec, batch_size: int | None = None, workers: int | None = None,
                       prefetch: int = 2, desc: str | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """(start, (n,size,size,3) uint8) in order; images decode in parallel, at most prefetch+1 batches ahead."""
+        """(start, (n,size,size,3) uint8) in order; images decode in parallel, at most prefetch+1 batches ahead.
+        batch_size None: by input bytes (data.batch_for: 256 at 32 px, 8 at 224 px)."""
         n = len(self)
+        batch_size = batch_size or batch_for(spec.size)
         starts = iter(range(0, n, batch_size))
         bar = _progress(n, desc)
         with ThreadPoolExecutor(workers or default_workers()) as pool:
@@ -107,7 +108,7 @@ class ImageSet:
                 if bar is not None:
                     bar.close()
 
-    def batches(self, spec: PreprocessSpec, batch_size: int = BATCH, workers: int | None = None,
+    def batches(self, spec: PreprocessSpec, batch_size: int | None = None, workers: int | None = None,
                 prefetch: int = 2, desc: str | None = None) -> Iterator[Batch]:
         """Normalised batches in order: the bounded stream every evaluation reads."""
         for start, pix in self.pixel_batches(spec, batch_size, workers, prefetch, desc):
