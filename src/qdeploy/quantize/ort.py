@@ -146,8 +146,9 @@ def _checked(fp32: Path, tmp: Path, batch: np.ndarray, cfg: QuantConfig) -> Quan
     if check.collapsed:
         raise QuantizeError(
             f"variant '{cfg.name}' collapsed: top-1 agreement with FP32 is {check.agreement:.1%} on "
-            f"{check.n} real images (needs >= {cfg.min_agreement:.0%}); not written. Try the default "
-            "preset, per-channel weights, or exclude sensitive nodes"
+            f"{check.n} real images (needs >= {cfg.min_agreement:.0%}); not written. "
+            + ("Try --auto (it keeps the most sensitive nodes in FP32)" if cfg.name == "default" else
+               "Try the default preset, per-channel weights, or --auto")
         )
     return check
 
