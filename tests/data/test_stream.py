@@ -3,6 +3,7 @@ import shutil
 
 import numpy as np
 
+from conftest import SHARED
 from qdeploy.data import DataConfig, PreprocessSpec, open_calib_eval, open_split
 
 
@@ -19,9 +20,6 @@ def test_stream_equals_whole_load_in_order(cifar):
 
 
 def test_photo_folder_is_label_free_data(tmp_path):
-    shared = open_split  # noqa: F841
-    from conftest import SHARED
-
     photos = tmp_path / "photos"
     photos.mkdir()
     for f in sorted((SHARED / "datasets" / "kodak24").glob("*.png"))[:6]:
