@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from .data import ImageSet, PreprocessSpec, batch_for
+from .data import ImageSet, PreprocessSpec
 from .tasks import get_task
 from .tasks.classification import Metrics, mcnemar_p, metrics_from_logits, paired
 
@@ -21,7 +21,7 @@ __all__ = ["EvalConfig", "Metrics", "evaluate", "evaluate_many", "mcnemar_p",
 
 @dataclass
 class EvalConfig:
-    batch_size: int | None = None  # None: by input bytes (256 at 32 px, 8 at 224 px), data.batch_for
+    batch_size: int | None = None  # None: ImageSet.batches sizes by input bytes (256 at 32 px, 8 at 224 px)
     threads: int | None = None
     workers: int | None = None     # decode threads (default: 2 per core, at most 8)
     prefetch: int = 2              # batches decoded ahead of inference
@@ -36,22 +36,18 @@ class EvalConfig:
 
 
 def evaluate_many(models: dict[str, Callable[[np.ndarray], np.ndarray]], images: ImageSet, spec: PreprocessSpec,
-                  classes: list[str], cfg: EvalConfig | None = None, on_batch=None) -> dict:
-    """{name: scorer} after streaming `images` through every model; the first model is the reference.
-    `on_batch(batch, outputs)` (optional) sees each batch's outputs, e.g. to keep a few for a report."""
+                  classes: list[str], cfg: EvalConfig | None = None) -> dict:
+    """{name: scorer} after streaming `images` through every model; the first model is the reference."""
     cfg = cfg or EvalConfig()
     task = get_task(cfg.task)
     names = list(models)
     scorers = {n: task.scorer(classes, images.labelled, with_reference=i > 0) for i, n in enumerate(names)}
     desc = f"eval {len(models)} model(s)" if cfg.progress else None
-    size = cfg.batch_size or batch_for(spec.size)
-    for batch in images.batches(spec, size, cfg.workers, cfg.prefetch, desc=desc):
+    for batch in images.batches(spec, cfg.batch_size, cfg.workers, cfg.prefetch, desc=desc):
         outs = {n: models[n](batch.x) for n in names}
         ref = outs[names[0]]
         for n in names:
             scorers[n].update(outs[n], batch.labels, ref if n != names[0] else None)
-        if on_batch is not None:
-            on_batch(batch, outs)
     return scorers
 
 

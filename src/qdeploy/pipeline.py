@@ -191,11 +191,9 @@ def _qat_vs_ptq(by_name: dict, scorers: dict) -> None:
     from .tasks.classification import paired
 
     qat = by_name.get("pt-qat")
-    if qat is None or not qat.ok or "pt-ptq" not in scorers or not scorers["pt-ptq"].labels:
+    labels = scorers["pt-ptq"].seen_labels() if "pt-ptq" in scorers else None
+    if qat is None or not qat.ok or labels is None:
         return
-    import numpy as np
-
-    labels = np.concatenate(scorers["pt-ptq"].labels)
     qat.extra["vs_ptq"] = {rt: paired(scorers["pt-qat" + sfx].predictions(), scorers["pt-ptq" + sfx].predictions(),
                                       labels)
                            for rt, sfx in (("onnxruntime", ""), ("torch", "@torch"))

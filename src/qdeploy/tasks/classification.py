@@ -96,13 +96,18 @@ class ClassificationScorer(Scorer):
             ref_top = _topk(ref, k)
             self.overlap += float(sum(len(set(a) & set(b)) for a, b in zip(top.tolist(), ref_top.tolist())) / k)
 
+    def seen_labels(self) -> np.ndarray | None:
+        """The labels scored against, in stream order (None on label-free data)."""
+        return np.concatenate(self.labels) if self.labels else None
+
     def predictions(self) -> np.ndarray:
         return np.concatenate(self.preds) if self.preds else np.zeros(0, np.int32)
 
     def result(self) -> Metrics:
         n = max(self.n, 1)
         m = Metrics(n=self.n)
-        if self.labelled and self.labels:
+        labels = self.seen_labels() if self.labelled else None
+        if labels is not None:
             m.top1, m.top5, m.loss = self.top1 / n, self.top5 / n, self.loss / n
             m.confusion = self.confusion.tolist()
             m.per_class = {c: float(self.confusion[i, i] / self.confusion[i].sum())
@@ -111,8 +116,8 @@ class ClassificationScorer(Scorer):
             d = self.diff.result()
             m.agreement, m.rel_l2, m.max_abs_diff = d.agreement, d.rel_l2, d.max_abs_diff
             m.kl_ref, m.top5_overlap = self.kl / n, self.overlap / n
-            if self.labelled and self.labels:
-                m.paired = paired(self.predictions(), np.concatenate(self.ref_preds), np.concatenate(self.labels))
+            if labels is not None:
+                m.paired = paired(self.predictions(), np.concatenate(self.ref_preds), labels)
         return m
 
 

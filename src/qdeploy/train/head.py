@@ -10,7 +10,6 @@ writes, so `qdeploy run --checkpoint best.pth` needs no other flag.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -18,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..artifacts import atomic_path, sha256
+from ..artifacts import atomic_path, sha256, write_json
 from ..data import ImageSet, PreprocessSpec, open_split
 from ..errors import ConfigError
-from .trainer import TrainResult, curves, write_record
+from .trainer import TrainResult, _save_state, curves, write_record
 
 
 @dataclass
@@ -90,7 +89,8 @@ def features(session, images: ImageSet, spec: PreprocessSpec, cache: Path, key: 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, feats)
-    log(f"features: {len(images)} images in {time.perf_counter() - t0:.0f} s ({len(images) / (time.perf_counter() - t0):.1f} img/s)")
+    sec = time.perf_counter() - t0
+    log(f"features: {len(images)} images in {sec:.0f} s ({len(images) / sec:.1f} img/s)")
     return feats
 
 
@@ -155,8 +155,7 @@ def train_head(cfg: HeadConfig, data_root: str | Path, out: str | Path, spec: Pr
     full = build_model(cfg.arch, num_classes=len(train_set.classes))
     full.load_state_dict({**{k: v for k, v in model.state_dict().items() if not k.startswith("_fc.")},
                           **{f"_fc.{k}": v for k, v in state.items()}}, strict=True)
-    with atomic_path(out / "best.pth") as tmp:
-        torch.save(full.state_dict(), tmp)
+    _save_state(out / "best.pth", full)
     test_acc = None
     if test_feats is not None:
         with torch.no_grad():
@@ -168,6 +167,6 @@ def train_head(cfg: HeadConfig, data_root: str | Path, out: str | Path, spec: Pr
                  test_acc=test_acc, test_split=test_split, seconds=seconds, epochs_run=len(history), device="cpu",
                  gpu=None, frozen_backbone=True, pretrained=cfg.pretrained, feature_cache=str(cache))
     curves(history, out / "curves.png")
-    (out / "history.json").write_text(json.dumps({"config": cfg.as_dict(), "history": history}, indent=2))
+    write_json(out / "history.json", {"config": cfg.as_dict(), "history": history})
     return TrainResult(best=out / "best.pth", best_epoch=best_epoch, best_val_acc=best_acc, test_acc=test_acc,
                        seconds=seconds, epochs_run=len(history), device="cpu")
