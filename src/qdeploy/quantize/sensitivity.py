@@ -1,9 +1,16 @@
 """Per-node sensitivity: how much output error each quantized node adds (own activation comparison).
 
-Both graphs expose the float outputs of the compute nodes (Conv, Gemm, MatMul, Add). In a QDQ model
-those tensors keep their FP32 names and carry the simulated quantization error, and ORT cannot fuse a
-node whose output is a graph output, so the comparison sees exactly what quantization does.
-A node's contribution = its output's relative error minus the largest relative error among its inputs.
+A node is measured where the next layer reads it: a Conv or Gemm followed by its only consumer Clip/Relu
+is one unit (ORT's QDQ quantizer removes that activation and gives the conv the activation's output name
+and range), and in the QDQ graph the tensor compared is the dequantized one (`<name>_DequantizeLinear_Output`)
+when there is one, so the error includes the node's weight and output-activation quantization. Both graphs
+expose those tensors as outputs, which also keeps ORT from fusing across them.
+A node's contribution = its output's relative error minus the largest relative error among its inputs,
+found by walking back through data-movement ops (Pad, Clip, Flatten, pooling) to the measured producers.
+
+(Before: only nodes whose own output name survived quantization were measured, so every Conv+ReLU6 unit,
+all depthwise and expand convolutions of an EfficientNet, was invisible, and a projection conv after one
+was charged with the error of the whole block.)
 """
 from __future__ import annotations
 
@@ -60,26 +67,62 @@ def by_kind(rows: list[dict]) -> list[dict]:
                   key=lambda r: -r["mean_added_error"])
 
 
+PASS_THROUGH = ("Clip", "Relu", "Pad", "Flatten", "GlobalAveragePool", "AveragePool", "MaxPool", "Reshape",
+                "Transpose", "Squeeze", "Unsqueeze", "Identity")
+
+
+def _units(model) -> list[tuple[object, str]]:
+    """(compute node, the tensor the next layer reads): a lone Clip/Relu consumer is folded into the node."""
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    units = []
+    for n in model.graph.node:
+        if n.op_type not in COMPUTE_OPS:
+            continue
+        out, after = n.output[0], consumers.get(n.output[0], [])
+        if len(after) == 1 and after[0].op_type in ("Clip", "Relu"):
+            out = after[0].output[0]
+        units.append((n, out))
+    return units
+
+
 def node_sensitivity(fp32: Path, qdq: Path, x: np.ndarray) -> list[dict]:
     """Quantized compute nodes ranked by the output error they add, largest first."""
     import onnx
 
     ref_model = onnx.load(str(fp32))
-    nodes = [n for n in ref_model.graph.node if n.op_type in COMPUTE_OPS]
     q_tensors = {o for n in onnx.load(str(qdq)).graph.node for o in n.output}
-    nodes = [n for n in nodes if n.output[0] in q_tensors]
-    names = [n.output[0] for n in nodes]
-    ref = _run_exposed(fp32, names, x)
-    got = _run_exposed(qdq, names, x)
+    units = [(n, t) for n, t in _units(ref_model) if t in q_tensors]
 
-    def rel(t):
-        return float(np.linalg.norm(got[t] - ref[t]) / max(np.linalg.norm(ref[t]), 1e-12)) if t in got and t in ref else 0.0
+    def q_name(t: str) -> str:
+        dq = f"{t}_DequantizeLinear_Output"
+        return dq if dq in q_tensors else t
 
-    errors = {t: rel(t) for t in names}
+    ref = _run_exposed(fp32, [t for _, t in units], x)
+    got = _run_exposed(qdq, [q_name(t) for _, t in units], x)
+    errors = {}
+    for _, t in units:
+        r, g = ref.get(t), got.get(q_name(t))
+        if r is not None and g is not None:
+            errors[t] = float(np.linalg.norm(g - r) / max(np.linalg.norm(r), 1e-12))
+    producer = {o: n for n in ref_model.graph.node for o in n.output}
+
+    def inherited(tensor: str, depth: int = 0) -> float:
+        if tensor in errors or depth > 16:
+            return errors.get(tensor, 0.0)
+        p = producer.get(tensor)
+        if p is None or p.op_type not in PASS_THROUGH:
+            return 0.0  # graph input or initializer
+        return inherited(p.input[0], depth + 1)
+
     weights = {i.name: i for i in ref_model.graph.initializer}
     rows = []
-    for n in nodes:
-        inherited = max([errors.get(i, 0.0) for i in n.input] + [0.0])
-        rows.append({"node": n.name, "op": n.op_type, "kind": conv_kind(n, weights),
-                     "output_rel_error": errors[n.output[0]], "added_error": max(0.0, errors[n.output[0]] - inherited)})
+    for n, t in units:
+        if t not in errors:
+            continue
+        before = max([inherited(i) for i in n.input if i not in weights] + [0.0])
+        rows.append({"node": n.name, "op": n.op_type, "kind": conv_kind(n, weights), "tensor": t,
+                     "output_rel_error": errors[t], "added_error": max(0.0, errors[t] - before)})
     return sorted(rows, key=lambda r: -r["added_error"])
