@@ -145,9 +145,18 @@ def test_imagenet_mode_on_photos(tmp_path):
     out = tmp_path / "lite0"
     r = run_cli("run", "--arch", "efficientnet-lite0", "--pretrained", "imagenet", "--data",
                 SHARED / "datasets" / "kodak24", "--classes-file", SHARED / "datasets" / "imagenet" / "imagenet_classes.txt",
-                "--calib-size", 8, "--out", out, "--bench-runs", 10, "--bench-batches", "1", "--bench-seconds", 0.05)
+                "--calib-size", 8, "--out", out, "--bench-runs", 10, "--bench-batches", "1", "--bench-seconds", 0.05,
+                "--variants", "default,per-tensor")
     assert r.returncode == 0, r.stderr[-3000:]
     res = RunResult.load(out / "report.json")
+    # per-tensor weights on a BN-folded depthwise network: refused, with the agreement it reached in the
+    # table and, below it, which kinds of node add the error
+    pt = res.get("per-tensor")
+    assert not pt.ok and pt.extra["agreement"] < 0.8 and not (out / "int8_per-tensor.onnx").exists()
+    md = (out / "report.md").read_text()
+    assert f"| per-tensor | FAILED, not written | – | – | – | {100 * pt.extra['agreement']:.2f} (on 8 verification" in md
+    kinds = {k["kind"] for k in pt.extra["sensitivity_by_kind"]}
+    assert {"depthwise", "pointwise", "conv"} <= kinds and "### Why `per-tensor` collapsed" in md
     assert len(res.classes) == 1000 and res.classes[88] == "macaw" and res.data["eval_images"] == 16
     assert read_info(out / "int8_default.onnx").preprocess.size == 224
     d = res.get("default")

@@ -141,15 +141,35 @@ def _carried_meta(info) -> dict:
     return {k: v for k, v in meta.items() if v is not None}
 
 
+DIAGNOSE_IMAGES = 32
+
+
+def diagnose(fp32: Path, int8: Path, batch: np.ndarray) -> dict:
+    """Why a variant collapsed: the error each kind of quantized node adds (depthwise, pointwise, ...) and the
+    worst nodes, on a few of the verification images. Empty when the graph cannot be compared node by node."""
+    from .sensitivity import by_kind, node_sensitivity
+
+    try:
+        rows = node_sensitivity(fp32, int8, batch[:DIAGNOSE_IMAGES])
+    except Exception as exc:  # a diagnosis must never hide the collapse itself
+        return {"diagnosis_error": f"{type(exc).__name__}: {str(exc)[:160]}"}
+    if not rows:
+        return {}
+    return {"sensitivity_by_kind": by_kind(rows), "worst_nodes": rows[:5],
+            "diagnosed_on": min(len(batch), DIAGNOSE_IMAGES)}
+
+
 def _checked(fp32: Path, tmp: Path, batch: np.ndarray, cfg: QuantConfig) -> QuantCheck:
     check = verify(fp32, tmp, batch, cfg.min_agreement)
     if check.collapsed:
-        raise QuantizeError(
+        exc = QuantizeError(
             f"variant '{cfg.name}' collapsed: top-1 agreement with FP32 is {check.agreement:.1%} on "
             f"{check.n} real images (needs >= {cfg.min_agreement:.0%}); not written. "
             + ("Try --auto (it keeps the most sensitive nodes in FP32)" if cfg.name == "default" else
                "Try the default preset, per-channel weights, or --auto")
         )
+        exc.details = {"agreement": check.agreement, "verified_on": check.n, **diagnose(fp32, tmp, batch)}
+        raise exc
     return check
 
 

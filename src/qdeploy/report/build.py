@@ -12,6 +12,7 @@ from .html import to_html
 from .tables import (
     auto_section,
     comparison_rows,
+    failure_section,
     markdown_table,
     paired_table,
     per_class_table,
@@ -70,6 +71,7 @@ def _sections(res: RunResult) -> list[str]:
     warns = _warnings(res)
     if warns:
         parts += ["## Warnings", ""] + [f"- {w}" for w in warns] + [""]
+    parts += failure_section(res)
     pt = paired_table(res)
     if pt:
         parts += ["## Accuracy change vs FP32, image by image", "",

@@ -45,7 +45,33 @@ def markdown_table(res: RunResult) -> str:
             f"{_f(r['rel_l2'], '.4f')} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {_f(r.get('speedup'), '.2f')}x | "
             + " | ".join(_f(t.get(b), ".0f") for b in batches) + " |"
         )
+    for v in res.variants:
+        if v.ok:
+            continue
+        a, n = v.extra.get("agreement"), v.extra.get("verified_on")
+        seen = f"{100 * a:.2f} (on {n} verification images)" if a is not None else "–"
+        lines.append(f"| {v.name} | FAILED, not written | – | – | – | {seen} | – | – | – | – | – | "
+                     + " | ".join("–" for _ in batches) + " |")
     return "\n".join(lines)
+
+
+def failure_section(res: RunResult) -> list[str]:
+    """Why each refused variant collapsed: the error its quantized nodes add, by kind and worst first."""
+    parts = []
+    for v in res.variants:
+        kinds = v.extra.get("sensitivity_by_kind")
+        if v.ok or not kinds:
+            continue
+        parts += [f"### Why `{v.name}` collapsed", "",
+                  f"Relative output error each quantized node adds over what its input already carried, on "
+                  f"{v.extra.get('diagnosed_on', '?')} verification images, summed by kind of node:", ""]
+        parts += _kind_table(kinds)
+        worst = v.extra.get("worst_nodes") or []
+        if worst:
+            parts += ["| worst nodes | kind | output rel. error | added |", "|---|---|---|---|"] + [
+                f"| `{w['node']}` | {w['kind']} | {w['output_rel_error']:.3f} | {w['added_error']:.3f} |"
+                for w in worst] + [""]
+    return (["## Refused variants: where the error comes from", ""] + parts) if parts else []
 
 
 def torch_table(res: RunResult) -> str | None:
