@@ -367,6 +367,8 @@ def train_cmd(
     resume: bool = typer.Option(False, help="Continue from out/last.pth."),
     pretrained: Optional[str] = typer.Option(None, help="Start from these weights (e.g. imagenet, with --arch "
                                              "efficientnet-lite0): frozen backbone, cached features, a new head."),
+    tune: Optional[str] = typer.Option(None, help="With --pretrained: fc (linear probe) | head (+ head conv) | "
+                                       "last-block (+ the last MBConv block; default)."),
     data: Optional[Path] = DATA, test_split: str = typer.Option("test", help="Reported once at the end ('' = none)."),
     size: Optional[int] = SIZE, mean: Optional[str] = MEAN, std: Optional[str] = STD, resize: Optional[str] = RESIZE,
     norm: Optional[str] = NORM,
@@ -378,7 +380,7 @@ def train_cmd(
     flags = _spec(size, mean, std, resize, norm)
     if pretrained:
         _train_head(arch, pretrained, out, flags, data, test_split,
-                    dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                    dict(tune=tune, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                          label_smoothing=label_smoothing, val_size=val_size, train_limit=train_limit, seed=seed))
         return
     if preset not in PRESETS:
@@ -409,7 +411,8 @@ def _train_head(arch, pretrained, out, flags, data, test_split, overrides) -> No
     from .train.head import HeadConfig, train_head
 
     _, stored = find_pretrained(arch, pretrained)
-    cfg = HeadConfig(arch=arch, pretrained=pretrained).with_(**{k: v for k, v in overrides.items() if v is not None})
+    # one construction, so per-tune defaults (epochs, lr) follow --tune
+    cfg = HeadConfig(arch=arch, pretrained=pretrained, **{k: v for k, v in overrides.items() if v is not None})
     res = train_head(cfg, _data_root(data), out, spec=flags.apply(stored), test_split=test_split or None,
                      log=lambda m: typer.echo(m, err=True))
     _trained(res)

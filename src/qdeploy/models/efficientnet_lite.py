@@ -76,13 +76,23 @@ class EfficientNetLite(nn.Module):
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(head, num_classes)
 
-    def features(self, x):
-        """Pooled 1280-d features (what a frozen-backbone head trains on)."""
+    def trunk(self, x, cut: int | None = None):
+        """Stem and blocks[:cut] (all blocks when cut is None): the frozen part of a partial fine-tune."""
         x = self.act(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
+        for block in self._blocks[:cut]:
+            x = block(x)
+        return x
+
+    def tail(self, x, cut: int | None = None):
+        """blocks[cut:], head conv, pooling: from trunk(x, cut) to the pooled 1280-d features."""
+        for block in self._blocks[cut:] if cut is not None else ():
             x = block(x)
         x = self.act(self._bn1(self._conv_head(x)))
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+    def features(self, x):
+        """Pooled 1280-d features (what a frozen-backbone head trains on)."""
+        return self.tail(self.trunk(x))
 
     def forward(self, x):
         return self._fc(self._dropout(self.features(x)))
