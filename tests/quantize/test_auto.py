@@ -25,12 +25,24 @@ def test_search_prunes_and_chooses_within_budget(tmp_path, pool_val):
     assert rec["met_budget"] and (tmp_path / "auto.onnx").is_file()
     on_disk = json.loads((tmp_path / "search.json").read_text())
     cands = {c["name"]: c for c in on_disk["candidates"]}
-    assert len([c for c in cands.values() if c["stage"] == "speed"]) == 4  # 2 formats x 2 activation types
-    speed = [c for c in cands.values() if c["stage"] == "speed" and c["status"] == "ok"]
-    int8_act = [c for c in speed if c["config"]["activation_type"] == "int8"]
-    assert all("dominated" in c["note"] for c in int8_act)  # slow s8 activations pruned before the sweep
-    swept = {(c["config"]["format"], c["config"]["activation_type"]) for c in cands.values() if c["stage"] == "accuracy"}
-    assert swept and all(a == "uint8" for _, a in swept)
+    speed = [c for c in cands.values() if c["stage"] == "speed"]
+    assert len(speed) == 6  # 2 formats x 3 integer kernels (u8s8, s8s8, u8u8)
+    assert {(c["config"]["activation_type"], c["config"]["weight_type"]) for c in speed} == {
+        ("uint8", "int8"), ("int8", "int8"), ("uint8", "uint8")}
+    # u8s8/s8s8 carry 7-bit weights exactly where this CPU lacks VNNI; u8u8 never needs them
+    from qdeploy.targets.ort import cpu_has_vnni
+
+    assert all(c["config"]["reduce_range"] == (c["config"]["weight_type"] == "int8" and not cpu_has_vnni())
+               for c in speed)
+    # kept = the fastest non-dominated kernel and the most accurate one; the others say why they were not swept
+    ok = [c for c in speed if c["status"] == "ok"]
+    fine = [c for c in ok if c["p50_ms"] < rec["fp32_p50_ms"] and c["p50_ms"] <= 1.5 * min(x["p50_ms"] for x in ok)]
+    kept = {min(fine, key=lambda c: c["p50_ms"])["name"], min(fine, key=lambda c: (c["drop_pt"], c["p50_ms"]))["name"]}
+    assert all(c["note"] for c in ok if c["name"] not in kept) and not any(cands[k]["note"] for k in kept)
+    swept = {(c["config"]["format"], c["config"]["activation_type"], c["config"]["weight_type"])
+             for c in cands.values() if c["stage"] == "accuracy"}
+    assert swept and swept <= {(cands[k]["config"]["format"], cands[k]["config"]["activation_type"],
+                                cands[k]["config"]["weight_type"]) for k in kept}
     chosen = cands[rec["chosen"]]
     assert rec["chosen_drop_pt"] <= 1.0 + 1e-9 and chosen["p50_ms"] < rec["fp32_p50_ms"]
     assert rec["sensitivity"] and rec["sensitivity"][0]["added_error"] >= rec["sensitivity"][-1]["added_error"]
@@ -40,7 +52,7 @@ def test_search_prunes_and_chooses_within_budget(tmp_path, pool_val):
 def test_fallback_keeps_sensitive_nodes_in_fp32(tmp_path, pool_val):
     # A space of one poor recipe (per-tensor weights, ranges from a single calibration image) and a
     # zero budget: the sweep cannot meet it, so the sensitivity-driven fallback must run.
-    cfg = AutoConfig(max_drop_pt=0.0, val_size=500, formats=("QDQ",), activation_types=("uint8",),
+    cfg = AutoConfig(max_drop_pt=0.0, val_size=500, formats=("QDQ",), kernels=("u8s8",),
                      methods=("minmax",), per_channel=(False,), calib_fractions=(0.01,), max_fallback_steps=3, bench_runs=20)
     rec = auto_quantize(bundled_run_dir() / "fp32.onnx", tmp_path / "auto.onnx", *pool_val, cfg, log=lambda m: None)
     fb = [c for c in rec["candidates"] if c["stage"] == "fallback"]
@@ -66,7 +78,7 @@ def test_memorised_validation_switches_to_disagreement(tmp_path, fp32_onnx, cifa
     so the budget must apply to disagreement with FP32 instead."""
     calib, val = open_calib_val(DataConfig(root=str(cifar), calib_size=64), 300)
     spec = PreprocessSpec()
-    cfg = AutoConfig(max_drop_pt=5.0, val_size=300, formats=("QDQ",), activation_types=("uint8",),
+    cfg = AutoConfig(max_drop_pt=5.0, val_size=300, formats=("QDQ",), kernels=("u8s8",),
                      methods=("minmax",), per_channel=(True,), calib_fractions=(1.0,), bench_runs=20)
     rec = auto_quantize(fp32_onnx[0], tmp_path / "a.onnx", calib.load(spec), val.load(spec), val.labels, cfg,
                         log=lambda m: None)

@@ -9,7 +9,7 @@ from qdeploy.quantize.config import AutoConfig
 def test_auto_sweeps_fractions_of_the_run_calib_size(tmp_path, fp32_onnx, cifar):
     spec = PreprocessSpec()
     calib, val = open_calib_val(DataConfig(root=str(cifar), calib_size=60), 200)
-    cfg = AutoConfig(max_drop_pt=100.0, val_size=200, formats=("QDQ",), activation_types=("uint8",),
+    cfg = AutoConfig(max_drop_pt=100.0, val_size=200, formats=("QDQ",), kernels=("u8s8",),
                      methods=("minmax",), per_channel=(True,), bench_runs=10)
     rec = auto_quantize(fp32_onnx[0], tmp_path / "a.onnx", calib.load(spec), val.load(spec), val.labels, cfg,
                         log=lambda m: None)

@@ -56,3 +56,29 @@ def test_linear_probe_caches_pooled_features_apart(tmp_path, root):
     assert res.epochs_run == 2 and np.load(cached[0], mmap_mode="r").shape[1:] == (1280,)
     with pytest.raises(ConfigError, match="tune"):
         HeadConfig(tune="everything")
+
+
+def test_fine_tuned_lite0_runs_through_the_pipeline_from_its_record(tmp_path, root):
+    """`qdeploy run --checkpoint best.pth` needs no other flag: arch, classes, 224-px preprocessing come from
+    best.json; seed 004's dynamic INT8 and per-tensor weights are either measured or refused with the
+    agreement they reached (never silently shipped)."""
+    from conftest import run_cli
+    from qdeploy.results import RunResult
+
+    res = train_head(HeadConfig(epochs=1, batch_size=16, val_size=20), root, tmp_path / "ft", log=lambda m: None)
+    out = tmp_path / "run"
+    r = run_cli("run", "--checkpoint", res.best, "--data", root, "--calib-split", "train", "--eval-split", "test",
+                "--calib-size", 20, "--variants", "default,dynamic,per-tensor", "--out", out, "--bench-runs", 10,
+                "--bench-batches", "1", "--bench-seconds", 0.05)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "arch from record best.json" in r.stderr and "preprocess from record best.json" in r.stderr
+    run = RunResult.load(out / "report.json")
+    assert run.classes == CLASSES and run.fp32.metrics.top1 is not None and run.data["eval_images"] == 30
+    md = (out / "report.md").read_text()
+    for name in ("default", "dynamic", "per-tensor"):
+        v = run.get(name)
+        if v.ok:
+            assert v.measured and (out / f"int8_{name}.onnx").is_file() and f"| {name} | " in md
+        else:
+            assert not (out / f"int8_{name}.onnx").exists() and v.extra["agreement"] < 0.8
+            assert f"| {name} | FAILED, not written |" in md

@@ -21,7 +21,7 @@ from ..compare import compare_outputs
 from ..errors import QDeployError, QuantizeError
 from ..targets import open_session, run_batched
 from .base import QuantCheck, VariantContext, register
-from .config import AutoConfig, QuantConfig
+from .config import AutoConfig, QuantConfig, kernel_types
 from .ort import quantize, verify
 from .sensitivity import node_sensitivity
 
@@ -104,7 +104,7 @@ class _Search:
 
 def _describe(q: QuantConfig, n: int) -> str:
     ex = f", {len(q.nodes_to_exclude)} nodes FP32" if q.nodes_to_exclude else ""
-    return (f"{q.format} {q.activation_type}/{q.weight_type} {'per-channel' if q.per_channel else 'per-tensor'} "
+    return (f"{q.format} {q.activation_type}/{q.weight_type}{' 7-bit' if q.reduce_range else ''} {'per-channel' if q.per_channel else 'per-tensor'} "
             f"{q.method} calib {n}{ex}")
 
 
@@ -144,25 +144,30 @@ def auto_quantize(fp32: str | Path, out: str | Path, calib_pool: np.ndarray, val
     sizes = cfg.calib_sizes(len(calib_pool))
     base_n = max(sizes)
     log(f"auto: calibration sizes {', '.join(map(str, sizes))} (fractions of the {len(calib_pool)} calibration images)")
-    # 1. speed screen
-    screen = [s.measure(QuantConfig(name="auto", format=f, activation_type=a), base_n, "speed")
-              for f, a in itertools.product(cfg.formats, cfg.activation_types)]
+    # 1. speed screen: every (format, integer kernel) with MinMax; the fastest non-dominated one is kept, and the
+    # most accurate one too when that is another (a kernel that saturates on this CPU is fast and useless)
+    screen = [s.measure(QuantConfig(name="auto", format=f, **kernel_types(k)), base_n, "speed")
+              for f, k in itertools.product(cfg.formats, cfg.kernels)]
     live = [c for c in screen if c.status == "ok"]
     fastest = min((c.p50_ms for c in live), default=None)
-    keep = sorted([c for c in live if c.p50_ms < s.fp32_ms and c.p50_ms <= fastest * cfg.dominated_ratio],
-                  key=lambda c: c.p50_ms)[:cfg.keep_formats]
+    fine = [c for c in live if c.p50_ms < s.fp32_ms and c.p50_ms <= fastest * cfg.dominated_ratio]
+    keep = sorted(fine, key=lambda c: c.p50_ms)[:1]
+    most_accurate = min(fine, key=lambda c: (s.drop_pt(c), c.p50_ms), default=None)
+    if cfg.keep_most_accurate and most_accurate is not None and most_accurate not in keep:
+        keep.append(most_accurate)
     for c in live:
         if c in keep:
             continue
         if c.p50_ms >= s.fp32_ms or c.p50_ms > fastest * cfg.dominated_ratio:
             c.note = c.note or f"dominated: {c.p50_ms:.2f} ms vs fastest {fastest:.2f} ms / FP32 {s.fp32_ms:.2f} ms"
         else:
-            c.note = c.note or f"not swept: only the {cfg.keep_formats} fastest format(s) are ({c.p50_ms:.2f} ms)"
+            c.note = c.note or (f"not swept: neither the fastest nor the most accurate kernel ({c.p50_ms:.2f} ms, "
+                                f"{s.metric} {s.drop_pt(c):.2f} pt)")
     # 2. accuracy sweep on the kept formats, coordinate-wise instead of a full grid: calibration
     # method x weight granularity first, then calibration size for the best of those. Latency is
     # re-measured only when the graph changes (per-tensor weights); calibration does not change it.
     for k in keep:
-        fmt = dict(format=k.config["format"], activation_type=k.config["activation_type"])
+        fmt = {f: k.config[f] for f in ("format", "activation_type", "weight_type", "reduce_range")}
         sweep = [k]
         for method, pc in itertools.product(cfg.methods, cfg.per_channel):
             if (method, pc) != ("minmax", True):

@@ -10,6 +10,22 @@ FORMATS = ("QDQ", "QOperator")
 TYPES = ("uint8", "int8")
 METHODS = ("minmax", "entropy", "percentile")
 MODES = ("static", "dynamic")
+# integer kernels: (activation type, weight type). On x86 without VNNI, ORT's int8-weight kernels add
+# pairs of u8*s8 products in int16 (vpmaddubsw) and saturate with 8-bit weights; 7-bit weights
+# (reduce_range) avoid it, and u8u8 kernels widen to int16 first, so they keep 8-bit weights.
+KERNELS = {"u8s8": ("uint8", "int8"), "s8s8": ("int8", "int8"), "u8u8": ("uint8", "uint8")}
+
+
+def kernel_types(kernel: str, vnni: bool | None = None) -> dict:
+    """QuantConfig fields for an integer kernel on this CPU (reduce_range where 8-bit weights saturate)."""
+    if kernel not in KERNELS:
+        raise ConfigError(f"integer kernel '{kernel}' is unknown; use one of {', '.join(KERNELS)}")
+    if vnni is None:
+        from ..targets.ort import cpu_has_vnni
+
+        vnni = cpu_has_vnni()
+    act, weight = KERNELS[kernel]
+    return {"activation_type": act, "weight_type": weight, "reduce_range": weight == "int8" and not vnni}
 # FP32 top-1 at or above this on validation images drawn from the training split means the model has
 # memorised them: top-1 there says nothing, and agreement with FP32 is what selection compares.
 MEMORIZED_AT = 0.99
@@ -159,13 +175,13 @@ class AutoConfig:
     max_rel_drop: float | None = None     # ... or as a fraction of FP32 top-1 (0.01 = 1 %)
     val_size: int = 2000
     formats: tuple[str, ...] = ("QDQ", "QOperator")
-    activation_types: tuple[str, ...] = ("uint8", "int8")
+    kernels: tuple[str, ...] = ("u8s8", "s8s8", "u8u8")  # integer kernels screened (see KERNELS)
     methods: tuple[str, ...] = ("minmax", "entropy", "percentile")
     per_channel: tuple[bool, ...] = (True, False)
     # calibration sizes tried, as fractions of the run's --calib-size (which is the largest): the sweep
     # is relative to what the user asked for, and search.json records the sizes used
     calib_fractions: tuple[float, ...] = (1 / 3, 1.0)
-    keep_formats: int = 1                 # fastest (format, type) pairs kept after the speed screen
+    keep_most_accurate: bool = True       # the speed screen keeps the fastest kernel and also the most accurate
     dominated_ratio: float = 1.5          # slower than this x the fastest INT8 -> dropped
     max_fallback_steps: int = 8
     bench_runs: int = 60
@@ -180,6 +196,8 @@ class AutoConfig:
             raise ConfigError("the accuracy budget must be >= 0")
         if self.val_size < 50:
             raise ConfigError(f"validation size {self.val_size} is too small to measure a budget; use >= 500")
+        for k in self.kernels:
+            kernel_types(k, vnni=True)  # validates the name
         if not self.calib_fractions or not all(0 < f <= 1 for f in self.calib_fractions):
             raise ConfigError("auto calibration fractions must be in (0, 1], e.g. 0.33,1")
 

@@ -1,0 +1,124 @@
+"""Seed 004's study made honest: a 224-px EfficientNet-Lite0 through qdeploy, and ImageNet mode on photos.
+
+    .venv/bin/python bench/seed004.py cifar     [--checkpoint runs/effl0/best.pth] [--out runs/seed004]
+    .venv/bin/python bench/seed004.py imagenet  [--out runs/seed004_imagenet]
+
+cifar: the model `qdeploy train --arch efficientnet-lite0 --pretrained imagenet --size 224` fine-tuned on
+CIFAR-10, run as `qdeploy run --checkpoint ... --variants default,dynamic,seed-lab5,per-tensor --auto
+--max-drop 0.5` on all 10,000 test images at 224 px (200 latency runs, throughput at batch 1 and 32). Prints
+the seed-004 table (FAILED rows carry the agreement they reached), the auto search's outcome and the run's
+peak RSS, read from the kernel (wait4) for the whole process.
+
+imagenet: the ImageNet weights in ImageNet mode, label-free, on the 24 Kodak photos plus 1,000 CIFAR-10 test
+images (100 per class, upscaled by the preprocessing), calibrated on 300 CIFAR-10 training images. The
+folders are symlinks in a temporary directory (nothing is copied). Agreement, top-5 overlap, KL and rel-L2
+are measured against FP32.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory import QDEPLOY, peak_rss  # noqa: E402
+
+from qdeploy.data import open_split  # noqa: E402
+from qdeploy.data.sampling import balanced_indices  # noqa: E402
+from qdeploy.results import RunResult  # noqa: E402
+from qdeploy.settings import shared_dir  # noqa: E402
+
+BENCH = ["--bench-runs", "200", "--bench-batches", "1,32", "--bench-seconds", "2"]
+
+
+def _f(v, fmt="%.2f"):
+    return "–" if v is None else fmt % v
+
+
+def table(res: RunResult) -> str:
+    fp32 = res.fp32
+    lines = ["| variant | size MB | top-1 % | drop pt | agreement % | top-5 overlap % | b1 p50 ms | b1 p99 ms | "
+             "speedup b1 | img/s b1 | img/s b32 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for v in res.variants:
+        if not v.measured:
+            if not v.ok:
+                a = v.extra.get("agreement")
+                seen = f"{100 * a:.2f} (verification, {v.extra.get('verified_on')} images)" if a is not None else "–"
+                lines.append(f"| {v.name} | FAILED, not written | – | – | {seen} | – | – | – | – | – | – |")
+            continue
+        m, b = v.metrics, v.bench
+        top1 = None if m.top1 is None else 100 * m.top1
+        drop = None if m.top1 is None or fp32.metrics.top1 is None else 100 * (fp32.metrics.top1 - m.top1)
+        lines.append(
+            f"| {v.name} | {b.size_bytes / 1e6:.2f} | {_f(top1)} | {_f(drop, '%+.2f')} | "
+            f"{_f(None if m.agreement is None else 100 * m.agreement)} | "
+            f"{_f(None if m.top5_overlap is None else 100 * m.top5_overlap, '%.1f')} | {b.p50_ms:.2f} | "
+            f"{b.p99_ms:.2f} | {fp32.bench.p50_ms / b.p50_ms:.2f}x | {_f(b.throughput.get(1), '%.0f')} | "
+            f"{_f(b.throughput.get(32), '%.0f')} |")
+    return "\n".join(lines)
+
+
+def imagenet_folders(root: Path, shared: Path) -> Path:
+    """root/calib: 300 CIFAR-10 train images; root/eval: 24 Kodak photos + 1,000 CIFAR-10 test images."""
+    cifar = shared / "datasets" / "cifar10"
+    for split, n, sub in (("train", 300, "calib"), ("test", 1000, "eval")):
+        s = open_split(cifar, split)
+        d = root / sub
+        d.mkdir(parents=True)
+        for i in balanced_indices(s.labels, n, seed=4):
+            p = Path(s.paths[i])
+            (d / f"cifar_{p.parent.name}_{p.name}").symlink_to(p)
+    for p in sorted((shared / "datasets" / "kodak24").glob("*.png")):
+        (root / "eval" / p.name).symlink_to(p)
+    return root
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=("cifar", "imagenet"))
+    ap.add_argument("--checkpoint", default="runs/effl0/best.pth")
+    ap.add_argument("--out")
+    ap.add_argument("--variants", help="default: default,dynamic,seed-lab5,per-tensor (cifar); default,dynamic (imagenet)")
+    ap.add_argument("--max-drop", default="0.5")
+    args = ap.parse_args()
+    shared = shared_dir()
+    if shared is None:
+        raise SystemExit("bench/seed004.py needs ../shared (set QDEPLOY_SHARED)")
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.mode == "cifar":
+            if not Path(args.checkpoint).is_file():
+                raise SystemExit(f"{args.checkpoint} not found; train it first: qdeploy train --arch efficientnet-lite0 "
+                                 "--pretrained imagenet --size 224 --data ../shared/datasets/cifar10 --out runs/effl0")
+            out = Path(args.out or "runs/seed004")
+            cmd = [str(QDEPLOY), "run", "--checkpoint", args.checkpoint, "--out", str(out), "--variants",
+                   args.variants or "default,dynamic,seed-lab5,per-tensor", "--auto", "--max-drop", args.max_drop, *BENCH]
+        else:
+            out = Path(args.out or "runs/seed004_imagenet")
+            data = imagenet_folders(Path(tmp) / "imagenet_mode", shared)
+            cmd = [str(QDEPLOY), "run", "--arch", "efficientnet-lite0", "--pretrained", "imagenet", "--data", str(data),
+                   "--calib-split", "calib", "--eval-split", "eval", "--classes-file",
+                   str(shared / "datasets" / "imagenet" / "imagenet_classes.txt"), "--out", str(out),
+                   "--variants", args.variants or "default,dynamic", *BENCH]
+        print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+        mb, sec = peak_rss(cmd)
+    res = RunResult.load(out / "report.json")
+    env = res.environment
+    print(f"\nseed 004 ({args.mode}): {res.data['eval_images']} evaluation images at {res.data.get('size', 224)} px, "
+          f"{env.get('cpu')}, {env.get('threads')} threads, {env.get('runtime')}; whole run {sec:.0f} s, "
+          f"peak RSS {mb:.0f} MB")
+    print(table(res))
+    auto = next((v for v in res.variants if v.name == "auto"), None)
+    if auto is not None:
+        s = auto.extra.get("search") or {}
+        print(f"\nauto: {'met' if s.get('met_budget') else 'did NOT meet'} the budget of {s.get('budget_pt')} pt "
+              f"({s.get('metric')}); chosen {s.get('chosen')}, FP32 nodes kept {s.get('fp32_nodes_kept')}; "
+              f"{s.get('message') or ''}")
+        for k in s.get("sensitivity_by_kind") or []:
+            print(f"  {k['kind']}: {k['nodes']} nodes, mean added error {k['mean_added_error']:.4f}, "
+                  f"max {k['max_added_error']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
