@@ -112,3 +112,16 @@ def test_pickle_with_code_refused(tmp_path):
     (root / "test_batch").write_bytes(pickle.dumps({"data": Evil()}))
     with pytest.raises(DataError, match="refusing"):
         open_split(root, "test")
+
+
+def test_inputs_hold_uint8_and_slice_to_model_batches(cifar):
+    from qdeploy.data import PreprocessSpec, open_split
+
+    s = open_split(cifar, "test").subset(np.arange(0, 50, 5))
+    spec = PreprocessSpec(size=64)
+    lazy, full = s.inputs(spec), s.load(spec)
+    assert lazy.shape == full.shape == (10, 3, 64, 64) and len(lazy) == 10
+    assert lazy.pixels.dtype == np.uint8 and lazy.pixels.nbytes * 4 == full.nbytes
+    assert np.array_equal(lazy[3:7], full[3:7]) and np.array_equal(lazy[np.array([0, 9])], full[[0, 9]])
+    with pytest.raises(TypeError):
+        lazy[0]

@@ -118,12 +118,13 @@ def _best(s: _Search, pool: list[Candidate], budget: float, tie: float = 0.05) -
 
 def auto_quantize_from(fp32: str | Path, out: str | Path, data, cfg: AutoConfig, log=print) -> dict:
     """`auto_quantize` on images from a DataConfig's calibration split: the run's own calibration images
-    (--calib-size of them, the largest size swept) and a disjoint validation set (--val-size, held in
-    memory for the whole search); the evaluation split stays for the final report."""
+    (--calib-size of them, the largest size swept) and a disjoint validation set (--val-size), both decoded
+    once and held as uint8 (normalised batch by batch) for the whole search; the evaluation split stays for
+    the final report."""
     from ..data import open_calib_val
 
     calib, val = open_calib_val(data, cfg.val_size)
-    return auto_quantize(fp32, out, calib.load(data.preprocess), val.load(data.preprocess), val.labels, cfg, log)
+    return auto_quantize(fp32, out, calib.inputs(data.preprocess), val.inputs(data.preprocess), val.labels, cfg, log)
 
 
 def auto_quantize(fp32: str | Path, out: str | Path, calib_pool: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
