@@ -137,3 +137,13 @@ def test_error_bad_options(tmp_path, cifar):
 def test_debug_shows_traceback(tmp_path, cifar):
     res = run_cli("--debug", "run", "--checkpoint", tmp_path / "x.pth", "--data", cifar, "--out", tmp_path / "o")
     assert res.returncode != 0 and "Traceback" in res.stderr
+
+
+def test_error_unknown_auto_method(tmp_path, cifar):
+    assert_one_line_error(run_cli("run", "--data", cifar, "--out", tmp_path / "o", "--auto", "--auto-methods", "minmax,kl"),
+                          "--auto-methods", "entropy")
+
+
+def test_error_unknown_tune(tmp_path, cifar):
+    assert_one_line_error(run_cli("train", "--arch", "efficientnet-lite0", "--pretrained", "imagenet", "--tune", "all",
+                                  "--data", cifar, "--out", tmp_path / "o"), "--tune 'all' is unknown")
