@@ -26,37 +26,11 @@ from memory import QDEPLOY, peak_rss  # noqa: E402
 
 from qdeploy.data import open_split  # noqa: E402
 from qdeploy.data.sampling import balanced_indices  # noqa: E402
+from qdeploy.report.tables import markdown_table  # noqa: E402
 from qdeploy.results import RunResult  # noqa: E402
 from qdeploy.settings import shared_dir  # noqa: E402
 
 BENCH = ["--bench-runs", "200", "--bench-batches", "1,32", "--bench-seconds", "2"]
-
-
-def _f(v, fmt="%.2f"):
-    return "–" if v is None else fmt % v
-
-
-def table(res: RunResult) -> str:
-    fp32 = res.fp32
-    lines = ["| variant | size MB | top-1 % | drop pt | agreement % | top-5 overlap % | b1 p50 ms | b1 p99 ms | "
-             "speedup b1 | img/s b1 | img/s b32 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for v in res.variants:
-        if not v.measured:
-            if not v.ok:
-                a = v.extra.get("agreement")
-                seen = f"{100 * a:.2f} (verification, {v.extra.get('verified_on')} images)" if a is not None else "–"
-                lines.append(f"| {v.name} | FAILED, not written | – | – | {seen} | – | – | – | – | – | – |")
-            continue
-        m, b = v.metrics, v.bench
-        top1 = None if m.top1 is None else 100 * m.top1
-        drop = None if m.top1 is None or fp32.metrics.top1 is None else 100 * (fp32.metrics.top1 - m.top1)
-        lines.append(
-            f"| {v.name} | {b.size_bytes / 1e6:.2f} | {_f(top1)} | {_f(drop, '%+.2f')} | "
-            f"{_f(None if m.agreement is None else 100 * m.agreement)} | "
-            f"{_f(None if m.top5_overlap is None else 100 * m.top5_overlap, '%.1f')} | {b.p50_ms:.2f} | "
-            f"{b.p99_ms:.2f} | {fp32.bench.p50_ms / b.p50_ms:.2f}x | {_f(b.throughput.get(1), '%.0f')} | "
-            f"{_f(b.throughput.get(32), '%.0f')} |")
-    return "\n".join(lines)
 
 
 def imagenet_folders(root: Path, shared: Path) -> Path:
@@ -110,7 +84,7 @@ def main() -> int:
     print(f"\nseed 004 ({args.mode}): {res.data['eval_images']} evaluation images at {res.data.get('size', 224)} px, "
           f"{env.get('cpu')}, {env.get('threads')} threads, {env.get('runtime')}; whole run {sec:.0f} s, "
           f"peak RSS {mb:.0f} MB")
-    print(table(res))
+    print(markdown_table(res))  # the report's own table: FAILED rows carry the agreement reached
     auto = next((v for v in res.variants if v.name == "auto"), None)
     if auto is not None:
         s = auto.extra.get("search") or {}

@@ -76,7 +76,7 @@ class QuantConfig:
         from ..targets.ort import cpu_has_vnni
 
         vnni = cpu_has_vnni()
-        return cls(name="default", reduce_range=not vnni,
+        return cls(name="default", **kernel_types("u8s8", vnni),
                    description="QDQ, uint8 activations, int8 per-channel weights, MinMax (ORT's fast U8S8 kernels "
                    "on x86" + ("" if vnni else "; 7-bit weights: this CPU has no VNNI, and 8-bit ones saturate") + ")")
 
@@ -198,6 +198,10 @@ class AutoConfig:
             raise ConfigError(f"validation size {self.val_size} is too small to measure a budget; use >= 500")
         for k in self.kernels:
             kernel_types(k, vnni=True)  # validates the name
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise ConfigError(f"auto calibration methods {', '.join(bad) or '(none)'} not usable; give --auto-methods "
+                              f"a comma list of {', '.join(METHODS)}")
         if not self.calib_fractions or not all(0 < f <= 1 for f in self.calib_fractions):
             raise ConfigError("auto calibration fractions must be in (0, 1], e.g. 0.33,1")
 
