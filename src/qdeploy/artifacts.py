@@ -102,6 +102,16 @@ class ModelInfo:
     output_name: str
     extra: dict
 
+    @property
+    def task(self) -> str:
+        return self.extra.get("task", "classification")
+
+    @property
+    def fixed_inputs(self) -> dict:
+        from .fixed_inputs import from_metadata
+
+        return from_metadata(self.extra)
+
     def require_preprocess(self) -> PreprocessSpec:
         if self.preprocess is None:
             raise ModelFileError(f"{self.path.name} carries no preprocessing metadata (qdeploy.preprocess); "

@@ -28,6 +28,7 @@ class SourceConfig:
     classes: list[str] | None = None          # None: no --classes/--classes-file given
     override_preprocess: bool = False
     pretrained: str | None = None             # e.g. "imagenet": weights from an installed package, with --arch
+    task: str = "classification"              # image-to-image: pixels default to 0..1 (--norm unit)
 
     def __post_init__(self):
         if sum(map(bool, (self.checkpoint, self.onnx, self.pretrained))) != 1:
@@ -37,6 +38,10 @@ class SourceConfig:
             raise ConfigError("--pretrained needs --arch, e.g. --arch efficientnet-lite0 --pretrained imagenet")
         if self.onnx and self.arch:
             raise ConfigError("--arch applies to --checkpoint runs; an ONNX file carries its own graph")
+        if self.onnx:
+            from .models.packaged import resolve_onnx
+
+            self.onnx = resolve_onnx(self.onnx)
 
 
 @dataclass
@@ -90,12 +95,26 @@ def _show(v) -> str:
     return str(v)
 
 
+def _flags(cfg: SourceConfig, stored) -> PreprocessFlags:
+    """The user's flags; an image-to-image model with nothing stored and no normalisation given reads 0..1
+    pixels (--norm unit), the convention of such models, instead of the CIFAR default."""
+    from dataclasses import replace
+
+    f = cfg.preprocess
+    if cfg.task != "image-to-image" or stored is not None:
+        return f
+    if f.size is None:
+        raise ConfigError("an image-to-image model carries no input size; give --size N (the square side the "
+                          "photos are scaled and centre-cropped to, e.g. --size 512)")
+    return replace(f, norm="unit") if f.norm is None and f.mean is None and f.std is None else f
+
+
 def _from_onnx(cfg: SourceConfig) -> Source:
     from .artifacts import read_info
 
     info = read_info(cfg.onnx)
     where = f"metadata of {Path(cfg.onnx).name}"
-    spec, spec_from = _pick_spec(info.preprocess, cfg.preprocess, where, cfg.override_preprocess)
+    spec, spec_from = _pick_spec(info.preprocess, _flags(cfg, info.preprocess), where, cfg.override_preprocess)
     if spec is None:
         raise ConfigError(f"{Path(cfg.onnx).name} carries no qdeploy preprocessing metadata; pass it explicitly: "
                           "--size N and --norm cifar10|imagenet (or --mean/--std, --resize)")
@@ -109,7 +128,7 @@ def _from_checkpoint(cfg: SourceConfig) -> Source:
     rec_path, rec = found if found else (None, {})
     where = f"record {rec_path.name}" if rec_path else ""
     stored_spec = PreprocessSpec(**rec["preprocess"]) if "preprocess" in rec else None
-    spec, spec_from = _pick_spec(stored_spec, cfg.preprocess, where, cfg.override_preprocess)
+    spec, spec_from = _pick_spec(stored_spec, _flags(cfg, stored_spec), where, cfg.override_preprocess)
     arch, arch_from = _pick("architecture", rec.get("arch"), cfg.arch, where, False, "--arch")
     classes, classes_from = _pick("classes", rec.get("classes"), cfg.classes, where, cfg.override_preprocess,
                                   "--classes")

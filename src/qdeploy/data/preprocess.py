@@ -43,12 +43,15 @@ class PreprocessSpec:
     std: tuple[float, float, float] = CIFAR10_STD
     resize: str = "resize"
     interpolation: str = "bicubic"
+    width: int | None = None   # None: square (size x size); else the input is size high and width wide
 
     def __post_init__(self):
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
         if not (1 <= int(self.size) <= 4096):
             raise ConfigError(f"input size {self.size} is out of range; use 1..4096 (32 for CIFAR)")
+        if self.width is not None and not (1 <= int(self.width) <= 4096):
+            raise ConfigError(f"input width {self.width} is out of range; use 1..4096")
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ConfigError("mean and std need three values (R,G,B), e.g. 0.4914,0.4822,0.4465")
         if any(s <= 0 for s in self.std):
@@ -59,11 +62,35 @@ class PreprocessSpec:
             raise ConfigError(f"interpolation '{self.interpolation}' is unknown; use {', '.join(INTERPOLATIONS)}")
 
     @classmethod
+    def unit(cls, size: int = 512) -> "PreprocessSpec":
+        """Pixels scaled to 0..1 and nothing else (image-to-image models such as the style network)."""
+        return cls(size=size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), resize="shorter-side-crop",
+                   interpolation="bilinear")
+
+    @classmethod
     def imagenet(cls, size: int = 224) -> "PreprocessSpec":
         return cls(size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize="shorter-side-crop", interpolation="bilinear")
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of the model input."""
+        return int(self.size), int(self.width or self.size)
+
+    @property
+    def side(self) -> int:
+        """The side of a square with as many pixels (what byte-based batch sizing reads)."""
+        h, w = self.shape
+        return max(1, int(round((h * w) ** 0.5)))
+
+    def label(self) -> str:
+        h, w = self.shape
+        return f"{w}x{h}"
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        d = asdict(self)
+        if d["width"] is None:
+            del d["width"]  # square specs read the same as before this field existed
+        return json.dumps(d)
 
     @classmethod
     def from_json(cls, text: str) -> "PreprocessSpec":
@@ -75,16 +102,17 @@ class PreprocessSpec:
 
         resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}[self.interpolation]
         img = img.convert("RGB")
-        if img.size == (self.size, self.size):
+        th, tw = self.shape
+        if img.size == (tw, th):
             return img
         if self.resize == "resize":
-            return img.resize((self.size, self.size), resample)
+            return img.resize((tw, th), resample)
         w, h = img.size
-        scale = self.size / min(w, h)
-        nw, nh = max(self.size, round(w * scale)), max(self.size, round(h * scale))
+        scale = max(tw / w, th / h)  # cover the target (the shorter side of a square one), then centre-crop
+        nw, nh = max(tw, round(w * scale)), max(th, round(h * scale))
         img = img.resize((nw, nh), resample)
-        left, top = (nw - self.size) // 2, (nh - self.size) // 2
-        return img.crop((left, top, left + self.size, top + self.size))
+        left, top = (nw - tw) // 2, (nh - th) // 2
+        return img.crop((left, top, left + tw, top + th))
 
     def normalize(self, hwc_uint8: np.ndarray) -> np.ndarray:
         """(N,H,W,3) or (H,W,3) uint8 -> (N,3,H,W) float32 normalised."""
@@ -101,7 +129,7 @@ class PreprocessSpec:
 
 
 
-NORMS = ("cifar10", "imagenet")
+NORMS = ("cifar10", "imagenet", "unit")
 
 
 @dataclass(frozen=True)
@@ -115,10 +143,12 @@ class PreprocessFlags:
     std: tuple[float, float, float] | None = None
     resize: str | None = None
     norm: str | None = None
+    width: int | None = None   # --size WxH: a non-square input
 
     def __post_init__(self):
         if self.norm is not None and self.norm not in NORMS:
-            raise ConfigError(f"--norm '{self.norm}' is unknown; use cifar10 or imagenet (or --mean/--std)")
+            raise ConfigError(f"--norm '{self.norm}' is unknown; use cifar10, imagenet or unit (0..1 pixels), or "
+                              "--mean/--std")
 
     def given(self) -> bool:
         return any(v is not None for v in (self.size, self.mean, self.std, self.resize, self.norm))
@@ -130,10 +160,13 @@ class PreprocessFlags:
         if self.norm == "imagenet":
             ref = PreprocessSpec.imagenet(spec.size)
             spec = replace(spec, mean=ref.mean, std=ref.std, resize=ref.resize, interpolation=ref.interpolation)
+        elif self.norm == "unit":
+            ref = PreprocessSpec.unit(spec.size)
+            spec = replace(spec, mean=ref.mean, std=ref.std, resize=ref.resize, interpolation=ref.interpolation)
         elif self.norm == "cifar10":
             ref = PreprocessSpec()
             spec = replace(spec, mean=ref.mean, std=ref.std, resize=ref.resize, interpolation=ref.interpolation)
         if base is None and self.norm == "imagenet" and self.size is None:
             spec = replace(spec, size=224)
-        given = {"size": self.size, "mean": self.mean, "std": self.std, "resize": self.resize}
+        given = {"size": self.size, "mean": self.mean, "std": self.std, "resize": self.resize, "width": self.width}
         return replace(spec, **{k: v for k, v in given.items() if v is not None})

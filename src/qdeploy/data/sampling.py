@@ -58,6 +58,7 @@ class DataConfig:
     classes: list[str] | None = None
     seed: int = 0
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
+    holdout: int = 0   # validation images auto search takes from the calibration split (kept out of evaluation)
 
     def __post_init__(self):
         if self.calib_size < 1:
@@ -85,10 +86,13 @@ def open_calib_eval(cfg: DataConfig) -> tuple[ImageSet, ImageSet]:
     calib_idx = _balanced(calib_all, cfg.calib_size, cfg.seed)
     calib = calib_all.subset(calib_idx)
     if cfg.single_split():
-        rest = np.setdiff1d(np.arange(len(calib_all)), calib_idx)
+        # one split: evaluation gets what calibration and auto's validation set (open_calib_val) leave
+        held = _calib_val_indices(calib_all, cfg, cfg.holdout, cfg.seed + 2)[1] if cfg.holdout else []
+        rest = np.setdiff1d(np.arange(len(calib_all)), np.concatenate([calib_idx, np.asarray(held, np.int64)]))
         if len(rest) == 0:
-            raise DataError(f"no images left for evaluation after taking {len(calib_idx)} for calibration; "
-                            "lower --calib-size")
+            raise DataError(f"no images left for evaluation after taking {len(calib_idx)} for calibration"
+                            + (f" and {len(held)} for auto's validation" if len(held) else "")
+                            + "; lower --calib-size" + (" or --val-size" if len(held) else ""))
         evalset = calib_all.subset(rest)
     else:
         evalset = open_split(cfg.root, cfg.eval_split or None, calib_all.classes)

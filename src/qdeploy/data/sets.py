@@ -66,7 +66,7 @@ class ImageSet:
 
         if self.pixels is not None:
             p = self.pixels[i]
-            return p if p.shape[:2] == (spec.size, spec.size) else np.asarray(spec.resize_image(Image.fromarray(p)))
+            return p if p.shape[:2] == spec.shape else np.asarray(spec.resize_image(Image.fromarray(p)))
         path = self.paths[i]
         try:
             with Image.open(path) as im:
@@ -79,7 +79,7 @@ class ImageSet:
         """(start, (n,size,size,3) uint8) in order; images decode in parallel, at most prefetch+1 batches ahead.
         batch_size None: by input bytes (data.batch_for: 256 at 32 px, 8 at 224 px)."""
         n = len(self)
-        batch_size = batch_size or batch_for(spec.size)
+        batch_size = batch_size or batch_for(spec.side)
         starts = iter(range(0, n, batch_size))
         bar = _progress(n, desc)
         with ThreadPoolExecutor(workers or default_workers()) as pool:
@@ -120,7 +120,7 @@ class ImageSet:
         training subsets), never for an evaluation split."""
         desc = f"load {self.source}" if progress else None
         parts = [pix for _, pix in self.pixel_batches(spec, workers=workers, desc=desc)]
-        return np.concatenate(parts) if parts else np.zeros((0, spec.size, spec.size, 3), np.uint8)
+        return np.concatenate(parts) if parts else np.zeros((0, *spec.shape, 3), np.uint8)
 
     def load(self, spec: PreprocessSpec, workers: int | None = None, progress: bool = False) -> np.ndarray:
         """Every image decoded and normalised, (N,3,size,size) float32 (bounded sets only, as above)."""

@@ -46,6 +46,30 @@ def physical_cores() -> int:
         return os.cpu_count() or 1
 
 
+def session_runner(s):
+    """x (n,3,h,w) -> the first output, feeding the fixed inputs stored in the model's metadata (a style
+    vector, see fixed_inputs) and looping image by image when the graph's batch dimension is fixed at 1.
+    `fixed=` replaces stored values for one call (the app's style picker)."""
+    import numpy as np
+
+    from ..artifacts import META_PREFIX
+    from ..fixed_inputs import arrays, from_metadata
+
+    meta = {k[len(META_PREFIX):]: v for k, v in s.get_modelmeta().custom_metadata_map.items()
+            if k.startswith(META_PREFIX)}
+    stored = arrays(from_metadata(meta))
+    first = s.get_inputs()[0]
+    name, one = first.name, first.shape[0] == 1
+
+    def run(x, fixed: dict | None = None):
+        feeds = {**stored, **(fixed or {})}
+        if one and len(x) > 1:
+            return np.concatenate([s.run(None, {name: x[i:i + 1], **feeds})[0] for i in range(len(x))])
+        return s.run(None, {name: x, **feeds})[0]
+
+    return run
+
+
 class OrtCpu(Target):
     name = "ort-cpu"
     provider = "CPUExecutionProvider"
@@ -75,6 +99,6 @@ class OrtCpu(Target):
                                  f"{first}") from exc
         name = s.get_inputs()[0].name
         return Session(path=Path(path) if not isinstance(path, bytes) else Path("<memory>"),
-                       run=lambda x: s.run(None, {name: x})[0], input_name=name,
+                       run=session_runner(s), input_name=name,
                        runtime=f"onnxruntime {ort.__version__}", provider=s.get_providers()[0],
                        threads=int(threads or physical_cores()), info={"ort_session": s})

@@ -5,8 +5,9 @@ from __future__ import annotations
 from ..registry import lookup
 from .base import Scorer, Task
 from .classification import ClassificationTask, Metrics
+from .image import ImageMetrics, ImageToImageTask
 
-TASKS: dict[str, type[Task]] = {ClassificationTask.name: ClassificationTask}
+TASKS: dict[str, type[Task]] = {ClassificationTask.name: ClassificationTask, ImageToImageTask.name: ImageToImageTask}
 DEFAULT_TASK = ClassificationTask.name
 
 
@@ -14,4 +15,4 @@ def get_task(name: str = DEFAULT_TASK) -> Task:
     return lookup(TASKS, name, "task")
 
 
-__all__ = ["DEFAULT_TASK", "TASKS", "Metrics", "Scorer", "Task", "get_task"]
+__all__ = ["DEFAULT_TASK", "TASKS", "ImageMetrics", "Metrics", "Scorer", "Task", "get_task"]

@@ -17,6 +17,8 @@ class Scorer:
 
 class Task:
     name = ""
+    metrics_type: type = object   # the typed metrics its scorers return (results.py reads them back)
 
-    def scorer(self, classes: list[str], labelled: bool, with_reference: bool) -> Scorer:
+    def scorer(self, classes: list[str], labelled: bool, with_reference: bool, names: list[str] | None = None) -> Scorer:
+        """names: the evaluated images' file names in stream order (a task may report its worst image)."""
         raise NotImplementedError

@@ -123,8 +123,9 @@ class ClassificationScorer(Scorer):
 
 class ClassificationTask(Task):
     name = "classification"
+    metrics_type = Metrics
 
-    def scorer(self, classes, labelled, with_reference) -> ClassificationScorer:
+    def scorer(self, classes, labelled, with_reference, names=None) -> ClassificationScorer:
         return ClassificationScorer(classes, labelled, with_reference)
 
 

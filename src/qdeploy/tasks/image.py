@@ -1,0 +1,108 @@
+"""Image-to-image (style transfer, enhancement): outputs are images, judged against the FP32 output by numbers.
+
+Per image: PSNR (dB), SSIM (scikit-image, over the three colour channels) and max |error|, on outputs in
+[0, data_range] (the style model ends in a Sigmoid: range 1). The scorer keeps those three numbers per image
+(a few bytes each) and never the images. Seed 003 compared its INT8 outputs by eye; this is the number.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .base import Scorer, Task
+
+# A variant whose mean PSNR against FP32 is below this is a collapse: refused like a classifier below 80 %
+# agreement (no final-name file).
+COLLAPSE_PSNR_DB = 20.0
+PSNR_CAP_DB = 100.0  # identical outputs: reported as 100 dB instead of infinity
+
+
+@dataclass
+class ImageMetrics:
+    n: int
+    psnr_mean: float | None = None      # dB vs the reference (FP32) output, mean over images
+    psnr_min: float | None = None       # the worst image's PSNR
+    ssim_mean: float | None = None
+    ssim_min: float | None = None
+    max_abs_diff: float | None = None   # over every pixel of every image
+    worst: int | None = None            # index (in evaluation order) of the worst-PSNR image
+    worst_name: str | None = None
+    psnr: list[float] = field(default_factory=list)   # per image, evaluation order (histogram, worst image)
+    ssim: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ImageMetrics":
+        return cls(**d)
+
+
+def psnr(ref: np.ndarray, out: np.ndarray, data_range: float = 1.0) -> float:
+    mse = float(np.mean((np.asarray(out, np.float64) - np.asarray(ref, np.float64)) ** 2))
+    return PSNR_CAP_DB if mse <= 0 else min(PSNR_CAP_DB, 10 * np.log10(data_range ** 2 / mse))
+
+
+def ssim(ref: np.ndarray, out: np.ndarray, data_range: float = 1.0) -> float:
+    """SSIM of two (3,H,W) images (scikit-image, 7x7 window, channels averaged)."""
+    from skimage.metrics import structural_similarity
+
+    return float(structural_similarity(np.moveaxis(np.asarray(ref, np.float32), 0, -1),
+                                       np.moveaxis(np.asarray(out, np.float32), 0, -1),
+                                       channel_axis=-1, data_range=data_range))
+
+
+def image_pair_metrics(ref: np.ndarray, out: np.ndarray, data_range: float = 1.0) -> dict:
+    """PSNR, SSIM and max |error| of one output image against its reference."""
+    return {"psnr": psnr(ref, out, data_range), "ssim": ssim(ref, out, data_range),
+            "max_abs": float(np.max(np.abs(np.asarray(out, np.float64) - ref)))}
+
+
+class ImageScorer(Scorer):
+    def __init__(self, with_reference: bool, data_range: float = 1.0, names: list[str] | None = None):
+        self.with_ref, self.data_range, self.names = with_reference, data_range, names
+        self.n, self.psnr, self.ssim, self.max_abs = 0, [], [], 0.0
+
+    def update(self, out, labels, ref) -> None:
+        if out.ndim != 4:
+            raise ValueError(f"image-to-image outputs are (n,c,h,w) images; this model gives shape {out.shape}. "
+                             "Use --task classification for a classifier")
+        self.n += len(out)
+        if not self.with_ref or ref is None:
+            return
+        if ref.shape != out.shape:
+            raise ValueError(f"output shape {out.shape} differs from the reference's {ref.shape}")
+        for r, o in zip(ref, out):
+            m = image_pair_metrics(r, o, self.data_range)
+            self.psnr.append(m["psnr"])
+            self.ssim.append(m["ssim"])
+            self.max_abs = max(self.max_abs, m["max_abs"])
+
+    def result(self) -> ImageMetrics:
+        m = ImageMetrics(n=self.n)
+        if self.psnr:
+            worst = int(np.argmin(self.psnr))
+            m.psnr_mean, m.psnr_min = float(np.mean(self.psnr)), float(self.psnr[worst])
+            m.ssim_mean, m.ssim_min = float(np.mean(self.ssim)), float(np.min(self.ssim))
+            m.max_abs_diff, m.worst, m.psnr, m.ssim = self.max_abs, worst, list(self.psnr), list(self.ssim)
+            if self.names and worst < len(self.names):
+                m.worst_name = self.names[worst]
+        return m
+
+
+class ImageToImageTask(Task):
+    name = "image-to-image"
+    metrics_type = ImageMetrics
+    collapse_psnr = COLLAPSE_PSNR_DB
+
+    def scorer(self, classes, labelled, with_reference, names=None) -> ImageScorer:
+        return ImageScorer(with_reference, names=names)
+
+    def check(self, ref: np.ndarray, out: np.ndarray) -> dict:
+        """The verification facts of an INT8 output batch against FP32; `collapsed` below COLLAPSE_PSNR_DB."""
+        s = self.scorer([], False, True)
+        s.update(out, None, ref)
+        m = s.result()
+        return {"psnr": m.psnr_mean, "psnr_min": m.psnr_min, "ssim": m.ssim_mean, "max_abs_diff": m.max_abs_diff,
+                "n": m.n, "collapsed": m.psnr_mean < self.collapse_psnr}
