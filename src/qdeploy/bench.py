@@ -129,7 +129,8 @@ def torch_runner(model, size_bytes: int, threads: int | None = None) -> Runner:
 def default_batches(size: int) -> tuple[int, ...]:
     from .data import batch_for
 
-    return tuple(sorted({1, 32, batch_for(size)}))
+    # batch 32 is a throughput point up to 224 px; above that it is minutes of input per iteration
+    return tuple(sorted({1, batch_for(size)} | ({32} if size <= 256 else set())))
 
 
 def benchmark_many(models: dict[str, "str | Path | Runner"], sample: np.ndarray, cfg: BenchConfig | None = None

@@ -56,12 +56,30 @@ def _auto_cfg(max_drop, max_rel_drop, val_size, methods=None):
     return AutoConfig(max_drop_pt=max_drop, max_rel_drop=max_rel_drop, val_size=val_size, methods=chosen)
 
 
+def _image_auto_cfg(min_psnr, min_worst, val_size, methods=None):
+    """--auto for image-to-image: the PSNR floors are the budget; the validation set defaults to a few photos."""
+    from .quantize.config import AutoConfig
+
+    chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None
+    return AutoConfig.for_images(min_psnr if min_psnr is not None else default(RunConfig, "min_psnr"), min_worst,
+                                 None if val_size == default(AutoConfig, "val_size") else val_size, chosen)
+
+
 def _spec(size, mean, std, resize, norm):
     """The preprocessing flags as given (each None when absent): they adjust a stored spec field by field."""
     from .data import PreprocessFlags
 
+    width = None
+    if isinstance(size, str):
+        w, sep, h = size.lower().partition("x")
+        try:
+            size, width = (int(h), int(w)) if sep else (int(size), None)
+        except ValueError:
+            raise QDeployError(f"--size '{size}' is not N or WIDTHxHEIGHT, e.g. 224 or 768x512") from None
+        if width == size:
+            width = None
     return PreprocessFlags(size=size, mean=mean and _floats(mean, "mean"), std=std and _floats(std, "std"),
-                           resize=resize, norm=norm)
+                           resize=resize, norm=norm, width=width)
 
 
 def _classes(classes: str | None, classes_file: Path | None) -> list[str] | None:
@@ -107,8 +125,8 @@ CALIB_SIZE = typer.Option(default(DataConfig, "calib_size"), help="Calibration i
 EVAL_LIMIT = typer.Option(None, help="Evaluate on at most this many images (class-balanced); default all.")
 CLASSES = typer.Option(None, help="Comma-separated class names (default: from the model's metadata or the data).")
 CLASSES_FILE = typer.Option(None, help="Class names, one per line (e.g. imagenet_classes.txt).")
-SIZE = typer.Option(None, help=f"Model input size (square). Default: from the model's metadata or record, else "
-                    f"{default(PreprocessSpec, 'size')}.")
+SIZE = typer.Option(None, help=f"Model input size: N (square) or WIDTHxHEIGHT (e.g. 768x512, image-to-image). "
+                    f"Default: from the model's metadata or record, else {default(PreprocessSpec, 'size')}.")
 MEAN = typer.Option(None, help="Normalisation mean (R,G,B). Default: as --size.")
 STD = typer.Option(None, help="Normalisation std (R,G,B). Default: as --size.")
 RESIZE = typer.Option(None, help="resize (stretch, as the seed) or shorter-side-crop. Default: as --size.")
@@ -156,9 +174,22 @@ def run(
     device: str = typer.Option(default(TorchQuantConfig, "device"), help="pt-qat training device: auto | cpu | cuda."),
     qat_from: Optional[Path] = typer.Option(None, help="pt-qat: converted INT8 weights from a QAT run elsewhere "
                                             "(bench/gpu/qat_r18.py); skips training here."),
+    task: str = typer.Option(default(RunConfig, "task"), help="classification | image-to-image (outputs are "
+                             "images, judged by PSNR/SSIM against the FP32 output)."),
+    fixed_input: Optional[list[str]] = typer.Option(None, help="Extra model input fixed for the run, repeatable: "
+                                                    "NAME=onehot:K | NAME=file.npy | NAME=v1,v2,... (stored in "
+                                                    "every ONNX file's metadata)."),
+    min_psnr: Optional[float] = typer.Option(None, help=f"image-to-image: quality floor, mean PSNR (dB) vs FP32 "
+                                             f"(default {default(RunConfig, 'min_psnr')}; with --auto, its budget)."),
+    min_worst_psnr: Optional[float] = typer.Option(None, help="image-to-image --auto: also the worst image's PSNR "
+                                                   f"(default {default(AutoConfig, 'min_worst_psnr')} dB)."),
+    op_types: Optional[str] = typer.Option(None, help="ORT static variants quantize only these op types, e.g. Conv "
+                                           "(default: every op ORT can quantize; the conv-only variant: Conv)."),
+    power_difference: bool = typer.Option(False, "--power-difference", help="image-to-image: seed 003's study, "
+                                          "every (x-y)^2 as one PowerDifference op (native and NumPy), FP32 and INT8."),
     data: Optional[Path] = DATA, calib_split: str = CALIB_SPLIT, eval_split: str = EVAL_SPLIT,
     calib_size: int = CALIB_SIZE, eval_limit: Optional[int] = EVAL_LIMIT, classes: Optional[str] = CLASSES,
-    classes_file: Optional[Path] = CLASSES_FILE, size: Optional[int] = SIZE, mean: Optional[str] = MEAN,
+    classes_file: Optional[Path] = CLASSES_FILE, size: Optional[str] = SIZE, mean: Optional[str] = MEAN,
     std: Optional[str] = STD, resize: Optional[str] = RESIZE, norm: Optional[str] = NORM,
     override_preprocess: bool = OVERRIDE,
 ):
@@ -168,11 +199,22 @@ def run(
     from .report import markdown_table
 
     spec, names = _spec(size, mean, std, resize, norm), _classes(classes, classes_file)
+    image = task == "image-to-image"
+    if image and (max_drop is not None or max_rel_drop is not None):
+        raise QDeployError("--max-drop/--max-rel-drop are top-1 budgets; an image-to-image run takes --min-psnr")
+    if not image and (min_psnr is not None or min_worst_psnr is not None):
+        raise QDeployError("--min-psnr/--min-worst-psnr judge image outputs; add --task image-to-image")
+    auto_cfg = None
+    if auto:
+        auto_cfg = (_image_auto_cfg(min_psnr, min_worst_psnr, val_size, auto_methods) if image
+                    else _auto_cfg(max_drop, max_rel_drop, val_size, auto_methods))
     cfg = RunConfig(out=str(out), data=_data_cfg(data, calib_split, eval_split, calib_size, eval_limit, names),
                     source=_source(checkpoint, onnx, pretrained, arch, arch_kwargs, spec, names, override_preprocess),
                     variants=variants,
                     max_drop_pt=max_drop if max_drop is not None else default(RunConfig, "max_drop_pt"),
-                    auto=_auto_cfg(max_drop, max_rel_drop, val_size, auto_methods) if auto else None,
+                    auto=auto_cfg, task=task, fixed_inputs=list(fixed_input or []), power_difference=power_difference,
+                    min_psnr=min_psnr if min_psnr is not None else default(RunConfig, "min_psnr"),
+                    op_types=tuple(t.strip() for t in op_types.split(",") if t.strip()) if op_types else None,
                     evaluate=EvalConfig(threads=threads),
                     torch_overrides=dict(qat_epochs=qat_epochs, device=device, qat_train_limit=qat_train_limit,
                                          qat_val_size=qat_val_size, qat_init=qat_init,

@@ -41,7 +41,8 @@ def evaluate_many(models: dict[str, Callable[[np.ndarray], np.ndarray]], images:
     cfg = cfg or EvalConfig()
     task = get_task(cfg.task)
     names = list(models)
-    scorers = {n: task.scorer(classes, images.labelled, with_reference=i > 0) for i, n in enumerate(names)}
+    files = [p.name for p in images.paths] if images.paths is not None else None
+    scorers = {n: task.scorer(classes, images.labelled, with_reference=i > 0, names=files) for i, n in enumerate(names)}
     desc = f"eval {len(models)} model(s)" if cfg.progress else None
     for batch in images.batches(spec, cfg.batch_size, cfg.workers, cfg.prefetch, desc=desc):
         outs = {n: models[n](batch.x) for n in names}

@@ -75,8 +75,12 @@ def check_parity(model, onnx_path: Path, batch: np.ndarray, cfg: ExportConfig) -
 
 
 def export(model, out: str | Path, batch: np.ndarray, classes: list[str], spec: PreprocessSpec,
-           cfg: ExportConfig | None = None, meta: dict | None = None) -> tuple[Path, Parity]:
-    """Export `model` to `out`, check it, verify parity on the real `batch`; raise ExportError past tolerance."""
+           cfg: ExportConfig | None = None, meta: dict | None = None, task: str = "classification") -> tuple[Path, Parity]:
+    """Export `model` to `out`, check it, verify parity on the real `batch`; raise ExportError past tolerance.
+    An image-to-image model is checked on max |diff| of its output images alone (top-1 means nothing there)."""
+    from dataclasses import replace
+
+    image = task == "image-to-image"
     import onnx
     import torch
 
@@ -84,7 +88,12 @@ def export(model, out: str | Path, batch: np.ndarray, classes: list[str], spec: 
     model = model.eval()
     with torch.no_grad():
         logits = model(torch.from_numpy(batch[:2]))
-    if logits.shape[-1] != len(classes):
+    if image:
+        if logits.ndim != 4:
+            raise ExportError(f"--task image-to-image needs a model that outputs images (n,c,h,w); this one gives "
+                              f"shape {tuple(logits.shape)}. Use --task classification for a classifier")
+        cfg = replace(cfg, output_name="output")
+    elif logits.shape[-1] != len(classes):
         raise ExportError(f"model outputs {logits.shape[-1]} classes but the data has {len(classes)}; "
                           "pass the matching --classes or checkpoint")
     proto = onnx.load_from_string(_torch_export(model, torch.from_numpy(batch[:1]), cfg))
@@ -95,13 +104,15 @@ def export(model, out: str | Path, batch: np.ndarray, classes: list[str], spec: 
 
     def verify(tmp: Path) -> Parity:
         parity = check_parity(model, tmp, batch, cfg)
-        if parity.max_abs_diff > cfg.atol or parity.agreement < cfg.min_agreement:
+        if parity.max_abs_diff > cfg.atol or (not image and parity.agreement < cfg.min_agreement):
             raise ExportError(
                 f"ONNX disagrees with PyTorch on {parity.batch} real images: max |diff| {parity.max_abs_diff:.2e} "
-                f"(allowed {cfg.atol:.0e}), top-1 agreement {parity.agreement:.2%}; check for ops that export "
+                f"(allowed {cfg.atol:.0e})" + ("" if image else f", top-1 agreement {parity.agreement:.2%}")
+                + "; check for ops that export "
                 "differently (e.g. training-mode layers) or raise --atol"
             )
         return parity
 
-    return write_onnx(proto, out, {"variant": "fp32", "classes": classes, "preprocess": spec.to_json(), **(meta or {})},
+    return write_onnx(proto, out, {"variant": "fp32", "classes": classes, "preprocess": spec.to_json(), "task": task,
+                                   **(meta or {})},
                       verify=verify)

@@ -13,10 +13,12 @@ from .bench import BenchConfig, benchmark_many, cpu_name
 from .data import DataConfig, ImageSet, open_calib_eval
 from .errors import DataError
 from .evaluate import EvalConfig, evaluate_many
+from . import fixed_inputs
 from .export import ExportConfig, export
 from .manifest import Manifest
 from .quantize.base import VariantContext, build_variant
-from .quantize.config import AutoConfig, parse_variants, variant_config
+from .errors import ConfigError
+from .quantize.config import TORCH_VARIANTS, AutoConfig, parse_variants, variant_config
 from .report import ReportConfig, report
 from .results import RunResult, TorchResult, VariantResult
 from .source import Source, SourceConfig, resolve_source
@@ -37,19 +39,68 @@ class RunConfig:
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    task: str = "classification"   # or image-to-image: outputs judged by PSNR/SSIM against FP32's
+    fixed_inputs: list[str] = field(default_factory=list)  # NAME=onehot:K|file.npy|v1,v2,... (extra model inputs)
+    min_psnr: float = 30.0          # image-to-image: the recommendation's quality floor (mean dB vs FP32)
+    op_types: tuple[str, ...] | None = None  # ORT static variants quantize only these op types (None: presets' own)
+    power_difference: bool = False  # seed 003's study: Sub+Pow -> PowerDifference (native / NumPy), FP32 and INT8
+    study_images: int = 8           # evaluation images the PowerDifference study compares outputs on
 
     def __post_init__(self):
+        from .tasks import get_task
+
+        get_task(self.task)  # one clear error for an unknown task, before any work
+        self.evaluate = replace(self.evaluate, task=self.task)
+        self.source = replace(self.source, task=self.task)
         self.variants = parse_variants(self.variants)
+        if self.task != "classification":
+            torch_only = [v for v in self.variants if v in TORCH_VARIANTS]
+            if torch_only:
+                raise ConfigError(f"variants {', '.join(torch_only)} are PyTorch classifier recipes; for "
+                                  f"--task {self.task} use ONNX Runtime ones (default, conv-only, a16w8, ...)")
+        if self.fixed_inputs and not self.source.onnx:
+            raise ConfigError("--fixed-input applies to ONNX models with extra inputs (--onnx); a PyTorch "
+                              "architecture takes the image alone")
         # every variant's config is built now: bad --qat-* values fail before any heavy work
         self.configs = {name: variant_config(name, self.torch_overrides) for name in self.variants}
+        if self.op_types:
+            from .quantize.config import QuantConfig
+
+            self.configs = {k: c.with_(op_types=tuple(self.op_types)) if isinstance(c, QuantConfig) else c
+                            for k, c in self.configs.items()}
         if self.auto is not None:
             self.configs["auto"] = self.auto
 
 
-def _fp32_from_onnx(cfg: RunConfig, src: Source, classes, out: Path, man: Manifest) -> Path:
+def _fixed(cfg: RunConfig) -> dict:
+    """--fixed-input values checked against the ONNX file's inputs (every non-image input needs one)."""
+    from . import fixed_inputs
+    from .artifacts import read_info
+
+    if not cfg.source.onnx:
+        return {}
+    info = read_info(cfg.source.onnx)
+    s = _ort_session(cfg.source.onnx)
+    inputs = {i.name: (i.shape, i.type) for i in s.get_inputs()}
+    if not cfg.fixed_inputs and info.fixed_inputs:
+        return info.fixed_inputs  # a qdeploy file keeps the values it was made with
+    return fixed_inputs.parse(cfg.fixed_inputs, inputs, s.get_inputs()[0].name)
+
+
+def _ort_session(path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _fp32_from_onnx(cfg: RunConfig, src: Source, classes, out: Path, man: Manifest, fixed: dict) -> Path:
     from .artifacts import write_onnx
 
-    meta = {"variant": "fp32", "classes": classes, "preprocess": src.preprocess.to_json()}
+    meta = {"variant": "fp32", "classes": classes, "preprocess": src.preprocess.to_json(), "task": cfg.task}
+    if fixed:
+        meta["fixed_inputs"] = fixed
     dst, _ = write_onnx(cfg.source.onnx, out / "fp32.onnx", meta)
     man.note("export", skipped=f"ONNX given ({Path(cfg.source.onnx).name})", origin=src.origin)
     return dst
@@ -64,7 +115,7 @@ def _model_outputs(cfg: RunConfig, model, size: int) -> int:
             return int(model(torch.zeros(1, 3, size, size)).shape[-1])
     from .targets import open_session
 
-    s = open_session(cfg.source.onnx).info["ort_session"]
+    s = _ort_session(cfg.source.onnx)
     dim = s.get_outputs()[0].shape[-1]
     return int(dim) if isinstance(dim, int) else -1
 
@@ -98,18 +149,24 @@ def _prepare(cfg: RunConfig):
         from .models import load_model
 
         model = load_model(src.arch, src.checkpoint, arch_kwargs=src.arch_kwargs)
-    data = replace(cfg.data, preprocess=src.preprocess, classes=src.classes)
+    fixed = _fixed(cfg)
+    data = replace(cfg.data, preprocess=src.preprocess, classes=src.classes,
+                   holdout=cfg.auto.val_size if cfg.auto is not None else 0)
     calib, evalset = open_calib_eval(data)
+    if cfg.task != "classification":
+        return src, model, data, calib, evalset, [], fixed  # outputs are images: no classes to match
     classes = _classes(src, calib, _model_outputs(cfg, model, src.preprocess.size))
-    return src, model, replace(data, classes=classes if calib.labelled else data.classes), calib, evalset, classes
+    return (src, model, replace(data, classes=classes if calib.labelled else data.classes), calib, evalset, classes,
+            fixed)
 
 
 def run(cfg: RunConfig, log=print) -> RunResult:
     """The whole pipeline; returns the typed result (also written as report.json)."""
     t_start = time.perf_counter()
     out = Path(cfg.out)
-    src, model, data, calib, evalset, classes = _prepare(cfg)
-    log(f"source: {src.arch or Path(cfg.source.onnx).name}; " + ", ".join(f"{k} from {v}" for k, v in src.origin.items()))
+    src, model, data, calib, evalset, classes, fixed = _prepare(cfg)
+    log(f"source: {src.arch or Path(cfg.source.onnx).name}; " + ", ".join(f"{k} from {v}" for k, v in src.origin.items())
+        + (f"; fixed inputs {fixed_inputs.describe(fixed)}" if fixed else ""))
     man = Manifest(out)
     man.input("checkpoint" if src.checkpoint else "onnx", src.checkpoint or cfg.source.onnx)
     for name, c in (("source", cfg.source), ("data", data), ("export", cfg.export), ("evaluate", cfg.evaluate),
@@ -124,10 +181,10 @@ def run(cfg: RunConfig, log=print) -> RunResult:
     with man.stage("export"):
         if model is not None:
             fp32, parity = export(model, out / "fp32.onnx", calib_x[:64], classes, data.preprocess, cfg.export,
-                                  meta={"arch": src.arch})
+                                  meta={"arch": src.arch}, task=cfg.task)
             man.note("export", parity=parity.as_dict(), origin=src.origin)
         else:
-            fp32 = _fp32_from_onnx(cfg, src, classes, out, man)
+            fp32 = _fp32_from_onnx(cfg, src, classes, out, man, fixed)
     log(f"export: {fp32} ({fp32.stat().st_size / 1e6:.1f} MB)")
     variants = [VariantResult(name="fp32", kind="fp32", file=fp32.name)]
     ctx = VariantContext(fp32=fp32, out=out, calib_x=calib_x, classes=classes, spec=data.preprocess, data=data,
@@ -136,15 +193,76 @@ def run(cfg: RunConfig, log=print) -> RunResult:
         variants += [build_variant(name, qcfg, ctx, man, log) for name, qcfg in cfg.configs.items()]
     with man.stage("evaluate"):
         _evaluate(variants, ctx, evalset, cfg.evaluate, log)
+    if cfg.task == "image-to-image":
+        with man.stage("grids"):
+            _image_grids(variants, ctx, evalset, out, cfg.evaluate.threads)
     with man.stage("bench"):
-        sample = evalset.subset(range(min(256, len(evalset)))).load(data.preprocess)
+        from .bench import default_batches
+
+        most = max(cfg.bench.batch_sizes or default_batches(data.preprocess.side))
+        sample = evalset.subset(range(min(most, len(evalset)))).load(data.preprocess)
         _bench_all(variants, out, sample, cfg.bench, ctx, log)
     result = _result(cfg, variants, calib, evalset, classes, data.preprocess)
+    if cfg.power_difference:
+        with man.stage("power-difference"):
+            result.studies["power_difference"] = _power_difference(cfg, variants, evalset, data, out, log)
     result.save(out / "report.json")
     with man.stage("report"):
         report(out / "report.json", out, cfg.report)
     _finish_manifest(man, out, variants, t_start)
     return result
+
+
+GRID_IMAGES = 2  # the first evaluation images in each grid, plus the variant's worst image
+
+
+def _image_grids(variants, ctx: VariantContext, evalset: ImageSet, out: Path, threads) -> None:
+    """Per INT8 variant: input | FP32 | INT8 | error heat map on a few evaluation images, its worst one included
+    (recomputed here for those images only: evaluation keeps no outputs)."""
+    from .report.plots import image_grid
+    from .targets import open_session
+    from .tasks.image import psnr
+
+    ref = open_session(out / "fp32.onnx", threads).run
+    for v in variants:
+        if v.kind == "fp32" or not v.ok or v.metrics is None or v.metrics.worst is None:
+            continue
+        idx = list(dict.fromkeys(list(range(min(GRID_IMAGES, len(evalset)))) + [v.metrics.worst]))
+        sub = evalset.subset(idx)
+        pix = sub.pixels_uint8(ctx.spec)
+        x = ctx.spec.normalize(pix)
+        run = open_session(out / v.file, threads).run
+        rows = []
+        for i, k in enumerate(idx):
+            f, q = ref(x[i:i + 1])[0], run(x[i:i + 1])[0]
+            name = sub.paths[i].name if sub.paths is not None else str(k)
+            rows.append({"name": name + (" (worst)" if k == v.metrics.worst else ""), "input": pix[i],
+                         "fp32": _to_uint8(f), "int8": _to_uint8(q), "psnr": psnr(f, q)})
+        image_grid(rows, f"{v.name}: input | FP32 | INT8 | error", out / "plots" / f"grid_{v.name}.png")
+
+
+def _to_uint8(chw) -> "np.ndarray":
+    import numpy as np
+
+    return (np.clip(chw, 0, 1).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
+
+
+def _power_difference(cfg: RunConfig, variants, evalset: ImageSet, data, out: Path, log) -> dict:
+    """Seed 003's comparison on the FP32 file and the best-PSNR INT8 variant that still has its Sub->Pow pairs."""
+    import onnx
+
+    from .graph.powerdiff import rewrite, study
+
+    def keeps_pairs(v):
+        return rewrite(onnx.load(str(out / v.file)))[1] > 0
+
+    int8 = [v for v in variants if v.kind == "int8" and v.measured and getattr(v.metrics, "psnr_mean", None)]
+    int8 = [v for v in sorted(int8, key=lambda v: -v.metrics.psnr_mean) if keeps_pairs(v)][:1]
+    images = evalset.subset(range(min(cfg.study_images, len(evalset)))).load(data.preprocess)
+    rec = study(out / "fp32.onnx", out / int8[0].file if int8 else None, images, out,
+                runs=max(10, min(cfg.bench.runs, 30)), threads=cfg.bench.threads, log=log)
+    rec["int8_variant"] = int8[0].name if int8 else None
+    return rec
 
 
 def _finish_manifest(man: Manifest, out: Path, variants, t_start: float) -> None:
@@ -180,10 +298,17 @@ def _evaluate(variants, ctx: VariantContext, evalset: ImageSet, cfg: EvalConfig,
             by_name[name].torch = TorchResult(metrics=m, size_bytes=ctx.torch_models[name][1])
         else:
             by_name[name].metrics = m
-        acc = "" if m.top1 is None else f"top-1 {m.top1:.2%}"
-        agree = "" if m.agreement is None else f", agreement {m.agreement:.2%}"
-        log(f"evaluate {key}: {acc or 'no labels'}{agree}")
+        log(f"evaluate {key}: {_describe(m)}")
     _qat_vs_ptq(by_name, scorers)
+
+
+def _describe(m) -> str:
+    if hasattr(m, "psnr_mean"):
+        return ("reference" if m.psnr_mean is None else
+                f"PSNR vs FP32 {m.psnr_mean:.2f} dB (worst {m.psnr_min:.2f}), SSIM {m.ssim_mean:.4f}")
+    acc = "" if m.top1 is None else f"top-1 {m.top1:.2%}"
+    agree = "" if m.agreement is None else f", agreement {m.agreement:.2%}"
+    return f"{acc or 'no labels'}{agree}"
 
 
 def _qat_vs_ptq(by_name: dict, scorers: dict) -> None:
@@ -225,9 +350,24 @@ def _bench_all(variants, out: Path, sample, cfg: BenchConfig, ctx: VariantContex
 def _score(v: VariantResult) -> float:
     """Top-1 where there are labels, else agreement with FP32 (FP32 itself: 1)."""
     m = v.metrics
+    if hasattr(m, "psnr_mean"):
+        return 1.0
     if m.top1 is not None:
         return m.top1
     return 1.0 if m.agreement is None else m.agreement
+
+
+def recommend_images(variants: list[VariantResult], min_psnr: float, tie: float = 0.05) -> str | None:
+    """Fastest INT8 variant whose mean PSNR against FP32 is at least `min_psnr` and which beats FP32;
+    among those within `tie` of the fastest, the highest PSNR."""
+    ok = [v for v in variants if v.measured]
+    fp32 = next((v for v in ok if v.kind == "fp32"), None)
+    good = [v for v in ok if fp32 and v.kind != "fp32" and v.metrics.psnr_mean is not None
+            and v.metrics.psnr_mean >= min_psnr and v.bench.p50_ms < fp32.bench.p50_ms]
+    if not good:
+        return None
+    fastest = min(v.bench.p50_ms for v in good)
+    return max((v for v in good if v.bench.p50_ms <= fastest * (1 + tie)), key=lambda v: v.metrics.psnr_mean).name
 
 
 def recommend(variants: list[VariantResult], max_drop_pt: float, tie: float = 0.05) -> str | None:
@@ -250,8 +390,10 @@ def recommend(variants: list[VariantResult], max_drop_pt: float, tie: float = 0.
 def _result(cfg: RunConfig, variants, calib, evalset, classes, spec) -> RunResult:
     first = next((v.bench for v in variants if v.bench is not None), None)
     return RunResult(
-        variants=variants, classes=classes, task=cfg.evaluate.task, recommended=recommend(variants, cfg.max_drop_pt),
-        max_drop_pt=cfg.max_drop_pt,
+        variants=variants, classes=classes, task=cfg.task,
+        recommended=(recommend(variants, cfg.max_drop_pt) if cfg.task == "classification"
+                     else recommend_images(variants, cfg.min_psnr)),
+        max_drop_pt=cfg.max_drop_pt, min_psnr=cfg.min_psnr if cfg.task != "classification" else None,
         data={"root": cfg.data.root, "calib_source": calib.source, "calib_images": len(calib),
               "eval_source": evalset.source, "eval_images": len(evalset), "labelled": evalset.labelled,
               "preprocess": spec.to_json()},

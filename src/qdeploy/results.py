@@ -9,6 +9,7 @@ from pathlib import Path
 from .bench import BenchResult
 from .errors import ModelFileError
 from .tasks.classification import Metrics
+from .tasks.image import ImageMetrics
 
 SCHEMA_VERSION = 2
 
@@ -32,7 +33,7 @@ class VariantResult:
     target: str = "ort-cpu"
     config: dict = field(default_factory=dict)
     check: dict | None = None       # verification against FP32 before the file got its name
-    metrics: Metrics | None = None
+    metrics: Metrics | ImageMetrics | None = None   # the run's task decides which
     bench: BenchResult | None = None
     torch: TorchResult | None = None
     extra: dict = field(default_factory=dict)  # scheme facts: qat_history, qat_epoch, vs_ptq, pot_scales, search
@@ -57,8 +58,10 @@ class RunResult:
     task: str = "classification"
     recommended: str | None = None
     max_drop_pt: float = 1.0
+    min_psnr: float | None = None   # image-to-image: the recommendation's quality floor (dB vs FP32)
     data: dict = field(default_factory=dict)
     environment: dict = field(default_factory=dict)
+    studies: dict = field(default_factory=dict)   # e.g. power_difference: seed 003's custom-operator comparison
     schema_version: int = SCHEMA_VERSION
 
     def get(self, name: str) -> VariantResult | None:
@@ -70,7 +73,7 @@ class RunResult:
 
     @property
     def labelled(self) -> bool:
-        return self.fp32 is not None and self.fp32.metrics.top1 is not None
+        return self.fp32 is not None and getattr(self.fp32.metrics, "top1", None) is not None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,7 +90,8 @@ class RunResult:
             raise ModelFileError(f"{source} was written by {'an older' if (version or 0) < SCHEMA_VERSION else 'a newer'} "
                                  f"qdeploy (report schema {version or 1}, this one reads {SCHEMA_VERSION}); re-run "
                                  "'qdeploy run' to rebuild it")
-        return cls(**{**d, "variants": [_variant(v) for v in d["variants"]]})
+        task = d.get("task", "classification")
+        return cls(**{**d, "variants": [_variant(v, task) for v in d["variants"]]})
 
     @classmethod
     def load(cls, path: str | Path) -> "RunResult":
@@ -105,10 +109,12 @@ def _bench(d: dict | None) -> BenchResult | None:
     return BenchResult(**{**d, "throughput": {int(k): v for k, v in d.get("throughput", {}).items()}})
 
 
-def _variant(d: dict) -> VariantResult:
+def _variant(d: dict, task: str = "classification") -> VariantResult:
+    from .tasks import get_task
+
     known = {f.name for f in fields(VariantResult)}
     v = VariantResult(**{k: d[k] for k in known if k in d})
-    v.metrics = Metrics.from_dict(d["metrics"]) if d.get("metrics") else None
+    v.metrics = get_task(task).metrics_type.from_dict(d["metrics"]) if d.get("metrics") else None
     v.bench = _bench(d.get("bench"))
     if d.get("torch"):
         t = d["torch"]

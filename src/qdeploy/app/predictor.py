@@ -24,6 +24,10 @@ class Variant:
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(x)
 
+    def outputs(self, x: np.ndarray, fixed: dict | None = None) -> np.ndarray:
+        """Image-to-image: the output batch, with `fixed` replacing stored extra inputs (another style)."""
+        return self.session.run(x, fixed=fixed) if fixed else self.session.run(x)
+
 
 def softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(-1, keepdims=True)
@@ -70,6 +74,12 @@ class Predictor:
             variants.append(Variant(name=name, info=info, session=open_session(p, threads, spinning=False), size_bytes=p.stat().st_size))
         first = variants[0].info
         spec = first.require_preprocess()  # serving cannot guess how images become inputs
+        if first.task == "image-to-image":
+            for v in variants[1:]:
+                if v.info.preprocess != first.preprocess or v.info.task != first.task:
+                    raise ModelFileError(f"{v.info.path.name} has different preprocessing or task than "
+                                         f"{first.path.name}; serve models of one run together")
+            return cls(variants=variants, report=report, latency_runs=latency_runs, facts=_facts(report, variants))
         if first.classes is None:  # a foreign file: number the outputs
             n = variants[0].logits(np.zeros((1, 3, spec.size, spec.size), np.float32)).shape[-1]
             for v in variants:
@@ -87,6 +97,61 @@ class Predictor:
     @property
     def classes(self) -> list[str]:
         return self.variants[0].info.classes
+
+    @property
+    def task(self) -> str:
+        return self.variants[0].info.task
+
+    def pickers(self) -> dict[str, dict]:
+        """Extra inputs the user may choose per request: 1-D one-hot ones (a style index), with their run value."""
+        out = {}
+        for name, f in self.variants[0].info.fixed_inputs.items():
+            if len(f["shape"]) == 1 and str(f.get("spec", "")).startswith("onehot:"):
+                out[name] = {"choices": f["shape"][0], "default": int(f["spec"].split(":")[1])}
+        return out
+
+    def _fixed_for(self, choice: dict | None) -> dict | None:
+        if not choice:
+            return None
+        pickers, feeds = self.pickers(), {}
+        for name, k in choice.items():
+            if name not in pickers:
+                raise ModelFileError(f"'{name}' is not a choosable input of these models "
+                                     f"(choosable: {', '.join(pickers) or 'none'})")
+            n = pickers[name]["choices"]
+            if not isinstance(k, int) or not 0 <= k < n:
+                raise ModelFileError(f"{name} must be an index 0..{n - 1}, got {k!r}")
+            dtype = self.variants[0].info.fixed_inputs[name]["dtype"]
+            feeds[name] = np.eye(n, dtype=dtype)[k]
+        return feeds
+
+    def transform(self, img, choice: dict | None = None) -> dict:
+        """Image-to-image: every variant's output image for one photo (optionally another style), its
+        latency (median), and PSNR/SSIM/max error against the first (FP32) variant's output."""
+        from ..tasks.image import image_pair_metrics
+
+        seen = self.spec.resize_image(img)
+        x = self.spec.normalize(np.asarray(seen))
+        fixed = self._fixed_for(choice)
+        rows, ref = [], None
+        for v in self.variants:
+            v.outputs(x, fixed)
+            times = []
+            for _ in range(max(1, self.latency_runs)):
+                t0 = time.perf_counter()
+                out = v.outputs(x, fixed)[0]
+                times.append((time.perf_counter() - t0) * 1e3)
+            row = {"name": v.name, "latency_ms": float(np.median(times)),
+                   "image": (np.clip(out, 0, 1).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)}
+            if ref is None:
+                ref = (out, row)
+            else:
+                row.update(image_pair_metrics(ref[0], out))
+                row["speedup"] = ref[1]["latency_ms"] / max(row["latency_ms"], 1e-9)
+            rows.append(row)
+        chosen = {k: (choice or {}).get(k, p["default"]) for k, p in self.pickers().items()}
+        return {"input": {"width": img.size[0], "height": img.size[1], "model_input": self.spec.size,
+                          "resize": self.spec.resize}, "choice": chosen, "variants": rows, "seen": seen}
 
     def predict(self, img, top_k: int = 3) -> dict:
         """One RGB image -> each variant's top-k, latency (median of runs), agreement with the first."""
@@ -135,8 +200,11 @@ def _facts(report: RunResult | None, variants: list[Variant]) -> dict:
         r = report.get(name)
         if r is None or not r.measured:
             continue
-        f["top1"] = None if r.metrics.top1 is None else 100 * r.metrics.top1
-        f["agreement"] = None if r.metrics.agreement is None else 100 * r.metrics.agreement
+        if hasattr(r.metrics, "psnr_mean"):
+            f["psnr"], f["psnr_min"], f["ssim"] = r.metrics.psnr_mean, r.metrics.psnr_min, r.metrics.ssim_mean
+        else:
+            f["top1"] = None if r.metrics.top1 is None else 100 * r.metrics.top1
+            f["agreement"] = None if r.metrics.agreement is None else 100 * r.metrics.agreement
         f["p50_ms"] = r.bench.p50_ms
         if fp32:
             f["compression"] = fp32.bench.size_bytes / r.bench.size_bytes

@@ -3,6 +3,8 @@
 No `from __future__ import annotations` here: FastAPI reads the route signatures at run time.
 """
 
+import base64
+import io
 import secrets
 import threading
 from dataclasses import dataclass
@@ -94,18 +96,58 @@ def create_app(pred: Predictor, cfg: ServeConfig):
 
     @app.get("/api/models", dependencies=[Depends(check_auth)])
     def models():
-        return {"classes": pred.classes, "preprocess": pred.spec.__dict__, "variants": [
+        return {"task": pred.task, "classes": pred.classes, "pickers": pred.pickers(),
+                "preprocess": pred.spec.__dict__, "variants": [
             {"name": v.name, "file": v.info.path.name, "size_bytes": v.size_bytes, **pred.facts.get(v.name, {})}
             for v in pred.variants]}
 
     @app.post("/api/predict", dependencies=[Depends(check_auth)])
-    async def predict(request: Request, top_k: int = 3):
+    async def predict(request: Request, top_k: int = 3, style: Optional[int] = None, variant: Optional[str] = None):
+        """Classifiers: each variant's top-k. Image-to-image: each variant's output image as base64 PNG with
+        PSNR/SSIM against FP32 (JSON), or one variant's PNG itself with ?variant=NAME; ?style=K picks another
+        one-hot extra input (the style) than the run's."""
+        if pred.task == "image-to-image":
+            choice = _choice(style)
+            if variant is not None and variant not in [v.name for v in pred.variants]:
+                raise HTTPException(422, f"variant must be one of {', '.join(v.name for v in pred.variants)}")
+            data = await _read_upload(request, limits.max_bytes)
+            from starlette.concurrency import run_in_threadpool
+
+            return await run_in_threadpool(_transform_sync, data, choice, variant)
         if not 1 <= top_k <= len(pred.classes):
             raise HTTPException(422, f"top_k must be in 1..{len(pred.classes)}")
         data = await _read_upload(request, limits.max_bytes)
         from starlette.concurrency import run_in_threadpool
 
         return await run_in_threadpool(_predict_sync, data, top_k)
+
+    def _choice(style):
+        pickers = pred.pickers()
+        if style is None:
+            return None
+        if len(pickers) != 1:
+            raise HTTPException(422, "these models have no single one-hot input to pick with ?style=")
+        name, p = next(iter(pickers.items()))
+        if not 0 <= style < p["choices"]:
+            raise HTTPException(422, f"style must be in 0..{p['choices'] - 1}")
+        return {name: style}
+
+    def _transform_sync(data: bytes, choice, variant):
+        from fastapi.responses import Response
+
+        img = load_image(data, limits)
+        try:
+            with gate:
+                result = pred.transform(img, choice)
+        except OverflowError:
+            return JSONResponse({"error": "server busy: too many requests waiting; retry shortly"}, status_code=503)
+        result.pop("seen")
+        if variant is not None:
+            row = next(r for r in result["variants"] if r["name"] == variant)
+            return Response(_png(row["image"]), media_type="image/png")
+        for r in result["variants"]:
+            r["image_png_base64"] = base64.b64encode(_png(r.pop("image"))).decode()
+        return result
 
     def _predict_sync(data: bytes, top_k: int):
         img = load_image(data, limits)
@@ -121,6 +163,14 @@ def create_app(pred: Predictor, cfg: ServeConfig):
     demo.queue(default_concurrency_limit=cfg.max_concurrency, max_size=cfg.max_queue)
     return gr.mount_gradio_app(app, demo, path="/", auth=cfg.credentials, max_file_size=limits.max_bytes,
                                css=PAGE_CSS, footer_links=["api"])
+
+
+def _png(arr) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 async def _read_upload(request, max_bytes: int) -> bytes:

@@ -84,12 +84,91 @@ def classify_handler(pred: Predictor, limits: UploadLimits):
     return classify
 
 
+def image_perf_markdown(result: dict) -> str:
+    rows = ["| variant | latency (ms, median) | speedup vs FP32 | PSNR vs FP32 (dB) | SSIM | max abs err |",
+            "|---|---|---|---|---|---|"]
+    for r in result["variants"]:
+        ref = "psnr" not in r
+        rows.append(f"| {r['name']} | {r['latency_ms']:.1f} | {'–' if ref else format(r['speedup'], '.2f') + 'x'} | "
+                    f"{'reference' if ref else format(r['psnr'], '.2f')} | {'–' if ref else format(r['ssim'], '.4f')} | "
+                    f"{'–' if ref else format(r['max_abs'], '.3f')} |")
+    return "\n".join(rows)
+
+
+def transform_handler(pred: Predictor, limits: UploadLimits):
+    import gradio as gr
+
+    pickers = pred.pickers()
+
+    def transform(path, *choices):
+        try:
+            img = load_image(path, limits)
+        except ImageInputError as exc:
+            raise gr.Error(str(exc), print_exception=False)
+        choice = {name: int(c) for name, c in zip(pickers, choices) if c is not None}
+        result = pred.transform(img, choice)
+        i = result["input"]
+        note = (f"Your image is {i['width']}x{i['height']}; the models see {i['model_input']}x{i['model_input']} "
+                f"({i['resize']}). " + ", ".join(f"{k} = {v}" for k, v in result["choice"].items()))
+        return (*[r["image"] for r in result["variants"]], image_perf_markdown(result), note)
+
+    return transform
+
+
+def build_image_ui(pred: Predictor, limits: UploadLimits):
+    """Image-to-image page: a photo and a style in, every variant's output image side by side with numbers."""
+    import gradio as gr
+
+    from .examples import example_paths
+
+    RawImage = _raw_image_component()
+    names = [v.name for v in pred.variants]
+    with gr.Blocks(title="qdeploy: FP32 vs INT8 images") as demo:
+        gr.Markdown(f"# qdeploy — {' vs '.join(names)}\nUpload a photo; every model transforms it, and each INT8 "
+                    "output is measured against the FP32 one (PSNR, SSIM).")
+        with gr.Row(equal_height=False):
+            with gr.Column(min_width=280):
+                image = RawImage(type="filepath", sources=["upload", "clipboard", "webcam"], label="Photo",
+                                 elem_id="qd-input")
+                pickers = [gr.Dropdown(choices=list(range(p["choices"])), value=p["default"], label=f"{name} (one-hot index)",
+                                       elem_id=f"qd-pick-{i}") for i, (name, p) in enumerate(pred.pickers().items())]
+                button = gr.Button("Transform", variant="primary", elem_id="qd-run")
+                note = gr.Markdown(elem_id="qd-note")
+            outs = [gr.Image(label=n, interactive=False, elem_id=f"qd-out-{i}", min_width=200, format="png")
+                    for i, n in enumerate(names)]
+        perf = gr.Markdown(elem_id="qd-perf")
+        examples = [str(p) for p in example_paths()]
+        if examples:
+            gr.Examples(examples=examples, inputs=image, label="Example photos (scikit-image samples)")
+        fn = transform_handler(pred, limits)
+        button.click(fn, inputs=[image, *pickers], outputs=[*outs, perf, note], api_name="transform")
+        with gr.Tab("Model facts"):
+            gr.Markdown(image_facts_markdown(pred))
+    return demo
+
+
+def image_facts_markdown(pred: Predictor) -> str:
+    rows = ["| variant | size MB | compression | PSNR vs FP32 dB (eval mean) | worst | SSIM | b1 p50 ms | speedup |",
+            "|---|---|---|---|---|---|---|---|"]
+
+    def f(v, fmt):
+        return "–" if v is None else format(v, fmt)
+
+    for name, x in pred.facts.items():
+        rows.append(f"| {name} | {x['size_mb']:.2f} | {f(x.get('compression'), '.2f')}x | {f(x.get('psnr'), '.2f')} | "
+                    f"{f(x.get('psnr_min'), '.2f')} | {f(x.get('ssim'), '.4f')} | {f(x.get('p50_ms'), '.2f')} | "
+                    f"{f(x.get('speedup'), '.2f')}x |")
+    return "Measured by `qdeploy run` on its evaluation photos.\n\n" + "\n".join(rows)
+
+
 def build_ui(pred: Predictor, limits: UploadLimits | None = None):
     import gradio as gr
 
     from .examples import example_paths
 
     limits = limits or UploadLimits()
+    if pred.task == "image-to-image":
+        return build_image_ui(pred, limits)
     RawImage = _raw_image_component()
     names = [v.name for v in pred.variants]
     with gr.Blocks(title="qdeploy: FP32 vs INT8") as demo:

@@ -21,7 +21,7 @@ from ..compare import compare_outputs
 from ..errors import QDeployError, QuantizeError
 from ..targets import open_session, run_batched
 from .base import QuantCheck, VariantContext, register
-from .config import AutoConfig, QuantConfig, kernel_types
+from .config import WIDE_KERNELS, AutoConfig, QuantConfig, kernel_types
 from .ort import quantize, verify
 from .sensitivity import node_sensitivity
 
@@ -33,6 +33,9 @@ class Candidate:
     calib_size: int
     val_top1: float | None = None
     agreement: float | None = None
+    psnr: float | None = None        # image-to-image: mean / worst PSNR (dB) and mean SSIM vs FP32's outputs
+    psnr_min: float | None = None
+    ssim: float | None = None
     p50_ms: float | None = None
     size_bytes: int | None = None
     excluded: list[str] = field(default_factory=list)
@@ -43,17 +46,48 @@ class Candidate:
 
 
 class _Search:
+    """The search's bookkeeping; what "good" means is the task's: top-1 drop (or disagreement) for a classifier
+    (this class), PSNR against FP32's output images for an image-to-image model (_ImageSearch)."""
+
     def __init__(self, fp32: Path, work: Path, calib_pool: np.ndarray, val_x, val_y, cfg: AutoConfig, log):
         self.fp32, self.work, self.pool, self.val_x, self.val_y, self.cfg, self.log = fp32, work, calib_pool, val_x, val_y, cfg, log
         self.ref_logits = run_batched(open_session(fp32), val_x)
-        self.fp32_top1 = float((self.ref_logits.argmax(1) == val_y).mean())
+        self._reference()
         # Validation images come from the training split. When FP32 gets (almost) all of them right, the
         # model has memorised them and a top-1 drop there says nothing; the share of images where INT8
         # and FP32 disagree is then the measure, an upper bound on the drop (a disagreement can cost
         # at most one correct prediction).
-        self.metric = "disagreement" if self.fp32_top1 >= cfg.memorized_at else "top1-drop"
         self.fp32_ms = self._bench({"fp32": fp32})["fp32"].p50_ms
         self.cands: list[Candidate] = []
+
+    def _reference(self) -> None:
+        if self.val_y is None:
+            raise QuantizeError("--auto with a top-1 budget needs labelled validation images; this data has no labels. "
+                                "Use an ImageFolder tree (train/<class>/...) or run without --auto")
+        self.fp32_top1 = float((self.ref_logits.argmax(1) == self.val_y).mean())
+        self.metric = "disagreement" if self.fp32_top1 >= self.cfg.memorized_at else "top1-drop"
+
+    def score(self, c: Candidate, outputs: np.ndarray) -> None:
+        c.val_top1 = float((outputs.argmax(1) == self.val_y).mean())
+        c.agreement = compare_outputs(self.ref_logits, outputs).agreement
+
+    def collapsed(self, c: Candidate) -> str | None:
+        if c.agreement < self.cfg.collapse_agreement:
+            return f"agreement with FP32 {c.agreement:.1%}: never selected"
+        return None
+
+    def quality(self, c: Candidate) -> str:
+        return (f"val top-1 {100 * c.val_top1:.2f} % (FP32 {100 * self.fp32_top1:.2f}), agreement "
+                f"{100 * c.agreement:.2f} %, {self.metric} {self.drop_pt(c):.2f} pt")
+
+    def good_enough(self, c: Candidate, budget: float) -> bool:
+        return self.drop_pt(c) <= budget + 1e-9
+
+    def budget(self) -> float:
+        return self.cfg.budget_pt(self.fp32_top1)
+
+    def reference_facts(self) -> dict:
+        return {"fp32_val_top1": self.fp32_top1}
 
     def _bench(self, models: dict):
         from ..bench import BenchConfig, benchmark_many
@@ -74,23 +108,21 @@ class _Search:
         t0 = time.perf_counter()
         path = self.work / f"{name}.onnx"
         try:
-            quantize(self.fp32, path, qcfg.with_(min_agreement=0.0), self.pool[:calib_size], verify_batch=self.val_x[:64])
-            logits = run_batched(open_session(path), self.val_x)
-            c.val_top1 = float((logits.argmax(1) == self.val_y).mean())
-            c.agreement = compare_outputs(self.ref_logits, logits).agreement
+            quantize(self.fp32, path, qcfg.with_(min_agreement=0.0), self.pool[:calib_size],
+                     verify_batch=self.val_x[:64], guard=False)
+            self.score(c, run_batched(open_session(path), self.val_x))
             c.size_bytes = path.stat().st_size
             c.p50_ms = latency if latency is not None else self._latency(path)
-            if c.agreement < self.cfg.collapse_agreement:
-                c.status, c.note = "collapsed", f"agreement with FP32 {c.agreement:.1%}: never selected"
+            why = self.collapsed(c)
+            if why:
+                c.status, c.note = "collapsed", why
                 self.log(f"auto {name}: COLLAPSED ({c.note})")
         except QDeployError as exc:
             c.status, c.note = "failed", str(exc)
         c.seconds = time.perf_counter() - t0
         self.cands.append(c)
         if c.status == "ok":
-            self.log(f"auto {name} [{stage}] {_describe(qcfg, calib_size)}: val top-1 {100 * c.val_top1:.2f} % "
-                     f"(FP32 {100 * self.fp32_top1:.2f}), agreement {100 * c.agreement:.2f} %, "
-                     f"{self.metric} {self.drop_pt(c):.2f} pt, {c.p50_ms:.2f} ms")
+            self.log(f"auto {name} [{stage}] {_describe(qcfg, calib_size)}: {self.quality(c)}, {c.p50_ms:.2f} ms")
         return c
 
     def drop_pt(self, c: Candidate) -> float:
@@ -99,11 +131,52 @@ class _Search:
         return 100 * (self.fp32_top1 - c.val_top1)
 
     def meets(self, c: Candidate, budget: float) -> bool:
-        return c.status == "ok" and self.drop_pt(c) <= budget + 1e-9 and c.p50_ms < self.fp32_ms
+        return c.status == "ok" and self.good_enough(c, budget) and c.p50_ms < self.fp32_ms
+
+
+class _ImageSearch(_Search):
+    """Image-to-image: a candidate is good when its mean PSNR against FP32's output images reaches
+    cfg.min_psnr and its worst image cfg.min_worst_psnr; "drop" (for ranking and the record) is the
+    shortfall below the mean floor, negative when above it."""
+
+    def _reference(self) -> None:
+        self.metric = "psnr"
+
+    def score(self, c: Candidate, outputs: np.ndarray) -> None:
+        from ..tasks.image import ImageScorer
+
+        sc = ImageScorer(with_reference=True)
+        sc.update(outputs, None, self.ref_logits)
+        m = sc.result()
+        c.psnr, c.psnr_min, c.ssim = m.psnr_mean, m.psnr_min, m.ssim_mean
+
+    def collapsed(self, c: Candidate) -> str | None:
+        from ..tasks.image import COLLAPSE_PSNR_DB
+
+        if c.psnr < COLLAPSE_PSNR_DB:
+            return f"mean PSNR vs FP32 {c.psnr:.1f} dB (< {COLLAPSE_PSNR_DB:.0f}): never selected"
+        return None
+
+    def quality(self, c: Candidate) -> str:
+        return f"PSNR vs FP32 {c.psnr:.2f} dB (worst {c.psnr_min:.2f}), SSIM {c.ssim:.4f}"
+
+    def drop_pt(self, c: Candidate) -> float:
+        return self.cfg.min_psnr - c.psnr
+
+    def good_enough(self, c: Candidate, budget: float) -> bool:
+        return c.psnr >= self.cfg.min_psnr - 1e-9 and c.psnr_min >= self.cfg.min_worst_psnr - 1e-9
+
+    def budget(self) -> float:
+        return 0.0
+
+    def reference_facts(self) -> dict:
+        return {"min_psnr": self.cfg.min_psnr, "min_worst_psnr": self.cfg.min_worst_psnr}
 
 
 def _describe(q: QuantConfig, n: int) -> str:
     ex = f", {len(q.nodes_to_exclude)} nodes FP32" if q.nodes_to_exclude else ""
+    ex += f", only {'/'.join(q.op_types)}" if q.op_types else ""
+    ex += f", float {'/'.join(q.float_outputs)} outputs" if q.float_outputs else ""
     return (f"{q.format} {q.activation_type}/{q.weight_type}{' 7-bit' if q.reduce_range else ''} {'per-channel' if q.per_channel else 'per-tensor'} "
             f"{q.method} calib {n}{ex}")
 
@@ -124,6 +197,8 @@ def auto_quantize_from(fp32: str | Path, out: str | Path, data, cfg: AutoConfig,
     from ..data import open_calib_val
 
     calib, val = open_calib_val(data, cfg.val_size)
+    log(f"auto: {len(calib)} calibration and {len(val)} validation images from {val.source} (disjoint from each "
+        "other and from the evaluation images)")
     return auto_quantize(fp32, out, calib.inputs(data.preprocess), val.inputs(data.preprocess), val.labels, cfg, log)
 
 
@@ -135,6 +210,9 @@ def auto_quantize(fp32: str | Path, out: str | Path, calib_pool: np.ndarray, val
     t_start = time.perf_counter()
     work = out.parent / ".auto-work"
     work.mkdir(parents=True, exist_ok=True)
+    if cfg.image:
+        s = _ImageSearch(fp32, work, calib_pool, val_x, val_y, cfg, log)
+        return _image_search(s, out, t_start)
     s = _Search(fp32, work, calib_pool, val_x, val_y, cfg, log)
     budget = cfg.budget_pt(s.fp32_top1)
     log(f"auto: FP32 val top-1 {100 * s.fp32_top1:.2f} % on {len(val_y)} validation images, budget {budget:.2f} pt, "
@@ -190,6 +268,79 @@ def auto_quantize(fp32: str | Path, out: str | Path, calib_pool: np.ndarray, val
     return _finish(s, chosen, budget, sens, out, cfg, time.perf_counter() - t_start)
 
 
+def _image_search(s: "_ImageSearch", out: Path, t_start: float) -> dict:
+    """Image-to-image: screen (format x kernel x quantized op types), sweep calibration on the best, keep the
+    first/last convolutions in FP32 (seed 003's rule of thumb), then the most sensitive nodes one by one.
+    Nothing is dropped for being slow before the quality steps: on a CPU where every INT8 graph of a model
+    is slower than FP32, the record still says what quality INT8 can reach and at what cost."""
+    cfg, log = s.cfg, s.log
+    log(f"auto: image-to-image budget mean PSNR >= {cfg.min_psnr} dB, worst image >= {cfg.min_worst_psnr} dB vs FP32 on "
+        f"{len(s.val_x)} validation images; FP32 {s.fp32_ms:.2f} ms")
+    n = max(cfg.calib_sizes(len(s.pool)))
+    for f, k, (ops, float_out) in itertools.product(cfg.formats, cfg.kernels, cfg.image_op_types):
+        if k in WIDE_KERNELS and (f != "QDQ" or not ops or float_out):
+            continue  # 16-bit activations: QDQ only, on the Conv nodes (the quality reference)
+        if float_out and f != "QDQ":
+            continue  # QOperator's QLinearConv always writes a quantized output
+        s.measure(QuantConfig(name="auto", format=f, op_types=ops, float_outputs=float_out, **kernel_types(k)), n,
+                  "speed")
+    eight = [c for c in s.cands if c.status == "ok" and c.config["activation_type"] in ("uint8", "int8")]
+    base = max(eight, key=lambda c: (c.psnr, -c.p50_ms), default=None)
+    if base is not None:
+        fields_ = {k: base.config[k] for k in ("format", "activation_type", "weight_type", "reduce_range", "op_types",
+                                               "float_outputs")}
+        for method, pc in itertools.product(cfg.methods, cfg.per_channel):
+            if (method, pc) != ("minmax", True):
+                s.measure(QuantConfig(name="auto", per_channel=pc, method=method, **fields_), n, "accuracy",
+                          latency=base.p50_ms if pc else None)
+        eight = [c for c in s.cands if c.status == "ok" and c.config["activation_type"] in ("uint8", "int8")]
+        base = max(eight, key=lambda c: (c.psnr, -c.p50_ms))
+    chosen = _best(s, s.cands, 0.0)
+    sens = _sensitivity(s, base) if base else []
+    if chosen is None and base is not None:
+        ends = _end_convs(s.fp32)
+        log(f"auto: keeping the first and last convolutions in FP32 ({', '.join(ends)})")
+        c = s.measure(QuantConfig(**{**base.config, "nodes_to_exclude": ends}), base.calib_size, "fallback")
+        if s.meets(c, 0.0):
+            chosen = c
+        elif sens:
+            start = ends if c.status == "ok" and c.psnr > base.psnr else []
+            log("auto: keeping the most sensitive nodes in FP32, one per step"
+                + (" (besides the first and last convolutions)" if start else ""))
+            chosen = _fallback(s, base, [r for r in sens if r["node"] not in start], 0.0, start)
+    return _finish(s, chosen, 0.0, sens, out, cfg, time.perf_counter() - t_start)
+
+
+def _end_convs(fp32: Path) -> list[str]:
+    import onnx
+
+    convs = [n.name for n in onnx.load(str(fp32), load_external_data=False).graph.node if n.op_type == "Conv"]
+    return list(dict.fromkeys(convs[:1] + convs[-1:]))
+
+
+def _image_message(s: "_ImageSearch") -> str:
+    """Why nothing was chosen, in numbers: the speed wall, the best quality, the fastest that met the floors."""
+    ok = [c for c in s.cands if c.status == "ok"]
+    if not ok:
+        return "every candidate failed"
+    fastest = min(ok, key=lambda c: c.p50_ms)
+    best = max(ok, key=lambda c: c.psnr)
+    good = [c for c in ok if s.good_enough(c, 0.0)]
+    parts = []
+    if fastest.p50_ms >= s.fp32_ms:
+        parts.append(f"no INT8 candidate is faster than FP32 on this machine (fastest {fastest.name}: "
+                     f"{fastest.p50_ms:.1f} ms vs FP32 {s.fp32_ms:.1f} ms, {fastest.psnr:.1f} dB)")
+    parts.append(f"best quality {best.name}: {best.psnr:.2f} dB mean, worst image {best.psnr_min:.2f} dB, "
+                 f"{best.p50_ms:.1f} ms ({_describe(QuantConfig(**best.config), best.calib_size)})")
+    if good:
+        g = min(good, key=lambda c: c.p50_ms)
+        parts.append(f"fastest within the PSNR floors {g.name}: {g.psnr:.2f} dB, {g.p50_ms:.1f} ms "
+                     f"({g.p50_ms / s.fp32_ms:.2f}x FP32's latency)")
+    else:
+        parts.append(f"no candidate reaches {s.cfg.min_psnr} dB mean and {s.cfg.min_worst_psnr} dB worst")
+    return "; ".join(parts)
+
+
 def _qdq_twin(c: Candidate) -> QuantConfig:
     # The analysis reads the simulated float tensors of a QDQ graph, whatever format was chosen.
     return QuantConfig(**{**c.config, "nodes_to_exclude": []}).with_(format="QDQ")
@@ -198,14 +349,15 @@ def _qdq_twin(c: Candidate) -> QuantConfig:
 def _sensitivity(s: _Search, base: Candidate) -> list[dict]:
     probe = s.work / "sensitivity.onnx"
     quantize(s.fp32, probe, _qdq_twin(base).with_(min_agreement=0.0), s.pool[:base.calib_size],
-             verify_batch=s.val_x[:64])
+             verify_batch=s.val_x[:64], guard=False)
     return node_sensitivity(s.fp32, probe, s.val_x[:128])
 
 
-def _fallback(s: _Search, base: Candidate, sens: list[dict], budget: float) -> Candidate | None:
-    """Keep the most sensitive nodes in FP32, one more per step, re-measuring each time."""
+def _fallback(s: _Search, base: Candidate, sens: list[dict], budget: float, start: list[str] | None = None
+              ) -> Candidate | None:
+    """Keep the most sensitive nodes in FP32 (after `start`), one more per step, re-measuring each time."""
     qbase = QuantConfig(**{**base.config, "nodes_to_exclude": []})
-    excluded = []
+    excluded = list(start or [])
     for r in sens[: s.cfg.max_fallback_steps]:
         excluded.append(r["node"])
         c = s.measure(qbase.with_(nodes_to_exclude=list(excluded)), base.calib_size, "fallback")
@@ -220,22 +372,27 @@ def _finish(s: _Search, chosen: Candidate | None, budget: float, sens, out: Path
     ok = [c for c in s.cands if c.status == "ok"]
     best_acc = min(ok, key=s.drop_pt) if ok else None
     record = {"budget_pt": budget, "metric": s.metric, "calib_pool": len(s.pool),
-              "calib_sizes": list(cfg.calib_sizes(len(s.pool))), "fp32_val_top1": s.fp32_top1, "fp32_p50_ms": s.fp32_ms, "val_images": len(s.val_y),
+              "calib_sizes": list(cfg.calib_sizes(len(s.pool))), **s.reference_facts(), "fp32_p50_ms": s.fp32_ms,
+              "val_images": len(s.val_x),
               "config": asdict(cfg), "candidates": [{**asdict(c), "drop_pt": s.drop_pt(c) if c.status == "ok" else None}
                                                     for c in s.cands], "sensitivity": sens,
               "runtimes": _runtimes(), "seconds": seconds,
               "chosen": None if chosen is None else chosen.name, "met_budget": chosen is not None}
     if chosen is None:
-        record["message"] = (f"the budget of {budget:.2f} pt cannot be met on this machine; best achievable drop is "
-                             f"{s.drop_pt(best_acc):.2f} pt ({best_acc.name})" if best_acc else "every candidate failed")
+        if isinstance(s, _ImageSearch):
+            record["message"] = _image_message(s)
+        else:
+            record["message"] = (f"the budget of {budget:.2f} pt cannot be met on this machine; best achievable drop "
+                                 f"is {s.drop_pt(best_acc):.2f} pt ({best_acc.name})" if best_acc else
+                                 "every candidate failed")
         s.log("auto: " + record["message"])
     else:
         record["chosen_drop_pt"] = s.drop_pt(chosen)
         record["chosen_p50_ms"] = chosen.p50_ms
         record["fp32_nodes_kept"] = len(chosen.excluded)
         write_onnx(s.work / f"{chosen.name}.onnx", out, {"variant": "auto", "auto_candidate": chosen.name})
-        s.log(f"auto: chose {chosen.name} ({_describe(QuantConfig(**chosen.config), chosen.calib_size)}): drop "
-              f"{s.drop_pt(chosen):.2f} pt, {chosen.p50_ms:.2f} ms vs FP32 {s.fp32_ms:.2f} ms")
+        s.log(f"auto: chose {chosen.name} ({_describe(QuantConfig(**chosen.config), chosen.calib_size)}): "
+              f"{s.quality(chosen)}, {chosen.p50_ms:.2f} ms vs FP32 {s.fp32_ms:.2f} ms")
     write_json(out.parent / "search.json", record)
     _plots(record, out.parent)
     shutil.rmtree(s.work, ignore_errors=True)
@@ -258,13 +415,15 @@ def _plots(record: dict, out: Path) -> None:
     for c in ok:
         color = {"speed": "#999999", "accuracy": "#3b7dd8", "fallback": "#d8873b"}.get(c["stage"], "#3b7dd8")
         edge = "red" if c["name"] == record["chosen"] else "none"
-        ax.scatter(c["p50_ms"], -c["drop_pt"], s=20 + 6 * c["size_bytes"] / 1e6, color=color, edgecolors=edge,
+        y = c["psnr"] if record["metric"] == "psnr" else -c["drop_pt"]
+        ax.scatter(c["p50_ms"], y, s=20 + 6 * c["size_bytes"] / 1e6, color=color, edgecolors=edge,
                    linewidths=2, alpha=0.8)
-    ax.axhline(-record["budget_pt"], ls="--", color="green", lw=1, label="budget")
+    floor = record["min_psnr"] if record["metric"] == "psnr" else -record["budget_pt"]
+    ax.axhline(floor, ls="--", color="green", lw=1, label="budget")
     ax.axvline(record["fp32_p50_ms"], ls=":", color="gray", lw=1, label="FP32 latency")
     ax.set_xlabel("batch-1 p50 latency (ms)")
-    ax.set_ylabel("top-1 change vs FP32 (pt)" if record["metric"] == "top1-drop"
-                  else "-(disagreement with FP32) (pt)")
+    ax.set_ylabel({"top1-drop": "top-1 change vs FP32 (pt)", "psnr": "mean PSNR vs FP32 output (dB)"}.get(
+        record["metric"], "-(disagreement with FP32) (pt)"))
     ax.set_title("Auto search: grey speed screen, blue sweep, orange fallback (red ring: chosen)", fontsize=8)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -281,10 +440,14 @@ def _plots(record: dict, out: Path) -> None:
 def summary(rec: dict) -> dict:
     """The part of a search record a run's report carries (the rest is in search.json)."""
     keys = ("budget_pt", "metric", "met_budget", "chosen", "chosen_drop_pt", "fp32_nodes_kept", "seconds",
-            "message", "fp32_val_top1", "calib_sizes", "calib_pool")
+            "message", "fp32_val_top1", "calib_sizes", "calib_pool", "min_psnr", "min_worst_psnr", "fp32_p50_ms",
+            "val_images")
     out = {k: rec.get(k) for k in keys}
     from .sensitivity import by_kind
 
+    chosen = next((c for c in rec["candidates"] if c["name"] == rec.get("chosen")), None)
+    if chosen and rec.get("metric") == "psnr":
+        out.update(chosen_psnr=chosen["psnr"], chosen_psnr_min=chosen["psnr_min"], chosen_p50_ms=chosen["p50_ms"])
     out.update(candidates=len(rec["candidates"]), top_sensitive=rec["sensitivity"][:5],
                sensitivity_by_kind=by_kind(rec["sensitivity"]))
     return out

@@ -7,24 +7,32 @@ from dataclasses import asdict, dataclass, field, replace
 from ..errors import ConfigError
 
 FORMATS = ("QDQ", "QOperator")
-TYPES = ("uint8", "int8")
+TYPES = ("uint8", "int8", "uint16", "int16")
 METHODS = ("minmax", "entropy", "percentile")
 MODES = ("static", "dynamic")
 # integer kernels: (activation type, weight type). On x86 without VNNI, ORT's int8-weight kernels add
 # pairs of u8*s8 products in int16 (vpmaddubsw) and saturate with 8-bit weights; 7-bit weights
 # (reduce_range) avoid it, and u8u8 kernels widen to int16 first, so they keep 8-bit weights.
 KERNELS = {"u8s8": ("uint8", "int8"), "s8s8": ("int8", "int8"), "u8u8": ("uint8", "uint8")}
+# 16-bit activations with 8-bit weights (A16W8): no integer kernel on x86 CPUs (ORT runs the Q/DQ pairs
+# around float ops), so never faster than FP32 here; a quality reference for image-to-image models, whose
+# 8-bit activations cost the most (measured: the style network at 512 px, 22 dB with 8-bit activations,
+# 44 dB with 16-bit ones, same weights).
+WIDE_KERNELS = {"u16s8": ("uint16", "int8")}
 
 
 def kernel_types(kernel: str, vnni: bool | None = None) -> dict:
     """QuantConfig fields for an integer kernel on this CPU (reduce_range where 8-bit weights saturate)."""
-    if kernel not in KERNELS:
-        raise ConfigError(f"integer kernel '{kernel}' is unknown; use one of {', '.join(KERNELS)}")
+    table = {**KERNELS, **WIDE_KERNELS}
+    if kernel not in table:
+        raise ConfigError(f"integer kernel '{kernel}' is unknown; use one of {', '.join(table)}")
     if vnni is None:
         from ..targets.ort import cpu_has_vnni
 
         vnni = cpu_has_vnni()
-    act, weight = KERNELS[kernel]
+    act, weight = table[kernel]
+    if kernel in WIDE_KERNELS:
+        return {"activation_type": act, "weight_type": weight, "reduce_range": False}
     return {"activation_type": act, "weight_type": weight, "reduce_range": weight == "int8" and not vnni}
 # FP32 top-1 at or above this on validation images drawn from the training split means the model has
 # memorised them: top-1 there says nothing, and agreement with FP32 is what selection compares.
@@ -43,6 +51,11 @@ class QuantConfig:
     percentile: float = 99.999
     reduce_range: bool = False
     nodes_to_exclude: list[str] = field(default_factory=list)
+    op_types: tuple[str, ...] = ()  # ONNX op types quantized (e.g. ("Conv",)); () = every op ORT can quantize
+    # op types whose outputs stay float (ORT's OpTypesToExcludeOutputQuantization; QDQ only): the inputs and
+    # weights of such a node are quantized, its output is not. Measured on the style network at 512 px:
+    # Conv-only INT8 22 dB vs FP32, 29 dB with float Conv outputs (each feeds an instance norm).
+    float_outputs: tuple[str, ...] = ()
     min_agreement: float = 0.80  # below this on the verification batch the variant is a collapse
     description: str = ""
 
@@ -55,6 +68,11 @@ class QuantConfig:
                 raise ConfigError(f"quantization {label} '{value}' is unknown; use one of {', '.join(allowed)}")
         if not (90.0 <= self.percentile < 100.0):
             raise ConfigError(f"percentile {self.percentile} must be in [90, 100), e.g. 99.999")
+        self.op_types, self.float_outputs = tuple(self.op_types), tuple(self.float_outputs)
+        if self.float_outputs and self.format != "QDQ":
+            raise ConfigError("float outputs (OpTypesToExcludeOutputQuantization) need the QDQ format")
+        if self.mode == "dynamic" and self.activation_type.endswith("16"):
+            raise ConfigError("16-bit activations need static quantization")
         if not (0.0 <= self.min_agreement <= 1.0):
             raise ConfigError("min_agreement must be in [0, 1]")
 
@@ -98,6 +116,27 @@ class QuantConfig:
         """The naive recipe: one scale per weight tensor (hurts depthwise-separable networks)."""
         return cls.default().with_(name="per-tensor", per_channel=False,
                                    description="default recipe with per-tensor weights (the naive one)")
+
+    @classmethod
+    def conv_only(cls) -> "QuantConfig":
+        """The default recipe on Conv nodes only: every other op (the style network's decomposed instance
+        norms, Resize, the final Sigmoid) stays in FP32."""
+        return cls.default().with_(name="conv-only", op_types=("Conv",),
+                                   description="default recipe on Conv nodes only (other ops stay FP32)")
+
+    @classmethod
+    def conv_inputs(cls) -> "QuantConfig":
+        """Conv inputs and weights quantized, Conv outputs left float: the instance norm after each conv of an
+        image-to-image network reads full-precision values."""
+        return cls.default().with_(name="conv-inputs", op_types=("Conv",), float_outputs=("Conv",),
+                                   description="default recipe on Conv inputs and weights; Conv outputs stay FP32")
+
+    @classmethod
+    def a16w8(cls) -> "QuantConfig":
+        """16-bit activations, 8-bit per-channel weights on Conv nodes: the quality reference of image models."""
+        return cls.default().with_(name="a16w8", op_types=("Conv",), **kernel_types("u16s8"),
+                                   description="QDQ, uint16 activations, int8 per-channel weights on Conv nodes "
+                                   "(no integer kernel on x86: a quality reference, not a speed one)")
 
     @classmethod
     def entropy(cls) -> "QuantConfig":
@@ -187,14 +226,31 @@ class AutoConfig:
     bench_runs: int = 60
     collapse_agreement: float = 0.80
     memorized_at: float = MEMORIZED_AT    # FP32 validation top-1 at/above this: the model has seen these images
+    # image-to-image budget (instead of a top-1 drop): mean PSNR and worst-image PSNR against FP32's outputs
+    min_psnr: float | None = None
+    min_worst_psnr: float = 27.0
+    image_val_size: int = 6               # validation photos for an image-to-image search (each is 512 px or so)
+    # (quantized op types, op types with float outputs) screened for images; () = every op ORT quantizes
+    image_op_types: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (((), ()), (("Conv",), ()),
+                                                                          (("Conv",), ("Conv",)))
     name: str = "auto"
 
+    @property
+    def image(self) -> bool:
+        return self.min_psnr is not None
+
     def __post_init__(self):
-        if (self.max_drop_pt is None) == (self.max_rel_drop is None):
-            raise ConfigError("give exactly one budget: --max-drop (points) or --max-rel-drop (fraction)")
+        budgets = [b for b in (self.max_drop_pt, self.max_rel_drop, self.min_psnr) if b is not None]
+        if len(budgets) != 1:
+            raise ConfigError("give exactly one budget: --max-drop (points) or --max-rel-drop (fraction) for a "
+                              "classifier, --min-psnr (dB) for an image-to-image model")
         if (self.max_drop_pt is not None and self.max_drop_pt < 0) or (self.max_rel_drop is not None and self.max_rel_drop < 0):
             raise ConfigError("the accuracy budget must be >= 0")
-        if self.val_size < 50:
+        if self.image and not (0 < self.min_psnr <= 100 and 0 < self.min_worst_psnr <= 100):
+            raise ConfigError(f"--min-psnr {self.min_psnr} / --min-worst-psnr {self.min_worst_psnr} must be in (0, 100] dB")
+        if self.image and self.val_size < 2:
+            raise ConfigError(f"validation size {self.val_size} is too small; use >= 2 images")
+        if not self.image and self.val_size < 50:
             raise ConfigError(f"validation size {self.val_size} is too small to measure a budget; use >= 500")
         for k in self.kernels:
             kernel_types(k, vnni=True)  # validates the name
@@ -204,6 +260,17 @@ class AutoConfig:
                               f"a comma list of {', '.join(METHODS)}")
         if not self.calib_fractions or not all(0 < f <= 1 for f in self.calib_fractions):
             raise ConfigError("auto calibration fractions must be in (0, 1], e.g. 0.33,1")
+
+    @classmethod
+    def for_images(cls, min_psnr: float, min_worst_psnr: float | None = None, val_size: int | None = None,
+                   methods: tuple[str, ...] | None = None) -> "AutoConfig":
+        """The image-to-image search: PSNR floors as the budget, a few validation photos, the 16-bit activation
+        reference beside the 8-bit kernels, MinMax unless asked (histograms of 512-px activations are slow),
+        shorter latency runs (a 512-px image is 100x a CIFAR one)."""
+        d = cls(max_drop_pt=None, min_psnr=min_psnr)
+        return cls(max_drop_pt=None, min_psnr=min_psnr, min_worst_psnr=min_worst_psnr or d.min_worst_psnr,
+                   val_size=val_size or d.image_val_size, kernels=("u8s8", "u8u8", "u16s8"),
+                   methods=methods or ("minmax",), bench_runs=20)
 
     def calib_sizes(self, calib_size: int) -> tuple[int, ...]:
         return tuple(sorted({max(1, round(f * calib_size)) for f in self.calib_fractions}))
@@ -217,6 +284,9 @@ PRESETS = {
     "seed-lab5": QuantConfig.seed_lab5,
     "dynamic": QuantConfig.dynamic,
     "per-tensor": QuantConfig.per_tensor,
+    "conv-only": QuantConfig.conv_only,
+    "conv-inputs": QuantConfig.conv_inputs,
+    "a16w8": QuantConfig.a16w8,
     "entropy": QuantConfig.entropy,
     "percentile": QuantConfig.percentile_,
 }

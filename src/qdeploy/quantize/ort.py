@@ -29,12 +29,13 @@ ENTROPY_BINS = {"num_bins": 2048, "num_quantized_bins": 128}
 class _Reader:
     """CalibrationDataReader over real, preprocessed images."""
 
-    def __init__(self, x: np.ndarray, input_name: str, batch_size: int | None = None):
+    def __init__(self, x: np.ndarray, input_name: str, batch_size: int | None = None, fixed: dict | None = None):
         # Equal-sized batches: ORT's histogram calibrators (Entropy, Percentile) fail on a ragged last
         # batch ("inhomogeneous shape"), so use the largest divisor of len(x) up to batch_size.
         from ..data import batch_for
 
         batch_size = batch_size or batch_for(x.shape[-1], cap=32)
+        self.fixed = fixed or {}
         batch_size = max(d for d in range(1, min(batch_size, len(x)) + 1) if len(x) % d == 0)
         self.batches = [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
         self.input_name, self.i = input_name, 0
@@ -43,7 +44,7 @@ class _Reader:
         if self.i >= len(self.batches):
             return None
         self.i += 1
-        return {self.input_name: self.batches[self.i - 1]}
+        return {self.input_name: self.batches[self.i - 1], **self.fixed}
 
     def rewind(self):
         self.i = 0
@@ -52,7 +53,8 @@ class _Reader:
 def _qtype(name: str):
     from onnxruntime.quantization import QuantType
 
-    return {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[name]
+    return {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8, "uint16": QuantType.QUInt16,
+            "int16": QuantType.QInt16}[name]
 
 
 def _method(cfg: QuantConfig):
@@ -62,8 +64,10 @@ def _method(cfg: QuantConfig):
             "percentile": CalibrationMethod.Percentile}[cfg.method]
 
 
-def calibration_ranges(model: Path, calib: np.ndarray, input_name: str, cfg: QuantConfig, work: Path) -> Path:
-    """Run ORT's calibrator for cfg.method over `calib`; returns ORT's calibration cache file."""
+def calibration_ranges(model: Path, calib: np.ndarray, input_name: str, cfg: QuantConfig, work: Path,
+                       fixed: dict | None = None, batch_one: bool = False) -> Path:
+    """Run ORT's calibrator for cfg.method over `calib`; returns ORT's calibration cache file. `fixed`: the
+    model's other inputs (a style vector); `batch_one`: the graph takes one image at a time."""
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
 
     options = {"minmax": {}, "entropy": dict(ENTROPY_BINS), "percentile": {"percentile": cfg.percentile}}[cfg.method]
@@ -72,17 +76,29 @@ def calibration_ranges(model: Path, calib: np.ndarray, input_name: str, cfg: Qua
     # MinMax keeps only per-batch min/max; the histogram calibrators keep every activation of what they
     # are given, so they get one inference batch of images at a time (their histograms merge across
     # calls): 64 images at once were fine at 32 px, and took a 224-px EfficientNet-Lite0 run to 6.4 GB.
+    # MinMax also holds every tensor of every batch it is given until the end of the call: at 512 px the
+    # style network's tensors are ~1 GB per image, so large inputs go one inference batch per call too
+    # (ranges merge across calls for every calibrator).
     from ..data import batch_for
 
-    chunk = len(calib) if cfg.method == "minmax" else min(64, batch_for(calib.shape[-1]))
+    per_call = 1 if batch_one else min(64, batch_for(calib.shape[-1]))
+    chunk = len(calib) if cfg.method == "minmax" and calib.shape[-1] <= 64 else per_call
     for i in range(0, len(calib), chunk):
-        calibrator.collect_data(_Reader(calib[i:i + chunk], input_name))
+        calibrator.collect_data(_Reader(calib[i:i + chunk], input_name, 1 if batch_one else None, fixed))
     cache = work / "ranges.json"
     save_tensors_data(calibrator.compute_data(), cache)
     return cache
 
 
-def _run_quantizer(fp32: Path, out: Path, calib: np.ndarray | None, input_name: str, cfg: QuantConfig, work: Path):
+def _batch_one(model: Path) -> bool:
+    import onnx
+
+    dim = onnx.load(str(model), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return bool(dim) and dim[0].HasField("dim_value") and dim[0].dim_value == 1
+
+
+def _run_quantizer(fp32: Path, out: Path, calib: np.ndarray | None, input_name: str, cfg: QuantConfig, work: Path,
+                   fixed: dict | None = None):
     from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
 
     if cfg.mode == "dynamic":
@@ -91,24 +107,29 @@ def _run_quantizer(fp32: Path, out: Path, calib: np.ndarray | None, input_name: 
         return
     if calib is None or len(calib) == 0:
         raise QuantizeError("static quantization needs calibration images; pass --data with a calibration split")
-    cache = calibration_ranges(fp32, calib, input_name, cfg, work)
+    cache = calibration_ranges(fp32, calib, input_name, cfg, work, fixed, _batch_one(fp32))
     quantize_static(
         str(fp32), str(out), None,
         quant_format=QuantFormat.QDQ if cfg.format == "QDQ" else QuantFormat.QOperator,
         per_channel=cfg.per_channel, activation_type=_qtype(cfg.activation_type),
         weight_type=_qtype(cfg.weight_type), calibrate_method=_method(cfg), reduce_range=cfg.reduce_range,
         nodes_to_exclude=cfg.nodes_to_exclude or None, calibration_cache_path=str(cache),
+        op_types_to_quantize=list(cfg.op_types) or None,
+        extra_options={"OpTypesToExcludeOutputQuantization": list(cfg.float_outputs)} if cfg.float_outputs else None,
     )
 
 
 def verify(fp32: Path, int8: Path, batch: np.ndarray, min_agreement: float) -> QuantCheck:
+    """The INT8 file against FP32 on a real batch, judged by the task the FP32 file records (agreement for a
+    classifier, PSNR for an image-to-image model)."""
     ref = run_batched(open_session(fp32), batch)
-    return QuantCheck.of(ref, run_batched(open_session(int8), batch), min_agreement)
+    return QuantCheck.of(ref, run_batched(open_session(int8), batch), min_agreement, read_info(fp32).task)
 
 
 def quantize(fp32: str | Path, out: str | Path, cfg: QuantConfig, calib: np.ndarray | None,
-             verify_batch: np.ndarray | None = None) -> tuple[Path, QuantCheck]:
-    """Quantize `fp32` into `out` with `cfg`; verify against FP32; raise QuantizeError on a collapse.
+             verify_batch: np.ndarray | None = None, guard: bool = True) -> tuple[Path, QuantCheck]:
+    """Quantize `fp32` into `out` with `cfg`; verify against FP32; raise QuantizeError on a collapse (unless
+    guard=False: the auto search measures collapsed candidates itself and never selects them).
 
     The output only appears under its final name once it has passed verification.
     """
@@ -127,19 +148,27 @@ def quantize(fp32: str | Path, out: str | Path, cfg: QuantConfig, calib: np.ndar
             # ORT's calibrators print progress with print(); keep qdeploy's own output readable.
             with contextlib.redirect_stdout(io.StringIO()):
                 quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-                _run_quantizer(pre, raw, calib, info.input_name, cfg, work)
+                _run_quantizer(pre, raw, calib, info.input_name, cfg, work, _fixed_arrays(info))
         except QuantizeError:
             raise
         except Exception as exc:
             raise QuantizeError(f"ONNX Runtime quantization ({cfg.name}) failed: {type(exc).__name__}: "
                                 f"{str(exc)[:200]}") from exc
         meta = {"variant": cfg.name, "quant_config": cfg.as_dict(), **_carried_meta(info)}
-        return write_onnx(raw, out, meta, verify=lambda tmp: _checked(fp32, tmp, vb, cfg))
+        check = (lambda tmp: _checked(fp32, tmp, vb, cfg)) if guard else (lambda tmp: verify(fp32, tmp, vb, 0.0))
+        return write_onnx(raw, out, meta, verify=check)
+
+
+def _fixed_arrays(info) -> dict:
+    from ..fixed_inputs import arrays
+
+    return arrays(info.fixed_inputs)
 
 
 def _carried_meta(info) -> dict:
     """What the FP32 file says about itself travels into every file made from it."""
-    meta = {"classes": info.classes, "preprocess": info.preprocess.to_json() if info.preprocess else None}
+    meta = {"classes": info.classes, "preprocess": info.preprocess.to_json() if info.preprocess else None,
+            "task": info.extra.get("task"), "fixed_inputs": info.extra.get("fixed_inputs")}
     return {k: v for k, v in meta.items() if v is not None}
 
 
@@ -163,6 +192,14 @@ def diagnose(fp32: Path, int8: Path, batch: np.ndarray) -> dict:
 
 def _checked(fp32: Path, tmp: Path, batch: np.ndarray, cfg: QuantConfig) -> QuantCheck:
     check = verify(fp32, tmp, batch, cfg.min_agreement)
+    if check.collapsed and check.psnr is not None:
+        exc = QuantizeError(
+            f"variant '{cfg.name}' collapsed: mean PSNR against the FP32 output is {check.psnr:.1f} dB on {check.n} "
+            f"real images (needs >= {check.psnr_floor:.0f} dB); not written. Try --op-types Conv, --auto, or "
+            "keeping the first/last layers in FP32")
+        exc.details = {"psnr": check.psnr, "psnr_min": check.psnr_min, "verified_on": check.n,
+                       **diagnose(fp32, tmp, batch)}
+        raise exc
     if check.collapsed:
         exc = QuantizeError(
             f"variant '{cfg.name}' collapsed: top-1 agreement with FP32 is {check.agreement:.1%} on "

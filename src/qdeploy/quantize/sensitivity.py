@@ -46,14 +46,18 @@ def _relative_errors(fp32: Path, qdq: Path, pairs: list[tuple[str, str]], x: np.
     exposed intermediate of a 224-px EfficientNet is ~30 MB per image, so whole-set runs would not fit."""
     from ..data import batch_for
 
+    from ..artifacts import read_info
+    from ..fixed_inputs import arrays, from_metadata
+
+    fixed = arrays(from_metadata(read_info(fp32).extra))  # a style vector etc., fed beside the image
     ref_s, q_s = _exposed_session(fp32, [r for r, _ in pairs]), _exposed_session(qdq, [q for _, q in pairs])
     ref_out, q_out = [o.name for o in ref_s.get_outputs()], [o.name for o in q_s.get_outputs()]
     num, den, seen = {r: 0.0 for r, _ in pairs}, {r: 0.0 for r, _ in pairs}, set()
-    step = max(1, batch_for(x.shape[-1]) // 2)
+    step = 1 if ref_s.get_inputs()[0].shape[0] == 1 else max(1, batch_for(x.shape[-1]) // 2)
     for i in range(0, len(x), step):
         xb = x[i:i + step]
-        ref = dict(zip(ref_out, ref_s.run(None, {ref_s.get_inputs()[0].name: xb})))
-        got = dict(zip(q_out, q_s.run(None, {q_s.get_inputs()[0].name: xb})))
+        ref = dict(zip(ref_out, ref_s.run(None, {ref_s.get_inputs()[0].name: xb, **fixed})))
+        got = dict(zip(q_out, q_s.run(None, {q_s.get_inputs()[0].name: xb, **fixed})))
         for r, q in pairs:
             if r in ref and q in got:
                 seen.add(r)
@@ -112,8 +116,13 @@ def node_sensitivity(fp32: Path, qdq: Path, x: np.ndarray) -> list[dict]:
     import onnx
 
     ref_model = onnx.load(str(fp32))
-    q_tensors = {o for n in onnx.load(str(qdq)).graph.node for o in n.output}
-    units = [(n, t) for n, t in _units(ref_model) if t in q_tensors]
+    q_graph = onnx.load(str(qdq)).graph
+    q_tensors = {o for n in q_graph.node for o in n.output}
+    dequantized = {o for n in q_graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    # only nodes the quantizer touched (an input read through DequantizeLinear): with --op-types Conv the
+    # graph's Adds stay FP32 and must not be charged with the error their inputs bring
+    quantized = {n.name for n in q_graph.node if any(i in dequantized for i in n.input)}
+    units = [(n, t) for n, t in _units(ref_model) if t in q_tensors and n.name in quantized]
 
     def q_name(t: str) -> str:
         dq = f"{t}_DequantizeLinear_Output"
@@ -121,16 +130,25 @@ def node_sensitivity(fp32: Path, qdq: Path, x: np.ndarray) -> list[dict]:
 
     errors = _relative_errors(fp32, qdq, [(t, q_name(t)) for _, t in units], x)
     producer = {o: n for n in ref_model.graph.node for o in n.output}
+    weights = {i.name: i for i in ref_model.graph.initializer}
+
+    memo: dict[str, float] = {}
 
     def inherited(tensor: str, depth: int = 0) -> float:
-        if tensor in errors or depth > 16:
+        """The error a tensor already carries: its own when measured, else the largest among the measured
+        tensors it is computed from (through data-movement ops, and through unquantized ops such as the
+        Sub/Pow/Div of a decomposed instance norm)."""
+        if tensor in errors or depth > 64:
             return errors.get(tensor, 0.0)
-        p = producer.get(tensor)
-        if p is None or p.op_type not in PASS_THROUGH:
-            return 0.0  # graph input or initializer
-        return inherited(p.input[0], depth + 1)
+        if tensor not in memo:
+            p = producer.get(tensor)
+            if p is None:
+                memo[tensor] = 0.0  # graph input or initializer
+            else:
+                srcs = p.input[:1] if p.op_type in PASS_THROUGH else [i for i in p.input if i and i not in weights]
+                memo[tensor] = max([inherited(i, depth + 1) for i in srcs] + [0.0])
+        return memo[tensor]
 
-    weights = {i.name: i for i in ref_model.graph.initializer}
     rows = []
     for n, t in units:
         if t not in errors:

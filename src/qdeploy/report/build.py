@@ -16,6 +16,7 @@ from .tables import (
     markdown_table,
     paired_table,
     per_class_table,
+    power_difference_section,
     qat_section,
     torch_table,
 )
@@ -49,6 +50,11 @@ def _plots(res: RunResult, out: Path, cfg: ReportConfig) -> dict[str, Path]:
     for extra in ("search_pareto", "sensitivity"):
         if (pdir / f"{extra}.png").is_file():
             made[extra] = pdir / f"{extra}.png"
+    if res.task == "image-to-image":
+        made["psnr_hist"] = plots.psnr_hist(rows, pdir / "psnr_hist.png")
+        for v in rows:
+            if (pdir / f"grid_{v.name}.png").is_file():
+                made[f"grid_{v.name}"] = pdir / f"grid_{v.name}.png"
     if cfg.confusion_plots and res.labelled:
         for v in rows:
             made[f"confusion_{v.name}"] = plots.confusion_plot(v, res.classes, pdir / f"confusion_{v.name}.png")
@@ -77,7 +83,13 @@ def _sections(res: RunResult) -> list[str]:
         parts += ["## Accuracy change vs FP32, image by image", "",
                   "A top-1 difference between two models on the same images is only evidence when the images "
                   "one model alone gets right clearly outnumber the other's (exact McNemar test, p < 0.05).", "", pt, ""]
-    if res.recommended:
+    if res.recommended and res.task == "image-to-image":
+        parts += [f"**Recommended INT8 variant on this machine: `{res.recommended}`** (fastest whose mean PSNR "
+                  f"against the FP32 output is >= {res.min_psnr} dB).", ""]
+    elif res.task == "image-to-image":
+        parts += [f"**No INT8 variant is recommended on this machine**: none is both faster than FP32 and at "
+                  f">= {res.min_psnr} dB mean PSNR against the FP32 output. Ship FP32 here.", ""]
+    elif res.recommended:
         parts += [f"**Recommended INT8 variant on this machine: `{res.recommended}`** (fastest that keeps "
                   f"{'accuracy' if res.labelled else 'agreement with FP32'} within {res.max_drop_pt} pt of FP32).", ""]
     tt = torch_table(res)
@@ -90,6 +102,7 @@ def _sections(res: RunResult) -> list[str]:
                 p = v.extra["pot_scales"]
                 parts += [f"PoT `{v.name}`: all {p['count']} scales in the ONNX file are exact powers of two "
                           f"(2^{p['min_exp']} .. 2^{p['max_exp']}).", ""]
+    parts += power_difference_section(res)
     auto = next((v for v in res.variants if v.extra.get("search")), None)
     if auto:
         parts += auto_section(auto.extra["search"])

@@ -50,9 +50,38 @@ def latency_plot(rows, path: Path) -> Path:
                  lambda v: f"{v:.2f}")
 
 
+def psnr_hist(rows, path: Path) -> Path:
+    """Per-image PSNR against FP32, one histogram per INT8 variant (image-to-image)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.8, 3.6))
+    for r in rows:
+        if r.kind != "fp32" and r.metrics.psnr:
+            ax.hist(r.metrics.psnr, bins=20, alpha=0.55, label=f"{r.name} (mean {r.metrics.psnr_mean:.1f} dB)")
+    ax.set_xlabel("PSNR vs FP32 output (dB), one count per image")
+    ax.set_ylabel("images")
+    ax.set_title("Per-image PSNR of each INT8 variant")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return save_png(fig, path)
+
+
 def scatter_plot(rows, path: Path) -> Path:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    if rows and hasattr(rows[0].metrics, "psnr_mean"):
+        for r in rows:
+            if r.metrics.psnr_mean is None:
+                ax.axvline(r.bench.p50_ms, ls=":", color="#888888", label=f"{r.name} {r.bench.p50_ms:.1f} ms")
+                continue
+            ax.scatter([r.bench.p50_ms], [r.metrics.psnr_mean], s=30 + 8 * r.bench.size_bytes / 1e6, color="#3b7dd8")
+            ax.annotate(r.name, (r.bench.p50_ms, r.metrics.psnr_mean), textcoords="offset points", xytext=(5, 5),
+                        fontsize=8)
+        ax.set_xlabel("batch-1 latency p50 (ms)")
+        ax.set_ylabel("mean PSNR vs FP32 (dB)")
+        ax.set_title("Quality vs latency (marker area ~ size)")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        return save_png(fig, path)
     labelled = all(r.metrics.top1 is not None for r in rows)
     for r in rows:
         score = r.metrics.top1 if labelled else (1.0 if r.metrics.agreement is None else r.metrics.agreement)
@@ -85,4 +114,24 @@ def confusion_plot(row, classes, path: Path) -> Path:
     ax.set_ylabel("true")
     ax.set_title(f"Confusion: {row.name} (top-1 {100 * row.metrics.top1:.2f} %)")
     fig.colorbar(im, ax=ax, fraction=0.046)
+    return save_png(fig, path)
+
+
+def image_grid(rows: list[dict], title: str, path: Path, gain: float = 10.0) -> Path:
+    """Image-to-image: one row per image, input | FP32 | INT8 | |INT8 - FP32| x gain as a heat map."""
+    plt = pyplot()
+    fig, axes = plt.subplots(len(rows), 4, figsize=(10, 2.6 * len(rows)), squeeze=False)
+    for ax_row, r in zip(axes, rows):
+        err = np.abs(r["int8"].astype(np.float32) - r["fp32"].astype(np.float32)).mean(-1) / 255.0
+        panels = [(r["input"], f"input {r['name']}"), (r["fp32"], "FP32"),
+                  (r["int8"], f"INT8 ({r['psnr']:.1f} dB)"), (None, f"|error| x{gain:g}")]
+        for ax, (img, label) in zip(ax_row, panels):
+            if img is None:
+                im = ax.imshow(np.clip(err * gain, 0, 1), cmap="inferno", vmin=0, vmax=1)
+            else:
+                ax.imshow(img)
+            ax.set_title(label, fontsize=8)
+            ax.axis("off")
+        fig.colorbar(im, ax=ax_row[3], fraction=0.046)
+    fig.suptitle(title, fontsize=9)
     return save_png(fig, path)

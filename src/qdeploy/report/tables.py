@@ -12,26 +12,60 @@ def _pct(v):
     return None if v is None else 100 * v
 
 
+def _quality(m) -> dict:
+    """The task's numbers for one variant: accuracy and agreement for a classifier, PSNR/SSIM for images."""
+    if hasattr(m, "psnr_mean"):
+        return {"psnr": m.psnr_mean, "psnr_min": m.psnr_min, "ssim": m.ssim_mean, "ssim_min": m.ssim_min,
+                "max_abs": m.max_abs_diff, "worst": m.worst_name, "top1": None, "agreement": None}
+    return {"top1": _pct(m.top1), "top5": _pct(m.top5), "agreement": _pct(m.agreement),
+            "top5_overlap": _pct(m.top5_overlap), "rel_l2": m.rel_l2}
+
+
 def comparison_rows(res: RunResult) -> list[dict]:
     """One flat row per measured variant with sizes, accuracy and latency relative to FP32."""
     fp32 = res.fp32
     out = []
     for v in (v for v in res.variants if v.measured):
         m, b = v.metrics, v.bench
-        row = {"name": v.name, "kind": v.kind, "size_mb": b.size_bytes / 1e6, "top1": _pct(m.top1),
-               "top5": _pct(m.top5), "agreement": _pct(m.agreement), "top5_overlap": _pct(m.top5_overlap),
-               "rel_l2": m.rel_l2, "p50_ms": b.p50_ms, "p90_ms": b.p90_ms, "p99_ms": b.p99_ms,
-               "throughput": b.throughput}
+        row = {"name": v.name, "kind": v.kind, "size_mb": b.size_bytes / 1e6, **_quality(m),
+               "p50_ms": b.p50_ms, "p90_ms": b.p90_ms, "p99_ms": b.p99_ms, "throughput": b.throughput}
         if fp32:
             row["compression"] = fp32.bench.size_bytes / b.size_bytes
-            if m.top1 is not None and fp32.metrics.top1 is not None:
+            if row["top1"] is not None and getattr(fp32.metrics, "top1", None) is not None:
                 row["drop_pt"] = 100 * (fp32.metrics.top1 - m.top1)
             row["speedup"] = fp32.bench.p50_ms / b.p50_ms
         out.append(row)
     return out
 
 
+def image_table(res: RunResult) -> str:
+    """Image-to-image: every variant's output images against FP32's, per image, then size and speed."""
+    rows = comparison_rows(res)
+    batches = sorted({b for r in rows for b in r["throughput"]})
+    head = ("| variant | size MB | compression | PSNR dB mean | PSNR worst | worst image | SSIM mean | SSIM worst | "
+            "max abs err | b1 p50 ms | p99 ms | speedup | " + " | ".join(f"img/s b{b}" for b in batches) + " |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        t, ref = r["throughput"], r["kind"] == "fp32"
+        q = ("reference | – | – | – | – | –" if ref else
+             f"{r['psnr']:.2f} | {r['psnr_min']:.2f} | {r['worst'] or '–'} | {r['ssim']:.4f} | {r['ssim_min']:.4f} | "
+             f"{r['max_abs']:.3f}")
+        lines.append(f"| {r['name']} | {r['size_mb']:.2f} | {_f(r.get('compression'), '.2f')}x | {q} | "
+                     f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {_f(r.get('speedup'), '.2f')}x | "
+                     + " | ".join(_f(t.get(b), ".1f") for b in batches) + " |")
+    for v in res.variants:
+        if v.ok:
+            continue
+        p, n = v.extra.get("psnr"), v.extra.get("verified_on")
+        seen = f"{p:.2f} (on {n} verification images)" if p is not None else "–"
+        lines.append(f"| {v.name} | FAILED, not written | – | {seen} | – | – | – | – | – | – | – | – | "
+                     + " | ".join("–" for _ in batches) + " |")
+    return "\n".join(lines)
+
+
 def markdown_table(res: RunResult) -> str:
+    if res.task == "image-to-image":
+        return image_table(res)
     rows = comparison_rows(res)
     batches = sorted({b for r in rows for b in r["throughput"]})
     head = ("| variant | size MB | compression | top-1 % | drop pt | agreement % | top-5 overlap % | rel-L2 | "
@@ -100,7 +134,7 @@ def verdict(p: dict, alpha: float = 0.05) -> str:
 def paired_table(res: RunResult) -> str | None:
     """Each INT8 variant against FP32 on the same images: how many it breaks and fixes, and whether the
     net top-1 change is more than chance (exact McNemar test)."""
-    rows = [v for v in res.variants if v.ok and v.metrics is not None and v.metrics.paired]
+    rows = [v for v in res.variants if v.ok and v.metrics is not None and getattr(v.metrics, "paired", None)]
     if not rows:
         return None
     lines = ["| variant | FP32 right, INT8 wrong | INT8 right, FP32 wrong | net top-1 pt | McNemar p | verdict |",
@@ -113,7 +147,7 @@ def paired_table(res: RunResult) -> str | None:
 
 
 def per_class_table(res: RunResult) -> str | None:
-    rows = [v for v in res.variants if v.measured and v.metrics.per_class]
+    rows = [v for v in res.variants if v.measured and getattr(v.metrics, "per_class", None)]
     if not rows:
         return None
     lines = ["| class | " + " | ".join(v.name for v in rows) + " |", "|---|" + "---|" * len(rows)]
@@ -147,7 +181,22 @@ def qat_section(v: VariantResult) -> list[str]:
     return lines
 
 
+def _image_auto_section(a: dict) -> list[str]:
+    sizes = ", ".join(map(str, a.get("calib_sizes") or []))
+    head = (f"Budget: mean PSNR >= {a['min_psnr']} dB and worst image >= {a['min_worst_psnr']} dB against the FP32 "
+            f"outputs of {a.get('val_images')} validation photos (disjoint from calibration and evaluation), and "
+            f"faster than FP32 ({a.get('fp32_p50_ms') or 0:.1f} ms); calibration sizes tried: {sizes} of "
+            f"{a.get('calib_pool')}; {a['candidates']} candidates in {a['seconds']:.0f} s. ")
+    head += (f"Chose `{a['chosen']}`: {a['chosen_psnr']:.2f} dB mean, worst {a['chosen_psnr_min']:.2f} dB, "
+             f"{a['fp32_nodes_kept']} node(s) kept in FP32." if a["met_budget"] else f"**{a['message']}**")
+    return ["## Auto-quantization", "", head, "", "Every candidate: `search.json`. Most sensitive nodes: " +
+            ", ".join(f"`{r['node']}` ({r.get('kind', r['op'])}, +{r['added_error']:.3f})" for r in a["top_sensitive"]),
+            ""] + _kind_table(a.get("sensitivity_by_kind") or [])
+
+
 def auto_section(a: dict) -> list[str]:
+    if a.get("metric") == "psnr":
+        return _image_auto_section(a)
     sizes = ", ".join(map(str, a.get("calib_sizes") or []))
     return ["## Auto-quantization", "",
             f"Budget {a['budget_pt']:.2f} pt, measured as {a['metric']} on a validation split carved from the "
@@ -169,3 +218,26 @@ def _kind_table(rows: list[dict]) -> list[str]:
         return []
     return ["| node kind | nodes | mean added error | max added error |", "|---|---|---|---|"] + [
         f"| {r['kind']} | {r['nodes']} | {r['mean_added_error']:.4f} | {r['max_added_error']:.4f} |" for r in rows] + [""]
+
+
+def power_difference_section(res: RunResult) -> list[str]:
+    """Seed 003's three models, FP32 and INT8, against the original FP32 output."""
+    st = res.studies.get("power_difference")
+    if not st:
+        return []
+    rows = st["rows"]
+    base = rows["fp32"]["p50_ms"]
+    lines = ["## Seed 003's custom operator: original vs PowerDifference (native, NumPy)", "",
+             f"Each `(x - y)^2` (Sub then Pow) rewritten into one `PowerDifference` node ({st['rewritten_nodes'].get('fp32', 0)} "
+             f"in the FP32 graph). native = {st['native']}; numpy = {st['numpy']}. Outputs compared with the original "
+             f"FP32 model's on {st['images']} evaluation images; INT8 = `{st.get('int8_variant') or 'none'}`.", "",
+             "| model | file | PSNR dB vs original FP32 | worst | SSIM | max abs err | NumPy calls | b1 p50 ms | p99 ms | "
+             "vs original FP32 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for k, r in rows.items():
+        lines.append(f"| {k} | `{r['file']}` | {_f(r['psnr'], '.2f')} | {_f(r['psnr_min'], '.2f')} | {_f(r['ssim'], '.4f')} | "
+                     f"{r['max_abs_diff']:.2e} | {r['numpy_calls']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+                     f"{base / r['p50_ms']:.2f}x |")
+    if st.get("int8_variant") is None:
+        lines += ["", "No INT8 variant kept its Sub->Pow pairs (the quantizer wrapped them in Q/DQ), so only FP32 "
+                  "is compared."]
+    return lines + [""]

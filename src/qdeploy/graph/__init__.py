@@ -1,0 +1,1 @@
+"""Graph rewrites on ONNX models (seed 003's PowerDifference operator)."""
