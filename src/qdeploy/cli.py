@@ -56,13 +56,15 @@ def _auto_cfg(max_drop, max_rel_drop, val_size, methods=None):
     return AutoConfig(max_drop_pt=max_drop, max_rel_drop=max_rel_drop, val_size=val_size, methods=chosen)
 
 
-def _image_auto_cfg(min_psnr, min_worst, val_size, methods=None):
+def _image_auto_cfg(min_psnr, min_worst, val_size, methods=None, min_ssim=None):
     """--auto for image-to-image: the PSNR floors are the budget; the validation set defaults to a few photos."""
     from .quantize.config import AutoConfig
 
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None
-    return AutoConfig.for_images(min_psnr if min_psnr is not None else default(RunConfig, "min_psnr"), min_worst,
-                                 None if val_size == default(AutoConfig, "val_size") else val_size, chosen)
+    if min_psnr is None and min_ssim is None:
+        min_psnr = default(RunConfig, "min_psnr")
+    return AutoConfig.for_images(min_psnr, min_worst, None if val_size == default(AutoConfig, "val_size") else val_size,
+                                 chosen, min_ssim)
 
 
 def _spec(size, mean, std, resize, norm):
@@ -181,6 +183,8 @@ def run(
                                                     "every ONNX file's metadata)."),
     min_psnr: Optional[float] = typer.Option(None, help=f"image-to-image: quality floor, mean PSNR (dB) vs FP32 "
                                              f"(default {default(RunConfig, 'min_psnr')}; with --auto, its budget)."),
+    min_ssim: Optional[float] = typer.Option(None, help="image-to-image --auto: mean SSIM floor vs FP32 (with or "
+                                             "instead of --min-psnr), e.g. 0.95."),
     min_worst_psnr: Optional[float] = typer.Option(None, help="image-to-image --auto: also the worst image's PSNR "
                                                    f"(default {default(AutoConfig, 'min_worst_psnr')} dB)."),
     op_types: Optional[str] = typer.Option(None, help="ORT static variants quantize only these op types, e.g. Conv "
@@ -202,11 +206,11 @@ def run(
     image = task == "image-to-image"
     if image and (max_drop is not None or max_rel_drop is not None):
         raise QDeployError("--max-drop/--max-rel-drop are top-1 budgets; an image-to-image run takes --min-psnr")
-    if not image and (min_psnr is not None or min_worst_psnr is not None):
-        raise QDeployError("--min-psnr/--min-worst-psnr judge image outputs; add --task image-to-image")
+    if not image and (min_psnr is not None or min_worst_psnr is not None or min_ssim is not None):
+        raise QDeployError("--min-psnr/--min-worst-psnr/--min-ssim judge image outputs; add --task image-to-image")
     auto_cfg = None
     if auto:
-        auto_cfg = (_image_auto_cfg(min_psnr, min_worst_psnr, val_size, auto_methods) if image
+        auto_cfg = (_image_auto_cfg(min_psnr, min_worst_psnr, val_size, auto_methods, min_ssim) if image
                     else _auto_cfg(max_drop, max_rel_drop, val_size, auto_methods))
     cfg = RunConfig(out=str(out), data=_data_cfg(data, calib_split, eval_split, calib_size, eval_limit, names),
                     source=_source(checkpoint, onnx, pretrained, arch, arch_kwargs, spec, names, override_preprocess),

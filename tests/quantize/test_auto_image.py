@@ -47,6 +47,7 @@ def test_image_auto_meets_or_says_why(tmp_path, min_psnr):
     if rec["met_budget"]:
         c = next(c for c in ok if c["name"] == rec["chosen"])
         assert c["psnr"] >= min_psnr and c["psnr_min"] >= min_psnr - 3 and c["p50_ms"] < rec["fp32_p50_ms"]
+        assert c["confirmed"]
         # the written file gives that PSNR on the validation photos, recomputed here
         ref = run_batched(open_session(fp32), val)
         s = ImageScorer(with_reference=True)
@@ -56,4 +57,22 @@ def test_image_auto_meets_or_says_why(tmp_path, min_psnr):
         assert not (tmp_path / "int8_auto.onnx").exists()
         assert "best quality" in rec["message"]
         if min_psnr == 60.0:
-            assert f"no candidate reaches {min_psnr}" in rec["message"]
+            assert f"no candidate reaches mean PSNR >= {min_psnr}" in rec["message"]
+
+
+def test_floors_psnr_worst_and_ssim_each_bind():
+    from qdeploy.quantize.auto import Candidate, _ImageSearch
+
+    def judge(cfg, psnr, worst, ssim):
+        s = _ImageSearch.__new__(_ImageSearch)   # the judging rules alone, no model
+        s.cfg = cfg
+        return s.good_enough(Candidate(name="c", config={}, calib_size=1, psnr=psnr, psnr_min=worst, ssim=ssim), 0.0)
+
+    psnr_cfg = AutoConfig.for_images(30.0, min_worst_psnr=27.0)
+    assert judge(psnr_cfg, 31, 28, 0.5) and not judge(psnr_cfg, 31, 26, 0.99) and not judge(psnr_cfg, 29, 28, 0.99)
+    ssim_cfg = AutoConfig.for_images(None, min_ssim=0.95)
+    assert judge(ssim_cfg, 10, 5, 0.96) and not judge(ssim_cfg, 50, 50, 0.94)
+    both = AutoConfig.for_images(30.0, min_ssim=0.95)
+    assert not judge(both, 31, 28, 0.94) and judge(both, 31, 28, 0.96)
+    with pytest.raises(Exception, match="exactly one budget"):
+        AutoConfig(max_drop_pt=0.5, min_psnr=30.0)

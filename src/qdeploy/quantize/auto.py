@@ -37,6 +37,8 @@ class Candidate:
     psnr_min: float | None = None
     ssim: float | None = None
     p50_ms: float | None = None
+    screen_p50_ms: float | None = None   # the first, short timing; p50_ms is the confirmed one once re-timed
+    confirmed: bool = False
     size_bytes: int | None = None
     excluded: list[str] = field(default_factory=list)
     stage: str = ""
@@ -89,16 +91,16 @@ class _Search:
     def reference_facts(self) -> dict:
         return {"fp32_val_top1": self.fp32_top1}
 
-    def _bench(self, models: dict):
+    def _bench(self, models: dict, runs: int | None = None):
         from ..bench import BenchConfig, benchmark_many
 
-        return benchmark_many(models, self.val_x[:8], BenchConfig(runs=self.cfg.bench_runs, warmup=10,
+        return benchmark_many(models, self.val_x[:8], BenchConfig(runs=runs or self.cfg.bench_runs, warmup=10,
                                                                   batch_sizes=(1,), min_seconds=0.0, min_iters=1))
 
-    def _latency(self, path: Path) -> float:
+    def _latency(self, path: Path, runs: int | None = None) -> float:
         """Candidate latency timed interleaved with FP32 and expressed on the FP32 reference's scale, so
         that drift of a shared machine between candidates does not reorder them."""
-        r = self._bench({"fp32": self.fp32, "m": path})
+        r = self._bench({"fp32": self.fp32, "m": path}, runs)
         return self.fp32_ms * r["m"].p50_ms / r["fp32"].p50_ms
 
     def measure(self, qcfg: QuantConfig, calib_size: int, stage: str, latency: float | None = None) -> Candidate:
@@ -131,7 +133,23 @@ class _Search:
         return 100 * (self.fp32_top1 - c.val_top1)
 
     def meets(self, c: Candidate, budget: float) -> bool:
-        return c.status == "ok" and self.good_enough(c, budget) and c.p50_ms < self.fp32_ms
+        if not (c.status == "ok" and self.good_enough(c, budget) and c.p50_ms < self.fp32_ms):
+            return False
+        self.confirm(c)
+        return c.p50_ms < self.fp32_ms
+
+    def confirm(self, c: Candidate) -> None:
+        """Re-time a candidate that looks good enough and faster than FP32, with 3x the runs, before it can be
+        chosen: one short timing on a shared 2-core machine can be off by a third (seen: a style-network
+        candidate at 92 ms in the screen, 134-138 ms in every other timing, FP32 114 ms)."""
+        if c.confirmed:
+            return
+        c.screen_p50_ms, c.confirmed = c.p50_ms, True
+        c.p50_ms = self._latency(self.work / f"{c.name}.onnx", runs=3 * self.cfg.bench_runs)
+        if c.p50_ms >= self.fp32_ms:
+            c.note = (c.note + "; " if c.note else "") + (f"re-timed at {c.p50_ms:.2f} ms (screen {c.screen_p50_ms:.2f}): "
+                                                          f"not faster than FP32 ({self.fp32_ms:.2f} ms)")
+            self.log(f"auto {c.name}: {c.note}")
 
 
 class _ImageSearch(_Search):
@@ -161,16 +179,27 @@ class _ImageSearch(_Search):
         return f"PSNR vs FP32 {c.psnr:.2f} dB (worst {c.psnr_min:.2f}), SSIM {c.ssim:.4f}"
 
     def drop_pt(self, c: Candidate) -> float:
+        if self.cfg.min_psnr is None:
+            return 100 * (self.cfg.min_ssim - c.ssim)
         return self.cfg.min_psnr - c.psnr
 
     def good_enough(self, c: Candidate, budget: float) -> bool:
-        return c.psnr >= self.cfg.min_psnr - 1e-9 and c.psnr_min >= self.cfg.min_worst_psnr - 1e-9
+        cfg = self.cfg
+        psnr_ok = cfg.min_psnr is None or (c.psnr >= cfg.min_psnr - 1e-9 and c.psnr_min >= cfg.min_worst_psnr - 1e-9)
+        return psnr_ok and (cfg.min_ssim is None or c.ssim >= cfg.min_ssim - 1e-9)
 
     def budget(self) -> float:
         return 0.0
 
+    def floors(self) -> str:
+        cfg = self.cfg
+        parts = ([f"mean PSNR >= {cfg.min_psnr} dB, worst image >= {cfg.min_worst_psnr} dB"] if cfg.min_psnr is not None
+                 else []) + ([f"mean SSIM >= {cfg.min_ssim}"] if cfg.min_ssim is not None else [])
+        return " and ".join(parts)
+
     def reference_facts(self) -> dict:
-        return {"min_psnr": self.cfg.min_psnr, "min_worst_psnr": self.cfg.min_worst_psnr}
+        return {"min_psnr": self.cfg.min_psnr, "min_worst_psnr": self.cfg.min_worst_psnr,
+                "min_ssim": self.cfg.min_ssim, "floors": self.floors()}
 
 
 def _describe(q: QuantConfig, n: int) -> str:
@@ -274,8 +303,8 @@ def _image_search(s: "_ImageSearch", out: Path, t_start: float) -> dict:
     Nothing is dropped for being slow before the quality steps: on a CPU where every INT8 graph of a model
     is slower than FP32, the record still says what quality INT8 can reach and at what cost."""
     cfg, log = s.cfg, s.log
-    log(f"auto: image-to-image budget mean PSNR >= {cfg.min_psnr} dB, worst image >= {cfg.min_worst_psnr} dB vs FP32 on "
-        f"{len(s.val_x)} validation images; FP32 {s.fp32_ms:.2f} ms")
+    log(f"auto: image-to-image budget {s.floors()} vs FP32 on {len(s.val_x)} validation images; "
+        f"FP32 {s.fp32_ms:.2f} ms")
     n = max(cfg.calib_sizes(len(s.pool)))
     for f, k, (ops, float_out) in itertools.product(cfg.formats, cfg.kernels, cfg.image_op_types):
         if k in WIDE_KERNELS and (f != "QDQ" or not ops or float_out):
@@ -334,10 +363,10 @@ def _image_message(s: "_ImageSearch") -> str:
                  f"{best.p50_ms:.1f} ms ({_describe(QuantConfig(**best.config), best.calib_size)})")
     if good:
         g = min(good, key=lambda c: c.p50_ms)
-        parts.append(f"fastest within the PSNR floors {g.name}: {g.psnr:.2f} dB, {g.p50_ms:.1f} ms "
+        parts.append(f"fastest within the floors {g.name}: {g.psnr:.2f} dB, {g.p50_ms:.1f} ms "
                      f"({g.p50_ms / s.fp32_ms:.2f}x FP32's latency)")
     else:
-        parts.append(f"no candidate reaches {s.cfg.min_psnr} dB mean and {s.cfg.min_worst_psnr} dB worst")
+        parts.append(f"no candidate reaches {s.floors()}")
     return "; ".join(parts)
 
 
@@ -418,7 +447,7 @@ def _plots(record: dict, out: Path) -> None:
         y = c["psnr"] if record["metric"] == "psnr" else -c["drop_pt"]
         ax.scatter(c["p50_ms"], y, s=20 + 6 * c["size_bytes"] / 1e6, color=color, edgecolors=edge,
                    linewidths=2, alpha=0.8)
-    floor = record["min_psnr"] if record["metric"] == "psnr" else -record["budget_pt"]
+    floor = (record["min_psnr"] or 0) if record["metric"] == "psnr" else -record["budget_pt"]
     ax.axhline(floor, ls="--", color="green", lw=1, label="budget")
     ax.axvline(record["fp32_p50_ms"], ls=":", color="gray", lw=1, label="FP32 latency")
     ax.set_xlabel("batch-1 p50 latency (ms)")
@@ -440,7 +469,7 @@ def _plots(record: dict, out: Path) -> None:
 def summary(rec: dict) -> dict:
     """The part of a search record a run's report carries (the rest is in search.json)."""
     keys = ("budget_pt", "metric", "met_budget", "chosen", "chosen_drop_pt", "fp32_nodes_kept", "seconds",
-            "message", "fp32_val_top1", "calib_sizes", "calib_pool", "min_psnr", "min_worst_psnr", "fp32_p50_ms",
+            "message", "fp32_val_top1", "calib_sizes", "calib_pool", "min_psnr", "min_worst_psnr", "floors", "fp32_p50_ms",
             "val_images")
     out = {k: rec.get(k) for k in keys}
     from .sensitivity import by_kind

@@ -228,7 +228,8 @@ class AutoConfig:
     memorized_at: float = MEMORIZED_AT    # FP32 validation top-1 at/above this: the model has seen these images
     # image-to-image budget (instead of a top-1 drop): mean PSNR and worst-image PSNR against FP32's outputs
     min_psnr: float | None = None
-    min_worst_psnr: float = 27.0
+    min_worst_psnr: float = 27.0          # applies with min_psnr
+    min_ssim: float | None = None         # mean SSIM floor, with or instead of min_psnr
     image_val_size: int = 6               # validation photos for an image-to-image search (each is 512 px or so)
     # (quantized op types, op types with float outputs) screened for images; () = every op ORT quantizes
     image_op_types: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (((), ()), (("Conv",), ()),
@@ -237,16 +238,19 @@ class AutoConfig:
 
     @property
     def image(self) -> bool:
-        return self.min_psnr is not None
+        return self.min_psnr is not None or self.min_ssim is not None
 
     def __post_init__(self):
-        budgets = [b for b in (self.max_drop_pt, self.max_rel_drop, self.min_psnr) if b is not None]
+        image_budget = self.min_psnr if self.min_psnr is not None else self.min_ssim
+        budgets = [b for b in (self.max_drop_pt, self.max_rel_drop, image_budget) if b is not None]
         if len(budgets) != 1:
             raise ConfigError("give exactly one budget: --max-drop (points) or --max-rel-drop (fraction) for a "
                               "classifier, --min-psnr (dB) for an image-to-image model")
         if (self.max_drop_pt is not None and self.max_drop_pt < 0) or (self.max_rel_drop is not None and self.max_rel_drop < 0):
             raise ConfigError("the accuracy budget must be >= 0")
-        if self.image and not (0 < self.min_psnr <= 100 and 0 < self.min_worst_psnr <= 100):
+        if self.min_ssim is not None and not 0 < self.min_ssim <= 1:
+            raise ConfigError(f"--min-ssim {self.min_ssim} must be in (0, 1], e.g. 0.95")
+        if self.min_psnr is not None and not (0 < self.min_psnr <= 100 and 0 < self.min_worst_psnr <= 100):
             raise ConfigError(f"--min-psnr {self.min_psnr} / --min-worst-psnr {self.min_worst_psnr} must be in (0, 100] dB")
         if self.image and self.val_size < 2:
             raise ConfigError(f"validation size {self.val_size} is too small; use >= 2 images")
@@ -262,13 +266,14 @@ class AutoConfig:
             raise ConfigError("auto calibration fractions must be in (0, 1], e.g. 0.33,1")
 
     @classmethod
-    def for_images(cls, min_psnr: float, min_worst_psnr: float | None = None, val_size: int | None = None,
-                   methods: tuple[str, ...] | None = None) -> "AutoConfig":
+    def for_images(cls, min_psnr: float | None, min_worst_psnr: float | None = None, val_size: int | None = None,
+                   methods: tuple[str, ...] | None = None, min_ssim: float | None = None) -> "AutoConfig":
         """The image-to-image search: PSNR floors as the budget, a few validation photos, the 16-bit activation
         reference beside the 8-bit kernels, MinMax unless asked (histograms of 512-px activations are slow),
         shorter latency runs (a 512-px image is 100x a CIFAR one)."""
-        d = cls(max_drop_pt=None, min_psnr=min_psnr)
-        return cls(max_drop_pt=None, min_psnr=min_psnr, min_worst_psnr=min_worst_psnr or d.min_worst_psnr,
+        d = cls(max_drop_pt=None, min_psnr=30.0)
+        return cls(max_drop_pt=None, min_psnr=min_psnr, min_ssim=min_ssim,
+                   min_worst_psnr=min_worst_psnr or d.min_worst_psnr,
                    val_size=val_size or d.image_val_size, kernels=("u8s8", "u8u8", "u16s8"),
                    methods=methods or ("minmax",), bench_runs=20)
 

@@ -183,7 +183,7 @@ def qat_section(v: VariantResult) -> list[str]:
 
 def _image_auto_section(a: dict) -> list[str]:
     sizes = ", ".join(map(str, a.get("calib_sizes") or []))
-    head = (f"Budget: mean PSNR >= {a['min_psnr']} dB and worst image >= {a['min_worst_psnr']} dB against the FP32 "
+    head = (f"Budget: {a.get('floors')} against the FP32 "
             f"outputs of {a.get('val_images')} validation photos (disjoint from calibration and evaluation), and "
             f"faster than FP32 ({a.get('fp32_p50_ms') or 0:.1f} ms); calibration sizes tried: {sizes} of "
             f"{a.get('calib_pool')}; {a['candidates']} candidates in {a['seconds']:.0f} s. ")
