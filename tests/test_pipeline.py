@@ -162,3 +162,28 @@ def test_imagenet_mode_on_photos(tmp_path):
     d = res.get("default")
     assert d.ok and d.metrics.top1 is None and 0.5 <= d.metrics.agreement <= 1.0 and d.metrics.top5_overlap > 0.5
     assert "preprocess from imagenet weights of efficientnet-lite0" in r.stderr
+
+
+def test_recommendation_weighs_every_target_of_the_run():
+    """A QDQ file OpenVINO runs faster than ORT's FP32 at the PSNR floor is recommended with its runtime named;
+    the same file in ORT (slower than FP32) is not."""
+    from qdeploy.bench import BenchResult
+    from qdeploy.pipeline import recommend_images
+    from qdeploy.results import TargetResult, VariantResult
+    from qdeploy.tasks.image import ImageMetrics
+
+    def bench(ms):
+        return BenchResult(name="x", size_bytes=1, p50_ms=ms, p90_ms=ms, p99_ms=ms, mean_ms=ms, runs=10, throughput={},
+                           threads=2, runtime="r", provider="p")
+
+    fp32 = VariantResult(name="fp32", kind="fp32", file="fp32.onnx", metrics=ImageMetrics(n=4), bench=bench(120))
+    conv = VariantResult(name="conv-inputs", kind="int8", file="int8_conv-inputs.onnx",
+                         metrics=ImageMetrics(n=4, psnr_mean=30.6), bench=bench(160))
+    conv.on["openvino-cpu"] = TargetResult(target="openvino-cpu", metrics=ImageMetrics(n=4, psnr_mean=30.6),
+                                           bench=bench(94))
+    low = VariantResult(name="nncf", kind="int8", file="int8_nncf.xml", target="openvino-cpu",
+                        metrics=ImageMetrics(n=4, psnr_mean=21.5), bench=bench(75))
+    assert recommend_images([fp32, conv, low], 30.0) == "conv-inputs@openvino-cpu"
+    assert recommend_images([fp32, conv, low], 20.0) == "nncf"
+    conv.on.clear()
+    assert recommend_images([fp32, conv, low], 30.0) is None

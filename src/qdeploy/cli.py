@@ -189,6 +189,8 @@ def run(
                                                    f"(default {default(AutoConfig, 'min_worst_psnr')} dB)."),
     op_types: Optional[str] = typer.Option(None, help="ORT static variants quantize only these op types, e.g. Conv "
                                            "(default: every op ORT can quantize; the conv-only variant: Conv)."),
+    targets: str = typer.Option("ort-cpu", help="Comma list of targets every variant is evaluated and timed on: "
+                                "ort-cpu, openvino-cpu (OpenVINO runs the same ONNX files, f32 pinned)."),
     power_difference: bool = typer.Option(False, "--power-difference", help="image-to-image: seed 003's study, "
                                           "every (x-y)^2 as one PowerDifference op (native and NumPy), FP32 and INT8."),
     data: Optional[Path] = DATA, calib_split: str = CALIB_SPLIT, eval_split: str = EVAL_SPLIT,
@@ -217,6 +219,7 @@ def run(
                     variants=variants,
                     max_drop_pt=max_drop if max_drop is not None else default(RunConfig, "max_drop_pt"),
                     auto=auto_cfg, task=task, fixed_inputs=list(fixed_input or []), power_difference=power_difference,
+                    targets=tuple(t.strip() for t in targets.split(",") if t.strip()),
                     min_psnr=min_psnr if min_psnr is not None else default(RunConfig, "min_psnr"),
                     op_types=tuple(t.strip() for t in op_types.split(",") if t.strip()) if op_types else None,
                     evaluate=EvalConfig(threads=threads),

@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from .bench import BenchConfig, benchmark_many, cpu_name
 from .data import DataConfig, ImageSet, open_calib_eval
 from .errors import DataError
@@ -20,7 +22,8 @@ from .quantize.base import VariantContext, build_variant
 from .errors import ConfigError
 from .quantize.config import TORCH_VARIANTS, AutoConfig, parse_variants, variant_config
 from .report import ReportConfig, report
-from .results import RunResult, TorchResult, VariantResult
+from .results import RunResult, TargetResult, TorchResult, VariantResult
+from .targets import DEFAULT_TARGET
 from .source import Source, SourceConfig, resolve_source
 
 DEFAULT_VARIANTS = ("default",)
@@ -43,6 +46,7 @@ class RunConfig:
     fixed_inputs: list[str] = field(default_factory=list)  # NAME=onehot:K|file.npy|v1,v2,... (extra model inputs)
     min_psnr: float = 30.0          # image-to-image: the recommendation's quality floor (mean dB vs FP32)
     op_types: tuple[str, ...] | None = None  # ORT static variants quantize only these op types (None: presets' own)
+    targets: tuple[str, ...] = ("ort-cpu",)  # every ONNX variant also evaluated and timed on the others
     power_difference: bool = False  # seed 003's study: Sub+Pow -> PowerDifference (native / NumPy), FP32 and INT8
     study_images: int = 8           # evaluation images the PowerDifference study compares outputs on
 
@@ -50,6 +54,9 @@ class RunConfig:
         from .tasks import get_task
 
         get_task(self.task)  # one clear error for an unknown task, before any work
+        from .targets import check_targets
+
+        self.targets = check_targets(self.targets)
         self.evaluate = replace(self.evaluate, task=self.task)
         self.source = replace(self.source, task=self.task)
         self.variants = parse_variants(self.variants)
@@ -188,7 +195,7 @@ def run(cfg: RunConfig, log=print) -> RunResult:
     log(f"export: {fp32} ({fp32.stat().st_size / 1e6:.1f} MB)")
     variants = [VariantResult(name="fp32", kind="fp32", file=fp32.name)]
     ctx = VariantContext(fp32=fp32, out=out, calib_x=calib_x, classes=classes, spec=data.preprocess, data=data,
-                         model=model)
+                         model=model, targets=cfg.targets)
     with man.stage("quantize"):
         variants += [build_variant(name, qcfg, ctx, man, log) for name, qcfg in cfg.configs.items()]
     with man.stage("evaluate"):
@@ -231,7 +238,7 @@ def _image_grids(variants, ctx: VariantContext, evalset: ImageSet, out: Path, th
         sub = evalset.subset(idx)
         pix = sub.pixels_uint8(ctx.spec)
         x = ctx.spec.normalize(pix)
-        run = open_session(out / v.file, threads).run
+        run = open_session(out / v.file, threads, target=v.target).run
         rows = []
         for i, k in enumerate(idx):
             f, q = ref(x[i:i + 1])[0], run(x[i:i + 1])[0]
@@ -256,7 +263,8 @@ def _power_difference(cfg: RunConfig, variants, evalset: ImageSet, data, out: Pa
     def keeps_pairs(v):
         return rewrite(onnx.load(str(out / v.file)))[1] > 0
 
-    int8 = [v for v in variants if v.kind == "int8" and v.measured and getattr(v.metrics, "psnr_mean", None)]
+    int8 = [v for v in variants if v.kind == "int8" and v.measured and getattr(v.metrics, "psnr_mean", None)
+            and v.file.endswith(".onnx")]
     int8 = [v for v in sorted(int8, key=lambda v: -v.metrics.psnr_mean) if keeps_pairs(v)][:1]
     images = evalset.subset(range(min(cfg.study_images, len(evalset)))).load(data.preprocess)
     rec = study(out / "fp32.onnx", out / int8[0].file if int8 else None, images, out,
@@ -279,7 +287,11 @@ def _runners(variants, ctx: VariantContext, threads) -> dict:
     """name -> batch function: every ONNX variant (FP32 first, the reference) and every PyTorch INT8 model."""
     from .targets import open_session
 
-    fns = {v.name: open_session(ctx.out / v.file, threads).run for v in variants if v.ok}
+    fns = {v.name: open_session(ctx.out / v.file, threads, target=v.target).run for v in variants if v.ok}
+    for target in ctx.targets:
+        for v in variants:
+            if v.ok and target not in (DEFAULT_TARGET, v.target) and v.target == DEFAULT_TARGET:
+                fns[f"{v.name}@{target}"] = _open_timed(ctx, v, target, threads).run
     for name, (qmodel, _) in ctx.torch_models.items():
         if name in fns:
             from .quantize.torch_eager import torch_logits
@@ -294,7 +306,9 @@ def _evaluate(variants, ctx: VariantContext, evalset: ImageSet, cfg: EvalConfig,
     for key, scorer in scorers.items():
         name, _, runtime = key.partition("@")
         m = scorer.result()
-        if runtime:
+        if runtime in ctx.targets:
+            by_name[name].on[runtime].metrics = m
+        elif runtime:
             by_name[name].torch = TorchResult(metrics=m, size_bytes=ctx.torch_models[name][1])
         else:
             by_name[name].metrics = m
@@ -325,11 +339,38 @@ def _qat_vs_ptq(by_name: dict, scorers: dict) -> None:
                            if "pt-qat" + sfx in scorers and "pt-ptq" + sfx in scorers}
 
 
+def _open_timed(ctx: VariantContext, v: VariantResult, target: str, threads):
+    """Open a variant's file on another target, recording load time and the cold first inference once."""
+    from .targets import open_session
+
+    t0 = time.perf_counter()
+    s = open_session(ctx.out / v.file, threads, target=target)
+    load = time.perf_counter() - t0
+    if target not in v.on:
+        x = np.zeros((1, 3, *ctx.spec.shape), np.float32)
+        t0 = time.perf_counter()
+        s.run(x)
+        v.on[target] = TargetResult(target=target, load_s=load, first_ms=(time.perf_counter() - t0) * 1e3,
+                                    runtime=s.runtime)
+    return s
+
+
+def _ir_runner(path: Path, target: str, threads):
+    """A variant stored in another runtime's format (the nncf variant's OpenVINO IR)."""
+    from .bench import session_runner
+    from .quantize.nncf_variant import ir_bytes
+
+    r = session_runner(path, threads, target=target)
+    r.size_bytes = ir_bytes(path)
+    return r
+
+
 def _bench_all(variants, out: Path, sample, cfg: BenchConfig, ctx: VariantContext, log) -> None:
-    from .bench import torch_runner
+    from .bench import Runner, torch_runner
 
     ok = {v.name: v for v in variants if v.ok}
-    models = {k: out / v.file for k, v in ok.items()}
+    models = {k: out / v.file if v.target == DEFAULT_TARGET else _ir_runner(out / v.file, v.target, cfg.threads)
+              for k, v in ok.items()}
     for name, (qmodel, size) in ctx.torch_models.items():
         if name in ok:
             models[f"{name}@torch"] = torch_runner(qmodel, size, cfg.threads)
@@ -338,53 +379,79 @@ def _bench_all(variants, out: Path, sample, cfg: BenchConfig, ctx: VariantContex
 
         models["fp32@torch"] = torch_runner(ctx.model, size_bytes(ctx.model), cfg.threads)
         ok["fp32"].torch = TorchResult(size_bytes=models["fp32@torch"].size_bytes)
+    for target in ctx.targets:
+        for name, v in ok.items():
+            if target not in (DEFAULT_TARGET, v.target) and v.target == DEFAULT_TARGET:
+                s = _open_timed(ctx, v, target, cfg.threads)
+                models[f"{name}@{target}"] = Runner(fn=s.run, size_bytes=(out / v.file).stat().st_size,
+                                                    runtime=s.runtime, provider=s.provider, threads=s.threads)
     for k, res in benchmark_many(models, sample, cfg).items():
         name, _, runtime = k.partition("@")
-        if runtime:
+        if runtime in ctx.targets:
+            ok[name].on[runtime].bench = res
+        elif runtime:
             ok[name].torch.bench = res
         else:
             ok[k].bench = res
         log(f"bench {k}: p50 {res.p50_ms:.2f} ms, p99 {res.p99_ms:.2f} ms ({res.runtime})")
 
 
-def _score(v: VariantResult) -> float:
+@dataclass
+class _Option:
+    """One deployable (variant, target) pair the recommendation weighs: a variant's own row or its run on
+    another target of the run (e.g. qdeploy's QDQ file executed by OpenVINO)."""
+
+    label: str          # "default", or "conv-inputs@openvino-cpu"
+    kind: str
+    metrics: object
+    bench: object
+
+
+def _options(variants: list[VariantResult]) -> list[_Option]:
+    out = []
+    for v in variants:
+        if v.measured:
+            out.append(_Option(v.name, v.kind, v.metrics, v.bench))
+            out += [_Option(f"{v.name}@{t}", v.kind, r.metrics, r.bench) for t, r in v.on.items()
+                    if r.metrics is not None and r.bench is not None]
+    return out
+
+
+def _score(m) -> float:
     """Top-1 where there are labels, else agreement with FP32 (FP32 itself: 1)."""
-    m = v.metrics
-    if hasattr(m, "psnr_mean"):
-        return 1.0
     if m.top1 is not None:
         return m.top1
     return 1.0 if m.agreement is None else m.agreement
 
 
-def recommend_images(variants: list[VariantResult], min_psnr: float, tie: float = 0.05) -> str | None:
-    """Fastest INT8 variant whose mean PSNR against FP32 is at least `min_psnr` and which beats FP32;
-    among those within `tie` of the fastest, the highest PSNR."""
-    ok = [v for v in variants if v.measured]
-    fp32 = next((v for v in ok if v.kind == "fp32"), None)
-    good = [v for v in ok if fp32 and v.kind != "fp32" and v.metrics.psnr_mean is not None
-            and v.metrics.psnr_mean >= min_psnr and v.bench.p50_ms < fp32.bench.p50_ms]
+def _pick(good: list[_Option], key, tie: float) -> str | None:
     if not good:
         return None
-    fastest = min(v.bench.p50_ms for v in good)
-    return max((v for v in good if v.bench.p50_ms <= fastest * (1 + tie)), key=lambda v: v.metrics.psnr_mean).name
+    fastest = min(o.bench.p50_ms for o in good)
+    return max((o for o in good if o.bench.p50_ms <= fastest * (1 + tie)), key=key).label
+
+
+def recommend_images(variants: list[VariantResult], min_psnr: float, tie: float = 0.05) -> str | None:
+    """Fastest INT8 (variant, target) whose mean PSNR against FP32 is at least `min_psnr` and which beats ONNX
+    Runtime's FP32; among those within `tie` of the fastest, the highest PSNR."""
+    opts = _options(variants)
+    fp32 = next((o for o in opts if o.label == "fp32"), None)
+    good = [o for o in opts if fp32 and o.kind != "fp32" and o.metrics.psnr_mean is not None
+            and o.metrics.psnr_mean >= min_psnr and o.bench.p50_ms < fp32.bench.p50_ms]
+    return _pick(good, lambda o: o.metrics.psnr_mean, tie)
 
 
 def recommend(variants: list[VariantResult], max_drop_pt: float, tie: float = 0.05) -> str | None:
-    """Fastest INT8 variant whose top-1 drop (or, without labels, disagreement with FP32) stays within
-    `max_drop_pt` and which beats FP32. Latencies within `tie` (5 %) of the fastest are timing noise on
-    a shared machine: among those, the most accurate wins."""
-    ok = [v for v in variants if v.measured]
-    fp32 = next((v for v in ok if v.kind == "fp32"), None)
+    """Fastest INT8 (variant, target) whose top-1 drop (or, without labels, disagreement with FP32) stays within
+    `max_drop_pt` and which beats ONNX Runtime's FP32. Latencies within `tie` (5 %) of the fastest are timing
+    noise on a shared machine: among those, the most accurate wins."""
+    opts = _options(variants)
+    fp32 = next((o for o in opts if o.label == "fp32"), None)
     if fp32 is None:
         return None
-    good = [v for v in ok if v.kind != "fp32" and 100 * (_score(fp32) - _score(v)) <= max_drop_pt
-            and v.bench.p50_ms < fp32.bench.p50_ms]
-    if not good:
-        return None
-    fastest = min(v.bench.p50_ms for v in good)
-    near = [v for v in good if v.bench.p50_ms <= fastest * (1 + tie)]
-    return max(near, key=lambda v: (_score(v), -v.bench.p50_ms)).name
+    good = [o for o in opts if o.kind != "fp32" and 100 * (_score(fp32.metrics) - _score(o.metrics)) <= max_drop_pt
+            and o.bench.p50_ms < fp32.bench.p50_ms]
+    return _pick(good, lambda o: (_score(o.metrics), -o.bench.p50_ms), tie)
 
 
 def _result(cfg: RunConfig, variants, calib, evalset, classes, spec) -> RunResult:

@@ -24,6 +24,18 @@ class TorchResult:
 
 
 @dataclass
+class TargetResult:
+    """The same model file on another target (e.g. OpenVINO running the ONNX file), measured in the same run."""
+
+    target: str
+    metrics: Metrics | ImageMetrics | None = None
+    bench: BenchResult | None = None
+    load_s: float | None = None        # opening the file (parse + compile) ...
+    first_ms: float | None = None      # ... and the first, cold inference at batch 1
+    runtime: str | None = None
+
+
+@dataclass
 class VariantResult:
     name: str
     kind: str                       # fp32 | int8
@@ -36,6 +48,7 @@ class VariantResult:
     metrics: Metrics | ImageMetrics | None = None   # the run's task decides which
     bench: BenchResult | None = None
     torch: TorchResult | None = None
+    on: dict[str, TargetResult] = field(default_factory=dict)  # other targets, by name (ort-cpu is the row itself)
     extra: dict = field(default_factory=dict)  # scheme facts: qat_history, qat_epoch, vs_ptq, pot_scales, search
 
     @property
@@ -116,6 +129,10 @@ def _variant(d: dict, task: str = "classification") -> VariantResult:
     v = VariantResult(**{k: d[k] for k in known if k in d})
     v.metrics = get_task(task).metrics_type.from_dict(d["metrics"]) if d.get("metrics") else None
     v.bench = _bench(d.get("bench"))
+    for name, t in (d.get("on") or {}).items():
+        v.on[name] = TargetResult(target=t["target"], load_s=t.get("load_s"), first_ms=t.get("first_ms"),
+                                  runtime=t.get("runtime"), bench=_bench(t.get("bench")),
+                                  metrics=get_task(task).metrics_type.from_dict(t["metrics"]) if t.get("metrics") else None)
     if d.get("torch"):
         t = d["torch"]
         v.torch = TorchResult(metrics=Metrics.from_dict(t["metrics"]) if t.get("metrics") else None,

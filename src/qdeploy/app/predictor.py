@@ -43,7 +43,9 @@ def resolve_models(targets: list[str | Path]) -> tuple[list[Path], RunResult | N
             rj = t / "report.json"
             if rj.is_file():
                 report = RunResult.load(rj)
-                paths += [t / v.file for v in report.variants if v.ok and (t / v.file).is_file()]
+                # the app serves the ONNX files (an nncf variant's OpenVINO IR is in the report, not the app)
+                paths += [t / v.file for v in report.variants if v.ok and (t / v.file).is_file()
+                          and v.file.endswith(".onnx")]
             else:
                 paths += sorted(t.glob("*.onnx"), key=lambda p: (p.name != "fp32.onnx", p.name))
         elif t.suffix == ".onnx" or t.exists():

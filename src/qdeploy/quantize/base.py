@@ -18,7 +18,8 @@ from ..compare import compare_outputs
 from ..errors import QDeployError
 
 # Modules whose handlers register themselves on import (loaded on first use: they import torch or ORT).
-HANDLER_MODULES = ("qdeploy.quantize.ort", "qdeploy.quantize.torch_variant", "qdeploy.quantize.auto")
+HANDLER_MODULES = ("qdeploy.quantize.ort", "qdeploy.quantize.torch_variant", "qdeploy.quantize.auto",
+                   "qdeploy.quantize.nncf_variant")
 _HANDLERS: dict[type, Callable] = {}
 
 
@@ -85,21 +86,25 @@ class VariantContext:
     data: object = None                  # the run's DataConfig: QAT and auto draw their own disjoint sets
     model: object = None                 # FP32 torch model, None when the run started from ONNX
     torch_models: dict = field(default_factory=dict)  # name -> (INT8 torch model, size bytes), for bench
+    targets: tuple[str, ...] = ("ort-cpu",)  # where every variant is evaluated and timed
 
 
 def build_variant(name: str, cfg, ctx: VariantContext, man, log):
     """Build one variant into ctx.out; failures are recorded in the returned result, never half-written."""
     from ..results import VariantResult
 
-    dst = ctx.out / f"int8_{name}.onnx"
+    dst = ctx.out / f"int8_{name}{getattr(cfg, 'suffix', '.onnx')}"
+    target = getattr(cfg, "target", "ort-cpu")
     man.config(f"quantize:{name}", cfg)
     t0 = time.perf_counter()
     try:
         check, extra = handler_for(cfg)(cfg, ctx, dst, log)
     except QDeployError as exc:
         log(f"quantize {name}: FAILED: {exc}")
-        return VariantResult.failed(name, dst.name, str(exc), **getattr(exc, "details", {}))
+        failed = VariantResult.failed(name, dst.name, str(exc), **getattr(exc, "details", {}))
+        failed.target = target
+        return failed
     man.note(f"quantize:{name}", seconds=round(time.perf_counter() - t0, 3), check=check.as_dict())
     log(f"quantize {name}: {dst} ({dst.stat().st_size / 1e6:.1f} MB, {check.summary()})")
     return VariantResult(name=name, kind="int8", file=dst.name, config=asdict(cfg), check=check.as_dict(),
-                         extra=extra)
+                         extra=extra, target=target)

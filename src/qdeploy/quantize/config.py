@@ -199,6 +199,28 @@ class TorchQuantConfig:
         return replace(self, **kw)
 
 
+@dataclass
+class NncfConfig:
+    """OpenVINO's own post-training quantizer (nncf.quantize) on the FP32 model, calibrated on the run's images:
+    the anchor every report can show beside qdeploy's recipes. Writes OpenVINO IR (.xml + .bin) run by the
+    openvino-cpu target."""
+
+    name: str = "nncf"
+    preset: str = "performance"          # performance (symmetric activations) | mixed
+    fast_bias_correction: bool = True
+    min_agreement: float = 0.80
+    target: str = "openvino-cpu"
+    suffix: str = ".xml"
+    description: str = "OpenVINO NNCF post-training INT8 (nncf.quantize), same calibration images"
+
+    def __post_init__(self):
+        if self.preset not in ("performance", "mixed"):
+            raise ConfigError(f"nncf preset '{self.preset}' is unknown; use performance or mixed")
+
+    def as_dict(self):
+        return asdict(self)
+
+
 TORCH_PRESETS = {
     "pt-ptq": lambda: TorchQuantConfig(name="pt-ptq", description="PyTorch eager PTQ, x86 backend, per-channel weights"),
     "pt-qat": lambda: TorchQuantConfig(name="pt-qat", method="qat",
@@ -312,7 +334,8 @@ def _torch(name: str):
 
 # Every name --variants accepts -> a factory (torch overrides) -> that scheme's config.
 VARIANTS = {**{name: (lambda overrides, f=f: f()) for name, f in PRESETS.items()},
-            **{name: _torch(name) for name in TORCH_PRESETS}}
+            **{name: _torch(name) for name in TORCH_PRESETS},
+            "nncf": lambda overrides: NncfConfig()}
 TORCH_VARIANTS = tuple(TORCH_PRESETS)
 
 

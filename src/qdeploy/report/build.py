@@ -17,6 +17,7 @@ from .tables import (
     paired_table,
     per_class_table,
     power_difference_section,
+    targets_table,
     qat_section,
     torch_table,
 )
@@ -83,14 +84,18 @@ def _sections(res: RunResult) -> list[str]:
         parts += ["## Accuracy change vs FP32, image by image", "",
                   "A top-1 difference between two models on the same images is only evidence when the images "
                   "one model alone gets right clearly outnumber the other's (exact McNemar test, p < 0.05).", "", pt, ""]
+    name, _, on = (res.recommended or "").partition("@")
+    rec = res.get(name)
+    target = on or (rec.target if rec is not None else "ort-cpu")
+    where = "" if target == "ort-cpu" else f" — deploy `{rec.file if rec else name}` with the `{target}` runtime"
     if res.recommended and res.task == "image-to-image":
-        parts += [f"**Recommended INT8 variant on this machine: `{res.recommended}`** (fastest whose mean PSNR "
+        parts += [f"**Recommended INT8 variant on this machine: `{res.recommended}`**{where} (fastest whose mean PSNR "
                   f"against the FP32 output is >= {res.min_psnr} dB).", ""]
     elif res.task == "image-to-image":
         parts += [f"**No INT8 variant is recommended on this machine**: none is both faster than FP32 and at "
                   f">= {res.min_psnr} dB mean PSNR against the FP32 output. Ship FP32 here.", ""]
     elif res.recommended:
-        parts += [f"**Recommended INT8 variant on this machine: `{res.recommended}`** (fastest that keeps "
+        parts += [f"**Recommended INT8 variant on this machine: `{res.recommended}`**{where} (fastest that keeps "
                   f"{'accuracy' if res.labelled else 'agreement with FP32'} within {res.max_drop_pt} pt of FP32).", ""]
     tt = torch_table(res)
     if tt:
@@ -102,6 +107,12 @@ def _sections(res: RunResult) -> list[str]:
                 p = v.extra["pot_scales"]
                 parts += [f"PoT `{v.name}`: all {p['count']} scales in the ONNX file are exact powers of two "
                           f"(2^{p['min_exp']} .. 2^{p['max_exp']}).", ""]
+    tg = targets_table(res)
+    if tg:
+        parts += ["## Targets: the same files on every runtime of the run", "",
+                  "Quality on another target is measured against ONNX Runtime's FP32 outputs (the reference); "
+                  "latencies are interleaved in one process. OpenVINO's precision is in its runtime column (f32 "
+                  "pinned: on CPUs with bf16 its default \"FP32\" is bf16).", "", tg, ""]
     parts += power_difference_section(res)
     auto = next((v for v in res.variants if v.extra.get("search")), None)
     if auto:

@@ -27,7 +27,8 @@ def comparison_rows(res: RunResult) -> list[dict]:
     out = []
     for v in (v for v in res.variants if v.measured):
         m, b = v.metrics, v.bench
-        row = {"name": v.name, "kind": v.kind, "size_mb": b.size_bytes / 1e6, **_quality(m),
+        label = v.name if v.target == "ort-cpu" else f"{v.name} ({v.target})"
+        row = {"name": label, "kind": v.kind, "size_mb": b.size_bytes / 1e6, **_quality(m),
                "p50_ms": b.p50_ms, "p90_ms": b.p90_ms, "p99_ms": b.p99_ms, "throughput": b.throughput}
         if fp32:
             row["compression"] = fp32.bench.size_bytes / b.size_bytes
@@ -241,3 +242,32 @@ def power_difference_section(res: RunResult) -> list[str]:
         lines += ["", "No INT8 variant kept its Sub->Pow pairs (the quantizer wrapped them in Q/DQ), so only FP32 "
                   "is compared."]
     return lines + [""]
+
+
+def targets_table(res: RunResult) -> str | None:
+    """Every variant on every target of the run, timed in one process: quality, latency, load and cold start."""
+    rows = [v for v in res.variants if v.measured and (v.on or v.target != "ort-cpu")]
+    if not rows:
+        return None
+    fp32 = res.fp32
+    image = res.task == "image-to-image"
+    qual = "PSNR dB vs ORT FP32 | worst" if image else "top-1 % | agreement % vs ORT FP32"
+    lines = [f"| variant | target | runtime | {qual} | b1 p50 ms | p99 ms | vs ORT FP32 | load s | first run ms |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def quality(m):
+        if m is None:
+            return "– | –"
+        if image:
+            return "reference | –" if m.psnr_mean is None else f"{m.psnr_mean:.2f} | {m.psnr_min:.2f}"
+        return f"{_f(_pct(m.top1), '.2f')} | {_f(_pct(m.agreement), '.2f')}"
+
+    for v in rows:
+        entries = [(v.target, v.bench.runtime, v.metrics, v.bench, None, None)] + [
+            (t, r.runtime, r.metrics, r.bench, r.load_s, r.first_ms) for t, r in v.on.items()]
+        for target, runtime, m, b, load, first in entries:
+            if b is None:
+                continue
+            lines.append(f"| {v.name} | {target} | {runtime} | {quality(m)} | {b.p50_ms:.2f} | {b.p99_ms:.2f} | "
+                         f"{fp32.bench.p50_ms / b.p50_ms:.2f}x | {_f(load, '.2f')} | {_f(first, '.1f')} |")
+    return "\n".join(lines)

@@ -47,8 +47,14 @@ class OpenVinoCpu(Target):
         except Exception as exc:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise ModelFileError(f"OpenVINO cannot load {path.name}: {first}") from exc
-        onnx_file = path if path.suffix == ".onnx" else path.with_suffix(".onnx")
-        stored = arrays(read_info(onnx_file).fixed_inputs) if onnx_file.is_file() else {}
+        if path.suffix == ".onnx":
+            stored = arrays(read_info(path).fixed_inputs)
+        else:  # OpenVINO IR written by the nncf variant: qdeploy's metadata is in its rt_info
+            import json
+
+            from ..quantize.nncf_variant import ir_meta
+
+            stored = arrays(json.loads(ir_meta(model).get("fixed_inputs") or "{}"))
         first = compiled.inputs[0]
         name = first.get_any_name()
         dim0 = first.get_partial_shape()[0]

@@ -1,0 +1,89 @@
+"""The `nncf` variant: OpenVINO's post-training quantizer, the anchor beside qdeploy's own recipes.
+
+Same FP32 model, same calibration images (and fixed extra inputs) as every other variant. The IR (.xml +
+.bin) carries qdeploy's metadata in its rt_info, is verified against FP32 on real images like every INT8 file
+(agreement or PSNR, by the task), and only then gets its final name (.bin first, the .xml last).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ..artifacts import read_info
+from ..errors import QuantizeError
+from .base import QuantCheck, VariantContext, register
+from .config import NncfConfig
+
+META_KEY = "qdeploy"
+
+
+def ir_bytes(xml: Path) -> int:
+    """Size on disk of an IR model: the .xml and its .bin."""
+    xml = Path(xml)
+    return xml.stat().st_size + (xml.with_suffix(".bin").stat().st_size if xml.with_suffix(".bin").exists() else 0)
+
+
+def ir_meta(compiled_or_model) -> dict:
+    """qdeploy's metadata stored in an OpenVINO model's rt_info ({} when there is none)."""
+    try:
+        info = compiled_or_model.get_rt_info()
+        if META_KEY not in info:
+            return {}
+        node = info[META_KEY]
+        return {k: node[k].astype(str) for k in node.keys()} if hasattr(node, "keys") else {}
+    except Exception:
+        return {}
+
+
+def _dataset(ctx: VariantContext, fp32: Path):
+    import nncf
+    import onnx
+
+    from ..fixed_inputs import arrays
+
+    info = read_info(fp32)
+    fixed = arrays(info.fixed_inputs)
+    dim = onnx.load(str(fp32), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    step = 1 if dim and dim[0].HasField("dim_value") and dim[0].dim_value == 1 else 8
+    x = ctx.calib_x
+    items = [{info.input_name: x[i:i + step], **fixed} for i in range(0, len(x), step)]
+    return nncf.Dataset(items), len(items)
+
+
+@register(NncfConfig)
+def build_nncf(cfg: NncfConfig, ctx: VariantContext, dst: Path, log) -> tuple[QuantCheck, dict]:
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError as exc:
+        raise QuantizeError("the nncf variant needs OpenVINO and NNCF; pip install 'qdeploy[openvino]'") from exc
+    from ..targets import open_session, run_batched
+
+    info = read_info(ctx.fp32)
+    dataset, n = _dataset(ctx, ctx.fp32)
+    preset = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}[cfg.preset]
+    try:
+        model = ov.Core().read_model(str(ctx.fp32))
+        q = nncf.quantize(model, dataset, preset=preset, subset_size=n, fast_bias_correction=cfg.fast_bias_correction)
+    except Exception as exc:
+        raise QuantizeError(f"nncf.quantize failed: {type(exc).__name__}: {str(exc)[:200]}") from exc
+    meta = {"variant": cfg.name, "task": info.task, "preprocess": info.preprocess.to_json() if info.preprocess else "",
+            "classes": json.dumps(info.classes or []), "fixed_inputs": json.dumps(info.fixed_inputs)}
+    for k, v in meta.items():
+        q.set_rt_info(v, [META_KEY, k])
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".nncf-", dir=dst.parent) as tmp:
+        tmp_xml = Path(tmp) / dst.name
+        ov.save_model(q, str(tmp_xml), compress_to_fp16=False)
+        ref = run_batched(open_session(ctx.fp32), ctx.calib_x)
+        got = run_batched(open_session(tmp_xml, target=cfg.target), ctx.calib_x)
+        check = QuantCheck.of(ref, got, cfg.min_agreement, info.task)
+        if check.collapsed:
+            exc = QuantizeError(f"variant '{cfg.name}' collapsed: {check.summary()}; not written")
+            exc.details = {"agreement": check.agreement, "psnr": check.psnr, "verified_on": check.n}
+            raise exc
+        os.replace(tmp_xml.with_suffix(".bin"), dst.with_suffix(".bin"))
+        os.replace(tmp_xml, dst)
+    return check, {"calibration_items": n, "ir_bytes": ir_bytes(dst)}
