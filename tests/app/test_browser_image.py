@@ -6,11 +6,10 @@ import io
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
-from test_browser import ARGS, CHROMIUM, upload
-from test_server import start_server, stop
-
 from conftest import SHARED, run_cli
+from PIL import Image
+from test_browser import CHROMIUM, browser, upload  # noqa: F401  (browser: the fixture)
+from test_server import start_server, stop
 
 KODAK = SHARED / "datasets" / "kodak24"
 pytestmark = [pytest.mark.skipif(not CHROMIUM or not KODAK.is_dir(), reason="chromium or Kodak24 missing")]
@@ -28,16 +27,6 @@ def style_url(tmp_path_factory):
     stop(proc)
 
 
-@pytest.fixture()
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
 def _api_images(url, photo, style):
     r = httpx.post(f"{url}/api/predict?style={style}", files={"file": (photo.name, photo.read_bytes(), "image/png")},
                    timeout=60)
@@ -46,7 +35,7 @@ def _api_images(url, photo, style):
     return j, [np.asarray(Image.open(io.BytesIO(base64.b64decode(v["image_png_base64"])))) for v in j["variants"]]
 
 
-def test_upload_pick_style_two_outputs_with_metrics(style_url, browser, tmp_path):
+def test_upload_pick_style_two_outputs_with_metrics(style_url, browser, tmp_path):  # noqa: F811
     photo = KODAK / "kodim23.png"
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(style_url, wait_until="networkidle")
@@ -76,7 +65,7 @@ def test_upload_pick_style_two_outputs_with_metrics(style_url, browser, tmp_path
     page.screenshot(path=str(tmp_path / "style.png"), full_page=True)
 
 
-def test_style_page_phone_width(style_url, browser):
+def test_style_page_phone_width(style_url, browser):  # noqa: F811
     page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
     page.goto(style_url, wait_until="networkidle")
     page.locator("#qd-input").wait_for()
