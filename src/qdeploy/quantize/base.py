@@ -105,6 +105,6 @@ def build_variant(name: str, cfg, ctx: VariantContext, man, log):
         failed.target = target
         return failed
     man.note(f"quantize:{name}", seconds=round(time.perf_counter() - t0, 3), check=check.as_dict())
-    log(f"quantize {name}: {dst} ({dst.stat().st_size / 1e6:.1f} MB, {check.summary()})")
+    log(f"quantize {name}: {dst} ({extra.get('ir_bytes', dst.stat().st_size) / 1e6:.1f} MB, {check.summary()})")
     return VariantResult(name=name, kind="int8", file=dst.name, config=asdict(cfg), check=check.as_dict(),
                          extra=extra, target=target)
