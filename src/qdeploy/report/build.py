@@ -67,7 +67,8 @@ def _header(res: RunResult, cfg: ReportConfig) -> list[str]:
     scored = "" if d.get("labelled", True) else " (no labels: every variant is scored against FP32)"
     return [f"# {cfg.title}", "",
             f"Evaluated on **{d['eval_images']}** images of `{d['eval_source']}`{scored}; calibrated on "
-            f"{d['calib_images']} class-balanced images of `{d['calib_source']}`.",
+            f"{d['calib_images']} {'class-balanced images' if d.get('labelled', True) else 'photos'} of "
+            f"`{d['calib_source']}`.",
             f"Machine: {env.get('cpu', '?')}, {env.get('threads', '?')} threads, {env.get('runtime', '')} "
             f"({env.get('provider', '')}). Latency: batch 1, p50/p99 over {env.get('runs', '?')} runs after warm-up.",
             "", markdown_table(res), ""]

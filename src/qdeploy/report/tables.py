@@ -54,14 +54,22 @@ def image_table(res: RunResult) -> str:
         lines.append(f"| {r['name']} | {r['size_mb']:.2f} | {_f(r.get('compression'), '.2f')}x | {q} | "
                      f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {_f(r.get('speedup'), '.2f')}x | "
                      + " | ".join(_f(t.get(b), ".1f") for b in batches) + " |")
+    p_seen = lambda v: v.extra.get("psnr")  # noqa: E731
+    return "\n".join(lines + _failed_rows(res, batches, 10, 1, p_seen, lambda p: f"{p:.2f}"))
+
+
+def _failed_rows(res: RunResult, batches, cells: int, at: int, value, fmt) -> list[str]:
+    """One row per refused variant: 'FAILED, not written' and, in column `at` of the `cells` after it, the
+    quality it reached on its verification images (agreement or PSNR)."""
+    rows = []
     for v in res.variants:
         if v.ok:
             continue
-        p, n = v.extra.get("psnr"), v.extra.get("verified_on")
-        seen = f"{p:.2f} (on {n} verification images)" if p is not None else "–"
-        lines.append(f"| {v.name} | FAILED, not written | – | {seen} | – | – | – | – | – | – | – | – | "
-                     + " | ".join("–" for _ in batches) + " |")
-    return "\n".join(lines)
+        x, n = value(v), v.extra.get("verified_on")
+        row = ["–"] * cells + ["–" for _ in batches]
+        row[at] = f"{fmt(x)} (on {n} verification images)" if x is not None else "–"
+        rows.append(f"| {v.name} | FAILED, not written | " + " | ".join(row) + " |")
+    return rows
 
 
 def markdown_table(res: RunResult) -> str:
@@ -80,14 +88,8 @@ def markdown_table(res: RunResult) -> str:
             f"{_f(r['rel_l2'], '.4f')} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {_f(r.get('speedup'), '.2f')}x | "
             + " | ".join(_f(t.get(b), ".0f") for b in batches) + " |"
         )
-    for v in res.variants:
-        if v.ok:
-            continue
-        a, n = v.extra.get("agreement"), v.extra.get("verified_on")
-        seen = f"{100 * a:.2f} (on {n} verification images)" if a is not None else "–"
-        lines.append(f"| {v.name} | FAILED, not written | – | – | – | {seen} | – | – | – | – | – | "
-                     + " | ".join("–" for _ in batches) + " |")
-    return "\n".join(lines)
+    a_seen = lambda v: v.extra.get("agreement")  # noqa: E731
+    return "\n".join(lines + _failed_rows(res, batches, 9, 3, a_seen, lambda a: f"{100 * a:.2f}"))
 
 
 def failure_section(res: RunResult) -> list[str]:
