@@ -11,20 +11,19 @@ from pathlib import Path
 
 import numpy as np
 
+from . import fixed_inputs
 from .bench import BenchConfig, benchmark_many, cpu_name
 from .data import DataConfig, ImageSet, open_calib_eval
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .evaluate import EvalConfig, evaluate_many
-from . import fixed_inputs
 from .export import ExportConfig, export
 from .manifest import Manifest
 from .quantize.base import VariantContext, build_variant
-from .errors import ConfigError
 from .quantize.config import TORCH_VARIANTS, AutoConfig, parse_variants, variant_config
 from .report import ReportConfig, report
 from .results import RunResult, TargetResult, TorchResult, VariantResult
-from .targets import DEFAULT_TARGET
 from .source import Source, SourceConfig, resolve_source
+from .targets import DEFAULT_TARGET
 
 DEFAULT_VARIANTS = ("default",)
 
@@ -81,7 +80,6 @@ class RunConfig:
 
 def _fixed(cfg: RunConfig) -> dict:
     """--fixed-input values checked against the ONNX file's inputs (every non-image input needs one)."""
-    from . import fixed_inputs
     from .artifacts import read_info
 
     if not cfg.source.onnx:
@@ -120,8 +118,6 @@ def _model_outputs(cfg: RunConfig, model, size: int) -> int:
 
         with torch.no_grad():
             return int(model(torch.zeros(1, 3, size, size)).shape[-1])
-    from .targets import open_session
-
     s = _ort_session(cfg.source.onnx)
     dim = s.get_outputs()[0].shape[-1]
     return int(dim) if isinstance(dim, int) else -1
@@ -228,7 +224,7 @@ def _image_grids(variants, ctx: VariantContext, evalset: ImageSet, out: Path, th
     (recomputed here for those images only: evaluation keeps no outputs)."""
     from .report.plots import image_grid
     from .targets import open_session
-    from .tasks.image import psnr
+    from .tasks.image import psnr, to_uint8
 
     ref = open_session(out / "fp32.onnx", threads).run
     for v in variants:
@@ -244,14 +240,8 @@ def _image_grids(variants, ctx: VariantContext, evalset: ImageSet, out: Path, th
             f, q = ref(x[i:i + 1])[0], run(x[i:i + 1])[0]
             name = sub.paths[i].name if sub.paths is not None else str(k)
             rows.append({"name": name + (" (worst)" if k == v.metrics.worst else ""), "input": pix[i],
-                         "fp32": _to_uint8(f), "int8": _to_uint8(q), "psnr": psnr(f, q)})
+                         "fp32": to_uint8(f), "int8": to_uint8(q), "psnr": psnr(f, q)})
         image_grid(rows, f"{v.name}: input | FP32 | INT8 | error", out / "plots" / f"grid_{v.name}.png")
-
-
-def _to_uint8(chw) -> "np.ndarray":
-    import numpy as np
-
-    return (np.clip(chw, 0, 1).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
 
 
 def _power_difference(cfg: RunConfig, variants, evalset: ImageSet, data, out: Path, log) -> dict:
@@ -288,10 +278,9 @@ def _runners(variants, ctx: VariantContext, threads) -> dict:
     from .targets import open_session
 
     fns = {v.name: open_session(ctx.out / v.file, threads, target=v.target).run for v in variants if v.ok}
-    for target in ctx.targets:
-        for v in variants:
-            if v.ok and target not in (DEFAULT_TARGET, v.target) and v.target == DEFAULT_TARGET:
-                fns[f"{v.name}@{target}"] = _open_timed(ctx, v, target, threads).run
+    for v in variants:
+        for target in _other_targets(ctx, v):
+            fns[f"{v.name}@{target}"] = _open_timed(ctx, v, target, threads).run
     for name, (qmodel, _) in ctx.torch_models.items():
         if name in fns:
             from .quantize.torch_eager import torch_logits
@@ -339,6 +328,14 @@ def _qat_vs_ptq(by_name: dict, scorers: dict) -> None:
                            if "pt-qat" + sfx in scorers and "pt-ptq" + sfx in scorers}
 
 
+def _other_targets(ctx: VariantContext, v: VariantResult) -> list[str]:
+    """The run's other targets an ONNX variant is also evaluated and timed on (a file in another runtime's own
+    format, the nncf variant's IR, runs on its target only)."""
+    if not v.ok or v.target != DEFAULT_TARGET:
+        return []
+    return [t for t in ctx.targets if t != DEFAULT_TARGET]
+
+
 def _open_timed(ctx: VariantContext, v: VariantResult, target: str, threads):
     """Open a variant's file on another target, recording load time and the cold first inference once."""
     from .targets import open_session
@@ -379,12 +376,11 @@ def _bench_all(variants, out: Path, sample, cfg: BenchConfig, ctx: VariantContex
 
         models["fp32@torch"] = torch_runner(ctx.model, size_bytes(ctx.model), cfg.threads)
         ok["fp32"].torch = TorchResult(size_bytes=models["fp32@torch"].size_bytes)
-    for target in ctx.targets:
-        for name, v in ok.items():
-            if target not in (DEFAULT_TARGET, v.target) and v.target == DEFAULT_TARGET:
-                s = _open_timed(ctx, v, target, cfg.threads)
-                models[f"{name}@{target}"] = Runner(fn=s.run, size_bytes=(out / v.file).stat().st_size,
-                                                    runtime=s.runtime, provider=s.provider, threads=s.threads)
+    for name, v in ok.items():
+        for target in _other_targets(ctx, v):
+            s = _open_timed(ctx, v, target, cfg.threads)
+            models[f"{name}@{target}"] = Runner(fn=s.run, size_bytes=(out / v.file).stat().st_size,
+                                                runtime=s.runtime, provider=s.provider, threads=s.threads)
     for k, res in benchmark_many(models, sample, cfg).items():
         name, _, runtime = k.partition("@")
         if runtime in ctx.targets:

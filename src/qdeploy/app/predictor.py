@@ -130,7 +130,7 @@ class Predictor:
     def transform(self, img, choice: dict | None = None) -> dict:
         """Image-to-image: every variant's output image for one photo (optionally another style), its
         latency (median), and PSNR/SSIM/max error against the first (FP32) variant's output."""
-        from ..tasks.image import image_pair_metrics
+        from ..tasks.image import image_pair_metrics, to_uint8
 
         seen = self.spec.resize_image(img)
         x = self.spec.normalize(np.asarray(seen))
@@ -143,8 +143,7 @@ class Predictor:
                 t0 = time.perf_counter()
                 out = v.outputs(x, fixed)[0]
                 times.append((time.perf_counter() - t0) * 1e3)
-            row = {"name": v.name, "latency_ms": float(np.median(times)),
-                   "image": (np.clip(out, 0, 1).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)}
+            row = {"name": v.name, "latency_ms": float(np.median(times)), "image": to_uint8(out)}
             if ref is None:
                 ref = (out, row)
             else:

@@ -39,14 +39,13 @@ def ir_meta(compiled_or_model) -> dict:
 
 def _dataset(ctx: VariantContext, fp32: Path):
     import nncf
-    import onnx
 
     from ..fixed_inputs import arrays
+    from .ort import batch_one
 
     info = read_info(fp32)
     fixed = arrays(info.fixed_inputs)
-    dim = onnx.load(str(fp32), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
-    step = 1 if dim and dim[0].HasField("dim_value") and dim[0].dim_value == 1 else 8
+    step = 1 if batch_one(fp32) else 8
     x = ctx.calib_x
     items = [{info.input_name: x[i:i + step], **fixed} for i in range(0, len(x), step)]
     return nncf.Dataset(items), len(items)

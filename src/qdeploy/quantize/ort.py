@@ -136,7 +136,8 @@ def calibration_ranges(model: Path, calib: np.ndarray, input_name: str, cfg: Qua
     return cache
 
 
-def _batch_one(model: Path) -> bool:
+def batch_one(model: Path) -> bool:
+    """The graph's batch dimension is fixed at 1 (the style network): it takes one image per run."""
     import onnx
 
     dim = onnx.load(str(model), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
@@ -153,7 +154,7 @@ def _run_quantizer(fp32: Path, out: Path, calib: np.ndarray | None, input_name: 
         return
     if calib is None or len(calib) == 0:
         raise QuantizeError("static quantization needs calibration images; pass --data with a calibration split")
-    cache = calibration_ranges(fp32, calib, input_name, cfg, work, fixed, _batch_one(fp32))
+    cache = calibration_ranges(fp32, calib, input_name, cfg, work, fixed, batch_one(fp32))
     quantize_static(
         str(fp32), str(out), None,
         quant_format=QuantFormat.QDQ if cfg.format == "QDQ" else QuantFormat.QOperator,

@@ -47,9 +47,9 @@ def _relative_errors(fp32: Path, qdq: Path, pairs: list[tuple[str, str]], x: np.
     from ..data import batch_for
 
     from ..artifacts import read_info
-    from ..fixed_inputs import arrays, from_metadata
+    from ..fixed_inputs import arrays
 
-    fixed = arrays(from_metadata(read_info(fp32).extra))  # a style vector etc., fed beside the image
+    fixed = arrays(read_info(fp32).fixed_inputs)  # a style vector etc., fed beside the image
     ref_s, q_s = _exposed_session(fp32, [r for r, _ in pairs]), _exposed_session(qdq, [q for _, q in pairs])
     ref_out, q_out = [o.name for o in ref_s.get_outputs()], [o.name for o in q_s.get_outputs()]
     num, den, seen = {r: 0.0 for r, _ in pairs}, {r: 0.0 for r, _ in pairs}, set()

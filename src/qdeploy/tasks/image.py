@@ -53,6 +53,11 @@ def ssim(ref: np.ndarray, out: np.ndarray, data_range: float = 1.0) -> float:
                                        channel_axis=-1, data_range=data_range))
 
 
+def to_uint8(chw: np.ndarray) -> np.ndarray:
+    """A (3,H,W) output in 0..1 -> the (H,W,3) uint8 image a person sees (report grids, the app)."""
+    return (np.clip(chw, 0, 1).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
+
+
 def image_pair_metrics(ref: np.ndarray, out: np.ndarray, data_range: float = 1.0) -> dict:
     """PSNR, SSIM and max |error| of one output image against its reference."""
     return {"psnr": psnr(ref, out, data_range), "ssim": ssim(ref, out, data_range),
