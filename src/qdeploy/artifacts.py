@@ -46,6 +46,13 @@ def atomic_path(final: str | Path):
             tmp.unlink()
 
 
+def model_bytes(path: str | Path) -> int:
+    """Size on disk of a model: the file, plus the .bin of an OpenVINO IR .xml."""
+    path = Path(path)
+    weights = path.with_suffix(".bin")
+    return path.stat().st_size + (weights.stat().st_size if path.suffix == ".xml" and weights.exists() else 0)
+
+
 def write_json(path: str | Path, obj) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
@@ -119,10 +126,30 @@ class ModelInfo:
         return self.preprocess
 
 
+def _info_from_meta(path: Path, meta: dict[str, str]) -> ModelInfo:
+    """A model in another runtime's format (an offline artifact, an OpenVINO IR): the same metadata, as strings."""
+    spec = PreprocessSpec.from_json(meta["preprocess"]) if meta.get("preprocess") else None
+    classes = json.loads(meta["classes"]) if meta.get("classes") else None
+    extra = {k: v for k, v in meta.items() if k not in ("preprocess", "classes", "variant")}
+    return ModelInfo(path=path, classes=classes or None, preprocess=spec, variant=meta.get("variant", path.stem),
+                     input_name=meta.get("input_name", "input"), output_name=meta.get("output_name", "output"),
+                     extra=extra)
+
+
 def read_info(path: str | Path) -> ModelInfo:
     import onnx
 
     path = Path(path)
+    if path.suffix in (".ort", ".blob", ".pt2"):
+        from .compile.meta import read_offline_meta
+
+        return _info_from_meta(path, read_offline_meta(path))
+    if path.suffix == ".xml" and path.is_file():
+        import openvino as ov
+
+        from .quantize.nncf_variant import ir_meta
+
+        return _info_from_meta(path, ir_meta(ov.Core().read_model(str(path))))
     if not path.is_file():
         raise ModelFileError(f"ONNX file {path} not found; pass a .onnx produced by 'qdeploy export' or 'qdeploy run'")
     try:

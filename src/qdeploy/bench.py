@@ -1,7 +1,6 @@
 """Latency percentiles and throughput of ONNX models, all variants in one process."""
 from __future__ import annotations
 
-import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -61,12 +60,15 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _latencies(fns: dict, warmup: int, runs: int, chunk: int = 50, rewarm: int = 10) -> dict[str, np.ndarray]:
+def _latencies(fns: dict, warmup: int, runs: int, chunk: int = 50, rewarm: int = 10, settle: float = 0.05) -> dict[str, np.ndarray]:
     """Batch-1 latencies, interleaved in chunks across models so machine noise hits all of them alike.
 
     Each ONNX Runtime session owns a thread pool whose threads spin after a run; right after a switch
     those spinning threads steal the cores (measured here: FP32 p50 doubled with 10-run chunks), so
-    every chunk starts with `rewarm` untimed runs.
+    every chunk starts with `rewarm` untimed runs. Between chunks the process idles `settle` seconds so the
+    previous runtime's pool threads (ORT's spin, OpenVINO's TBB workers) have parked: without it, the OpenVINO
+    row timed right after an ORT row read 1.17 ms and the same network's next OpenVINO row 0.90 ms; with 50 ms,
+    1.06 and 1.03 (ResNet-20, 2 cores).
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -74,6 +76,7 @@ def _latencies(fns: dict, warmup: int, runs: int, chunk: int = 50, rewarm: int =
     times = {k: [] for k in fns}
     while len(next(iter(times.values()))) < runs:
         for k, fn in fns.items():
+            time.sleep(settle)
             for _ in range(rewarm):
                 fn()
             for _ in range(min(chunk, runs - len(times[k]))):
@@ -105,10 +108,11 @@ class Runner:
 
 def session_runner(path, threads: int | None = None, target: str | None = None) -> Runner:
     """A model file opened on a target (default: ONNX Runtime CPU)."""
-    from .targets import DEFAULT_TARGET, open_session
+    from .artifacts import model_bytes
+    from .targets import open_session
 
-    s = open_session(path, threads, target=target or DEFAULT_TARGET)
-    return Runner(fn=s.run, size_bytes=os.path.getsize(path), runtime=s.runtime, provider=s.provider,
+    s = open_session(path, threads, target=target)
+    return Runner(fn=s.run, size_bytes=model_bytes(path), runtime=s.runtime, provider=s.provider,
                   threads=s.threads)
 
 

@@ -375,7 +375,10 @@ def evaluate_cmd(
 
 @app.command("bench")
 def bench_cmd(
-    models: list[Path] = typer.Argument(..., help="ONNX files, benchmarked in this one process."),
+    models: list[Path] = typer.Argument(..., help="Model files, benchmarked in this one process: ONNX, or a runtime's "
+                                        "own format (.ort, .blob, .pt2 from 'qdeploy compile'; nncf .xml)."),
+    target: Optional[str] = typer.Option(None, help="Where ONNX files run: ort-cpu (default) | openvino-cpu. Files in "
+                                         "a runtime's own format run on that runtime."),
     runs: int = typer.Option(default(BenchConfig, "runs")), warmup: int = typer.Option(default(BenchConfig, "warmup")),
     batch_sizes: Optional[str] = typer.Option(None, help="Default: 1,32,256 at 32 px, fewer for larger inputs."),
     threads: Optional[int] = typer.Option(None),
@@ -384,23 +387,58 @@ def bench_cmd(
     import numpy as np
 
     from .artifacts import read_info
-    from .bench import BenchConfig, benchmark_many
+    from .bench import BenchConfig, benchmark_many, session_runner
+    from .targets import check_targets, target_for
 
+    if target:
+        check_targets([target])
     cfg = BenchConfig(runs=runs, warmup=warmup, threads=threads,
                       batch_sizes=_ints(batch_sizes, "batch-sizes") if batch_sizes else None)
     info = read_info(models[0])
-    # Latency does not depend on pixel values; the input shape comes from the ONNX metadata.
-    size = info.require_preprocess().size
-    sample = np.random.default_rng(0).standard_normal((8, 3, size, size))
-    results = benchmark_many({str(m): m for m in models}, sample.astype(np.float32), cfg)
+    # Latency does not depend on pixel values; the input shape comes from the model's metadata.
+    spec = info.require_preprocess()
+    sample = np.random.default_rng(0).standard_normal((8, 3, *spec.shape)).astype(np.float32)
+    runners = {str(m): session_runner(m, threads, target=target_for(m, target)) for m in models}
+    results = benchmark_many(runners, sample, cfg)
     base = results[str(models[0])].p50_ms
     batches = list(results[str(models[0])].throughput)
-    typer.echo("| model | MB | p50 ms | p90 ms | p99 ms | speedup | " + " | ".join(f"img/s b{b}" for b in batches) + " |")
-    typer.echo("|---" * (6 + len(batches)) + "|")
+    typer.echo("| model | runtime | MB | p50 ms | p90 ms | p99 ms | speedup | "
+               + " | ".join(f"img/s b{b}" for b in batches) + " |")
+    typer.echo("|---" * (7 + len(batches)) + "|")
     for name, r in results.items():
-        typer.echo(f"| {name} | {r.size_bytes / 1e6:.2f} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | {r.p99_ms:.2f} | "
-                   f"{base / r.p50_ms:.2f}x | " + " | ".join(f"{r.throughput[b]:.0f}" for b in batches) + " |")
-    typer.echo(f"threads {r.threads}, {r.runtime}, {r.provider}; latency interleaved across models")
+        typer.echo(f"| {name} | {r.runtime} | {r.size_bytes / 1e6:.2f} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | "
+                   f"{r.p99_ms:.2f} | {base / r.p50_ms:.2f}x | "
+                   + " | ".join(f"{r.throughput[b]:.0f}" for b in batches) + " |")
+    typer.echo(f"threads {r.threads}; latency interleaved across models")
+
+
+@app.command("compile")
+def compile_cmd(
+    run_dir: Path = typer.Argument(..., help="Run directory written by 'qdeploy run'."),
+    target: str = typer.Option("openvino-cpu", help="Comma list: ort-cpu (.ort), openvino-cpu (compiled blob), "
+                               "aoti-cpu (PyTorch AOTInductor .pt2, FP32 of --checkpoint runs)."),
+    variants: Optional[str] = typer.Option(None, help="Comma list of the run's variants (default: every verified one)."),
+    verify_images: int = typer.Option(128, help="Evaluation images each offline form is checked on."),
+    runs: int = typer.Option(100, help="Timed batch-1 runs per form (interleaved)."),
+    bench_batches: Optional[str] = typer.Option(None, help="Throughput batch sizes (default by input size)."),
+    threads: Optional[int] = typer.Option(None),
+    data: Optional[Path] = typer.Option(None, "--data", help="The run's data root, if it moved."),
+):
+    """Offline forms: compile a run's models ahead of time for a target, verify them against their online form,
+    and print online vs offline side by side (compile, load, cold first inference, latency, throughput)."""
+    from .bench import BenchConfig
+    from .compile import CompileConfig, compile_run, table
+
+    cfg = CompileConfig(targets=tuple(t.strip() for t in target.split(",") if t.strip()),
+                        variants=tuple(v.strip() for v in variants.split(",") if v.strip()) if variants else None,
+                        verify_images=verify_images, threads=threads,
+                        bench=BenchConfig(runs=runs, threads=threads,
+                                          batch_sizes=_ints(bench_batches, "bench-batches") if bench_batches else None))
+    if not (run_dir / "report.json").is_file():
+        raise QDeployError(f"{run_dir} holds no report.json; pass a directory written by 'qdeploy run'")
+    res = compile_run(run_dir, cfg, data_root=str(data) if data else None, log=lambda m: typer.echo(m, err=True))
+    typer.echo(table(res))
+    typer.echo(f"written: {run_dir / 'compiled'}")
 
 
 @app.command("train")

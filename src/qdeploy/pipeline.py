@@ -352,21 +352,11 @@ def _open_timed(ctx: VariantContext, v: VariantResult, target: str, threads):
     return s
 
 
-def _ir_runner(path: Path, target: str, threads):
-    """A variant stored in another runtime's format (the nncf variant's OpenVINO IR)."""
-    from .bench import session_runner
-    from .quantize.nncf_variant import ir_bytes
-
-    r = session_runner(path, threads, target=target)
-    r.size_bytes = ir_bytes(path)
-    return r
-
-
 def _bench_all(variants, out: Path, sample, cfg: BenchConfig, ctx: VariantContext, log) -> None:
-    from .bench import Runner, torch_runner
+    from .bench import Runner, session_runner, torch_runner
 
     ok = {v.name: v for v in variants if v.ok}
-    models = {k: out / v.file if v.target == DEFAULT_TARGET else _ir_runner(out / v.file, v.target, cfg.threads)
+    models = {k: out / v.file if v.target == DEFAULT_TARGET else session_runner(out / v.file, cfg.threads, target=v.target)
               for k, v in ok.items()}
     for name, (qmodel, size) in ctx.torch_models.items():
         if name in ok:

@@ -11,18 +11,12 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..artifacts import read_info
+from ..artifacts import model_bytes, read_info
 from ..errors import QuantizeError
 from .base import QuantCheck, VariantContext, register
 from .config import NncfConfig
 
 META_KEY = "qdeploy"
-
-
-def ir_bytes(xml: Path) -> int:
-    """Size on disk of an IR model: the .xml and its .bin."""
-    xml = Path(xml)
-    return xml.stat().st_size + (xml.with_suffix(".bin").stat().st_size if xml.with_suffix(".bin").exists() else 0)
 
 
 def ir_meta(compiled_or_model) -> dict:
@@ -85,4 +79,4 @@ def build_nncf(cfg: NncfConfig, ctx: VariantContext, dst: Path, log) -> tuple[Qu
             raise exc
         os.replace(tmp_xml.with_suffix(".bin"), dst.with_suffix(".bin"))
         os.replace(tmp_xml, dst)
-    return check, {"calibration_items": n, "ir_bytes": ir_bytes(dst)}
+    return check, {"calibration_items": n, "ir_bytes": model_bytes(dst)}

@@ -1,37 +1,60 @@
 """Targets: where a model runs (runtime x device x online/offline). A new runtime is one module here,
-registered in TARGETS; the pipeline, evaluation, benchmarks and the app only call `get_target`."""
+registered in TARGETS; the pipeline, evaluation, benchmarks, `qdeploy compile` and the app only call
+`get_target` / `target_for`."""
 from __future__ import annotations
 
-from ..registry import lookup
-from .base import Session, Target, run_batched
-from .openvino import OpenVinoCpu
-from .ort import OrtCpu
+from pathlib import Path
 
-TARGETS: dict[str, type[Target]] = {OrtCpu.name: OrtCpu, OpenVinoCpu.name: OpenVinoCpu}
+from ..registry import lookup
+from .aoti import PT2_SUFFIX, AotiCpu
+from .base import Session, Target, run_batched
+from .openvino import BLOB_SUFFIX, OpenVinoCpu
+from .ort import ORT_SUFFIX, OrtCpu
+
+TARGETS: dict[str, type[Target]] = {OrtCpu.name: OrtCpu, OpenVinoCpu.name: OpenVinoCpu, AotiCpu.name: AotiCpu}
 DEFAULT_TARGET = OrtCpu.name
+# files only one target runs (a runtime's own format); .onnx runs on any target that reads ONNX
+OWN_FORMATS = {ORT_SUFFIX: OrtCpu.name, BLOB_SUFFIX: OpenVinoCpu.name, ".xml": OpenVinoCpu.name,
+               PT2_SUFFIX: AotiCpu.name}
+INSTALL = {OpenVinoCpu.name: "pip install 'qdeploy[openvino]'", AotiCpu.name: "pip install 'qdeploy[torch]'"}
 
 
 def get_target(name: str = DEFAULT_TARGET) -> Target:
     return lookup(TARGETS, name, "target")
 
 
-def check_targets(names) -> tuple[str, ...]:
-    """Known and installed targets, or one clear error saying what to install."""
+def target_for(path, requested: str | None = None) -> str:
+    """The target that runs `path`: its own runtime for a runtime-specific format, else `requested`."""
+    own = OWN_FORMATS.get(Path(path).suffix)
+    if own and requested and requested != own:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{Path(path).name} is {own}'s own format; run it with --target {own} (or pass the .onnx)")
+    return own or requested or DEFAULT_TARGET
+
+
+def check_targets(names, online: bool = True) -> tuple[str, ...]:
+    """Known and installed targets, or one clear error saying what to install. online=True: targets that run
+    ONNX files as they are (`qdeploy run --targets`); an offline-only target is reached through `qdeploy compile`."""
     from ..errors import ConfigError
 
     out = []
     for n in names:
         t = get_target(n)
+        if online and t.mode == "offline":
+            raise ConfigError(f"target '{n}' runs compiled packages only; build them after the run with "
+                              f"'qdeploy compile RUN_DIR --target {n}'")
         if not t.available():
-            raise ConfigError(f"target '{n}' is not installed here; pip install 'qdeploy[openvino]' (or drop it from "
-                              "--targets)")
+            raise ConfigError(f"target '{n}' is not installed here; {INSTALL.get(n, 'install its runtime')} (or drop "
+                              "it from --targets)")
         out.append(n)
     return tuple(dict.fromkeys(out))
 
 
-def open_session(path, threads: int | None = None, spinning: bool = True, target: str = DEFAULT_TARGET) -> Session:
-    return get_target(target).open(path, threads=threads, spinning=spinning)
+def open_session(path, threads: int | None = None, spinning: bool = True, target: str | None = None) -> Session:
+    name = target_for(path, target) if not isinstance(path, bytes) else (target or DEFAULT_TARGET)
+    return get_target(name).open(path, threads=threads, spinning=spinning)
 
 
-__all__ = ["DEFAULT_TARGET", "TARGETS", "Session", "Target", "check_targets", "get_target", "open_session",
-           "run_batched"]
+__all__ = ["DEFAULT_TARGET", "OWN_FORMATS", "TARGETS", "Session", "Target", "check_targets", "get_target",
+           "open_session", "run_batched", "target_for"]

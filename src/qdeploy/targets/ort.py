@@ -8,6 +8,8 @@ from pathlib import Path
 from ..errors import ModelFileError
 from .base import Session, Target
 
+ORT_SUFFIX = ".ort"   # ORT's own format: the graph after ORT_ENABLE_ALL, saved by `qdeploy compile`
+
 
 @lru_cache(maxsize=None)
 def available_providers() -> tuple[str, ...]:
@@ -86,7 +88,12 @@ class OrtCpu(Target):
         opts = ort.SessionOptions()
         if not spinning:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        offline = not isinstance(path, bytes) and str(path).endswith(ORT_SUFFIX)
+        # the offline form (.ort, written by `qdeploy compile`) holds the graph ORT already optimised
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL if offline else \
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if offline:
+            opts.add_session_config_entry("session.load_model_format", "ORT")
         if threads:
             opts.intra_op_num_threads = int(threads)
         opts.log_severity_level = 3
@@ -101,4 +108,5 @@ class OrtCpu(Target):
         return Session(path=Path(path) if not isinstance(path, bytes) else Path("<memory>"),
                        run=session_runner(s), input_name=name,
                        runtime=f"onnxruntime {ort.__version__}", provider=s.get_providers()[0],
-                       threads=int(threads or physical_cores()), info={"ort_session": s})
+                       threads=int(threads or physical_cores()),
+                       info={"ort_session": s, "mode": "offline" if offline else "online"})
