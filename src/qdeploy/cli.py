@@ -406,7 +406,7 @@ def bench_cmd(
                + " | ".join(f"img/s b{b}" for b in batches) + " |")
     typer.echo("|---" * (7 + len(batches)) + "|")
     for name, r in results.items():
-        typer.echo(f"| {name} | {r.runtime} | {r.size_bytes / 1e6:.2f} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | "
+        typer.echo(f"| {name} | {r.runtime}, {r.provider} | {r.size_bytes / 1e6:.2f} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | "
                    f"{r.p99_ms:.2f} | {base / r.p50_ms:.2f}x | "
                    + " | ".join(f"{r.throughput[b]:.0f}" for b in batches) + " |")
     typer.echo(f"threads {r.threads}; latency interleaved across models")
