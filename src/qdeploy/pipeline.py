@@ -75,7 +75,7 @@ class RunConfig:
             self.configs = {k: c.with_(op_types=tuple(self.op_types)) if isinstance(c, QuantConfig) else c
                             for k, c in self.configs.items()}
         if self.auto is not None:
-            self.configs["auto"] = self.auto
+            self.configs["auto"] = replace(self.auto, targets=self.targets)
 
 
 def _fixed(cfg: RunConfig) -> dict:

@@ -101,3 +101,36 @@ def test_top1_budget_on_label_free_images_is_refused_not_scored_against_nothing(
     with pytest.raises(QuantizeError, match="needs labelled validation images"):
         auto_quantize(path, tmp_path / "a.onnx", calib_x[:16], ev_x[:64], None, AutoConfig(), log=lambda m: None)
     assert not (tmp_path / "a.onnx").exists()
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("openvino") is None,
+                    reason="OpenVINO is not installed (pip install 'qdeploy[openvino]')")
+def test_search_spans_targets_and_names_the_runtime(tmp_path, pool_val, fp32_onnx):
+    """Every candidate is scored and timed on each target; the pick is the fastest chosen candidate across them,
+    and the file's metadata and the record say which runtime it was picked for."""
+    from qdeploy.artifacts import read_info
+    from qdeploy.targets import open_session, run_batched
+
+    cfg = AutoConfig(max_drop_pt=1.0, val_size=500, formats=("QDQ",), kernels=("u8s8", "u8u8"), methods=("minmax",),
+                     per_channel=(True,), calib_fractions=(1.0,), bench_runs=20, targets=("ort-cpu", "openvino-cpu"))
+    # the shared ResNet18 (INT8 clearly faster than FP32 on both runtimes, so the outcome does not hinge on noise)
+    rec = auto_quantize(fp32_onnx[0], tmp_path / "auto.onnx", *pool_val, cfg, log=lambda m: None)
+    cands = rec["candidates"]
+    by_target = {t: [c for c in cands if c["target"] == t] for t in cfg.targets}
+    assert all(len(v) >= 2 for v in by_target.values())
+    assert all(c["name"].endswith("@openvino-cpu") for c in by_target["openvino-cpu"])
+    # the same recipe scored on each runtime: OpenVINO's outputs are its own (quality numbers are measured there)
+    ort_c, ov_c = by_target["ort-cpu"][0], by_target["openvino-cpu"][0]
+    assert ort_c["config"] == ov_c["config"] and ort_c["p50_ms"] != ov_c["p50_ms"]
+    assert set(rec["per_target"]) == set(cfg.targets)
+    assert rec["met_budget"], rec["message"]
+    picked = [p for p in rec["per_target"].values() if p]
+    assert rec["chosen_p50_ms"] == min(p["p50_ms"] for p in picked)
+    assert rec["chosen_target"] == next(c["target"] for c in cands if c["name"] == rec["chosen"])
+    assert read_info(tmp_path / "auto.onnx").extra["auto_target"] == rec["chosen_target"]
+    # the written file is the chosen candidate: its validation agreement on the chosen runtime is the recorded one
+    _, val_x, _ = pool_val
+    ref = run_batched(open_session(fp32_onnx[0]), val_x)
+    got = run_batched(open_session(tmp_path / "auto.onnx", target=rec["chosen_target"]), val_x)
+    chosen = next(c for c in cands if c["name"] == rec["chosen"])
+    assert (got.argmax(1) == ref.argmax(1)).mean() == pytest.approx(chosen["agreement"], abs=1e-9)

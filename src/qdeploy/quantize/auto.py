@@ -19,7 +19,7 @@ import numpy as np
 from ..artifacts import write_json, write_onnx
 from ..compare import compare_outputs
 from ..errors import QDeployError, QuantizeError
-from ..targets import open_session, run_batched
+from ..targets import DEFAULT_TARGET, open_session, run_batched
 from .base import QuantCheck, VariantContext, register
 from .config import WIDE_KERNELS, AutoConfig, QuantConfig, kernel_types
 from .ort import quantize, verify
@@ -36,7 +36,8 @@ class Candidate:
     psnr: float | None = None        # image-to-image: mean / worst PSNR (dB) and mean SSIM vs FP32's outputs
     psnr_min: float | None = None
     ssim: float | None = None
-    p50_ms: float | None = None
+    p50_ms: float | None = None      # on the search's FP32 scale (ORT FP32 timed beside it), on `target`
+    target: str = "ort-cpu"
     screen_p50_ms: float | None = None   # the first, short timing; p50_ms is the confirmed one once re-timed
     confirmed: bool = False
     size_bytes: int | None = None
@@ -51,8 +52,11 @@ class _Search:
     """The search's bookkeeping; what "good" means is the task's: top-1 drop (or disagreement) for a classifier
     (this class), PSNR against FP32's output images for an image-to-image model (_ImageSearch)."""
 
-    def __init__(self, fp32: Path, work: Path, calib_pool: np.ndarray, val_x, val_y, cfg: AutoConfig, log):
+    def __init__(self, fp32: Path, work: Path, calib_pool: np.ndarray, val_x, val_y, cfg: AutoConfig, log,
+                 target: str = DEFAULT_TARGET):
         self.fp32, self.work, self.pool, self.val_x, self.val_y, self.cfg, self.log = fp32, work, calib_pool, val_x, val_y, cfg, log
+        self.target = target
+        self.tag = "" if target == DEFAULT_TARGET else f"@{target}"   # candidate names: c03, c03@openvino-cpu
         self.ref_logits = run_batched(open_session(fp32), val_x)
         self._reference()
         # Validation images come from the training split. When FP32 gets (almost) all of them right, the
@@ -98,21 +102,24 @@ class _Search:
                                                                   batch_sizes=(1,), min_seconds=0.0, min_iters=1))
 
     def _latency(self, path: Path, runs: int | None = None) -> float:
-        """Candidate latency timed interleaved with FP32 and expressed on the FP32 reference's scale, so
-        that drift of a shared machine between candidates does not reorder them."""
-        r = self._bench({"fp32": self.fp32, "m": path}, runs)
+        """Candidate latency on the search's target, timed interleaved with ORT FP32 and expressed on the FP32
+        reference's scale, so that drift of a shared machine between candidates does not reorder them and
+        searches on different targets compare."""
+        from ..bench import session_runner
+
+        r = self._bench({"fp32": self.fp32, "m": session_runner(path, target=self.target)}, runs)
         return self.fp32_ms * r["m"].p50_ms / r["fp32"].p50_ms
 
     def measure(self, qcfg: QuantConfig, calib_size: int, stage: str, latency: float | None = None) -> Candidate:
-        name = f"c{len(self.cands):02d}"
+        name = f"c{len(self.cands):02d}{self.tag}"
         c = Candidate(name=name, config=qcfg.as_dict(), calib_size=calib_size, excluded=list(qcfg.nodes_to_exclude),
-                      stage=stage)
+                      stage=stage, target=self.target)
         t0 = time.perf_counter()
         path = self.work / f"{name}.onnx"
         try:
             quantize(self.fp32, path, qcfg.with_(min_agreement=0.0), self.pool[:calib_size],
                      verify_batch=self.val_x[:64], guard=False)
-            self.score(c, run_batched(open_session(path), self.val_x))
+            self.score(c, run_batched(open_session(path, target=self.target), self.val_x))
             c.size_bytes = path.stat().st_size
             c.p50_ms = latency if latency is not None else self._latency(path)
             why = self.collapsed(c)
@@ -233,16 +240,30 @@ def auto_quantize_from(fp32: str | Path, out: str | Path, data, cfg: AutoConfig,
 
 def auto_quantize(fp32: str | Path, out: str | Path, calib_pool: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
                   cfg: AutoConfig | None = None, log=print) -> dict:
-    """Search, write the chosen model to `out` and `search.json` beside it; returns the search record."""
+    """Search on each of cfg.targets, write the chosen model to `out` and `search.json` beside it; returns the
+    search record. With several targets the pick is the fastest chosen candidate across them (latencies are
+    all on the ORT FP32 scale), and the record names the target it was timed and scored on."""
     cfg = cfg or AutoConfig()
     fp32, out = Path(fp32), Path(out)
     t_start = time.perf_counter()
     work = out.parent / ".auto-work"
     work.mkdir(parents=True, exist_ok=True)
-    if cfg.image:
-        s = _ImageSearch(fp32, work, calib_pool, val_x, val_y, cfg, log)
-        return _image_search(s, out, t_start)
-    s = _Search(fp32, work, calib_pool, val_x, val_y, cfg, log)
+    outcomes = []
+    for target in cfg.targets:
+        kind = _ImageSearch if cfg.image else _Search
+        s = kind(fp32, work, calib_pool, val_x, val_y, cfg, log, target=target)
+        if len(cfg.targets) > 1:
+            log(f"auto: searching on {target}")
+        outcomes.append((s, *(_image_search(s) if cfg.image else _classify_search(s))))
+    picked = [o for o in outcomes if o[1] is not None]
+    best = min(picked, key=lambda o: o[1].p50_ms) if picked else outcomes[0]
+    return _finish(outcomes, best, out, cfg, time.perf_counter() - t_start)
+
+
+def _classify_search(s: "_Search") -> tuple[Candidate | None, float, list[dict]]:
+    """Classification: speed screen, accuracy sweep on the survivors, sensitivity fallback. (chosen, budget,
+    sensitivity)."""
+    cfg, log, calib_pool, val_y = s.cfg, s.log, s.pool, s.val_y
     budget = cfg.budget_pt(s.fp32_top1)
     log(f"auto: FP32 val top-1 {100 * s.fp32_top1:.2f} % on {len(val_y)} validation images, budget {budget:.2f} pt, "
         f"FP32 {s.fp32_ms:.2f} ms")
@@ -294,10 +315,10 @@ def auto_quantize(fp32: str | Path, out: str | Path, calib_pool: np.ndarray, val
     if chosen is None and base is not None:
         log("auto: no candidate meets the budget; keeping the most sensitive nodes in FP32, one per step")
         chosen = _fallback(s, base, sens, budget)
-    return _finish(s, chosen, budget, sens, out, cfg, time.perf_counter() - t_start)
+    return chosen, budget, sens
 
 
-def _image_search(s: "_ImageSearch", out: Path, t_start: float) -> dict:
+def _image_search(s: "_ImageSearch") -> tuple[Candidate | None, float, list[dict]]:
     """Image-to-image: screen (format x kernel x quantized op types), sweep calibration on the best, keep the
     first/last convolutions in FP32 (seed 003's rule of thumb), then the most sensitive nodes one by one.
     Nothing is dropped for being slow before the quality steps: on a CPU where every INT8 graph of a model
@@ -337,7 +358,7 @@ def _image_search(s: "_ImageSearch", out: Path, t_start: float) -> dict:
             log("auto: keeping the most sensitive nodes in FP32, one per step"
                 + (" (besides the first and last convolutions)" if start else ""))
             chosen = _fallback(s, base, [r for r in sens if r["node"] not in start], 0.0, start)
-    return _finish(s, chosen, 0.0, sens, out, cfg, time.perf_counter() - t_start)
+    return chosen, 0.0, sens
 
 
 def _end_convs(fp32: Path) -> list[str]:
@@ -395,32 +416,36 @@ def _fallback(s: _Search, base: Candidate, sens: list[dict], budget: float, star
     return None
 
 
-def _finish(s: _Search, chosen: Candidate | None, budget: float, sens, out: Path, cfg: AutoConfig, seconds: float):
+def _finish(outcomes: list, best: tuple, out: Path, cfg: AutoConfig, seconds: float):
+    """One record for every target searched; `best` = (search, chosen or None, budget, sensitivity)."""
     import shutil
 
-    ok = [c for c in s.cands if c.status == "ok"]
-    best_acc = min(ok, key=s.drop_pt) if ok else None
+    s, chosen, budget, sens = best
     record = {"budget_pt": budget, "metric": s.metric, "calib_pool": len(s.pool),
               "calib_sizes": list(cfg.calib_sizes(len(s.pool))), **s.reference_facts(), "fp32_p50_ms": s.fp32_ms,
-              "val_images": len(s.val_x),
-              "config": asdict(cfg), "candidates": [{**asdict(c), "drop_pt": s.drop_pt(c) if c.status == "ok" else None}
-                                                    for c in s.cands], "sensitivity": sens,
-              "runtimes": _runtimes(), "seconds": seconds,
-              "chosen": None if chosen is None else chosen.name, "met_budget": chosen is not None}
+              "val_images": len(s.val_x), "targets": list(cfg.targets),
+              "config": asdict(cfg), "candidates": [{**asdict(c), "drop_pt": o[0].drop_pt(c) if c.status == "ok" else None}
+                                                    for o in outcomes for c in o[0].cands], "sensitivity": sens,
+              "runtimes": _runtimes(outcomes), "seconds": seconds,
+              "chosen": None if chosen is None else chosen.name, "met_budget": chosen is not None,
+              "chosen_target": None if chosen is None else chosen.target,
+              "per_target": {o[0].target: None if o[1] is None else {"chosen": o[1].name, "p50_ms": o[1].p50_ms,
+                                                                     "drop_pt": o[0].drop_pt(o[1])}
+                             for o in outcomes}}
     if chosen is None:
-        if isinstance(s, _ImageSearch):
-            record["message"] = _image_message(s)
-        else:
-            record["message"] = (f"the budget of {budget:.2f} pt cannot be met on this machine; best achievable drop "
-                                 f"is {s.drop_pt(best_acc):.2f} pt ({best_acc.name})" if best_acc else
-                                 "every candidate failed")
+        msgs = [(_image_message(o[0]) if isinstance(o[0], _ImageSearch) else _budget_message(o[0], o[2]))
+                for o in outcomes]
+        record["message"] = msgs[0] if len(msgs) == 1 else "; ".join(f"on {o[0].target}: {m}"
+                                                                        for o, m in zip(outcomes, msgs))
         s.log("auto: " + record["message"])
     else:
         record["chosen_drop_pt"] = s.drop_pt(chosen)
         record["chosen_p50_ms"] = chosen.p50_ms
         record["fp32_nodes_kept"] = len(chosen.excluded)
-        write_onnx(s.work / f"{chosen.name}.onnx", out, {"variant": "auto", "auto_candidate": chosen.name})
-        s.log(f"auto: chose {chosen.name} ({_describe(QuantConfig(**chosen.config), chosen.calib_size)}): "
+        write_onnx(s.work / f"{chosen.name}.onnx", out, {"variant": "auto", "auto_candidate": chosen.name,
+                                                         "auto_target": chosen.target})
+        where = f" on {chosen.target}" if len(outcomes) > 1 else ""
+        s.log(f"auto: chose {chosen.name}{where} ({_describe(QuantConfig(**chosen.config), chosen.calib_size)}): "
               f"{s.quality(chosen)}, {chosen.p50_ms:.2f} ms vs FP32 {s.fp32_ms:.2f} ms")
     write_json(out.parent / "search.json", record)
     _plots(record, out.parent)
@@ -428,11 +453,28 @@ def _finish(s: _Search, chosen: Candidate | None, budget: float, sens, out: Path
     return record
 
 
-def _runtimes() -> dict:
-    import importlib.util
+def _budget_message(s: "_Search", budget: float) -> str:
+    ok = [c for c in s.cands if c.status == "ok"]
+    if not ok:
+        return "every candidate failed"
+    best_acc = min(ok, key=s.drop_pt)
+    return (f"the budget of {budget:.2f} pt cannot be met on this machine; best achievable drop is "
+            f"{s.drop_pt(best_acc):.2f} pt ({best_acc.name})")
 
-    return {"onnxruntime": True,
-            "openvino": "installed but not searched yet" if importlib.util.find_spec("openvino") else "not installed"}
+
+def _runtimes(outcomes) -> dict:
+    """What each searched target ran: runtime and version."""
+    return {o[0].target: _runtime_of(o[0].target) for o in outcomes}
+
+
+def _runtime_of(target: str) -> str:
+    import importlib.metadata as md
+
+    name = {"ort-cpu": "onnxruntime", "openvino-cpu": "openvino"}.get(target, target)
+    try:
+        return f"{name} {md.version(name)}"
+    except md.PackageNotFoundError:
+        return name
 
 
 def _plots(record: dict, out: Path) -> None:
@@ -470,7 +512,7 @@ def summary(rec: dict) -> dict:
     """The part of a search record a run's report carries (the rest is in search.json)."""
     keys = ("budget_pt", "metric", "met_budget", "chosen", "chosen_drop_pt", "fp32_nodes_kept", "seconds",
             "message", "fp32_val_top1", "calib_sizes", "calib_pool", "min_psnr", "min_worst_psnr", "floors", "fp32_p50_ms",
-            "val_images")
+            "val_images", "targets", "chosen_target", "per_target")
     out = {k: rec.get(k) for k in keys}
     from .sensitivity import by_kind
 

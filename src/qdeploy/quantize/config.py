@@ -257,6 +257,9 @@ class AutoConfig:
     image_op_types: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (((), ()), (("Conv",), ()),
                                                                           (("Conv",), ("Conv",)))
     name: str = "auto"
+    # targets the search scores and times every candidate on (the run's --targets); the pick is the fastest
+    # (candidate, target) within the budget, and the record names the runtime to deploy with
+    targets: tuple[str, ...] = ("ort-cpu",)
 
     @property
     def image(self) -> bool:

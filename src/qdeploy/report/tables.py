@@ -184,6 +184,19 @@ def qat_section(v: VariantResult) -> list[str]:
     return lines
 
 
+def _targets_note(a: dict) -> str:
+    """A search over several targets: what each found, and which runtime the chosen file was picked for."""
+    targets = a.get("targets") or []
+    if len(targets) < 2:
+        return ""
+    per = a.get("per_target") or {}
+    found = "; ".join(f"{t}: `{p['chosen']}` {p['p50_ms']:.2f} ms" if p else f"{t}: none within budget"
+                      for t, p in per.items())
+    pick = f" The pick was timed and scored on **{a['chosen_target']}**: deploy it there." if a.get("chosen_target") \
+        else ""
+    return f" Searched on {', '.join(targets)}, every candidate scored and timed on each ({found}).{pick}"
+
+
 def _image_auto_section(a: dict) -> list[str]:
     sizes = ", ".join(map(str, a.get("calib_sizes") or []))
     head = (f"Budget: {a.get('floors')} against the FP32 "
@@ -192,6 +205,7 @@ def _image_auto_section(a: dict) -> list[str]:
             f"{a.get('calib_pool')}; {a['candidates']} candidates in {a['seconds']:.0f} s. ")
     head += (f"Chose `{a['chosen']}`: {a['chosen_psnr']:.2f} dB mean, worst {a['chosen_psnr_min']:.2f} dB, "
              f"{a['fp32_nodes_kept']} node(s) kept in FP32." if a["met_budget"] else f"**{a['message']}**")
+    head += _targets_note(a)
     return ["## Auto-quantization", "", head, "", "Every candidate: `search.json`. Most sensitive nodes: " +
             ", ".join(f"`{r['node']}` ({r.get('kind', r['op'])}, +{r['added_error']:.3f})" for r in a["top_sensitive"]),
             ""] + _kind_table(a.get("sensitivity_by_kind") or [])
@@ -209,7 +223,7 @@ def auto_section(a: dict) -> list[str]:
             + f"); calibration sizes tried: {sizes} of {a.get('calib_pool')}; {a['candidates']} candidates measured in "
             f"{a['seconds']:.0f} s. " + (f"Chose `{a['chosen']}`: validation drop {a['chosen_drop_pt']:.2f} pt, "
                                        f"{a['fp32_nodes_kept']} node(s) kept in FP32." if a["met_budget"]
-                                       else f"**{a['message']}**"),
+                                       else f"**{a['message']}**") + _targets_note(a),
             "Every candidate: `search.json`. Most sensitive nodes: " +
             ", ".join(f"`{r['node']}` ({r.get('kind', r['op'])}, +{r['added_error']:.3f})" for r in a["top_sensitive"]),
             ""] + _kind_table(a.get("sensitivity_by_kind") or [])
