@@ -190,3 +190,31 @@ def test_compile_input_errors_are_one_line(r20_run, tmp_path):
     assert r.returncode == 2 and "pt-qat" in r.stderr and "not verified in this run" in r.stderr
     r = run_cli("run", "--targets", "aoti-cpu", "--out", tmp_path / "x")
     assert r.returncode == 2 and "qdeploy compile RUN_DIR --target aoti-cpu" in r.stderr
+
+
+@needs_ov
+def test_serve_target_runs_the_run_on_openvino_and_compiled_files_on_their_runtime(r20_run, compiled):
+    from PIL import Image
+
+    from qdeploy.app.predictor import Predictor
+    from qdeploy.app.server import ServeConfig
+
+    img = Image.open(next((CIFAR / "test" / "cat").iterdir())).convert("RGB")
+    ov = Predictor.load([r20_run], target="openvino-cpu")
+    assert [v.name for v in ov.variants] == ["fp32", "default", "nncf"]      # the nncf IR joins on OpenVINO
+    assert all("openvino" in v.session.runtime for v in ov.variants)
+    ort = Predictor.load([r20_run])
+    assert [v.name for v in ort.variants] == ["fp32", "default"]             # ONNX Runtime cannot read the IR
+    assert all("onnxruntime" in v.session.runtime for v in ort.variants)
+    a, b = ov.predict(img), ort.predict(img)
+    assert a["variants"][0]["top1"] == b["variants"][0]["top1"]
+    p_ov = a["variants"][0]["top"][0]["prob"]
+    assert abs(p_ov - b["variants"][0]["top"][0]["prob"]) < 1e-4             # FP32 on both runtimes
+    mixed = Predictor.load([r20_run / "fp32.onnx", r20_run / "compiled/openvino-cpu/int8_nncf.blob",
+                            r20_run / "compiled/aoti-cpu/fp32.pt2", r20_run / "compiled/ort-cpu/int8_default.ort"])
+    runtimes = [v.session.runtime for v in mixed.variants]
+    assert "onnxruntime" in runtimes[0] and "openvino" in runtimes[1] and "AOTInductor" in runtimes[2]
+    out = mixed.predict(img)["variants"]
+    assert out[2]["top1"] == out[0]["top1"] and out[2]["rel_diff"] < 1e-5     # the .pt2 is the FP32 model
+    with pytest.raises(ConfigError, match="unknown target"):
+        ServeConfig(target="tpu-9000")

@@ -526,6 +526,8 @@ def serve_cmd(
     max_upload_mb: float = typer.Option(default(ServeConfig, "max_upload_mb")),
     max_megapixels: float = typer.Option(default(ServeConfig, "max_megapixels")),
     threads: Optional[int] = typer.Option(None, help="ORT intra-op threads per session."),
+    target: Optional[str] = typer.Option(None, help="Where ONNX files run: ort-cpu (default) | openvino-cpu (adds the "
+                                         "run's nncf IR). Compiled files (.ort, .blob, .pt2) run on their runtime."),
 ):
     """Web app: FP32 and INT8 side by side on any uploaded image, plus a JSON API."""
     from .app.server import serve
@@ -534,7 +536,8 @@ def serve_cmd(
     if not targets:
         targets = [bundled_run_dir()]
     cfg = ServeConfig(host=host, port=port, share=share, auth=auth, max_concurrency=max_concurrency,
-                      max_queue=max_queue, max_upload_mb=max_upload_mb, max_megapixels=max_megapixels, threads=threads)
+                      max_queue=max_queue, max_upload_mb=max_upload_mb, max_megapixels=max_megapixels, threads=threads,
+                      target=target)
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"WARNING: binding to {host} exposes the app to other machines on that network", err=True)
     serve(targets, cfg, log=lambda m: typer.echo(m, err=True))

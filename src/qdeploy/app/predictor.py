@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import ModelInfo, read_info
+from ..artifacts import ModelInfo, model_bytes, read_info
 from ..compare import compare_outputs
 from ..errors import ModelFileError
 from ..results import RunResult
-from ..targets import open_session
+from ..targets import DEFAULT_TARGET, open_session, runs_on, target_for
 
 
 @dataclass
@@ -35,17 +35,17 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def resolve_models(targets: list[str | Path]) -> tuple[list[Path], RunResult | None]:
-    """Run directories and/or ONNX files -> ordered ONNX paths (FP32 first) and the run's report, if any."""
+def resolve_models(targets: list[str | Path], target: str = DEFAULT_TARGET) -> tuple[list[Path], RunResult | None]:
+    """Run directories and/or model files -> ordered paths (FP32 first) and the run's report, if any. From a run
+    directory: every verified variant `target` can run (ONNX files; on openvino-cpu also the nncf IR)."""
     paths, report = [], None
     for t in map(Path, targets):
         if t.is_dir():
             rj = t / "report.json"
             if rj.is_file():
                 report = RunResult.load(rj)
-                # the app serves the ONNX files (an nncf variant's OpenVINO IR is in the report, not the app)
                 paths += [t / v.file for v in report.variants if v.ok and (t / v.file).is_file()
-                          and v.file.endswith(".onnx")]
+                          and runs_on(v.file, target)]
             else:
                 paths += sorted(t.glob("*.onnx"), key=lambda p: (p.name != "fp32.onnx", p.name))
         elif t.suffix == ".onnx" or t.exists():
@@ -66,14 +66,17 @@ class Predictor:
     facts: dict = field(default_factory=dict)
 
     @classmethod
-    def load(cls, targets, threads: int | None = None, latency_runs: int = 5) -> "Predictor":
-        paths, report = resolve_models(targets)
+    def load(cls, targets, threads: int | None = None, latency_runs: int = 5, target: str | None = None
+             ) -> "Predictor":
+        """target: where ONNX files run (default ort-cpu); a file in a runtime's own format runs there."""
+        paths, report = resolve_models(targets, target or DEFAULT_TARGET)
         variants, seen = [], set()
         for p in paths:
             info = read_info(p)
             name = info.variant if info.variant not in seen else f"{info.variant} ({p.name})"
             seen.add(name)
-            variants.append(Variant(name=name, info=info, session=open_session(p, threads, spinning=False), size_bytes=p.stat().st_size))
+            session = open_session(p, threads, spinning=False, target=target_for(p, target))
+            variants.append(Variant(name=name, info=info, session=session, size_bytes=model_bytes(p)))
         first = variants[0].info
         spec = first.require_preprocess()  # serving cannot guess how images become inputs
         if first.task == "image-to-image":

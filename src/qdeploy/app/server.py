@@ -27,6 +27,7 @@ class ServeConfig:
     max_megapixels: float = 40.0
     threads: Optional[int] = None
     latency_runs: int = 5
+    target: Optional[str] = None    # where ONNX files run (None: ort-cpu); see targets.TARGETS
 
     def __post_init__(self):
         if not (0 <= self.port <= 65535):
@@ -35,6 +36,10 @@ class ServeConfig:
             raise ConfigError("--auth must look like user:password")
         if self.max_concurrency < 1 or self.max_queue < 0:
             raise ConfigError("max concurrency must be >= 1 and max queue >= 0")
+        if self.target is not None:
+            from ..targets import check_targets
+
+            check_targets([self.target])
 
     @property
     def limits(self) -> UploadLimits:
@@ -98,7 +103,8 @@ def create_app(pred: Predictor, cfg: ServeConfig):
     def models():
         return {"task": pred.task, "classes": pred.classes, "pickers": pred.pickers(),
                 "preprocess": pred.spec.__dict__, "variants": [
-            {"name": v.name, "file": v.info.path.name, "size_bytes": v.size_bytes, **pred.facts.get(v.name, {})}
+            {"name": v.name, "file": v.info.path.name, "size_bytes": v.size_bytes, "runtime": v.session.runtime,
+             **pred.facts.get(v.name, {})}
             for v in pred.variants]}
 
     @app.post("/api/predict", dependencies=[Depends(check_auth)])
@@ -200,7 +206,7 @@ async def _read_upload(request, max_bytes: int) -> bytes:
 def serve(targets: list, cfg: ServeConfig, log=print) -> None:
     import uvicorn
 
-    pred = Predictor.load(targets, threads=cfg.threads, latency_runs=cfg.latency_runs)
+    pred = Predictor.load(targets, threads=cfg.threads, latency_runs=cfg.latency_runs, target=cfg.target)
     if cfg.share:
         log("WARNING: --share publishes this app on a public gradio.live URL that anyone with the link can open; "
             "the JSON API at /api/predict is not shared")

@@ -33,6 +33,14 @@ def target_for(path, requested: str | None = None) -> str:
     return own or requested or DEFAULT_TARGET
 
 
+def runs_on(path, target: str) -> bool:
+    """Whether `target` can open `path`: its own format, or ONNX on a target that reads ONNX."""
+    suffix = Path(path).suffix
+    if suffix in OWN_FORMATS:
+        return OWN_FORMATS[suffix] == target
+    return suffix == ".onnx" and get_target(target).mode == "online"
+
+
 def check_targets(names, online: bool = True) -> tuple[str, ...]:
     """Known and installed targets, or one clear error saying what to install. online=True: targets that run
     ONNX files as they are (`qdeploy run --targets`); an offline-only target is reached through `qdeploy compile`."""
@@ -57,4 +65,4 @@ def open_session(path, threads: int | None = None, spinning: bool = True, target
 
 
 __all__ = ["DEFAULT_TARGET", "OWN_FORMATS", "TARGETS", "Session", "Target", "check_targets", "get_target",
-           "open_session", "run_batched", "target_for"]
+           "open_session", "run_batched", "runs_on", "target_for"]
