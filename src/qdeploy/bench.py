@@ -4,6 +4,7 @@ from __future__ import annotations
 import platform
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -155,8 +156,7 @@ def benchmark_many(models: dict[str, "str | Path | Runner"], sample: np.ndarray,
     # had each run a 32-image batch at 224 px held 2.7 GB between them.
     for k, model in models.items():
         r = runners[k] if isinstance(model, Runner) else session_runner(model, cfg.threads)
-        for b, xb in inputs.items():
-            tput[k][b] = _throughput(lambda: r.fn(xb), b, cfg.min_seconds, cfg.min_iters)
+        tput[k] = {b: _throughput(partial(r.fn, xb), b, cfg.min_seconds, cfg.min_iters) for b, xb in inputs.items()}
         del r
     return {k: BenchResult(name=k, size_bytes=r.size_bytes, p50_ms=float(np.percentile(lat[k], 50)),
                            p90_ms=float(np.percentile(lat[k], 90)), p99_ms=float(np.percentile(lat[k], 99)),

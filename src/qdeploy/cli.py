@@ -441,6 +441,47 @@ def compile_cmd(
     typer.echo(f"written: {run_dir / 'compiled'}")
 
 
+@app.command("bundle")
+def bundle_cmd(
+    what: str = typer.Argument(..., help="A run directory to bundle, or 'verify' followed by a bundle directory."),
+    path: Optional[Path] = typer.Argument(None, help="With 'verify': the bundle directory."),
+    out: Path = typer.Option(Path("bundle"), help="Where the bundle goes (must not exist, or be empty)."),
+    format: str = typer.Option("triton,ovms", "--format", help="Comma list: triton (model repository with "
+                               "config.pbtxt), ovms (OpenVINO Model Server layout + config.json)."),
+    variants: Optional[str] = typer.Option(None, help="Comma list of the run's variants (default: fp32 and the "
+                                           "recommended one)."),
+    name: Optional[str] = typer.Option(None, help="Model name prefix (default: the run directory's name)."),
+    max_batch_size: int = typer.Option(32), instances: int = typer.Option(1),
+    golden_images: int = typer.Option(4, help="Real preprocessed images in the golden request."),
+):
+    """Deployment bundles: 'qdeploy bundle RUN_DIR --format triton,ovms --out bundle/' writes serving layouts,
+    a manifest with hashes and a golden request; 'qdeploy bundle verify bundle/' re-checks them."""
+    if what == "verify":
+        from .bundle.verify import verify_bundle
+
+        if path is None:
+            raise QDeployError("give the bundle to verify: qdeploy bundle verify BUNDLE_DIR")
+        res = verify_bundle(path)
+        typer.echo(f"{path}: OK ({res['files']} files, models {', '.join(res['models'])}; golden request max |diff| "
+                   + ", ".join(f"{k} {v:.2g}" for k, v in res["golden_max_abs_diff"].items()) + ")")
+        return
+    from .bundle import BundleConfig, bundle_run
+
+    run_dir = Path(what)
+    if not (run_dir / "report.json").is_file():
+        raise QDeployError(f"{run_dir} holds no report.json; pass a directory written by 'qdeploy run' (or "
+                           "'verify BUNDLE_DIR')")
+    cfg = BundleConfig(formats=tuple(f.strip() for f in format.split(",") if f.strip()),
+                       variants=tuple(v.strip() for v in variants.split(",") if v.strip()) if variants else None,
+                       name=name, max_batch_size=max_batch_size, instances=instances, golden_images=golden_images)
+    man = bundle_run(run_dir, out, cfg, log=lambda m: typer.echo(m, err=True))
+    for m in man["models"]:
+        typer.echo(f"{m['layout']}: {m['name']} ({m['variant']}) -> {out / m['model_file']}")
+    for s_ in man["skipped"]:
+        typer.echo(f"skipped {s_['variant']} for {s_['format']}: {s_['reason']}")
+    typer.echo(f"verified; manifest {out / 'manifest.json'}")
+
+
 @app.command("train")
 def train_cmd(
     arch: str = typer.Option("resnet20-cifar", help="Built-in architecture to train."),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .artifacts import sha256, write_json
+from .errors import ModelFileError
 
 
 def versions() -> dict[str, str]:
@@ -58,3 +59,32 @@ class Manifest:
 
     def write(self) -> Path:
         return write_json(self.path, self.data)
+
+
+def load_run_manifest(run_dir: str | Path) -> dict:
+    """The manifest.json of a run directory, or one clear error."""
+    run_dir = Path(run_dir)
+    try:
+        return json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{run_dir} has no readable manifest.json ({type(exc).__name__}); pass a directory "
+                             "written by 'qdeploy run'") from exc
+
+
+def run_eval_images(man: dict, n: int, data_root: str | None = None):
+    """The first n images of a class-balanced order over a run's own evaluation split (preprocessed, labels or
+    None, file names or None): what offline forms are verified on and what a bundle's golden request holds."""
+    from dataclasses import replace
+
+    from .data import PreprocessSpec
+    from .data.sampling import DataConfig, balanced_indices, open_calib_eval
+
+    cfg = dict(man["stages"]["data"]["config"])
+    cfg["preprocess"] = PreprocessSpec(**cfg["preprocess"])
+    data = DataConfig(**cfg)
+    if data_root:
+        data = replace(data, root=str(data_root))
+    evalset = open_calib_eval(data)[1]
+    chosen = evalset.subset(balanced_indices(evalset.labels, n, data.seed, size=len(evalset)))
+    names = [p.name for p in chosen.paths] if chosen.paths is not None else None
+    return chosen.load(data.preprocess), chosen.labels, names

@@ -91,6 +91,10 @@ def create_app(pred: Predictor, cfg: ServeConfig):
         if not ok:
             raise HTTPException(401, "authentication required", headers={"WWW-Authenticate": "Basic"})
 
+    from .kserve import add_v2_routes
+
+    add_v2_routes(app, pred, gate, check_auth, limits.max_bytes)
+
     @app.exception_handler(ImageInputError)
     def _bad_image(_, exc: ImageInputError):
         return JSONResponse({"error": str(exc)}, status_code=413 if "limit is" in str(exc) else 400)

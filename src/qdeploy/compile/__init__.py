@@ -11,7 +11,6 @@ against the ORT FP32 reference. Written as compiled/compile.json and compiled/co
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import tempfile
@@ -23,6 +22,7 @@ import numpy as np
 
 from ..bench import BenchConfig, BenchResult, Runner, benchmark_many, cpu_name
 from ..errors import ConfigError, ModelFileError, QuantizeError
+from ..manifest import load_run_manifest, run_eval_images
 from ..results import RunResult, VariantResult
 from ..targets import DEFAULT_TARGET, Session, check_targets, get_target
 from .compilers import COMPILERS, CompileContext, get_compiler
@@ -112,32 +112,6 @@ def _verify(kind: str, task: str, online: np.ndarray, offline: np.ndarray) -> tu
         bad = d.max_abs_diff > INT8_IMAGE_TOL * scale and \
             f"max |diff| {d.max_abs_diff:.3g} > {INT8_IMAGE_TOL * scale:.3g}"
     return d.as_dict(), (bad or None)
-
-
-def _manifest(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "manifest.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelFileError(f"{run_dir} has no readable manifest.json ({type(exc).__name__}); pass a directory "
-                             "written by 'qdeploy run'") from exc
-
-
-def _verify_images(man: dict, n: int, data_root: str | None):
-    """The first n images of a class-balanced order over the run's own evaluation split."""
-    from dataclasses import replace
-
-    from ..data import PreprocessSpec
-    from ..data.sampling import DataConfig, balanced_indices, open_calib_eval
-
-    cfg = dict(man["stages"]["data"]["config"])
-    cfg["preprocess"] = PreprocessSpec(**cfg["preprocess"])
-    data = DataConfig(**cfg)
-    if data_root:
-        data = replace(data, root=str(data_root))
-    evalset = open_calib_eval(data)[1]
-    chosen = evalset.subset(balanced_indices(evalset.labels, n, data.seed, size=len(evalset)))
-    names = [p.name for p in chosen.paths] if chosen.paths is not None else None
-    return chosen.load(data.preprocess), chosen.labels, names
 
 
 def _checkpoint(man: dict) -> dict | None:
@@ -269,9 +243,9 @@ def compile_run(run_dir: str | Path, cfg: CompileConfig | None = None, data_root
     cfg = cfg or CompileConfig()
     run_dir = Path(run_dir)
     rep = RunResult.load(run_dir / "report.json")
-    man = _manifest(run_dir)
+    man = load_run_manifest(run_dir)
     chosen = _chosen(rep, cfg.variants)
-    x, labels, names = _verify_images(man, cfg.verify_images, data_root)
+    x, labels, names = run_eval_images(man, cfg.verify_images, data_root)
     ref_session = open_session(run_dir / "fp32.onnx", cfg.threads)
     ref = run_batched(ref_session, x)
     rows = _Rows(rep, x, labels, names, ref, cfg.threads)

@@ -57,13 +57,12 @@ def _shapes_by_running(model) -> dict[str, list[int]]:
 
 def _node_macs(node, shapes: dict[str, list[int]]) -> int:
     attrs = {a.name: a for a in node.attribute}
-    group = attrs["group"].i if "group" in attrs else 1
     if node.op_type == "Conv":
         w, y = shapes.get(node.input[1]), shapes.get(node.output[0])
-        return prod(y) * prod(w[1:]) if w and y and all(y) else 0         # each output: Cin/group x kh x kw
+        return prod(y) * prod(w[1:]) if w and y and all(y) else 0         # W is (Cout, Cin/group, kh, kw)
     if node.op_type == "ConvTranspose":
         w, x = shapes.get(node.input[1]), shapes.get(node.input[0])
-        return prod(x) * prod(w[1:]) if w and x and all(x) else 0         # each input: Cout/group x kh x kw
+        return prod(x) * prod(w[1:]) if w and x and all(x) else 0         # W is (Cin, Cout/group, kh, kw)
     if node.op_type in ("Gemm", "MatMul"):
         a, y = shapes.get(node.input[0]), shapes.get(node.output[0])
         if not a or not y or not all(y):

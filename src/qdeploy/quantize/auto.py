@@ -33,6 +33,7 @@ class Candidate:
     calib_size: int
     val_top1: float | None = None
     agreement: float | None = None
+    rel_l2: float | None = None      # ||logits - FP32 logits|| / ||FP32 logits|| on the validation images
     psnr: float | None = None        # image-to-image: mean / worst PSNR (dB) and mean SSIM vs FP32's outputs
     psnr_min: float | None = None
     ssim: float | None = None
@@ -75,7 +76,8 @@ class _Search:
 
     def score(self, c: Candidate, outputs: np.ndarray) -> None:
         c.val_top1 = float((outputs.argmax(1) == self.val_y).mean())
-        c.agreement = compare_outputs(self.ref_logits, outputs).agreement
+        d = compare_outputs(self.ref_logits, outputs)
+        c.agreement, c.rel_l2 = d.agreement, d.rel_l2
 
     def collapsed(self, c: Candidate) -> str | None:
         if c.agreement < self.cfg.collapse_agreement:
@@ -218,11 +220,21 @@ def _describe(q: QuantConfig, n: int) -> str:
 
 
 def _best(s: _Search, pool: list[Candidate], budget: float, tie: float = 0.05) -> Candidate | None:
+    """Among candidates within `tie` of the fastest that meet the budget: the smallest drop, then the most faithful
+    outputs (rel-L2 vs FP32). On validation images the model has memorised (metric "disagreement"), drops are
+    0-1 images of 2,000 and say little, so faithfulness ranks first: measured on the shared ResNet18, a per-tensor
+    candidate picked for 0 disagreements there agreed with FP32 on 99.26 % of the test images, the per-channel
+    default on 99.64 %."""
     ok = [c for c in pool if s.meets(c, budget)]
     if not ok:
         return None
     fastest = min(c.p50_ms for c in ok)
-    return min([c for c in ok if c.p50_ms <= fastest * (1 + tie)], key=lambda c: (s.drop_pt(c), c.p50_ms))
+
+    def key(c):
+        faithful = c.rel_l2 if c.rel_l2 is not None else 0.0
+        return (faithful, c.p50_ms) if s.metric == "disagreement" else (s.drop_pt(c), faithful, c.p50_ms)
+
+    return min([c for c in ok if c.p50_ms <= fastest * (1 + tie)], key=key)
 
 
 def auto_quantize_from(fp32: str | Path, out: str | Path, data, cfg: AutoConfig, log=print) -> dict:
@@ -444,7 +456,7 @@ def _finish(outcomes: list, best: tuple, out: Path, cfg: AutoConfig, seconds: fl
         record["fp32_nodes_kept"] = len(chosen.excluded)
         write_onnx(s.work / f"{chosen.name}.onnx", out, {"variant": "auto", "auto_candidate": chosen.name,
                                                          "auto_target": chosen.target})
-        where = f" on {chosen.target}" if len(outcomes) > 1 else ""
+        where = f" on {chosen.target}" if len(outcomes) > 1 and "@" not in chosen.name else ""
         s.log(f"auto: chose {chosen.name}{where} ({_describe(QuantConfig(**chosen.config), chosen.calib_size)}): "
               f"{s.quality(chosen)}, {chosen.p50_ms:.2f} ms vs FP32 {s.fp32_ms:.2f} ms")
     write_json(out.parent / "search.json", record)

@@ -1,0 +1,149 @@
+"""`qdeploy bundle RUN_DIR --format triton,ovms`: a run's verified models as deployable serving layouts, with a
+manifest (sha256 of every file, the source run's manifest, preprocessing, classes, versions), a golden request
+(real preprocessed images and each model's expected outputs) and a README with client snippets.
+`qdeploy bundle verify BUNDLE` re-checks all of it (see verify.py).
+
+The bundle is built in a scratch folder beside --out and renamed into place only when complete, so a
+directory named like a bundle is always a whole one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, OutputError, QDeployError
+from .layouts import LAYOUTS, Placed
+
+MANIFEST = "manifest.json"
+GOLDEN_INPUTS = "golden/inputs.npy"
+
+
+class BundleError(QDeployError):
+    """A bundle is incomplete, tampered with, or disagrees with its own models."""
+
+
+@dataclass
+class BundleConfig:
+    formats: tuple[str, ...] = ("triton", "ovms")
+    variants: tuple[str, ...] | None = None    # None: FP32 and the run's recommended variant
+    name: str | None = None                    # model name prefix (default: the run directory's name)
+    max_batch_size: int = 32
+    max_queue_delay_us: int = 2000
+    instances: int = 1
+    golden_images: int = 4
+
+    def __post_init__(self):
+        self.formats = tuple(self.formats)
+        unknown = [f for f in self.formats if f not in LAYOUTS]
+        if not self.formats or unknown:
+            raise ConfigError(f"unknown bundle format {', '.join(unknown) or '(none)'}; use {', '.join(LAYOUTS)}")
+        if self.name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
+            raise ConfigError(f"model name '{self.name}' must use letters, digits, '.', '_' or '-'")
+        if self.max_batch_size < 1 or self.instances < 1 or self.golden_images < 1 or self.max_queue_delay_us < 0:
+            raise ConfigError("--max-batch-size, --instances and --golden-images must be >= 1")
+
+
+def _chosen(rep, names) -> list:
+    ok = {v.name: v for v in rep.variants if v.ok and v.file}
+    if names is None:
+        names = ["fp32"] + ([rep.recommended.split("@")[0]] if rep.recommended else [])
+    missing = [n for n in names if n not in ok]
+    if missing:
+        raise ConfigError(f"variant(s) {', '.join(missing)} not verified in this run; choose from {', '.join(ok)}")
+    return [ok[n] for n in dict.fromkeys(names)]
+
+
+def _golden(root: Path, run_dir: Path, man: dict, placed: list[Placed], n: int) -> dict:
+    """Real preprocessed images from the run's evaluation split and every model's outputs on them (ORT),
+    plus the tolerance verify allows on another machine (float kernels differ in the last bits)."""
+    from ..artifacts import read_info
+    from ..manifest import run_eval_images
+    from ..targets import open_session, run_batched
+
+    x, labels, names = run_eval_images(man, n)
+    (root / "golden").mkdir(exist_ok=True)
+    np.save(root / GOLDEN_INPUTS, x.astype(np.float32))
+    expected = {}
+    for p in placed:
+        if p.model_file.endswith(".xml") or p.name in expected:
+            continue
+        out = run_batched(open_session(root / p.model_file), x)
+        rel = f"golden/expected_{p.name}.npy"
+        np.save(root / rel, out)
+        expected[p.name] = {"file": rel, "kind": "fp32" if p.variant == "fp32" else "int8"}
+    fixed = read_info(run_dir / "fp32.onnx").fixed_inputs
+    return {"inputs": GOLDEN_INPUTS, "images": names, "labels": None if labels is None else labels.tolist(),
+            "fixed_inputs": {k: v["spec"] for k, v in fixed.items()}, "expected": expected}
+
+
+def bundle_run(run_dir: str | Path, out: str | Path, cfg: BundleConfig | None = None, log=print) -> dict:
+    """Write the bundle for a run directory at `out` (which must not exist or be empty); returns its manifest."""
+    from ..artifacts import read_info
+    from ..manifest import load_run_manifest, versions
+    from ..results import RunResult
+
+    cfg = cfg or BundleConfig()
+    run_dir, out = Path(run_dir), Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputError(f"{out} already exists and is not empty; choose a new --out (bundles are never merged)")
+    rep = RunResult.load(run_dir / "report.json")
+    man = load_run_manifest(run_dir)
+    info = read_info(run_dir / "fp32.onnx")
+    prefix = cfg.name or re.sub(r"[^A-Za-z0-9_.-]", "-", run_dir.resolve().name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.partial-", dir=out.parent) as tmp:
+        root = Path(tmp)
+        placed, skipped = [], []
+        for v in _chosen(rep, cfg.variants):
+            for fmt in cfg.formats:
+                layout = LAYOUTS[fmt]()
+                why = layout.accepts(run_dir / v.file)
+                if why:
+                    skipped.append({"variant": v.name, "format": fmt, "reason": why})
+                    continue
+                placed.append(layout.place(root, f"{prefix}-{v.name}", v.name, run_dir / v.file, info.classes, cfg))
+        extra = [f for fmt in cfg.formats for f in LAYOUTS[fmt]().finish(root, placed)]
+        if not placed:
+            raise ConfigError("no chosen variant fits the chosen formats: " +
+                              "; ".join(f"{s['variant']} ({s['format']}): {s['reason']}" for s in skipped))
+        golden = _golden(root, run_dir, man, placed, cfg.golden_images)
+        manifest = _manifest(root, run_dir, man, info, rep, cfg, placed, skipped, golden, extra, versions())
+        from .readme import write_readme
+
+        write_readme(root, manifest)
+        manifest["files"] = _hashes(root)
+        (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        from .verify import verify_bundle
+
+        verify_bundle(root)   # the bundle passes its own verification before it gets its name
+        if out.exists():
+            out.rmdir()
+        os.replace(root, out)
+        os.makedirs(root)     # the context manager removes the (now empty) scratch name
+    log(f"bundle: {len(placed)} model(s) in {', '.join(cfg.formats)} -> {out}")
+    return manifest
+
+
+def _hashes(root: Path) -> dict:
+    from ..artifacts import sha256
+
+    return {str(p.relative_to(root)): {"sha256": sha256(p), "bytes": p.stat().st_size}
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
+def _manifest(root, run_dir, man, info, rep, cfg, placed, skipped, golden, extra, vers) -> dict:
+    return {"format_version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": asdict(cfg),
+            "task": info.task, "classes": info.classes, "preprocess": asdict(info.preprocess),
+            "models": [asdict(p) for p in placed], "skipped": skipped, "layout_files": extra,
+            "golden": golden, "versions": vers, "source_run": {"path": str(run_dir.resolve()), "manifest": man,
+                                                               "recommended": rep.recommended}}
+
+
+__all__ = ["BundleConfig", "BundleError", "bundle_run"]

@@ -1,0 +1,148 @@
+"""`qdeploy bundle verify BUNDLE`: every file's sha256 against the manifest, every Triton config.pbtxt parsed by
+Triton's own ModelConfig protobuf (tritonclient) and compared with its ONNX file's inputs and outputs, the labels
+file against the classes, the OVMS config against its folders, and the golden request re-run in ONNX Runtime.
+The first problem raises BundleError: one line saying which file and what is wrong."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import MANIFEST, BundleError
+from .layouts import TRITON_TYPES, onnx_io
+
+FP32_RTOL, INT8_RTOL = 1e-4, 0.05   # x max(1, |expected|): float kernels differ in the last bits across CPUs
+
+
+def _manifest(root: Path) -> dict:
+    try:
+        return json.loads((root / MANIFEST).read_text())
+    except OSError:
+        raise BundleError(f"{root} has no {MANIFEST}; pass a directory written by 'qdeploy bundle'") from None
+    except ValueError as exc:
+        raise BundleError(f"{root / MANIFEST} is not valid JSON ({exc}); rebuild the bundle") from None
+
+
+def check_files(root: Path, man: dict) -> None:
+    from ..artifacts import sha256
+
+    for rel, f in man["files"].items():
+        p = root / rel
+        if not p.is_file():
+            raise BundleError(f"{rel} is missing from the bundle; rebuild it with 'qdeploy bundle'")
+        if p.stat().st_size != f["bytes"] or sha256(p) != f["sha256"]:
+            raise BundleError(f"{rel} differs from the manifest (sha256); the file was changed or truncated")
+
+
+def _model_config_type():
+    try:
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        raise BundleError("verifying Triton configs needs Triton's client (its ModelConfig protobuf); "
+                          "pip install 'qdeploy[serve]'") from None
+    return model_config_pb2
+
+
+def parse_triton_config(path: Path):
+    from google.protobuf import text_format
+
+    pb = _model_config_type()
+    try:
+        return text_format.Parse(path.read_text(), pb.ModelConfig())
+    except text_format.ParseError as exc:
+        raise BundleError(f"{path.name} of {path.parent.name} does not parse as Triton's ModelConfig: {exc}") from None
+
+
+def check_triton(root: Path, model: dict, classes: list[str] | None) -> None:
+    pb = _model_config_type()
+    d = root / "triton" / model["name"]
+    cfg = parse_triton_config(d / "config.pbtxt")
+    where = f"triton/{model['name']}/config.pbtxt"
+    if cfg.name != model["name"]:
+        raise BundleError(f"{where}: name '{cfg.name}' differs from its folder '{model['name']}'")
+    if cfg.backend != "onnxruntime":
+        raise BundleError(f"{where}: backend '{cfg.backend}', expected onnxruntime")
+    io = onnx_io(root / model["model_file"])
+    if cfg.max_batch_size > 0 and not io.batched:
+        raise BundleError(f"{where}: max_batch_size {cfg.max_batch_size} but the model's batch dimension is fixed; "
+                          "use 0")
+    for kind, declared, actual in (("input", cfg.input, io.inputs), ("output", cfg.output, io.outputs)):
+        if sorted(t.name for t in declared) != sorted(t.name for t in actual):
+            raise BundleError(f"{where}: {kind}s {[t.name for t in declared]} differ from the model's "
+                              f"{[t.name for t in actual]}")
+        by = {t.name: t for t in actual}
+        for t in declared:
+            want_dims = by[t.name].dims[1:] if cfg.max_batch_size > 0 else by[t.name].dims
+            if list(t.dims) != want_dims:
+                raise BundleError(f"{where}: {kind} '{t.name}' dims {list(t.dims)} differ from the model's {want_dims}"
+                                  + (" (without the batch axis)" if cfg.max_batch_size > 0 else ""))
+            dtype = pb.DataType.Name(t.data_type)
+            if dtype != TRITON_TYPES.get(by[t.name].elem_type):
+                raise BundleError(f"{where}: {kind} '{t.name}' data_type {dtype} differs from the model's "
+                                  f"{TRITON_TYPES.get(by[t.name].elem_type)}")
+            if kind == "output" and t.label_filename:
+                _check_labels(d / t.label_filename, classes, where)
+    if classes and not any(t.label_filename for t in cfg.output):
+        raise BundleError(f"{where}: no label_filename on the output although the model has {len(classes)} classes")
+
+
+def _check_labels(path: Path, classes: list[str] | None, where: str) -> None:
+    if not path.is_file():
+        raise BundleError(f"{where}: labels file {path.name} is missing")
+    lines = path.read_text().splitlines()
+    if classes is not None and lines != classes:
+        raise BundleError(f"{where}: {path.name} has {len(lines)} labels that differ from the model's "
+                          f"{len(classes)} classes")
+
+
+def check_ovms(root: Path, models: list[dict]) -> None:
+    mine = [m for m in models if m["layout"] == "ovms"]
+    if not mine:
+        return
+    try:
+        cfg = json.loads((root / "ovms" / "config.json").read_text())
+        listed = {c["config"]["name"]: c["config"] for c in cfg["model_config_list"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"ovms/config.json is missing or malformed ({type(exc).__name__}); rebuild the bundle") from None
+    for m in mine:
+        c = listed.get(m["name"])
+        if c is None or c.get("base_path") != f"/models/{m['name']}":
+            raise BundleError(f"ovms/config.json does not list model '{m['name']}' at /models/{m['name']}")
+        if not (root / m["model_file"]).is_file():
+            raise BundleError(f"{m['model_file']} is missing (OVMS model '{m['name']}', version 1)")
+
+
+def check_golden(root: Path, man: dict) -> dict[str, float]:
+    """Re-run the golden request on every model file; returns max |diff| per model."""
+    from ..targets import open_session, run_batched
+
+    golden = man["golden"]
+    x = np.load(root / golden["inputs"])
+    files = {m["name"]: m["model_file"] for m in man["models"]}
+    diffs = {}
+    for name, exp in golden["expected"].items():
+        want = np.load(root / exp["file"])
+        got = run_batched(open_session(root / files[name]), x)
+        scale = max(1.0, float(np.abs(want).max()))
+        tol = (FP32_RTOL if exp["kind"] == "fp32" else INT8_RTOL) * scale
+        diffs[name] = float(np.abs(got - want).max())
+        if got.shape != want.shape or diffs[name] > tol:
+            raise BundleError(f"model '{name}' no longer reproduces the golden request: max |diff| "
+                              f"{diffs[name]:.3g} > {tol:.3g}")
+        if man["task"] == "classification" and exp["kind"] != "fp32" and \
+                (got.argmax(1) != want.argmax(1)).any():
+            raise BundleError(f"model '{name}' changes top-1 on the golden request")
+    return diffs
+
+
+def verify_bundle(root: str | Path) -> dict:
+    root = Path(root)
+    man = _manifest(root)
+    check_files(root, man)
+    for m in man["models"]:
+        if m["layout"] == "triton":
+            check_triton(root, m, man.get("classes"))
+    check_ovms(root, man["models"])
+    diffs = check_golden(root, man)
+    return {"files": len(man["files"]), "models": [m["name"] for m in man["models"]], "golden_max_abs_diff": diffs}
