@@ -63,9 +63,9 @@ def _quality(rep: RunResult, name: str, target: str) -> str:
     fp32 = rep.fp32.metrics
     if m is None:
         return "not evaluated"
-    if getattr(m, "psnr_mean", None) is not None:
-        return f"{m.psnr_mean:.2f} dB (worst {m.psnr_min:.2f})"
-    if getattr(fp32, "psnr_mean", None) is not None or m.top1 is None:
+    if hasattr(m, "psnr_mean"):   # image-to-image: PSNR against ORT FP32's output images
+        return "reference" if m.psnr_mean is None else f"{m.psnr_mean:.2f} dB (worst {m.psnr_min:.2f})"
+    if m.top1 is None:
         return f"agreement {m.agreement:.2%}" if m.agreement is not None else "reference"
     drop = (fp32.top1 - m.top1) * 100
     agree = f", agreement {m.agreement:.2%}" if m.agreement is not None else ""
