@@ -99,3 +99,37 @@ def test_auth_protects_models_and_inference_but_not_health(server):
     assert httpx.get(server + "/v2/models/default").status_code == 401
     assert httpx.post(server + "/v2/models/default/infer", content=json.dumps({"inputs": [_tensor()]})).status_code == 401
     assert _post(server, {"inputs": [_tensor()]}).status_code == 200
+
+
+def test_metrics_count_requests_errors_and_inference_per_variant(images):
+    """A fresh server, a known mix of requests, then /metrics parsed with prometheus-client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    proc, url = start_server("--auth", "ann:secret")
+    try:
+        c = _client(url)
+        for _ in range(2):
+            i = http.InferInput("input", list(images.shape), "FP32")
+            i.set_data_from_numpy(images)
+            c.infer("default", [i])
+        assert _post(url, {"inputs": [_tensor(datatype="FP64")]}).status_code == 400
+        assert httpx.get(url + "/v2/models/default").status_code == 401
+        httpx.get(url + "/this/does/not/exist/" + "x" * 50)
+        assert httpx.get(url + "/metrics").status_code == 401
+        r = httpx.get(url + "/metrics", auth=("ann", "secret"))
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    finally:
+        stop(proc)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(r.text) for s in fam.samples}
+    infer = "/v2/models/{name}/infer"
+    assert samples[("qdeploy_requests_total", (("route", infer), ("status", "200")))] == 2
+    assert samples[("qdeploy_requests_total", (("route", infer), ("status", "400")))] == 1
+    assert samples[("qdeploy_errors_total", (("kind", "client"), ("route", infer)))] == 1
+    assert samples[("qdeploy_requests_total", (("route", "/v2/models/{name}"), ("status", "401")))] == 1
+    # the invalid 400 request never ran the model: two inferences of 'default', none of 'fp32'
+    assert samples[("qdeploy_inference_seconds_count", (("route", infer), ("variant", "default")))] == 2
+    assert not any(k[0] == "qdeploy_inference_seconds_count" and ("variant", "fp32") in k[1] for k in samples)
+    assert ("qdeploy_queue_depth", ()) in samples
+    # a path the server does not know is counted as "other", never under its own (client-chosen) name
+    assert not any("does/not/exist" in str(k) for k in samples)

@@ -206,3 +206,32 @@ def test_batch_handler_zip_with_labels(predictor, cifar, tmp_path):
     assert len(table) == 13 and "12 images classified, 1 skipped" in summary
     assert "Accuracy on the 12 files" in summary
     assert sum(row[-1].startswith("skipped") for row in table) == 1
+
+
+def test_serving_runs_each_model_once_unless_timing_is_asked(cat_jpeg):
+    """The API serves (one run per model per request); the page and ?timing=1 time (warm-up + median of 5)."""
+    from qdeploy.app.predictor import Predictor
+
+    pred = Predictor.load([bundled_run_dir()])
+    calls = {v.name: 0 for v in pred.variants}
+    for v in pred.variants:
+        real = v.session.run
+
+        def counted(x, fixed=None, _real=real, _name=v.name):
+            calls[_name] += 1
+            return _real(x) if fixed is None else _real(x, fixed=fixed)
+
+        v.session.run = counted
+    img = Image.open(io.BytesIO(cat_jpeg)).convert("RGB")
+    served = pred.predict(img, timed=False)
+    assert set(calls.values()) == {1} and served["timing"] == "the request's one run"
+    timed = pred.predict(img)
+    assert set(calls.values()) == {1 + 1 + pred.latency_runs} and timed["timing"].startswith("median of 5")
+    assert [r["top1"] for r in served["variants"]] == [r["top1"] for r in timed["variants"]]
+
+
+def test_api_times_only_when_asked(server, cat_jpeg):
+    r = httpx.post(server + "/api/predict", files={"file": ("cat.jpg", cat_jpeg, "image/jpeg")}, timeout=30)
+    assert r.json()["timing"] == "the request's one run"
+    r = httpx.post(server + "/api/predict?timing=1", files={"file": ("cat.jpg", cat_jpeg, "image/jpeg")}, timeout=30)
+    assert r.json()["timing"].startswith("median of")

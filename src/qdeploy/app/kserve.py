@@ -9,6 +9,7 @@ wrong datatype or shape, data that does not fill the shape, body over the limit)
 FastAPI reads the route signatures' annotations at run time, so this module does not use postponed annotations.
 """
 import json
+import time
 
 import numpy as np
 
@@ -114,7 +115,7 @@ def encode_outputs(req: dict, name: str, out: np.ndarray, model: str) -> "tuple[
     return head, {"Content-Type": "application/json"}
 
 
-def add_v2_routes(app, pred, gate, check_auth, max_bytes: int) -> None:
+def add_v2_routes(app, pred, gate, check_auth, max_bytes: int, metrics=None) -> None:
     from fastapi import Depends, HTTPException, Request
     from fastapi.responses import JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
@@ -166,7 +167,11 @@ def add_v2_routes(app, pred, gate, check_auth, max_bytes: int) -> None:
 
         def run():
             with gate:
-                return v.outputs(x, fixed or None)
+                t0 = time.perf_counter()
+                out = v.outputs(x, fixed or None)
+                if metrics is not None:
+                    metrics.observe("/v2/models/{name}/infer", v.name, time.perf_counter() - t0)
+                return out
 
         try:
             out = await run_in_threadpool(run)

@@ -130,9 +130,24 @@ class Predictor:
             feeds[name] = np.eye(n, dtype=dtype)[k]
         return feeds
 
-    def transform(self, img, choice: dict | None = None) -> dict:
+    def _run(self, fn, timed: bool):
+        """(output, ms). timed: one untimed run (caches and the thread pool awake for this model), then the median
+        of `latency_runs` (the demo page); otherwise the one run the request needs, timed (serving)."""
+        if timed:
+            fn()
+        times, out = [], None
+        for _ in range(max(1, self.latency_runs) if timed else 1):
+            t0 = time.perf_counter()
+            out = fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        return out, float(np.median(times))
+
+    def _timing(self, timed: bool) -> str:
+        return f"median of {max(1, self.latency_runs)} runs after a warm-up" if timed else "the request's one run"
+
+    def transform(self, img, choice: dict | None = None, timed: bool = True) -> dict:
         """Image-to-image: every variant's output image for one photo (optionally another style), its
-        latency (median), and PSNR/SSIM/max error against the first (FP32) variant's output."""
+        latency (median of runs when `timed`), and PSNR/SSIM/max error against the first (FP32) variant's output."""
         from ..tasks.image import image_pair_metrics, to_uint8
 
         seen = self.spec.resize_image(img)
@@ -140,13 +155,8 @@ class Predictor:
         fixed = self._fixed_for(choice)
         rows, ref = [], None
         for v in self.variants:
-            v.outputs(x, fixed)
-            times = []
-            for _ in range(max(1, self.latency_runs)):
-                t0 = time.perf_counter()
-                out = v.outputs(x, fixed)[0]
-                times.append((time.perf_counter() - t0) * 1e3)
-            row = {"name": v.name, "latency_ms": float(np.median(times)), "image": to_uint8(out)}
+            out, ms = self._run(lambda v=v: v.outputs(x, fixed)[0], timed)
+            row = {"name": v.name, "latency_ms": ms, "image": to_uint8(out)}
             if ref is None:
                 ref = (out, row)
             else:
@@ -155,24 +165,21 @@ class Predictor:
             rows.append(row)
         chosen = {k: (choice or {}).get(k, p["default"]) for k, p in self.pickers().items()}
         return {"input": {"width": img.size[0], "height": img.size[1], "model_input": self.spec.size,
-                          "resize": self.spec.resize}, "choice": chosen, "variants": rows, "seen": seen}
+                          "resize": self.spec.resize}, "choice": chosen, "variants": rows, "seen": seen,
+                "timing": self._timing(timed)}
 
-    def predict(self, img, top_k: int = 3) -> dict:
-        """One RGB image -> each variant's top-k, latency (median of runs), agreement with the first."""
+    def predict(self, img, top_k: int = 3, timed: bool = True) -> dict:
+        """One RGB image -> each variant's top-k, latency (median of runs when `timed`, else the one run),
+        agreement with the first."""
         seen = self.spec.resize_image(img)
         x = self.spec.normalize(np.asarray(seen))
         rows, ref = [], None
         for v in self.variants:
-            v.logits(x)  # one untimed run: caches and thread pool awake for this model
-            times = []
-            for _ in range(max(1, self.latency_runs)):
-                t0 = time.perf_counter()
-                z = v.logits(x)[0]
-                times.append((time.perf_counter() - t0) * 1e3)
+            z, ms = self._run(lambda v=v: v.logits(x)[0], timed)
             p = softmax(z)
             order = np.argsort(-p)[:top_k]
             row = {"name": v.name, "top": [{"label": self.classes[i], "prob": float(p[i])} for i in order],
-                   "latency_ms": float(np.median(times)), "top1": self.classes[int(order[0])]}
+                   "latency_ms": ms, "top1": self.classes[int(order[0])]}
             if ref is None:
                 ref = (z, row)
             else:
@@ -181,7 +188,7 @@ class Predictor:
                 row["speedup"] = ref[1]["latency_ms"] / max(row["latency_ms"], 1e-9)
             rows.append(row)
         return {"input": {"width": img.size[0], "height": img.size[1], "model_input": self.spec.size,
-                          "resize": self.spec.resize}, "variants": rows, "seen": seen}
+                          "resize": self.spec.resize}, "variants": rows, "seen": seen, "timing": self._timing(timed)}
 
     def predict_batch(self, x: np.ndarray | None) -> list[list[str]]:
         """Top-1 class per preprocessed input for each variant, 64 at a time."""

@@ -92,8 +92,11 @@ def create_app(pred: Predictor, cfg: ServeConfig):
             raise HTTPException(401, "authentication required", headers={"WWW-Authenticate": "Basic"})
 
     from .kserve import add_v2_routes
+    from .metrics import ServeMetrics, add_metrics
 
-    add_v2_routes(app, pred, gate, check_auth, limits.max_bytes)
+    metrics = ServeMetrics(lambda: gate.waiting)
+    add_metrics(app, metrics, check_auth)
+    add_v2_routes(app, pred, gate, check_auth, limits.max_bytes, metrics)
 
     @app.exception_handler(ImageInputError)
     def _bad_image(_, exc: ImageInputError):
@@ -112,10 +115,12 @@ def create_app(pred: Predictor, cfg: ServeConfig):
             for v in pred.variants]}
 
     @app.post("/api/predict", dependencies=[Depends(check_auth)])
-    async def predict(request: Request, top_k: int = 3, style: Optional[int] = None, variant: Optional[str] = None):
+    async def predict(request: Request, top_k: int = 3, style: Optional[int] = None, variant: Optional[str] = None,
+                      timing: bool = False):
         """Classifiers: each variant's top-k. Image-to-image: each variant's output image as base64 PNG with
         PSNR/SSIM against FP32 (JSON), or one variant's PNG itself with ?variant=NAME; ?style=K picks another
-        one-hot extra input (the style) than the run's."""
+        one-hot extra input (the style) than the run's. Each model runs once per request (latency_ms is that
+        run); ?timing=1 adds a warm-up and reports the median of several runs, as the page does."""
         if pred.task == "image-to-image":
             choice = _choice(style)
             if variant is not None and variant not in [v.name for v in pred.variants]:
@@ -123,13 +128,13 @@ def create_app(pred: Predictor, cfg: ServeConfig):
             data = await _read_upload(request, limits.max_bytes)
             from starlette.concurrency import run_in_threadpool
 
-            return await run_in_threadpool(_transform_sync, data, choice, variant)
+            return await run_in_threadpool(_transform_sync, data, choice, variant, timing)
         if not 1 <= top_k <= len(pred.classes):
             raise HTTPException(422, f"top_k must be in 1..{len(pred.classes)}")
         data = await _read_upload(request, limits.max_bytes)
         from starlette.concurrency import run_in_threadpool
 
-        return await run_in_threadpool(_predict_sync, data, top_k)
+        return await run_in_threadpool(_predict_sync, data, top_k, timing)
 
     def _choice(style):
         pickers = pred.pickers()
@@ -142,13 +147,13 @@ def create_app(pred: Predictor, cfg: ServeConfig):
             raise HTTPException(422, f"style must be in 0..{p['choices'] - 1}")
         return {name: style}
 
-    def _transform_sync(data: bytes, choice, variant):
+    def _transform_sync(data: bytes, choice, variant, timing: bool):
         from fastapi.responses import Response
 
         img = load_image(data, limits)
         try:
             with gate:
-                result = pred.transform(img, choice)
+                result = pred.transform(img, choice, timed=timing)
         except OverflowError:
             return JSONResponse({"error": "server busy: too many requests waiting; retry shortly"}, status_code=503)
         result.pop("seen")
@@ -159,14 +164,16 @@ def create_app(pred: Predictor, cfg: ServeConfig):
             r["image_png_base64"] = base64.b64encode(_png(r.pop("image"))).decode()
         return result
 
-    def _predict_sync(data: bytes, top_k: int):
+    def _predict_sync(data: bytes, top_k: int, timing: bool):
         img = load_image(data, limits)
         try:
             with gate:
-                result = pred.predict(img, top_k=top_k)
+                result = pred.predict(img, top_k=top_k, timed=timing)
         except OverflowError:
             return JSONResponse({"error": "server busy: too many requests waiting; retry shortly"}, status_code=503)
         result.pop("seen")
+        for r in result["variants"]:
+            metrics.observe("/api/predict", r["name"], r["latency_ms"] / 1e3)
         return result
 
     demo = build_ui(pred, limits)
