@@ -126,6 +126,11 @@ class ModelInfo:
         return self.preprocess
 
 
+def unprefixed(pairs) -> dict[str, str]:
+    """qdeploy's entries of a (key, value) metadata listing, without the qdeploy. prefix."""
+    return {k[len(META_PREFIX):]: v for k, v in pairs if k.startswith(META_PREFIX)}
+
+
 def _info_from_meta(path: Path, meta: dict[str, str]) -> ModelInfo:
     """A model in another runtime's format (an offline artifact, an OpenVINO IR): the same metadata, as strings."""
     spec = PreprocessSpec.from_json(meta["preprocess"]) if meta.get("preprocess") else None
@@ -136,27 +141,39 @@ def _info_from_meta(path: Path, meta: dict[str, str]) -> ModelInfo:
                      extra=extra)
 
 
-def read_info(path: str | Path) -> ModelInfo:
-    import onnx
-
+def raw_meta(path: str | Path) -> dict[str, str]:
+    """qdeploy's metadata of any model file it writes, prefix dropped, values as stored (strings): an ONNX file's
+    metadata_props, an nncf IR's rt_info, or an offline artifact's (compile/meta.py)."""
     path = Path(path)
     if path.suffix in (".ort", ".blob", ".pt2"):
         from .compile.meta import read_offline_meta
 
-        return _info_from_meta(path, read_offline_meta(path))
-    if path.suffix == ".xml" and path.is_file():
+        return read_offline_meta(path)
+    if path.suffix == ".xml":
         import openvino as ov
 
         from .quantize.nncf_variant import ir_meta
 
-        return _info_from_meta(path, ir_meta(ov.Core().read_model(str(path))))
+        return ir_meta(ov.Core().read_model(str(path)))
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return unprefixed((p.key, p.value) for p in model.metadata_props)
+
+
+def read_info(path: str | Path) -> ModelInfo:
+    import onnx
+
+    path = Path(path)
+    if path.suffix in (".ort", ".blob", ".pt2") or (path.suffix == ".xml" and path.is_file()):
+        return _info_from_meta(path, raw_meta(path))
     if not path.is_file():
         raise ModelFileError(f"ONNX file {path} not found; pass a .onnx produced by 'qdeploy export' or 'qdeploy run'")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise ModelFileError(f"{path} is not a readable ONNX model ({type(exc).__name__}); re-export it") from exc
-    meta = {p.key[len(META_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
+    meta = unprefixed((p.key, p.value) for p in model.metadata_props)
     spec = PreprocessSpec.from_json(meta["preprocess"]) if "preprocess" in meta else None
     classes = json.loads(meta["classes"]) if "classes" in meta else None
     init_names = {i.name for i in model.graph.initializer}

@@ -6,7 +6,7 @@ import json
 import httpx
 import numpy as np
 import pytest
-from test_server import start_server, stop
+from test_server import serving
 
 from qdeploy.bundled import bundled_run_dir
 
@@ -15,9 +15,8 @@ http = pytest.importorskip("tritonclient.http", reason="Triton's client is not i
 
 @pytest.fixture(scope="module")
 def server():
-    proc, url = start_server("--auth", "ann:secret", "--max-upload-mb", "1")
-    yield url
-    stop(proc)
+    with serving("--auth", "ann:secret", "--max-upload-mb", "1") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +104,7 @@ def test_metrics_count_requests_errors_and_inference_per_variant(images):
     """A fresh server, a known mix of requests, then /metrics parsed with prometheus-client's own parser."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    proc, url = start_server("--auth", "ann:secret")
-    try:
+    with serving("--auth", "ann:secret") as url:
         c = _client(url)
         for _ in range(2):
             i = http.InferInput("input", list(images.shape), "FP32")
@@ -118,8 +116,6 @@ def test_metrics_count_requests_errors_and_inference_per_variant(images):
         assert httpx.get(url + "/metrics").status_code == 401
         r = httpx.get(url + "/metrics", auth=("ann", "secret"))
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    finally:
-        stop(proc)
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for fam in text_string_to_metric_families(r.text) for s in fam.samples}
     infer = "/v2/models/{name}/infer"

@@ -1,5 +1,6 @@
 """The API over real HTTP against `qdeploy serve` started on a free loopback port, and the page handlers."""
 import concurrent.futures as cf
+import contextlib
 import io
 import socket
 import subprocess
@@ -48,11 +49,20 @@ def stop(proc):
         proc.kill()
 
 
+@contextlib.contextmanager
+def serving(*extra, target=None):
+    """`qdeploy serve` for the block (see start_server); yields its URL and always stops it."""
+    proc, url = start_server(*extra, target=target)
+    try:
+        yield url
+    finally:
+        stop(proc)
+
+
 @pytest.fixture(scope="module")
 def server():
-    proc, url = start_server("--max-upload-mb", "1", "--max-megapixels", "4")
-    yield url
-    stop(proc)
+    with serving("--max-upload-mb", "1", "--max-megapixels", "4") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

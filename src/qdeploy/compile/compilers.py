@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import ConfigError, ModelFileError
 from ..results import VariantResult
 from ..targets import Session, get_target
-from .meta import COMPILED_KEY, add_to_pt2, source_meta, write_sidecar
+from .meta import COMPILED_KEY, add_to_pt2, write_sidecar
 
 
 @dataclass
@@ -53,7 +53,9 @@ class Compiler:
 
 
 def _facts_meta(src: Path, facts: dict) -> dict:
-    meta = source_meta(src)
+    from ..artifacts import raw_meta
+
+    meta = raw_meta(src)
     meta[COMPILED_KEY] = json.dumps(facts)
     return meta
 
@@ -130,7 +132,7 @@ class AotiCompiler(Compiler):
 
         return Session(path=Path(ctx.checkpoint["path"]), run=run, input_name="input",
                        runtime=f"torch {torch.__version__} (eager)", provider="CPU",
-                       threads=int(ctx.threads or torch.get_num_threads()), info={"mode": "online"})
+                       threads=int(ctx.threads or torch.get_num_threads()))
 
     def build(self, v, ctx, dst, facts):
         import shutil

@@ -9,26 +9,11 @@ import json
 import zipfile
 from pathlib import Path
 
-from ..artifacts import META_PREFIX, sha256
+from ..artifacts import sha256, unprefixed
 from ..errors import ModelFileError
 
 COMPILED_KEY = "compiled"
 PT2_ENTRY = "extra/qdeploy.json"
-
-
-def source_meta(path: Path) -> dict[str, str]:
-    """qdeploy.* metadata (prefix dropped, values as stored: strings) of an ONNX file or an nncf IR."""
-    path = Path(path)
-    if path.suffix == ".xml":
-        import openvino as ov
-
-        from ..quantize.nncf_variant import ir_meta
-
-        return ir_meta(ov.Core().read_model(str(path)))
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key[len(META_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
 
 
 def sidecar(path: Path) -> Path:
@@ -86,8 +71,7 @@ def _ort_meta(path: Path) -> dict:
     except Exception as exc:
         raise ModelFileError(f"{path.name} is not a readable .ort model; re-run 'qdeploy compile --target ort-cpu'"
                              ) from exc
-    return {k[len(META_PREFIX):]: v for k, v in s.get_modelmeta().custom_metadata_map.items()
-            if k.startswith(META_PREFIX)}
+    return unprefixed(s.get_modelmeta().custom_metadata_map.items())
 
 
 def read_offline_meta(path: str | Path) -> dict[str, str]:
@@ -98,7 +82,3 @@ def read_offline_meta(path: str | Path) -> dict[str, str]:
     if path.suffix not in readers:
         raise ModelFileError(f"{path.name} is not an offline artifact (.ort, .blob, .pt2)")
     return readers[path.suffix](path)
-
-
-def compiled_facts(meta: dict) -> dict:
-    return json.loads(meta.get(COMPILED_KEY) or "{}")

@@ -54,17 +54,19 @@ class _Search:
     (this class), PSNR against FP32's output images for an image-to-image model (_ImageSearch)."""
 
     def __init__(self, fp32: Path, work: Path, calib_pool: np.ndarray, val_x, val_y, cfg: AutoConfig, log,
-                 target: str = DEFAULT_TARGET):
+                 target: str = DEFAULT_TARGET, like: "_Search | None" = None):
+        """like: a search on another target of the same run, whose ORT FP32 outputs and latency this one reuses
+        (one reference, so every target's latencies are on the same FP32 scale)."""
         self.fp32, self.work, self.pool, self.val_x, self.val_y, self.cfg, self.log = fp32, work, calib_pool, val_x, val_y, cfg, log
         self.target = target
         self.tag = "" if target == DEFAULT_TARGET else f"@{target}"   # candidate names: c03, c03@openvino-cpu
-        self.ref_logits = run_batched(open_session(fp32), val_x)
+        self.ref_logits = like.ref_logits if like else run_batched(open_session(fp32), val_x)
         self._reference()
         # Validation images come from the training split. When FP32 gets (almost) all of them right, the
         # model has memorised them and a top-1 drop there says nothing; the share of images where INT8
         # and FP32 disagree is then the measure, an upper bound on the drop (a disagreement can cost
         # at most one correct prediction).
-        self.fp32_ms = self._bench({"fp32": fp32})["fp32"].p50_ms
+        self.fp32_ms = like.fp32_ms if like else self._bench({"fp32": fp32})["fp32"].p50_ms
         self.cands: list[Candidate] = []
 
     def _reference(self) -> None:
@@ -263,7 +265,8 @@ def auto_quantize(fp32: str | Path, out: str | Path, calib_pool: np.ndarray, val
     outcomes = []
     for target in cfg.targets:
         kind = _ImageSearch if cfg.image else _Search
-        s = kind(fp32, work, calib_pool, val_x, val_y, cfg, log, target=target)
+        s = kind(fp32, work, calib_pool, val_x, val_y, cfg, log, target=target,
+                 like=outcomes[0][0] if outcomes else None)
         if len(cfg.targets) > 1:
             log(f"auto: searching on {target}")
         outcomes.append((s, *(_image_search(s) if cfg.image else _classify_search(s))))

@@ -50,4 +50,4 @@ class AotiCpu(Target):
         return Session(path=path, run=run, input_name=meta.get("input_name", "input"),
                        runtime=f"torch {torch.__version__} (AOTInductor)", provider="CPU",
                        threads=int(threads or torch.get_num_threads() or os.cpu_count()),
-                       info={"mode": "offline", "runner": runner})
+                       info={"runner": runner})

@@ -27,21 +27,6 @@ def ov_config(precision: str = "f32", threads: int | None = None) -> dict:
     return config
 
 
-def stored_meta(path: Path, model=None) -> dict:
-    """qdeploy's metadata of a file OpenVINO runs: ONNX metadata, IR rt_info, or a blob's sidecar."""
-    from ..artifacts import read_info
-
-    if path.suffix == ".onnx":
-        return read_info(path).extra
-    if path.suffix == BLOB_SUFFIX:
-        from ..compile.meta import read_offline_meta
-
-        return read_offline_meta(path)
-    from ..quantize.nncf_variant import ir_meta
-
-    return ir_meta(model)
-
-
 def precision_of(compiled) -> str:
     """'f32', 'bf16', ... from the compiled model's INFERENCE_PRECISION_HINT (printed as <Type: 'float32'>)."""
     raw = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
@@ -82,7 +67,14 @@ class OpenVinoCpu(Target):
         except Exception as exc:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise ModelFileError(f"OpenVINO cannot load {path.name}: {first}") from exc
-        meta = stored_meta(path, model)
+        if path.suffix == ".xml":   # the IR is read already: its rt_info holds qdeploy's metadata
+            from ..quantize.nncf_variant import ir_meta
+
+            meta = ir_meta(model)
+        else:
+            from ..artifacts import raw_meta
+
+            meta = raw_meta(path)
         stored = arrays(from_metadata(meta))
         first = compiled.inputs[0]
         name = first.get_any_name()
@@ -99,8 +91,7 @@ class OpenVinoCpu(Target):
             return np.array(res[out0], copy=True)
 
         precision = precision_of(compiled)
-        mode = "offline" if path.suffix == BLOB_SUFFIX else "online"
         return Session(path=path, run=run, input_name=name,
                        runtime=f"openvino {ov.get_version().split('-')[0]} ({precision})",
                        provider="CPU", threads=int(threads or compiled.get_property("INFERENCE_NUM_THREADS") or os.cpu_count()),
-                       info={"compiled": compiled, "precision": precision, "mode": mode})
+                       info={"compiled": compiled, "precision": precision})

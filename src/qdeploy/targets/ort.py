@@ -54,11 +54,10 @@ def session_runner(s):
     `fixed=` replaces stored values for one call (the app's style picker)."""
     import numpy as np
 
-    from ..artifacts import META_PREFIX
+    from ..artifacts import unprefixed
     from ..fixed_inputs import arrays, from_metadata
 
-    meta = {k[len(META_PREFIX):]: v for k, v in s.get_modelmeta().custom_metadata_map.items()
-            if k.startswith(META_PREFIX)}
+    meta = unprefixed(s.get_modelmeta().custom_metadata_map.items())
     stored = arrays(from_metadata(meta))
     first = s.get_inputs()[0]
     name, one = first.name, first.shape[0] == 1
@@ -108,5 +107,4 @@ class OrtCpu(Target):
         return Session(path=Path(path) if not isinstance(path, bytes) else Path("<memory>"),
                        run=session_runner(s), input_name=name,
                        runtime=f"onnxruntime {ort.__version__}", provider=s.get_providers()[0],
-                       threads=int(threads or physical_cores()),
-                       info={"ort_session": s, "mode": "offline" if offline else "online"})
+                       threads=int(threads or physical_cores()), info={"ort_session": s})
