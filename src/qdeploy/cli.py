@@ -11,7 +11,7 @@ import typer
 from .app.server import ServeConfig
 from .bench import BenchConfig
 from .data import DataConfig, PreprocessSpec
-from .errors import QDeployError
+from .errors import QDeployError, missing_extra
 from .export import ExportConfig
 from .pipeline import DEFAULT_VARIANTS, RunConfig
 from .quantize.config import AutoConfig, TorchQuantConfig
@@ -600,6 +600,12 @@ def main():
         if _state["debug"]:
             raise
         typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:
+        line = missing_extra(exc)
+        if line is None or _state["debug"]:
+            raise
+        typer.echo(f"error: {line}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

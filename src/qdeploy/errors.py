@@ -35,3 +35,26 @@ class OutputError(QDeployError):
 
 class ModelFileError(QDeployError):
     """An ONNX model file is missing, corrupt, or lacks qdeploy metadata."""
+
+
+# Optional dependencies by top-level module -> the extra that installs them. The core (ONNX files, ORT, serving
+# with qdeploy[serve]) needs none of the torch extra; a command that does says so instead of an ImportError.
+EXTRAS = {
+    "torch": "torch", "onnxscript": "torch", "matplotlib": "torch",
+    "gradio": "serve", "fastapi": "serve", "uvicorn": "serve", "multipart": "serve", "tritonclient": "serve",
+    "prometheus_client": "serve", "google": "serve",
+    "openvino": "openvino", "nncf": "openvino",
+    "skimage": "image", "onnxruntime_extensions": "image",
+    "ray": "ray",
+}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """One line for a missing optional dependency ('install qdeploy[torch]'), or None for any other import."""
+    top = (exc.name or "").split(".")[0]
+    extra = EXTRAS.get(top)
+    if extra is None:
+        return None
+    hint = (' (install torch==2.13.0 first where a CPU build is wanted: any other torch requirement pulls a '
+            'multi-GB CUDA build)') if extra == "torch" else ""
+    return f"this command needs {top}, which this install lacks: pip install \"qdeploy[{extra}]\"{hint}"

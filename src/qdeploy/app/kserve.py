@@ -3,7 +3,8 @@ GET /v2, /v2/health/live, /v2/health/ready, /v2/models/<name>[/ready], POST /v2/
 
 Tensors are preprocessed inputs, as Triton takes them (JSON `data`, or the binary tensor extension that
 tritonclient uses by default: a JSON header of Inference-Header-Content-Length bytes, then raw tensors).
-Model names are the variant names. Each request runs the model once (no timing); a bad tensor (unknown name,
+Model names are the variant names (served from a bundle, also the bundle's model names: a client written for
+the Triton or OVMS deployment works unchanged). Each request runs the model once (no timing); a bad tensor (unknown name,
 wrong datatype or shape, data that does not fill the shape, body over the limit) gets 400 with the reason.
 
 FastAPI reads the route signatures' annotations at run time, so this module does not use postponed annotations.
@@ -122,7 +123,7 @@ def add_v2_routes(app, pred, gate, check_auth, max_bytes: int, metrics=None) -> 
 
     from .. import __version__
 
-    by_name = {v.name: v for v in pred.variants}
+    by_name = {n: v for v in pred.variants for n in (v.name, *v.aliases)}
 
     def model(name: str):
         if name not in by_name:
@@ -143,7 +144,7 @@ def add_v2_routes(app, pred, gate, check_auth, max_bytes: int, metrics=None) -> 
 
     @app.get("/v2/models/{name}", dependencies=[Depends(check_auth)])
     def metadata(name: str):
-        return model_metadata(model(name), pred.spec)
+        return {**model_metadata(model(name), pred.spec), "name": name}
 
     @app.get("/v2/models/{name}/ready", dependencies=[Depends(check_auth)])
     def model_ready(name: str):

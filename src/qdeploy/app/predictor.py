@@ -20,6 +20,7 @@ class Variant:
     info: ModelInfo
     session: object
     size_bytes: int
+    aliases: tuple[str, ...] = ()   # other names it answers to on the v2 routes (a bundle's model names)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(x)
@@ -35,14 +36,23 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def resolve_models(targets: list[str | Path], target: str = DEFAULT_TARGET) -> tuple[list[Path], RunResult | None]:
-    """Run directories and/or model files -> ordered paths (FP32 first) and the run's report, if any. From a run
-    directory: every verified variant `target` can run (ONNX files; on openvino-cpu also the nncf IR)."""
-    paths, report = [], None
+def resolve_models(targets: list[str | Path], target: str = DEFAULT_TARGET, log=lambda m: None
+                   ) -> tuple[list[Path], RunResult | None, dict[Path, tuple[str, ...]]]:
+    """Run directories, bundles and/or model files -> ordered paths (FP32 first) and the run's report, if any.
+    From a run directory: every verified variant `target` can run (ONNX files; on openvino-cpu also the nncf IR).
+    From a bundle (`qdeploy bundle`): its models, after the bundle passes verification; the third value maps each
+    bundled file to the bundle's model names for it (so a Triton client's model name works here too)."""
+    paths, report, aliases = [], None, {}
     for t in map(Path, targets):
         if t.is_dir():
             rj = t / "report.json"
-            if rj.is_file():
+            from ..bundle import bundle_models, is_bundle
+
+            if is_bundle(t):
+                named = bundle_models(t, log=log)
+                paths += list(named)
+                aliases.update(named)
+            elif rj.is_file():
                 report = RunResult.load(rj)
                 paths += [t / v.file for v in report.variants if v.ok and (t / v.file).is_file()
                           and runs_on(v.file, target)]
@@ -51,11 +61,11 @@ def resolve_models(targets: list[str | Path], target: str = DEFAULT_TARGET) -> t
         elif t.suffix == ".onnx" or t.exists():
             paths.append(t)
         else:
-            raise ModelFileError(f"{t} is neither a run directory nor an ONNX file; pass 'qdeploy serve runs/r18' "
-                                 "or 'qdeploy serve fp32.onnx int8.onnx'")
+            raise ModelFileError(f"{t} is neither a run directory, a bundle nor an ONNX file; pass 'qdeploy serve "
+                                 "runs/r18', 'qdeploy serve bundle/' or 'qdeploy serve fp32.onnx int8.onnx'")
     if not paths:
         raise ModelFileError(f"no ONNX models found in {', '.join(map(str, targets))}; run 'qdeploy run' first")
-    return paths, report
+    return paths, report, aliases
 
 
 @dataclass
@@ -66,17 +76,18 @@ class Predictor:
     facts: dict = field(default_factory=dict)
 
     @classmethod
-    def load(cls, targets, threads: int | None = None, latency_runs: int = 5, target: str | None = None
-             ) -> "Predictor":
+    def load(cls, targets, threads: int | None = None, latency_runs: int = 5, target: str | None = None,
+             log=lambda m: None) -> "Predictor":
         """target: where ONNX files run (default ort-cpu); a file in a runtime's own format runs there."""
-        paths, report = resolve_models(targets, target or DEFAULT_TARGET)
+        paths, report, aliases = resolve_models(targets, target or DEFAULT_TARGET, log=log)
         variants, seen = [], set()
         for p in paths:
             info = read_info(p)
             name = info.variant if info.variant not in seen else f"{info.variant} ({p.name})"
             seen.add(name)
             session = open_session(p, threads, spinning=False, target=target_for(p, target))
-            variants.append(Variant(name=name, info=info, session=session, size_bytes=model_bytes(p)))
+            variants.append(Variant(name=name, info=info, session=session, size_bytes=model_bytes(p),
+                                    aliases=tuple(a for a in aliases.get(p, ()) if a != name)))
         first = variants[0].info
         spec = first.require_preprocess()  # serving cannot guess how images become inputs
         if first.task == "image-to-image":

@@ -72,6 +72,9 @@ class Gate:
 
 
 def create_app(pred: Predictor, cfg: ServeConfig):
+    import os
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # a server calls nobody home
     import gradio as gr
     from fastapi import Depends, FastAPI, HTTPException, Request
     from fastapi.responses import JSONResponse
@@ -217,7 +220,7 @@ async def _read_upload(request, max_bytes: int) -> bytes:
 def serve(targets: list, cfg: ServeConfig, log=print) -> None:
     import uvicorn
 
-    pred = Predictor.load(targets, threads=cfg.threads, latency_runs=cfg.latency_runs, target=cfg.target)
+    pred = Predictor.load(targets, threads=cfg.threads, latency_runs=cfg.latency_runs, target=cfg.target, log=log)
     if cfg.share:
         log("WARNING: --share publishes this app on a public gradio.live URL that anyone with the link can open; "
             "the JSON API at /api/predict is not shared")

@@ -146,4 +146,26 @@ def _manifest(root, run_dir, man, info, rep, cfg, placed, skipped, golden, extra
                                                                "recommended": rep.recommended}}
 
 
-__all__ = ["BundleConfig", "BundleError", "bundle_run"]
+def is_bundle(path: Path) -> bool:
+    return (path / MANIFEST).is_file() and not (path / "report.json").exists()
+
+
+def bundle_models(root: str | Path, log=print) -> dict[Path, tuple[str, ...]]:
+    """The models a bundle serves, FP32 first, one file per variant (the layouts hold copies of the same file),
+    each with the bundle's model names for its variant; only after the bundle passes `verify_bundle`: a tampered
+    or incomplete bundle is never served."""
+    from .verify import verify_bundle
+
+    root = Path(root)
+    res = verify_bundle(root)
+    man = json.loads((root / MANIFEST).read_text())
+    chosen: dict[str, Path] = {}
+    for m in man["models"]:
+        if m["model_file"].endswith(".onnx"):
+            chosen.setdefault(m["variant"], root / m["model_file"])
+    log(f"bundle {root}: verified ({res['files']} files); serving {', '.join(chosen)}")
+    names = {v: tuple(dict.fromkeys(m["name"] for m in man["models"] if m["variant"] == v)) for v in chosen}
+    return {chosen[v]: names[v] for v in sorted(chosen, key=lambda v: v != "fp32")}
+
+
+__all__ = ["BundleConfig", "BundleError", "bundle_models", "bundle_run", "is_bundle"]
