@@ -4,8 +4,14 @@ Starts `qdeploy serve` (the bundled model unless a run dir is given) on a free l
 or targets --url (loopback only). Prints requests/s, latency percentiles and the error count.
 
     .venv/bin/python bench/load_app.py [--clients 32] [--seconds 20] [--route predict|v2] [RUN_DIR]
+        [--max-batch 1,16 --rounds 2]
+
+--max-batch: server settings compared side by side (dynamic batching off = 1); each round starts a fresh server
+per setting, in turn, so the settings interleave; the table sums the rounds and adds the mean batch per model
+run read from the server's /metrics. The clients run on the same machine as the server (they share its cores).
 
 --route predict: JPEG uploads to /api/predict (decode, preprocess, every variant once per request).
+--route predict --variant NAME: the same uploads, that model alone (?variant=NAME).
 --route v2: preprocessed tensors (one real image each, JSON) to /v2/models/<variant>/infer, the variants in turn.
 """
 from __future__ import annotations
@@ -52,7 +58,7 @@ def v2_requests(paths, run_dir) -> list:
     from qdeploy.artifacts import read_info
     from qdeploy.bundled import bundled_run_dir
 
-    models, _ = resolve_models([run_dir or bundled_run_dir()])
+    models = resolve_models([run_dir or bundled_run_dir()])[0]
     infos = [read_info(m) for m in models]
     spec = infos[0].require_preprocess()
     out = []
@@ -76,40 +82,68 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--url")
     ap.add_argument("--route", choices=("predict", "v2"), default="predict")
+    ap.add_argument("--variant", help="--route predict: ?variant=NAME (that model alone) instead of every variant")
+    ap.add_argument("--max-batch", help="comma list of server --max-batch settings to compare, e.g. 1,16")
+    ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
     if args.url and urlparse(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
         sys.exit("load tests run against loopback only (127.0.0.1)")
     data = default_data()
     paths = [p for c in sorted((data / "test").iterdir()) for p in sorted(c.iterdir())[:5]]
-    requests = [("/api/predict", {"files": {"file": ("x.jpg", p.read_bytes())}}) for p in paths]
+    route = "/api/predict" + (f"?variant={args.variant}" if args.variant else "")
+    requests = [(route, {"files": {"file": ("x.jpg", p.read_bytes())}}) for p in paths]
     if args.route == "v2":
         requests = v2_requests(paths, args.run_dir)
-    proc = None
-    url = args.url
-    if not url:
-        extra = []  # the server's defaults: 4 inferences at once, 64 waiting
-        proc, url = start_server(*extra, target=args.run_dir)
+    settings = [int(v) for v in args.max_batch.split(",")] if args.max_batch else [None]
+    if args.url and args.max_batch:
+        sys.exit("--max-batch starts its own servers; leave out --url")
+    agg = {mb: {"lat": [], "codes": {}, "wall": 0.0, "runs": 0.0, "rows": 0.0} for mb in settings}
+    for _ in range(args.rounds):
+        for mb in settings:
+            proc, url = None, args.url
+            if not url:  # the server's defaults (4 batches at once, 64 waiting) unless --max-batch
+                proc, url = start_server(*(["--max-batch", str(mb)] if mb is not None else []), target=args.run_dir)
+            try:
+                deadline = time.perf_counter() + args.seconds
+                t0 = time.perf_counter()
+                with cf.ThreadPoolExecutor(args.clients) as pool:
+                    results = list(pool.map(lambda i: client(url, requests, deadline, i), range(args.clients)))
+                agg[mb]["wall"] += time.perf_counter() - t0
+                runs, rows = _batch_counts(url)
+                agg[mb]["runs"] += runs
+                agg[mb]["rows"] += rows
+            finally:
+                if proc:
+                    stop(proc)
+            for lat, codes in results:
+                agg[mb]["lat"].append(np.asarray(lat))
+                for k, v in codes.items():
+                    agg[mb]["codes"][k] = agg[mb]["codes"].get(k, 0) + v
+    print("| route | max batch | clients | seconds | requests | req/s | p50 ms | p90 ms | p99 ms | mean batch | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    errors_all = 0
+    for mb, a in agg.items():
+        lat = np.concatenate(a["lat"]) * 1e3
+        errors = sum(v for k, v in a["codes"].items() if k != 200)
+        errors_all += errors
+        mean = f"{a['rows'] / a['runs']:.2f}" if a["runs"] else "-"
+        print(f"| {args.route} | {mb or 'default'} | {args.clients} | {a['wall']:.1f} | {len(lat)} | "
+              f"{len(lat) / a['wall']:.1f} | {np.percentile(lat, 50):.1f} | {np.percentile(lat, 90):.1f} | "
+              f"{np.percentile(lat, 99):.1f} | {mean} | {errors} |")
+    for mb, a in agg.items():
+        print(f"status codes (max batch {mb or 'default'}): {a['codes']}")
+    return 0 if errors_all == 0 else 1
+
+
+def _batch_counts(url: str) -> tuple[float, float]:
+    """(model runs, rows) summed over variants from the server's batching gauges (0, 0 when not batching)."""
     try:
-        deadline = time.perf_counter() + args.seconds
-        t0 = time.perf_counter()
-        with cf.ThreadPoolExecutor(args.clients) as pool:
-            results = list(pool.map(lambda i: client(url, requests, deadline, i), range(args.clients)))
-        wall = time.perf_counter() - t0
-    finally:
-        if proc:
-            stop(proc)
-    lat = np.concatenate([np.asarray(r[0]) for r in results]) * 1e3
-    codes: dict = {}
-    for _, c in results:
-        for k, v in c.items():
-            codes[k] = codes.get(k, 0) + v
-    errors = sum(v for k, v in codes.items() if k != 200)
-    print("| route | clients | seconds | requests | req/s | p50 ms | p90 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| {args.route} | {args.clients} | {wall:.1f} | {len(lat)} | {len(lat) / wall:.1f} | {np.percentile(lat, 50):.1f} | "
-          f"{np.percentile(lat, 90):.1f} | {np.percentile(lat, 99):.1f} | {errors} |")
-    print(f"status codes: {codes}")
-    return 0 if errors == 0 else 1
+        text = httpx.get(url + "/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return 0.0, 0.0
+    runs = sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith("qdeploy_batch_runs{"))
+    rows = sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith("qdeploy_batch_rows{"))
+    return runs, rows
 
 
 if __name__ == "__main__":

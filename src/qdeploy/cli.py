@@ -564,6 +564,10 @@ def serve_cmd(
     max_concurrency: int = typer.Option(default(ServeConfig, "max_concurrency"), help="Inferences at once."),
     max_queue: int = typer.Option(default(ServeConfig, "max_queue"), help="Requests allowed to wait; beyond that "
                                   "the API answers 503."),
+    max_batch: int = typer.Option(default(ServeConfig, "max_batch"), help="Classifiers: concurrent requests share "
+                                  "one model run of up to this many images (dynamic batching; 1: off)."),
+    batch_delay_ms: float = typer.Option(default(ServeConfig, "batch_delay_ms"), help="Under load, how long a lone "
+                                         "request waits for others to batch with."),
     max_upload_mb: float = typer.Option(default(ServeConfig, "max_upload_mb")),
     max_megapixels: float = typer.Option(default(ServeConfig, "max_megapixels")),
     threads: Optional[int] = typer.Option(None, help="ORT intra-op threads per session."),
@@ -577,7 +581,8 @@ def serve_cmd(
     if not targets:
         targets = [bundled_run_dir()]
     cfg = ServeConfig(host=host, port=port, share=share, auth=auth, max_concurrency=max_concurrency,
-                      max_queue=max_queue, max_upload_mb=max_upload_mb, max_megapixels=max_megapixels, threads=threads,
+                      max_queue=max_queue, max_batch=max_batch, batch_delay_ms=batch_delay_ms,
+                      max_upload_mb=max_upload_mb, max_megapixels=max_megapixels, threads=threads,
                       target=target)
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"WARNING: binding to {host} exposes the app to other machines on that network", err=True)

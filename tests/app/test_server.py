@@ -145,6 +145,22 @@ def test_server_survives_and_handles_concurrency(server, cat_jpeg):
         codes = list(pool.map(one, range(48)))
     assert codes.count(200) == 48
     assert httpx.get(server + "/healthz").json()["ok"] is True
+    # the requests went through the dynamic batcher (default --max-batch 16): every one counted, rows = requests
+    m = {l.split()[0]: float(l.split()[-1]) for l in httpx.get(server + "/metrics").text.splitlines()
+         if l.startswith("qdeploy_batch")}
+    for v in ("fp32", "default"):
+        assert m[f'qdeploy_batched_requests{{variant="{v}"}}'] >= 48
+        assert m[f'qdeploy_batch_rows{{variant="{v}"}}'] == m[f'qdeploy_batched_requests{{variant="{v}"}}']
+        assert 1 <= m[f'qdeploy_batch_runs{{variant="{v}"}}'] <= m[f'qdeploy_batch_rows{{variant="{v}"}}']
+
+
+def test_predict_one_variant_for_serving(server, cat_jpeg, predictor):
+    r = httpx.post(server + "/api/predict?variant=default", files={"file": ("c.jpg", cat_jpeg)}, timeout=30)
+    assert r.status_code == 200 and [v["name"] for v in r.json()["variants"]] == ["default"]
+    want = predictor.predict(Image.open(io.BytesIO(cat_jpeg)).convert("RGB"), timed=False)["variants"][1]["top1"]
+    assert r.json()["variants"][0]["top1"] == want
+    r = httpx.post(server + "/api/predict?variant=nope", files={"file": ("c.jpg", cat_jpeg)}, timeout=30)
+    assert r.status_code == 422 and "variant must be one of fp32, default" in r.text
 
 
 def test_models_endpoint_has_facts(server):
@@ -170,6 +186,8 @@ def test_cli_refuses_bad_serve_options(tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
     r = run_cli("serve", "--auth", "nocolon")
     assert r.returncode == 2 and "user:password" in r.stderr
+    r = run_cli("serve", "--max-batch", "0")
+    assert r.returncode == 2 and "--max-batch must be >= 1" in r.stderr
 
 
 # --- the page's own handlers, called directly -------------------------------------------------

@@ -22,6 +22,23 @@ class ServeMetrics:
         queue = Gauge("qdeploy_queue_depth", "Requests waiting for an inference slot", registry=self.registry)
         queue.set_function(waiting)
 
+    def batching(self, variants) -> None:
+        """Dynamic batching counters per variant, read from each batcher when scraped (mean batch = rows/runs)."""
+        from prometheus_client import Gauge
+
+        reqs = Gauge("qdeploy_batched_requests", "Serving requests that went through the batcher",
+                     ["variant"], registry=self.registry)
+        runs = Gauge("qdeploy_batch_runs", "Model runs made by the batcher", ["variant"], registry=self.registry)
+        rows = Gauge("qdeploy_batch_rows", "Images in those runs", ["variant"], registry=self.registry)
+        largest = Gauge("qdeploy_batch_largest", "Largest batch run so far", ["variant"], registry=self.registry)
+        for v in variants:
+            if v.batcher is not None:
+                st = v.batcher.stats
+                reqs.labels(variant=v.name).set_function(lambda st=st: st.requests)
+                runs.labels(variant=v.name).set_function(lambda st=st: st.runs)
+                rows.labels(variant=v.name).set_function(lambda st=st: st.rows)
+                largest.labels(variant=v.name).set_function(lambda st=st: st.largest)
+
     def observe(self, route: str, variant: str, seconds: float) -> None:
         self.inference.labels(route=route, variant=variant).observe(seconds)
 

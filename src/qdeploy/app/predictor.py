@@ -21,13 +21,15 @@ class Variant:
     session: object
     size_bytes: int
     aliases: tuple[str, ...] = ()   # other names it answers to on the v2 routes (a bundle's model names)
+    batcher: object = None          # app.batching.DynamicBatcher for serving requests, or None
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(x)
+    def logits(self, x: np.ndarray, direct: bool = False) -> np.ndarray:
+        """Outputs for the batch `x`; through the dynamic batcher unless `direct` (timed runs, offline batches)."""
+        return self.session.run(x) if direct or self.batcher is None else self.batcher(x)
 
-    def outputs(self, x: np.ndarray, fixed: dict | None = None) -> np.ndarray:
-        """Image-to-image: the output batch, with `fixed` replacing stored extra inputs (another style)."""
-        return self.session.run(x, fixed=fixed) if fixed else self.session.run(x)
+    def outputs(self, x: np.ndarray, fixed: dict | None = None, direct: bool = False) -> np.ndarray:
+        """The output batch, with `fixed` replacing stored extra inputs (another style); such requests run alone."""
+        return self.session.run(x, fixed=fixed) if fixed else self.logits(x, direct)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -77,8 +79,10 @@ class Predictor:
 
     @classmethod
     def load(cls, targets, threads: int | None = None, latency_runs: int = 5, target: str | None = None,
-             log=lambda m: None) -> "Predictor":
-        """target: where ONNX files run (default ort-cpu); a file in a runtime's own format runs there."""
+             log=lambda m: None, max_batch: int = 1, batch_delay_ms: float = 2.0) -> "Predictor":
+        """target: where ONNX files run (default ort-cpu); a file in a runtime's own format runs there.
+        max_batch > 1: classifiers' serving requests share batched runs (app.batching); image-to-image requests
+        (one large image each, little to gain) always run alone."""
         paths, report, aliases = resolve_models(targets, target or DEFAULT_TARGET, log=log)
         variants, seen = [], set()
         for p in paths:
@@ -96,6 +100,11 @@ class Predictor:
                     raise ModelFileError(f"{v.info.path.name} has different preprocessing or task than "
                                          f"{first.path.name}; serve models of one run together")
             return cls(variants=variants, report=report, latency_runs=latency_runs, facts=_facts(report, variants))
+        if max_batch > 1:
+            from .batching import DynamicBatcher
+
+            for v in variants:
+                v.batcher = DynamicBatcher(v.session.run, max_batch, batch_delay_ms / 1e3, v.name)
         if first.classes is None:  # a foreign file: number the outputs
             n = variants[0].logits(np.zeros((1, 3, spec.size, spec.size), np.float32)).shape[-1]
             for v in variants:
@@ -166,7 +175,7 @@ class Predictor:
         fixed = self._fixed_for(choice)
         rows, ref = [], None
         for v in self.variants:
-            out, ms = self._run(lambda v=v: v.outputs(x, fixed)[0], timed)
+            out, ms = self._run(lambda v=v: v.outputs(x, fixed, direct=timed)[0], timed)
             row = {"name": v.name, "latency_ms": ms, "image": to_uint8(out)}
             if ref is None:
                 ref = (out, row)
@@ -179,14 +188,14 @@ class Predictor:
                           "resize": self.spec.resize}, "choice": chosen, "variants": rows, "seen": seen,
                 "timing": self._timing(timed)}
 
-    def predict(self, img, top_k: int = 3, timed: bool = True) -> dict:
+    def predict(self, img, top_k: int = 3, timed: bool = True, only: str | None = None) -> dict:
         """One RGB image -> each variant's top-k, latency (median of runs when `timed`, else the one run),
-        agreement with the first."""
+        agreement with the first; `only`: that one variant (serving one model, no comparison)."""
         seen = self.spec.resize_image(img)
         x = self.spec.normalize(np.asarray(seen))
         rows, ref = [], None
-        for v in self.variants:
-            z, ms = self._run(lambda v=v: v.logits(x)[0], timed)
+        for v in self.variants if only is None else [v for v in self.variants if v.name == only]:
+            z, ms = self._run(lambda v=v: v.logits(x, direct=timed)[0], timed)
             p = softmax(z)
             order = np.argsort(-p)[:top_k]
             row = {"name": v.name, "top": [{"label": self.classes[i], "prob": float(p[i])} for i in order],
@@ -207,7 +216,7 @@ class Predictor:
             return [[] for _ in self.variants]
         out = []
         for v in self.variants:
-            z = np.concatenate([v.logits(x[i:i + 64]) for i in range(0, len(x), 64)])
+            z = np.concatenate([v.logits(x[i:i + 64], direct=True) for i in range(0, len(x), 64)])
             out.append([self.classes[i] for i in z.argmax(1)])
         return out
 

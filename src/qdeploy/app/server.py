@@ -21,8 +21,10 @@ class ServeConfig:
     port: int = 7860
     share: bool = False
     auth: Optional[str] = None      # "user:pass"
-    max_concurrency: int = 4        # inferences at once; the rest wait ...
-    max_queue: int = 64             # ... up to this many, then 503
+    max_concurrency: int = 4        # inferences at once (with batching: batches of up to max_batch) ...
+    max_queue: int = 64             # ... up to this many more wait, then 503
+    max_batch: int = 16             # classifiers: concurrent requests share one run of up to this many (1: off)
+    batch_delay_ms: float = 2.0     # under load, how long a lone request waits for company
     max_upload_mb: float = 10.0
     max_megapixels: float = 40.0
     threads: Optional[int] = None
@@ -36,6 +38,8 @@ class ServeConfig:
             raise ConfigError("--auth must look like user:password")
         if self.max_concurrency < 1 or self.max_queue < 0:
             raise ConfigError("max concurrency must be >= 1 and max queue >= 0")
+        if self.max_batch < 1 or not 0 <= self.batch_delay_ms <= 1000:
+            raise ConfigError("--max-batch must be >= 1 and --batch-delay-ms in 0..1000")
         if self.target is not None:
             from ..targets import check_targets
 
@@ -83,7 +87,9 @@ def create_app(pred: Predictor, cfg: ServeConfig):
     from .ui import PAGE_CSS, build_ui
 
     app = FastAPI(title="qdeploy", description="FP32 vs INT8 image classification API")
-    gate, limits = Gate(cfg.max_concurrency, cfg.max_queue), cfg.limits
+    # with dynamic batching a model run serves up to max_batch requests: admit that many more at once
+    batched = any(v.batcher is not None for v in pred.variants)
+    gate, limits = Gate(cfg.max_concurrency * (cfg.max_batch if batched else 1), cfg.max_queue), cfg.limits
     basic = HTTPBasic(auto_error=False)
 
     def check_auth(creds: Optional[HTTPBasicCredentials] = Depends(basic)):
@@ -98,6 +104,7 @@ def create_app(pred: Predictor, cfg: ServeConfig):
     from .metrics import ServeMetrics, add_metrics
 
     metrics = ServeMetrics(lambda: gate.waiting)
+    metrics.batching(pred.variants)
     add_metrics(app, metrics, check_auth)
     add_v2_routes(app, pred, gate, check_auth, limits.max_bytes, metrics)
 
@@ -120,7 +127,7 @@ def create_app(pred: Predictor, cfg: ServeConfig):
     @app.post("/api/predict", dependencies=[Depends(check_auth)])
     async def predict(request: Request, top_k: int = 3, style: Optional[int] = None, variant: Optional[str] = None,
                       timing: bool = False):
-        """Classifiers: each variant's top-k. Image-to-image: each variant's output image as base64 PNG with
+        """Classifiers: each variant's top-k (?variant=NAME: that model alone, for serving). Image-to-image: each variant's output image as base64 PNG with
         PSNR/SSIM against FP32 (JSON), or one variant's PNG itself with ?variant=NAME; ?style=K picks another
         one-hot extra input (the style) than the run's. Each model runs once per request (latency_ms is that
         run); ?timing=1 adds a warm-up and reports the median of several runs, as the page does."""
@@ -134,10 +141,12 @@ def create_app(pred: Predictor, cfg: ServeConfig):
             return await run_in_threadpool(_transform_sync, data, choice, variant, timing)
         if not 1 <= top_k <= len(pred.classes):
             raise HTTPException(422, f"top_k must be in 1..{len(pred.classes)}")
+        if variant is not None and variant not in [v.name for v in pred.variants]:
+            raise HTTPException(422, f"variant must be one of {', '.join(v.name for v in pred.variants)}")
         data = await _read_upload(request, limits.max_bytes)
         from starlette.concurrency import run_in_threadpool
 
-        return await run_in_threadpool(_predict_sync, data, top_k, timing)
+        return await run_in_threadpool(_predict_sync, data, top_k, timing, variant)
 
     def _choice(style):
         pickers = pred.pickers()
@@ -167,11 +176,11 @@ def create_app(pred: Predictor, cfg: ServeConfig):
             r["image_png_base64"] = base64.b64encode(_png(r.pop("image"))).decode()
         return result
 
-    def _predict_sync(data: bytes, top_k: int, timing: bool):
+    def _predict_sync(data: bytes, top_k: int, timing: bool, variant: Optional[str]):
         img = load_image(data, limits)
         try:
             with gate:
-                result = pred.predict(img, top_k=top_k, timed=timing)
+                result = pred.predict(img, top_k=top_k, timed=timing, only=variant)
         except OverflowError:
             return JSONResponse({"error": "server busy: too many requests waiting; retry shortly"}, status_code=503)
         result.pop("seen")
@@ -220,7 +229,8 @@ async def _read_upload(request, max_bytes: int) -> bytes:
 def serve(targets: list, cfg: ServeConfig, log=print) -> None:
     import uvicorn
 
-    pred = Predictor.load(targets, threads=cfg.threads, latency_runs=cfg.latency_runs, target=cfg.target, log=log)
+    pred = Predictor.load(targets, threads=cfg.threads, latency_runs=cfg.latency_runs, target=cfg.target, log=log,
+                          max_batch=cfg.max_batch, batch_delay_ms=cfg.batch_delay_ms)
     if cfg.share:
         log("WARNING: --share publishes this app on a public gradio.live URL that anyone with the link can open; "
             "the JSON API at /api/predict is not shared")
