@@ -12,7 +12,7 @@ fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -m pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -m pip install -q -e ".[torch,app,test,models,image,openvino,serve]" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip install -q -e ".[torch,app,test,models,image,openvino,serve,ray]" 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -c "import torch, onnxruntime, qdeploy" || { echo "setup: install failed" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi

@@ -193,6 +193,11 @@ def run(
                                 "ort-cpu, openvino-cpu (OpenVINO runs the same ONNX files, f32 pinned)."),
     power_difference: bool = typer.Option(False, "--power-difference", help="image-to-image: seed 003's study, "
                                           "every (x-y)^2 as one PowerDifference op (native and NumPy), FP32 and INT8."),
+    ray: bool = typer.Option(False, "--ray", help="Shard the evaluation over a Ray cluster (local unless "
+                             "--ray-address); timing stays serial on this machine."),
+    ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster: auto | ray://host:10001 "
+                                              "(implies --ray; RAY_AUTH_TOKEN for a token-protected one)."),
+    ray_cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray cluster (default: every core)."),
     data: Optional[Path] = DATA, calib_split: str = CALIB_SPLIT, eval_split: str = EVAL_SPLIT,
     calib_size: int = CALIB_SIZE, eval_limit: Optional[int] = EVAL_LIMIT, classes: Optional[str] = CLASSES,
     classes_file: Optional[Path] = CLASSES_FILE, size: Optional[str] = SIZE, mean: Optional[str] = MEAN,
@@ -222,7 +227,7 @@ def run(
                     targets=tuple(t.strip() for t in targets.split(",") if t.strip()),
                     min_psnr=min_psnr if min_psnr is not None else default(RunConfig, "min_psnr"),
                     op_types=tuple(t.strip() for t in op_types.split(",") if t.strip()) if op_types else None,
-                    evaluate=EvalConfig(threads=threads),
+                    evaluate=EvalConfig(threads=threads, ray=_ray_cfg(ray, ray_address, ray_cpus)),
                     torch_overrides=dict(qat_epochs=qat_epochs, device=device, qat_train_limit=qat_train_limit,
                                          qat_val_size=qat_val_size, qat_init=qat_init,
                                          qat_from=str(qat_from) if qat_from else None),
@@ -230,6 +235,16 @@ def run(
                                       batch_sizes=_ints(bench_batches, "bench-batches") if bench_batches else None))
     result = run_pipeline(cfg, log=lambda m: typer.echo(m, err=True))
     typer.echo(markdown_table(result) + f"\n\nrecommended: {result.recommended}\nreport: {out / 'report.html'}")
+
+
+def _ray_cfg(ray: bool, address: str | None, cpus: int | None):
+    from .distributed import RayConfig
+
+    if not (ray or address):
+        if cpus is not None:
+            raise QDeployError("--ray-cpus sizes the local Ray cluster; add --ray")
+        return None
+    return RayConfig(address=address, num_cpus=cpus)
 
 
 def _source(checkpoint, onnx, pretrained, arch, arch_kwargs, spec, names, override):

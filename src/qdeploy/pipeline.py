@@ -273,14 +273,18 @@ def _finish_manifest(man: Manifest, out: Path, variants, t_start: float) -> None
     man.write()
 
 
-def _runners(variants, ctx: VariantContext, threads) -> dict:
-    """name -> batch function: every ONNX variant (FP32 first, the reference) and every PyTorch INT8 model."""
+def _runners(variants, ctx: VariantContext, threads, files: dict | None = None) -> dict:
+    """name -> batch function: every ONNX variant (FP32 first, the reference) and every PyTorch INT8 model.
+    `files`, when given, receives name -> (model file, target) for the runners that are model files."""
     from .targets import open_session
 
+    files = {} if files is None else files
     fns = {v.name: open_session(ctx.out / v.file, threads, target=v.target).run for v in variants if v.ok}
+    files.update({v.name: (ctx.out / v.file, v.target) for v in variants if v.ok})
     for v in variants:
         for target in _other_targets(ctx, v):
             fns[f"{v.name}@{target}"] = _open_timed(ctx, v, target, threads).run
+            files[f"{v.name}@{target}"] = (ctx.out / v.file, target)
     for name, (qmodel, _) in ctx.torch_models.items():
         if name in fns:
             from .quantize.torch_eager import torch_logits
@@ -290,7 +294,12 @@ def _runners(variants, ctx: VariantContext, threads) -> dict:
 
 
 def _evaluate(variants, ctx: VariantContext, evalset: ImageSet, cfg: EvalConfig, log) -> None:
-    scorers = evaluate_many(_runners(variants, ctx, cfg.threads), evalset, ctx.spec, ctx.classes, cfg)
+    files: dict = {}
+    runners = _runners(variants, ctx, cfg.threads, files)
+    if cfg.ray is None:
+        scorers = evaluate_many(runners, evalset, ctx.spec, ctx.classes, cfg)
+    else:
+        scorers = _evaluate_on_ray(runners, files, ctx, evalset, cfg, log)
     by_name = {v.name: v for v in variants}
     for key, scorer in scorers.items():
         name, _, runtime = key.partition("@")
@@ -303,6 +312,27 @@ def _evaluate(variants, ctx: VariantContext, evalset: ImageSet, cfg: EvalConfig,
             by_name[name].metrics = m
         log(f"evaluate {key}: {_describe(m)}")
     _qat_vs_ptq(by_name, scorers)
+
+
+def _evaluate_on_ray(runners: dict, files: dict, ctx: VariantContext, evalset: ImageSet, cfg: EvalConfig, log):
+    """Model files sharded over Ray; what is not a file (PyTorch models) streams locally beside the FP32 file, as
+    its reference. Same scorers, same order as evaluate_many: the metrics equal a local run's."""
+    from .distributed import ray_cluster
+    from .distributed.evaluate import evaluate_sharded
+
+    with ray_cluster(cfg.ray, log) as ray:
+        t0 = time.perf_counter()
+        scorers = evaluate_sharded(files, evalset, ctx.spec, ctx.classes, cfg, cfg.ray, ray, progress=cfg.progress)
+        log(f"evaluate on ray: {len(files)} model file(s) x {len(evalset)} images in "
+            f"{time.perf_counter() - t0:.1f}s ({len(evalset) * len(files) / (time.perf_counter() - t0):.0f} "
+            "image-inferences/s)")
+    local = [k for k in runners if k not in files]
+    if local:
+        first = next(iter(runners))
+        mine = evaluate_many({first: runners[first], **{k: runners[k] for k in local}}, evalset, ctx.spec,
+                             ctx.classes, cfg)
+        scorers.update({k: mine[k] for k in local})
+    return {k: scorers[k] for k in runners}
 
 
 def _describe(m) -> str:
