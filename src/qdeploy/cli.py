@@ -497,6 +497,33 @@ def bundle_cmd(
     typer.echo(f"verified; manifest {out / 'manifest.json'}")
 
 
+@app.command("sweep")
+def sweep_cmd(
+    sweep_file: Path = typer.Argument(..., help="YAML: models (each with its `qdeploy run` options), variants, "
+                                      "targets, defaults, max_drop/min_psnr, out."),
+    backend: str = typer.Option("local", help="local (a process pool on this machine) | ray."),
+    workers: int = typer.Option(1, help="local: cells at once (each benchmark still takes the machine alone)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default: the file's `out`, else runs/sweep-NAME)."),
+    ray_address: Optional[str] = typer.Option(None, help="ray: join this cluster (auto | ray://host:10001); out "
+                                              "must then be on storage every node sees."),
+    ray_cpus: Optional[int] = typer.Option(None, help="ray: CPUs of the local cluster (default: every core)."),
+    cpus_per_cell: float = typer.Option(1.0, help="ray: CPUs one cell holds."),
+):
+    """Models x variants x targets, every cell a full run (resumable), then one leaderboard (md/html/json)."""
+    from .distributed import RayConfig
+    from .distributed.sweep import load_sweep, run_sweep
+
+    cfg = load_sweep(sweep_file, str(out) if out else None)
+    if workers < 1:
+        raise QDeployError("--workers must be >= 1")
+    ray_cfg = RayConfig(address=ray_address, num_cpus=ray_cpus, cpus_per_task=cpus_per_cell) \
+        if backend == "ray" else None
+    board = run_sweep(cfg, backend, workers, ray_cfg, log=lambda m: typer.echo(m, err=True))
+    for model, m in board["models"].items():
+        typer.echo(f"{model}: best {m['best'] or 'none within budget'}")
+    typer.echo(f"{board['cells']} cells, {board['failed']} failed; leaderboard: {Path(cfg.out) / 'leaderboard.md'}")
+
+
 @app.command("train")
 def train_cmd(
     arch: str = typer.Option("resnet20-cifar", help="Built-in architecture to train."),

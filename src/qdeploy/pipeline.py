@@ -165,6 +165,13 @@ def _prepare(cfg: RunConfig):
 
 def run(cfg: RunConfig, log=print) -> RunResult:
     """The whole pipeline; returns the typed result (also written as report.json)."""
+    from .distributed import nodelock
+
+    with nodelock.working():   # a sweep's cell shares its machine; its benchmark below takes it alone
+        return _run(cfg, log)
+
+
+def _run(cfg: RunConfig, log) -> RunResult:
     t_start = time.perf_counter()
     out = Path(cfg.out)
     src, model, data, calib, evalset, classes, fixed = _prepare(cfg)
@@ -201,10 +208,15 @@ def run(cfg: RunConfig, log=print) -> RunResult:
             _image_grids(variants, ctx, evalset, out, cfg.evaluate.threads)
     with man.stage("bench"):
         from .bench import default_batches
+        from .distributed import nodelock
 
         most = max(cfg.bench.batch_sizes or default_batches(data.preprocess.side))
         sample = evalset.subset(range(min(most, len(evalset)))).load(data.preprocess)
-        _bench_all(variants, out, sample, cfg.bench, ctx, log)
+        with nodelock.timing() as facts:
+            _bench_all(variants, out, sample, cfg.bench, ctx, log)
+        man.note("bench", **facts)
+        if facts["exclusive"]:
+            log(f"bench: had {facts['node']} to itself (waited {facts['waited_s']:.1f}s for other work to finish)")
     result = _result(cfg, variants, calib, evalset, classes, data.preprocess)
     if cfg.power_difference:
         with man.stage("power-difference"):
