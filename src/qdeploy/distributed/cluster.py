@@ -13,7 +13,8 @@ class RayConfig:
     num_cpus: int | None = None   # local cluster only (None: every core)
     cpus_per_task: float = 1.0    # Ray CPUs one evaluation shard holds ...
     threads: int = 1              # ... and the ONNX Runtime intra-op threads its sessions use
-    shard_batches: int = 4        # evaluation batches per shard (shards align with the local run's batches)
+    shard_images: int = 1024      # about this many images per shard, in whole evaluation batches ...
+    shard_batches: int | None = None   # ... or exactly this many batches (shards align with the local run's batches)
     max_retries: int = 3          # a shard whose worker dies is re-run this many times
     heartbeat_dir: str | None = None   # workers leave one file per running shard here (name holds shard and pid)
 
@@ -22,8 +23,12 @@ class RayConfig:
             raise ConfigError("--ray-cpus must be >= 1")
         if self.num_cpus is not None and self.address:
             raise ConfigError("--ray-cpus sizes a local cluster; a cluster given by --ray-address has its own CPUs")
-        if self.cpus_per_task <= 0 or self.threads < 1 or self.shard_batches < 1 or self.max_retries < 0:
-            raise ConfigError("Ray: cpus per task > 0, threads >= 1, shard batches >= 1, retries >= 0")
+        if self.cpus_per_task <= 0 or self.threads < 1 or self.shard_images < 1 or self.max_retries < 0 or \
+                (self.shard_batches is not None and self.shard_batches < 1):
+            raise ConfigError("Ray: cpus per task > 0, threads >= 1, shard images/batches >= 1, retries >= 0")
+
+    def batches_per_shard(self, batch_size: int) -> int:
+        return self.shard_batches or max(1, self.shard_images // batch_size)
 
 
 def _ray():

@@ -1,8 +1,8 @@
 """Sharded evaluation on Ray: every model file over shards of the evaluation set, merged into the same scorers a
 local run feeds, in the same order, so every metric (and the McNemar table) equals the local run's.
 
-Shards are runs of whole evaluation batches (`shard_batches` of the local batch size), so each model sees exactly
-the batches it sees locally. A worker holds one session per model (loaded once per worker process from bytes the
+Shards are runs of whole evaluation batches (about `shard_images` images, or `shard_batches`), so each model sees
+exactly the batches it sees locally. A worker holds one session per model (loaded once per worker process from bytes the
 driver put in Ray's object store, so remote nodes need no shared disk for models; the images must be readable at
 the same path on every node), streams its shard and returns the outputs. The driver consumes shards in order with
 a bounded window in flight, updates the scorers and drops the outputs. A shard whose worker dies is re-run by Ray
@@ -92,7 +92,7 @@ def evaluate_sharded(files: dict[str, tuple[Path, str]], images: ImageSet, spec:
                           "images, which cost more to ship back than to compute: run it without --ray")
     names = list(files)
     batch_size = cfg.batch_size or batch_for(spec.side)
-    ranges = shard_ranges(len(images), batch_size, rcfg.shard_batches)
+    ranges = shard_ranges(len(images), batch_size, rcfg.batches_per_shard(batch_size))
     packed = {}
     for n, (path, target) in files.items():
         sha, data = _pack(path)
@@ -138,6 +138,6 @@ def shard_outputs(files: dict[str, tuple[Path, str]], images: ImageSet, spec: Pr
     packed = {n: (lambda sd: (sd[0], ray.put(sd[1])))(_pack(p)) + (Path(p).name, t) for n, (p, t) in files.items()}
     remote = ray.remote(eval_shard).options(num_cpus=rcfg.cpus_per_task, max_retries=rcfg.max_retries)
     refs = [remote.remote(i, packed, images.subset(range(a, b)), spec, batch_size, rcfg.threads, rcfg.heartbeat_dir)
-            for i, (a, b) in enumerate(shard_ranges(len(images), batch_size, rcfg.shard_batches))]
+            for i, (a, b) in enumerate(shard_ranges(len(images), batch_size, rcfg.batches_per_shard(batch_size)))]
     parts = [batch for r in refs for batch in ray.get(r)]
     return {n: np.concatenate([outs[n] for _, outs in parts]) for n in files}
