@@ -132,6 +132,13 @@ def test_error_bad_options(tmp_path, cifar):
         res = run_cli("run", "--variants", "pt-qat", opt, value, "--out", tmp_path / "q")
         assert_one_line_error(res, words)
         assert not (tmp_path / "q" / "fp32.onnx").exists()
+    # Ray options are checked before any work too
+    assert_one_line_error(run_cli("run", "--ray-cpus", 2, "--out", tmp_path / "r"), "--ray-cpus sizes the local")
+    assert_one_line_error(run_cli("run", "--ray-address", "auto", "--ray-cpus", 2, "--out", tmp_path / "r"),
+                          "has its own CPUs")
+    assert_one_line_error(run_cli("run", "--ray", "--task", "image-to-image", "--out", tmp_path / "r"),
+                          "--ray shards classification evaluation only")
+    assert not (tmp_path / "r").exists()
 
 
 def test_debug_shows_traceback(tmp_path, cifar):

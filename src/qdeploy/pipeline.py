@@ -59,6 +59,9 @@ class RunConfig:
         self.evaluate = replace(self.evaluate, task=self.task)
         self.source = replace(self.source, task=self.task)
         self.variants = parse_variants(self.variants)
+        if self.task != "classification" and self.evaluate.ray is not None:
+            raise ConfigError("--ray shards classification evaluation only; an image-to-image model's outputs are "
+                              "images, which cost more to ship back than to compute: run it without --ray")
         if self.task != "classification":
             torch_only = [v for v in self.variants if v in TORCH_VARIANTS]
             if torch_only:
