@@ -193,8 +193,8 @@ def run(
                                 "ort-cpu, openvino-cpu (OpenVINO runs the same ONNX files, f32 pinned)."),
     power_difference: bool = typer.Option(False, "--power-difference", help="image-to-image: seed 003's study, "
                                           "every (x-y)^2 as one PowerDifference op (native and NumPy), FP32 and INT8."),
-    ray: bool = typer.Option(False, "--ray", help="Shard the evaluation over a Ray cluster (local unless "
-                             "--ray-address); timing stays serial on this machine."),
+    ray: bool = typer.Option(False, "--ray", help="Build ONNX Runtime variants and shard the evaluation on a Ray "
+                             "cluster (local unless --ray-address); timing stays serial on this machine."),
     ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster: auto | ray://host:10001 "
                                               "(implies --ray; RAY_AUTH_TOKEN for a token-protected one)."),
     ray_cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray cluster (default: every core)."),
@@ -227,7 +227,7 @@ def run(
                     targets=tuple(t.strip() for t in targets.split(",") if t.strip()),
                     min_psnr=min_psnr if min_psnr is not None else default(RunConfig, "min_psnr"),
                     op_types=tuple(t.strip() for t in op_types.split(",") if t.strip()) if op_types else None,
-                    evaluate=EvalConfig(threads=threads, ray=_ray_cfg(ray, ray_address, ray_cpus)),
+                    evaluate=EvalConfig(threads=threads), ray=_ray_cfg(ray, ray_address, ray_cpus),
                     torch_overrides=dict(qat_epochs=qat_epochs, device=device, qat_train_limit=qat_train_limit,
                                          qat_val_size=qat_val_size, qat_init=qat_init,
                                          qat_from=str(qat_from) if qat_from else None),

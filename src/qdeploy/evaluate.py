@@ -12,7 +12,6 @@ from typing import Callable
 import numpy as np
 
 from .data import ImageSet, PreprocessSpec
-from .distributed.cluster import RayConfig  # noqa: F401  (the annotation above; no Ray import)
 from .tasks import get_task
 from .tasks.classification import Metrics, mcnemar_p, metrics_from_logits, paired
 
@@ -28,7 +27,6 @@ class EvalConfig:
     prefetch: int = 2              # batches decoded ahead of inference
     progress: bool = True
     task: str = "classification"
-    ray: "RayConfig | None" = None   # shard the evaluation of model files over a Ray cluster (distributed/)
 
     def __post_init__(self):
         from .errors import ConfigError

@@ -14,6 +14,7 @@ import numpy as np
 from . import fixed_inputs
 from .bench import BenchConfig, benchmark_many, cpu_name
 from .data import DataConfig, ImageSet, open_calib_eval
+from .distributed.cluster import RayConfig
 from .errors import ConfigError, DataError
 from .evaluate import EvalConfig, evaluate_many
 from .export import ExportConfig, export
@@ -48,6 +49,7 @@ class RunConfig:
     targets: tuple[str, ...] = ("ort-cpu",)  # every ONNX variant also evaluated and timed on the others
     power_difference: bool = False  # seed 003's study: Sub+Pow -> PowerDifference (native / NumPy), FP32 and INT8
     study_images: int = 8           # evaluation images the PowerDifference study compares outputs on
+    ray: RayConfig | None = None    # ORT variants built and evaluation sharded on a Ray cluster (distributed/)
 
     def __post_init__(self):
         from .tasks import get_task
@@ -59,7 +61,7 @@ class RunConfig:
         self.evaluate = replace(self.evaluate, task=self.task)
         self.source = replace(self.source, task=self.task)
         self.variants = parse_variants(self.variants)
-        if self.task != "classification" and self.evaluate.ray is not None:
+        if self.task != "classification" and self.ray is not None:
             raise ConfigError("--ray shards classification evaluation only; an image-to-image model's outputs are "
                               "images, which cost more to ship back than to compute: run it without --ray")
         if self.task != "classification":
@@ -183,8 +185,9 @@ def _run(cfg: RunConfig, log) -> RunResult:
     man = Manifest(out)
     man.input("checkpoint" if src.checkpoint else "onnx", src.checkpoint or cfg.source.onnx)
     for name, c in (("source", cfg.source), ("data", data), ("export", cfg.export), ("evaluate", cfg.evaluate),
-                    ("bench", cfg.bench)):
-        man.config(name, c)
+                    ("bench", cfg.bench), ("ray", cfg.ray)):
+        if c is not None:
+            man.config(name, c)
     man.note("source", origin=src.origin, record=str(src.record) if src.record else None)
     with man.stage("data"):
         calib_x = calib.load(data.preprocess, progress=True)
@@ -202,10 +205,15 @@ def _run(cfg: RunConfig, log) -> RunResult:
     variants = [VariantResult(name="fp32", kind="fp32", file=fp32.name)]
     ctx = VariantContext(fp32=fp32, out=out, calib_x=calib_x, classes=classes, spec=data.preprocess, data=data,
                          model=model, targets=cfg.targets)
-    with man.stage("quantize"):
-        variants += [build_variant(name, qcfg, ctx, man, log) for name, qcfg in cfg.configs.items()]
-    with man.stage("evaluate"):
-        _evaluate(variants, ctx, evalset, cfg.evaluate, log)
+    from contextlib import nullcontext
+
+    from .distributed import ray_cluster
+
+    with ray_cluster(cfg.ray, log) if cfg.ray else nullcontext(None) as ray:
+        with man.stage("quantize"):
+            variants += _build_all(cfg, ctx, man, log, ray)
+        with man.stage("evaluate"):
+            _evaluate(variants, ctx, evalset, cfg.evaluate, log, ray, cfg.ray)
     if cfg.task == "image-to-image":
         with man.stage("grids"):
             _image_grids(variants, ctx, evalset, out, cfg.evaluate.threads)
@@ -308,13 +316,27 @@ def _runners(variants, ctx: VariantContext, threads, files: dict | None = None) 
     return fns
 
 
-def _evaluate(variants, ctx: VariantContext, evalset: ImageSet, cfg: EvalConfig, log) -> None:
+def _build_all(cfg: RunConfig, ctx: VariantContext, man, log, ray) -> list[VariantResult]:
+    """Every configured variant; with Ray, the ONNX Runtime recipes build on the cluster while the rest (PyTorch,
+    auto, nncf) build here."""
+    refs = {}
+    if ray is not None:
+        from .distributed.build import fetched, submit_builds
+
+        refs = submit_builds(ray, cfg.configs, ctx, cfg.ray)
+        if refs:
+            log(f"quantize on ray: {', '.join(refs)}")
+    return [build_variant(name, qcfg, ctx, man, log, handler=fetched(ray, refs[name], log) if name in refs else None)
+            for name, qcfg in cfg.configs.items()]
+
+
+def _evaluate(variants, ctx: VariantContext, evalset: ImageSet, cfg: EvalConfig, log, ray=None, rcfg=None) -> None:
     files: dict = {}
     runners = _runners(variants, ctx, cfg.threads, files)
-    if cfg.ray is None:
+    if ray is None:
         scorers = evaluate_many(runners, evalset, ctx.spec, ctx.classes, cfg)
     else:
-        scorers = _evaluate_on_ray(runners, files, ctx, evalset, cfg, log)
+        scorers = _evaluate_on_ray(runners, files, ctx, evalset, cfg, log, ray, rcfg)
     by_name = {v.name: v for v in variants}
     for key, scorer in scorers.items():
         name, _, runtime = key.partition("@")
@@ -329,18 +351,17 @@ def _evaluate(variants, ctx: VariantContext, evalset: ImageSet, cfg: EvalConfig,
     _qat_vs_ptq(by_name, scorers)
 
 
-def _evaluate_on_ray(runners: dict, files: dict, ctx: VariantContext, evalset: ImageSet, cfg: EvalConfig, log):
+def _evaluate_on_ray(runners: dict, files: dict, ctx: VariantContext, evalset: ImageSet, cfg: EvalConfig, log,
+                     ray, rcfg):
     """Model files sharded over Ray; what is not a file (PyTorch models) streams locally beside the FP32 file, as
     its reference. Same scorers, same order as evaluate_many: the metrics equal a local run's."""
-    from .distributed import ray_cluster
     from .distributed.evaluate import evaluate_sharded
 
-    with ray_cluster(cfg.ray, log) as ray:
-        t0 = time.perf_counter()
-        scorers = evaluate_sharded(files, evalset, ctx.spec, ctx.classes, cfg, cfg.ray, ray, progress=cfg.progress)
-        log(f"evaluate on ray: {len(files)} model file(s) x {len(evalset)} images in "
-            f"{time.perf_counter() - t0:.1f}s ({len(evalset) * len(files) / (time.perf_counter() - t0):.0f} "
-            "image-inferences/s)")
+    t0 = time.perf_counter()
+    scorers = evaluate_sharded(files, evalset, ctx.spec, ctx.classes, cfg, rcfg, ray, progress=cfg.progress)
+    log(f"evaluate on ray: {len(files)} model file(s) x {len(evalset)} images in "
+        f"{time.perf_counter() - t0:.1f}s ({len(evalset) * len(files) / (time.perf_counter() - t0):.0f} "
+        "image-inferences/s)")
     local = [k for k in runners if k not in files]
     if local:
         first = next(iter(runners))

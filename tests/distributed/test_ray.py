@@ -141,9 +141,17 @@ def test_run_with_ray_reports_what_a_local_evaluation_of_its_files_gives(tmp_pat
                 "--calib-size", 100, "--bench-runs", 10, "--bench-batches", "1", "--bench-seconds", 0.05)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "ray: local cluster, 2 CPUs" in r.stderr and "evaluate on ray: 3 model file(s) x 1000 images" in r.stderr
+    assert "quantize on ray: default, dynamic" in r.stderr and "quantize default: built on ray" in r.stderr
     rep = RunResult.load(out / "report.json")
     spec = read_info(out / "fp32.onnx").require_preprocess()
-    ev = open_calib_eval(DataConfig(root=str(CIFAR), calib_size=100, eval_limit=1000))[1]
+    calib, ev = open_calib_eval(DataConfig(root=str(CIFAR), calib_size=100, eval_limit=1000))
+    # the variants built on Ray are byte for byte what this process builds from the same FP32 file and images
+    from qdeploy.quantize.config import variant_config
+    from qdeploy.quantize.ort import quantize
+
+    for name in ("default", "dynamic"):
+        mine, _ = quantize(out / "fp32.onnx", tmp_path / f"{name}.onnx", variant_config(name, {}), calib.load(spec))
+        assert mine.read_bytes() == (out / f"int8_{name}.onnx").read_bytes(), name
     sessions = {v.name: open_session(out / v.file).run for v in rep.variants if v.ok}
     mine = evaluate_many(sessions, ev, spec, ev.classes, EvalConfig(progress=False))
     for v in rep.variants:

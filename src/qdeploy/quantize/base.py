@@ -89,8 +89,9 @@ class VariantContext:
     targets: tuple[str, ...] = ("ort-cpu",)  # where every variant is evaluated and timed
 
 
-def build_variant(name: str, cfg, ctx: VariantContext, man, log):
-    """Build one variant into ctx.out; failures are recorded in the returned result, never half-written."""
+def build_variant(name: str, cfg, ctx: VariantContext, man, log, handler=None):
+    """Build one variant into ctx.out; failures are recorded in the returned result, never half-written.
+    handler: how (default: the config's registered builder; distributed.build fetches one built on Ray)."""
     from ..results import VariantResult
 
     dst = ctx.out / f"int8_{name}{getattr(cfg, 'suffix', '.onnx')}"
@@ -98,7 +99,7 @@ def build_variant(name: str, cfg, ctx: VariantContext, man, log):
     man.config(f"quantize:{name}", cfg)
     t0 = time.perf_counter()
     try:
-        check, extra = handler_for(cfg)(cfg, ctx, dst, log)
+        check, extra = (handler or handler_for(cfg))(cfg, ctx, dst, log)
     except QDeployError as exc:
         log(f"quantize {name}: FAILED: {exc}")
         failed = VariantResult.failed(name, dst.name, str(exc), **getattr(exc, "details", {}))
