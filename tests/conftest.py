@@ -77,6 +77,17 @@ def small_run(tmp_path_factory):
     return out, res
 
 
+@pytest.fixture(scope="session")
+def r18_bundle(small_run, tmp_path_factory) -> Path:
+    """`qdeploy bundle` of small_run: FP32 and default INT8 as Triton and OVMS layouts, model names r18-*. Shared,
+    so never changed in place: tests that tamper with it copy it first."""
+    run, _ = small_run
+    out = tmp_path_factory.mktemp("bundle") / "b"
+    r = run_cli("bundle", run, "--format", "triton,ovms", "--variants", "fp32,default", "--out", out, "--name", "r18")
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out
+
+
 def tiny_imagefolder(root: Path, per_class: int = 3, split: str = "test", classes=CLASSES) -> Path:
     """Copy a few real CIFAR JPEGs into a new ImageFolder tree (tests may not modify ../shared)."""
     import shutil

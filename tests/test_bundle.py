@@ -14,12 +14,8 @@ pytest.importorskip("tritonclient.grpc", reason="Triton's client is not installe
 
 
 @pytest.fixture(scope="module")
-def bundle(small_run, tmp_path_factory):
-    run, _ = small_run
-    out = tmp_path_factory.mktemp("bundle") / "b"
-    r = run_cli("bundle", run, "--format", "triton,ovms", "--variants", "fp32,default", "--out", out, "--name", "r18")
-    assert r.returncode == 0, r.stderr[-2000:]
-    return run, out
+def bundle(small_run, r18_bundle):
+    return small_run[0], r18_bundle
 
 
 def test_bundle_holds_triton_and_ovms_layouts_that_match_the_models(bundle):

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import CIFAR, CKPT, run_cli
+from conftest import CIFAR, CKPT
 from test_browser import ARGS, CHROMIUM, upload
 from test_server import free_port, stop
 
@@ -92,12 +92,8 @@ def build(tmp: Path, build_args: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def bundle(small_run, tmp_path_factory):
-    run, _ = small_run
-    out = tmp_path_factory.mktemp("img") / "bundle"
-    r = run_cli("bundle", run, "--format", "triton", "--variants", "fp32,default", "--out", out, "--name", "r18")
-    assert r.returncode == 0, r.stderr[-2000:]
-    return out
+def bundle(r18_bundle):
+    return r18_bundle   # Triton and OVMS layouts: served once per variant, by both layouts' model names
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ is byte-for-byte the one a local run writes.
 """
 from __future__ import annotations
 
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 from ..errors import QDeployError, QuantizeError
 from ..quantize.base import VariantContext
 from ..quantize.config import QuantConfig
-from .evaluate import _pack
+from .evaluate import materialize, put_models
 
 
 def remote_buildable(cfg) -> bool:
@@ -29,17 +30,15 @@ def _build(name: str, cfg, fp32: tuple, calib_x) -> dict:
     sha, ref, fname = fp32
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="qdeploy-ray-build-") as tmp:
-        tmp = Path(tmp)
-        for f, data in ray.get(ref).items():
-            (tmp / f).write_bytes(data)
-        dst = tmp / f"int8_{name}.onnx"
-        ctx = VariantContext(fp32=tmp / fname, out=tmp, calib_x=calib_x, classes=[], spec=None)
+        dst = Path(tmp) / f"int8_{name}.onnx"
+        ctx = VariantContext(fp32=materialize(ray, sha, ref) / fname, out=Path(tmp), calib_x=calib_x, classes=[],
+                             spec=None)
         try:
             check, extra = handler_for(cfg)(cfg, ctx, dst, lambda m: None)
         except QDeployError as exc:
-            return {"error": str(exc), "details": getattr(exc, "details", {}), "kind": type(exc).__name__}
+            return {"error": str(exc), "details": getattr(exc, "details", {})}
         return {"check": check, "extra": extra, "file": dst.read_bytes(), "seconds": time.perf_counter() - t0,
-                "node": __import__("socket").gethostname()}
+                "node": socket.gethostname()}
 
 
 def submit_builds(ray, items: dict, ctx: VariantContext, rcfg) -> dict:
@@ -47,8 +46,7 @@ def submit_builds(ray, items: dict, ctx: VariantContext, rcfg) -> dict:
     chosen = {n: c for n, c in items.items() if remote_buildable(c)}
     if not chosen:
         return {}
-    sha, data = _pack(ctx.fp32)
-    fp32 = (sha, ray.put(data), Path(ctx.fp32).name)
+    fp32 = put_models(ray, {"fp32": (ctx.fp32, "ort-cpu")})["fp32"][:3]
     calib = ray.put(ctx.calib_x)
     task = ray.remote(_build).options(num_cpus=rcfg.cpus_per_task, max_retries=rcfg.max_retries)
     return {n: task.remote(n, c, fp32, calib) for n, c in chosen.items()}

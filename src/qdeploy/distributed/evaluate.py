@@ -42,21 +42,42 @@ def _pack(path: Path) -> tuple[str, dict[str, bytes]]:
     return h.hexdigest()[:16], files
 
 
+def put_models(ray, files: dict[str, tuple[Path, str]]) -> dict[str, tuple]:
+    """{name: (sha, object ref, file name, target)}; each distinct file (a variant is often the same file on
+    several targets) is read and put in the object store once."""
+    stored, out = {}, {}
+    for n, (path, target) in files.items():
+        key = str(Path(path).resolve())
+        if key not in stored:
+            sha, data = _pack(path)
+            stored[key] = (sha, ray.put(data), Path(path).name)
+        out[n] = stored[key] + (target,)
+    return out
+
+
+def materialize(ray, sha: str, ref) -> Path:
+    """(In a worker) the folder holding a packed model's files, written once per worker process."""
+    if not _DIR:
+        _DIR.append(tempfile.mkdtemp(prefix="qdeploy-ray-"))
+    folder = Path(_DIR[0]) / sha
+    if not folder.is_dir():
+        folder.mkdir(parents=True)
+        for fname, data in ray.get(ref).items():
+            (folder / fname).write_bytes(data)
+    return folder
+
+
 def _session(ray, sha: str, ref, name: str, target: str, threads: int):
     from ..targets import open_session
 
     key = (sha, target, threads)
     if key not in _SESSIONS:
-        if not _DIR:
-            _DIR.append(tempfile.mkdtemp(prefix="qdeploy-ray-"))
-        folder = Path(_DIR[0]) / sha
-        files = ray.get(ref)
-        if not folder.is_dir():
-            folder.mkdir(parents=True)
-            for fname, data in files.items():
-                (folder / fname).write_bytes(data)
-        _SESSIONS[key] = open_session(folder / name, threads, spinning=False, target=target)
+        _SESSIONS[key] = open_session(materialize(ray, sha, ref) / name, threads, spinning=False, target=target)
     return _SESSIONS[key]
+
+
+def _shard_task(ray, rcfg: RayConfig):
+    return ray.remote(eval_shard).options(num_cpus=rcfg.cpus_per_task, max_retries=rcfg.max_retries)
 
 
 def eval_shard(index: int, models: dict, subset: ImageSet, spec: PreprocessSpec, batch_size: int, threads: int,
@@ -93,11 +114,7 @@ def evaluate_sharded(files: dict[str, tuple[Path, str]], images: ImageSet, spec:
     names = list(files)
     batch_size = cfg.batch_size or batch_for(spec.side)
     ranges = shard_ranges(len(images), batch_size, rcfg.batches_per_shard(batch_size))
-    packed = {}
-    for n, (path, target) in files.items():
-        sha, data = _pack(path)
-        packed[n] = (sha, ray.put(data), Path(path).name, target)
-    remote = ray.remote(eval_shard).options(num_cpus=rcfg.cpus_per_task, max_retries=rcfg.max_retries)
+    packed, remote = put_models(ray, files), _shard_task(ray, rcfg)
     fnames = [p.name for p in images.paths] if images.paths is not None else None
     scorers = {n: task.scorer(classes, images.labelled, with_reference=i > 0, names=fnames) for i, n in enumerate(names)}
     window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1) // rcfg.cpus_per_task))
@@ -135,8 +152,7 @@ def shard_outputs(files: dict[str, tuple[Path, str]], images: ImageSet, spec: Pr
     """Every model's outputs over the whole set, merged in order (for checks and small sets; evaluate_sharded is
     the bounded path)."""
     batch_size = batch_size or batch_for(spec.side)
-    packed = {n: (lambda sd: (sd[0], ray.put(sd[1])))(_pack(p)) + (Path(p).name, t) for n, (p, t) in files.items()}
-    remote = ray.remote(eval_shard).options(num_cpus=rcfg.cpus_per_task, max_retries=rcfg.max_retries)
+    packed, remote = put_models(ray, files), _shard_task(ray, rcfg)
     refs = [remote.remote(i, packed, images.subset(range(a, b)), spec, batch_size, rcfg.threads, rcfg.heartbeat_dir)
             for i, (a, b) in enumerate(shard_ranges(len(images), batch_size, rcfg.batches_per_shard(batch_size)))]
     parts = [batch for r in refs for batch in ray.get(r)]

@@ -16,7 +16,7 @@ import socket
 import time
 
 ENV, ENV_FD = "QDEPLOY_NODE_LOCK", "QDEPLOY_NODE_LOCK_FD"
-_state = {"fd": None, "waited_s": 0.0}
+_state = {"fd": None}
 
 
 @contextlib.contextmanager

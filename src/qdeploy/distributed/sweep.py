@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
@@ -213,18 +213,18 @@ def summarize(run_dir: Path, cell: Cell) -> dict:
     by = {v.name: v for v in rep.variants}
     fp32, v = by.get("fp32"), by.get(cell.variant)
     if v is None or not v.ok:
-        why = (v.error if v is not None and getattr(v, "error", None) else "the variant was not produced")
+        why = v.error if v is not None and v.error else "the variant was not produced"
         return {"status": "FAILED", "reason": f"variant {cell.variant}: {why}"}
 
     def on_target(x):
-        if cell.target != "ort-cpu" and cell.target in getattr(x, "on", {}):
+        if cell.target != "ort-cpu" and cell.target in x.on:
             t = x.on[cell.target]
             return t.metrics or x.metrics, t.bench
         return x.metrics, x.bench
 
     m, b = on_target(v)
     fm, fb = on_target(fp32)
-    rec = {"status": "ok", "task": rep.task if hasattr(rep, "task") else "classification",
+    rec = {"status": "ok", "task": rep.task,
            "size_bytes": (run_dir / v.file).stat().st_size if (run_dir / v.file).is_file() else None,
            "fp32_size_bytes": (run_dir / fp32.file).stat().st_size,
            "p50_ms": b.p50_ms if b else None, "p99_ms": b.p99_ms if b else None,
@@ -344,4 +344,4 @@ def run_sweep(cfg: SweepConfig, backend: str = "local", workers: int = 1, ray_cf
     return board
 
 
-__all__ = ["BACKENDS", "Cell", "SweepConfig", "asdict", "load_sweep", "run_sweep"]
+__all__ = ["BACKENDS", "Cell", "SweepConfig", "load_sweep", "run_sweep"]
