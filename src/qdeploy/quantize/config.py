@@ -121,9 +121,10 @@ class QuantConfig:
 
     @classmethod
     def per_tensor(cls) -> "QuantConfig":
-        """The naive recipe: one scale per weight tensor (hurts depthwise-separable networks)."""
-        return cls.default().with_(name="per-tensor", per_channel=False,
-                                   description="default recipe with per-tensor weights (the naive one)")
+        """The naive recipe: one scale per weight tensor (hurts depthwise-separable networks), no bias correction.
+        (Bias correction rescues much of it: `qdeploy quantize --preset per-tensor --bias-correction`.)"""
+        return cls.default().with_(name="per-tensor", per_channel=False, bias_correction=False,
+                                   description="default recipe with per-tensor weights, no bias correction (the naive one)")
 
     @classmethod
     def conv_only(cls) -> "QuantConfig":
