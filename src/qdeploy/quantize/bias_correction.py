@@ -21,49 +21,69 @@ from pathlib import Path
 
 import numpy as np
 
-# inputs kept per batch of the means pass, bounded whatever the image size (the batch shrinks to fit)
-MEANS_BUDGET_BYTES = 256 * 2**20
-
 
 def _attr(node, name: str, default):
     return next((a.i for a in node.attribute if a.name == name), default)
 
 
-def input_means(model: Path, calib, input_name: str, tensors: list[str], fixed: dict | None = None,
-                batch_one: bool = False) -> dict[str, np.ndarray]:
-    """Per-channel mean of each named tensor over the calibration images (spatial positions averaged; a 2-D
-    tensor's mean over the batch). Memory is bounded: the batch is sized from one image's outputs."""
+def _mean_graph(model: Path, tensors: dict[str, int]):
+    """`model` with a ReduceMean over every axis but the channel one placed right after the producer of each named
+    tensor (tensors: name -> rank), its (C,) result a graph output. Placed there, and not at the end of the graph,
+    each tensor is freed as soon as its own consumers ran (the reason for calibration's lean session too); nothing
+    larger than a channel vector leaves the session."""
     import onnx
-    import onnxruntime as ort
+    from onnx import helper
 
     m = onnx.load(str(model))
-    have = {o.name for o in m.graph.output}
-    for t in tensors:
-        if t not in have:
-            m.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 13)
+
+    def reduce(t: str):
+        axes = [0] + list(range(2, tensors[t]))
+        out = f"{t}__qdeploy_mean"
+        if opset >= 18:
+            const = helper.make_tensor(f"{out}_axes", onnx.TensorProto.INT64, [len(axes)], axes)
+            m.graph.initializer.append(const)
+            node = helper.make_node("ReduceMean", [t, const.name], [out], keepdims=0)
+        else:
+            node = helper.make_node("ReduceMean", [t], [out], axes=axes, keepdims=0)
+        m.graph.output.append(helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, None))
+        return node
+
+    order = [reduce(i.name) for i in m.graph.input if i.name in tensors]
+    for n in m.graph.node:
+        order.append(n)
+        order += [reduce(o) for o in n.output if o in tensors]
+    copies = [onnx.NodeProto() for _ in order]
+    for dst, src in zip(copies, order):
+        dst.CopyFrom(src)
+    del m.graph.node[:]
+    m.graph.node.extend(copies)
+    return m
+
+
+def input_means(model: Path, calib, input_name: str, tensors: dict[str, int], fixed: dict | None = None,
+                batch_one: bool = False) -> dict[str, np.ndarray]:
+    """Per-channel mean of each named tensor (name -> rank) over the calibration images: every axis but the
+    channel one averaged (a conv's own zero padding is not counted, a small approximation at the borders)."""
+    import onnxruntime as ort
+
+    from ..data import batch_for
+
+    m = _mean_graph(model, tensors)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     opts.enable_cpu_mem_arena = False
     sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    want = {f"{t}__qdeploy_mean": t for t in tensors}
     names = [o.name for o in sess.get_outputs()]
-    wanted = set(tensors)
+    batch = 1 if batch_one else batch_for(calib.shape[-1])
     sums: dict[str, np.ndarray] = {}
-    i, batch, n = 0, 1, len(calib)
-    while i < n:
+    for i in range(0, len(calib), batch):
         x = np.asarray(calib[i:i + batch], dtype=np.float32)
-        outs = sess.run(None, {input_name: x, **(fixed or {})})
-        for name, o in zip(names, outs):
-            if name in wanted:
-                part = o.mean(axis=tuple(range(2, o.ndim))) if o.ndim > 2 else o
-                sums[name] = sums.get(name, 0.0) + part.astype(np.float64).sum(0)
-        if i == 0 and not batch_one:   # size the batch from the first image's outputs
-            per_image = sum(o.nbytes for o in outs)
-            batch = int(max(1, min(64, MEANS_BUDGET_BYTES // max(per_image, 1))))
-        i += len(x)
-    missing = wanted - set(sums)
-    if missing:
-        raise ValueError(f"no values for {sorted(missing)[:3]}")
-    return {k: v / n for k, v in sums.items()}
+        for name, o in zip(names, sess.run(None, {input_name: x, **(fixed or {})})):
+            if name in want:
+                sums[want[name]] = sums.get(want[name], 0.0) + o.astype(np.float64) * len(x)
+    return {k: v / len(calib) for k, v in sums.items()}
 
 
 def _shift(node_type: str, node, wq: np.ndarray, w: np.ndarray, mu: np.ndarray) -> np.ndarray:
@@ -98,7 +118,7 @@ def correct_biases(source: Path, quantized: Path, calib, input_name: str, fixed:
     src = onnx.load(str(source))
     float_w = {i.name: i for i in src.graph.initializer}
     src_nodes = {n.name: n for n in src.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 1
-                 and n.input[1] in float_w}
+                 and n.input[1] in float_w and not _attr(n, "transA", 0)}
     q = onnx.load(str(quantized))
     inits = {i.name: i for i in q.graph.initializer}
     producer = {o: n for n in q.graph.node for o in n.output}
@@ -133,7 +153,8 @@ def correct_biases(source: Path, quantized: Path, calib, input_name: str, fixed:
             skipped += 1
     if not plans:
         return {"layers": 0, "skipped": skipped, "mean_abs_shift": 0.0, "max_abs_shift": 0.0}
-    mu = input_means(source, calib, input_name, sorted({s.input[0] for s, *_ in plans}), fixed, batch_one)
+    ranks = {s.input[0]: 2 if kind == "Gemm" else wq.ndim for s, kind, _, wq, *_ in plans}
+    mu = input_means(source, calib, input_name, ranks, fixed, batch_one)
     shifts = []
     for s, kind, node, wq, b_name, b_scale in plans:
         w = numpy_helper.to_array(float_w[s.input[1]])
