@@ -68,7 +68,8 @@ def main() -> int:
         fp32, _ = export(load_model("efficientnet-lite0", weights), Path(tmp) / "fp32.onnx", calib[:8], names, spec)
         ref = run_batched(open_session(fp32), ev)
         for label, cfg in ROWS:
-            for bc in (False, True):
+            # 16-bit weights are near enough exact: nothing to correct (quantize skips them), one row
+            for bc in (False, True) if cfg.weight_type.endswith("8") else (False,):
                 t0 = time.perf_counter()
                 path = Path(tmp) / "q.onnx"
                 path.unlink(missing_ok=True)
