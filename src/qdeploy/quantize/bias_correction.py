@@ -29,10 +29,12 @@ def _attr(node, name: str, default):
 def _mean_graph(model: Path, tensors: dict[str, int]):
     """`model` with a ReduceMean over every axis but the channel one placed right after the producer of each named
     tensor (tensors: name -> rank), its (C,) result a graph output. Placed there, and not at the end of the graph,
-    each tensor is freed as soon as its own consumers ran (the reason for calibration's lean session too); nothing
+    each tensor is freed as soon as its own consumers ran (graph.order, as in calibration's lean session); nothing
     larger than a channel vector leaves the session."""
     import onnx
     from onnx import helper
+
+    from ..graph.order import place_after_producers
 
     m = onnx.load(str(model))
     opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 13)
@@ -49,15 +51,7 @@ def _mean_graph(model: Path, tensors: dict[str, int]):
         m.graph.output.append(helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, None))
         return node
 
-    order = [reduce(i.name) for i in m.graph.input if i.name in tensors]
-    for n in m.graph.node:
-        order.append(n)
-        order += [reduce(o) for o in n.output if o in tensors]
-    copies = [onnx.NodeProto() for _ in order]
-    for dst, src in zip(copies, order):
-        dst.CopyFrom(src)
-    del m.graph.node[:]
-    m.graph.node.extend(copies)
+    place_after_producers(m, [reduce(t) for t in tensors])
     return m
 
 

@@ -83,23 +83,9 @@ def _lean_session(calibrator) -> None:
     reduce_ops = [n for n in m.graph.node if n.op_type in ("ReduceMin", "ReduceMax")
                   and n.name.endswith(("_ReduceMin", "_ReduceMax"))]
     if reduce_ops:
-        pending: dict[str, list] = {}
-        for n in reduce_ops:
-            pending.setdefault(n.input[0], []).append(n)
-        ids = {id(n) for n in reduce_ops}
-        order = [n for i in m.graph.input for n in pending.pop(i.name, [])]
-        for n in m.graph.node:
-            if id(n) in ids:
-                continue
-            order.append(n)
-            for o in n.output:
-                order += pending.pop(o, [])
-        order += [n for v in pending.values() for n in v]
-        nodes = [onnx.NodeProto() for _ in order]
-        for dst, src in zip(nodes, order):
-            dst.CopyFrom(src)
-        del m.graph.node[:]
-        m.graph.node.extend(nodes)
+        from ..graph.order import place_after_producers
+
+        place_after_producers(m, reduce_ops)
         onnx.save(m, path)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -195,8 +181,9 @@ def quantize(fp32: str | Path, out: str | Path, cfg: QuantConfig, calib: np.ndar
             # ORT's calibrators print progress with print(); keep qdeploy's own output readable.
             with contextlib.redirect_stdout(io.StringIO()):
                 quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-                _run_quantizer(pre, raw, calib, info.input_name, cfg, work, _fixed_arrays(info))
-            corrected = _bias_correction(pre, raw, calib, info.input_name, _fixed_arrays(info)) if _corrects(cfg) else None
+                fixed = _fixed_arrays(info)
+                _run_quantizer(pre, raw, calib, info.input_name, cfg, work, fixed)
+            corrected = _bias_correction(pre, raw, calib, info.input_name, fixed) if _corrects(cfg) else None
         except QuantizeError:
             raise
         except Exception as exc:
