@@ -123,3 +123,24 @@ def make_cifar_pickle(root: Path, n_per_class: int = 5) -> Path:
     with open(root / "batches.meta", "wb") as fh:
         pickle.dump({"label_names": CLASSES}, fh)
     return root
+
+
+@pytest.fixture(scope="session")
+def lite0_imagenet(tmp_path_factory):
+    """The ImageNet EfficientNet-Lite0 exported by qdeploy; 48 CIFAR-10 train images to calibrate on; 24 Kodak
+    photos + 96 CIFAR-10 test images (upscaled by the preprocessing) to compare on."""
+    from qdeploy.data import open_split
+    from qdeploy.data.sampling import balanced_indices
+    from qdeploy.export import export
+    from qdeploy.models import load_model, pretrained
+
+    weights, spec = pretrained("efficientnet-lite0", "imagenet")
+    cifar = SHARED / "datasets" / "cifar10"
+    tr, te = open_split(cifar, "train"), open_split(cifar, "test")
+    calib = tr.subset(balanced_indices(tr.labels, 48, seed=1)).load(spec)
+    ev = np.concatenate([te.subset(balanced_indices(te.labels, 96, seed=2)).load(spec),
+                         open_split(SHARED / "datasets" / "kodak24", None).load(spec)])
+    names = (SHARED / "datasets" / "imagenet" / "imagenet_classes.txt").read_text().splitlines()
+    path, _ = export(load_model("efficientnet-lite0", weights), tmp_path_factory.mktemp("lite0") / "fp32.onnx",
+                     calib[:8], names, spec)
+    return path, calib, ev

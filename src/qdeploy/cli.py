@@ -320,6 +320,9 @@ def quantize_cmd(
     bias_correction: Optional[bool] = typer.Option(None, "--bias-correction/--no-bias-correction",
                                                    help="Override: rewrite INT32 biases to cancel the mean shift of "
                                                    "rounded weights (default preset: on)."),
+    weight_rounding: Optional[str] = typer.Option(None, help="Override: nearest (ORT's rounding) or gptq (each "
+                                                  "layer's integer weights fitted to its output on the calibration "
+                                                  "images; default preset: gptq)."),
     auto: bool = typer.Option(False, "--auto", help="Search for the fastest INT8 that meets --max-drop."),
     max_drop: Optional[float] = typer.Option(None, help=f"--auto: max top-1 drop in points (default "
                                              f"{default(AutoConfig, 'max_drop_pt')})."),
@@ -340,7 +343,7 @@ def quantize_cmd(
     info = read_info(onnx)
     overrides = {k: v for k, v in dict(format=format, activation_type=activation_type, weight_type=weight_type,
                                        per_channel=per_channel, method=method, percentile=percentile,
-                                       bias_correction=bias_correction).items()
+                                       bias_correction=bias_correction, weight_rounding=weight_rounding).items()
                  if v is not None}
     qcfg = get_preset(preset).with_(**overrides)
     dcfg = DataConfig(root=str(_data_root(data)), calib_split=calib_split, calib_size=calib_size,

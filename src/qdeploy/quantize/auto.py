@@ -116,7 +116,8 @@ class _Search:
 
     def measure(self, qcfg: QuantConfig, calib_size: int, stage: str, latency: float | None = None) -> Candidate:
         name = f"c{len(self.cands):02d}{self.tag}"
-        qcfg = qcfg.with_(bias_correction=self.cfg.bias_correction and qcfg.mode == "static")
+        qcfg = qcfg.with_(bias_correction=self.cfg.bias_correction and qcfg.mode == "static",
+                          weight_rounding=self.cfg.weight_rounding if qcfg.mode == "static" else "nearest")
         c = Candidate(name=name, config=qcfg.as_dict(), calib_size=calib_size, excluded=list(qcfg.nodes_to_exclude),
                       stage=stage, target=self.target)
         t0 = time.perf_counter()

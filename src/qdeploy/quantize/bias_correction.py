@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _attr(node, name: str, default):
-    return next((a.i for a in node.attribute if a.name == name), default)
+from .qlayers import attr as _attr
+from .qlayers import find_layers
 
 
 def _mean_graph(model: Path, tensors: dict[str, int]):
@@ -92,15 +91,6 @@ def _shift(node_type: str, node, wq: np.ndarray, w: np.ndarray, mu: np.ndarray) 
     return (d * mu_per_out).sum(1)
 
 
-def _dequant(w_int: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int) -> np.ndarray:
-    shape = [1] * w_int.ndim
-    if scale.ndim:
-        shape[axis] = -1
-    s = scale.reshape(shape) if scale.ndim else scale
-    z = zp.reshape(shape) if zp.ndim else zp
-    return (w_int.astype(np.float64) - z.astype(np.float64)) * s.astype(np.float64)
-
-
 def correct_biases(source: Path, quantized: Path, calib, input_name: str, fixed: dict | None = None,
                    batch_one: bool = False) -> dict:
     """Rewrite the INT32 biases of `quantized` (in place) so each layer's mean output over the calibration images
@@ -111,52 +101,25 @@ def correct_biases(source: Path, quantized: Path, calib, input_name: str, fixed:
 
     src = onnx.load(str(source))
     float_w = {i.name: i for i in src.graph.initializer}
-    src_nodes = {n.name: n for n in src.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 1
-                 and n.input[1] in float_w and not _attr(n, "transA", 0)}
     q = onnx.load(str(quantized))
     inits = {i.name: i for i in q.graph.initializer}
-    producer = {o: n for n in q.graph.node for o in n.output}
-    arr = lambda name: numpy_helper.to_array(inits[name])  # noqa: E731
-
-    plans = []   # (source node, quantized node type, node, wq, bias initializer name, bias scale)
-    skipped = 0
-    for n in q.graph.node:
-        try:
-            if n.op_type in ("Conv", "Gemm") and len(n.input) > 2 and n.name in src_nodes:
-                dw, db = producer.get(n.input[1]), producer.get(n.input[2])
-                if not (dw is not None and db is not None and dw.op_type == db.op_type == "DequantizeLinear"
-                        and dw.input[0] in inits and db.input[0] in inits):
-                    skipped += 1
-                    continue
-                wq = _dequant(arr(dw.input[0]), arr(dw.input[1]), arr(dw.input[2]), _attr(dw, "axis", 1))
-                plans.append((src_nodes[n.name], n.op_type, n, wq, db.input[0], arr(db.input[1])))
-            elif n.op_type in ("QLinearConv", "QGemm") and n.name.removesuffix("_quant") in src_nodes:
-                w_at, b_at = (3, 8) if n.op_type == "QLinearConv" else (3, 6)
-                if len(n.input) <= b_at or not n.input[b_at] or n.input[b_at] not in inits:
-                    skipped += 1
-                    continue
-                w_scale = arr(n.input[w_at + 1])
-                axis = 0 if n.op_type == "QLinearConv" else (0 if _attr(n, "transB", 0) else 1)
-                wq = _dequant(arr(n.input[w_at]), w_scale, arr(n.input[w_at + 2]), axis)
-                b_scale = arr(n.input[1]).astype(np.float64) * w_scale.astype(np.float64)
-                plans.append((src_nodes[n.name.removesuffix("_quant")], "Conv" if n.op_type == "QLinearConv"
-                              else "Gemm", n, wq, n.input[b_at], b_scale))
-            elif n.op_type in ("Conv", "Gemm", "QLinearConv", "QGemm"):
-                skipped += 1
-        except KeyError:       # a weight or scale computed at run time, not an initializer
-            skipped += 1
+    layers, skipped = find_layers(src, q)
+    plans = [ly for ly in layers if ly.b_name is not None]
+    skipped += len(layers) - len(plans)
     if not plans:
         return {"layers": 0, "skipped": skipped, "mean_abs_shift": 0.0, "max_abs_shift": 0.0}
-    ranks = {s.input[0]: 2 if kind == "Gemm" else wq.ndim for s, kind, _, wq, *_ in plans}
+    ranks = {ly.source.input[0]: 2 if ly.kind == "Gemm" else len(float_w[ly.source.input[1]].dims) for ly in plans}
     mu = input_means(source, calib, input_name, ranks, fixed, batch_one)
     shifts = []
-    for s, kind, node, wq, b_name, b_scale in plans:
+    for ly in plans:
+        s, b_name, b_scale = ly.source, ly.b_name, ly.b_scale
+        wq = ly.dequant(numpy_helper.to_array(inits[ly.w_name]))
         w = numpy_helper.to_array(float_w[s.input[1]])
         if wq.shape != w.shape:
             skipped += 1
             continue
-        shift = _shift(kind, node, wq, w, mu[s.input[0]])
-        b_int = arr(b_name).astype(np.float64)
+        shift = _shift(ly.kind, ly.node, wq, w, mu[s.input[0]])
+        b_int = numpy_helper.to_array(inits[b_name]).astype(np.float64)
         delta = np.round(shift / np.where(b_scale == 0, np.inf, b_scale))
         new = np.clip(b_int - delta, -2**31, 2**31 - 1).astype(np.int32)
         shifts.append(np.abs(shift))

@@ -183,6 +183,7 @@ def quantize(fp32: str | Path, out: str | Path, cfg: QuantConfig, calib: np.ndar
                 quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
                 fixed = _fixed_arrays(info)
                 _run_quantizer(pre, raw, calib, info.input_name, cfg, work, fixed)
+            rounded = _weight_rounding(pre, raw, calib, info.input_name, fixed) if _rounds(cfg) else None
             corrected = _bias_correction(pre, raw, calib, info.input_name, fixed) if _corrects(cfg) else None
         except QuantizeError:
             raise
@@ -190,6 +191,7 @@ def quantize(fp32: str | Path, out: str | Path, cfg: QuantConfig, calib: np.ndar
             raise QuantizeError(f"ONNX Runtime quantization ({cfg.name}) failed: {type(exc).__name__}: "
                                 f"{str(exc)[:200]}") from exc
         meta = {"variant": cfg.name, "quant_config": cfg.as_dict(), **_carried_meta(info),
+                **({"weight_rounding": rounded} if rounded else {}),
                 **({"bias_correction": corrected} if corrected else {})}
         check = (lambda tmp: _checked(fp32, tmp, vb, cfg)) if guard else (lambda tmp: verify(fp32, tmp, vb, 0.0))
         return write_onnx(raw, out, meta, verify=check)
@@ -197,6 +199,17 @@ def quantize(fp32: str | Path, out: str | Path, cfg: QuantConfig, calib: np.ndar
 
 def _corrects(cfg: QuantConfig) -> bool:
     return cfg.bias_correction and cfg.mode == "static" and cfg.weight_type in ("int8", "uint8")
+
+
+def _rounds(cfg: QuantConfig) -> bool:
+    return cfg.weight_rounding == "gptq" and cfg.mode == "static" and cfg.weight_type in ("int8", "uint8")
+
+
+def _weight_rounding(pre: Path, raw: Path, calib, input_name: str, fixed: dict) -> dict:
+    """GPTQ on the file's integer weights (before bias correction, which then corrects the new integers)."""
+    from .weight_rounding import round_weights
+
+    return round_weights(pre, raw, calib, input_name, fixed, batch_one(pre))
 
 
 def _bias_correction(pre: Path, raw: Path, calib, input_name: str, fixed: dict) -> dict:

@@ -1,0 +1,247 @@
+"""Weight rounding fitted to data (GPTQ): choose each layer's integer weights for its output on real inputs, not
+each weight for itself.
+
+Rounding every weight to the nearest grid point is optimal weight by weight and poor layer by layer: the errors
+add up in the output. GPTQ (Frantar et al. 2022, after Optimal Brain Quantization) rounds a layer's weights one
+input column at a time and after each column moves the not-yet-rounded weights to cancel the output error so far,
+using H = E[x x^T], the second moment of the layer's inputs (im2col patches for a convolution, one per channel for
+a depthwise one) measured on the calibration images. The grid is the file's own: ORT's scales and zero points are
+kept and the new integers stay inside the range ORT used for the tensor (so 7-bit weights stay 7-bit, and a kernel
+that saturates beyond it is safe). The graph, its scales and its speed are unchanged; only integer weights move.
+
+Measured on the ImageNet EfficientNet-Lite0 in ImageNet mode (weights rounded in the float graph, float
+activations; 512 upscaled CIFAR-10 + 24 Kodak images; top-1 agreement with FP32): 7-bit per-channel weights
+79.1 % nearest -> 91.4 % GPTQ (both with bias correction), 8-bit 92.4 % -> 93.8 %.
+
+Works on the file ORT wrote, like bias correction (which runs after it, on the new integers): the float weights
+and the layer inputs come from the pre-processed FP32 graph. Conv (ungrouped or depthwise, no dilation) and Gemm
+are handled in QDQ and QOperator; anything else is counted as skipped and keeps ORT's rounding.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .qlayers import attr, find_layers
+
+MAX_IMAGES = 64                 # calibration images whose layer inputs make H (each gives many patches)
+OUTPUT_BYTES = 512 * 2**20      # layer inputs held at once while measuring H (the batch is sized to this)
+DAMP = 0.01                     # H += DAMP * mean(diag H) * I (GPTQ's dampening)
+
+_cache: dict = {}               # one entry: (source graph, images) -> second moments; the auto search re-quantizes
+                                # the same FP32 file with the same images many times
+
+
+def _conv_geometry(node, w_shape) -> dict | None:
+    """Kernel, strides, pads and kind (full / depthwise) of a Conv this pass can handle; None otherwise."""
+    if attr(node, "auto_pad", "NOTSET") not in ("NOTSET", "", 0):
+        return None
+    k = attr(node, "kernel_shape", list(w_shape[2:]))
+    if len(k) != 2 or any(d != 1 for d in attr(node, "dilations", [1, 1])):
+        return None
+    group = attr(node, "group", 1)
+    cout, cin_g = w_shape[0], w_shape[1]
+    if group == 1:
+        kind = "full"
+    elif cin_g == 1 and group == cout:
+        kind = "depthwise"
+    else:
+        return None
+    return {"k": k, "s": attr(node, "strides", [1, 1]), "p": attr(node, "pads", [0, 0, 0, 0]), "kind": kind}
+
+
+def _patches(x: np.ndarray, g: dict) -> np.ndarray:
+    """(N, C, Ho, Wo, kh, kw) view of x's im2col patches (after padding)."""
+    p = g["p"]
+    if any(p):
+        x = np.pad(x, ((0, 0), (0, 0), (p[0], p[2]), (p[1], p[3])))
+    v = np.lib.stride_tricks.sliding_window_view(x, g["k"], axis=(2, 3))
+    return v[:, :, ::g["s"][0], ::g["s"][1]]
+
+
+def _accumulate(h: np.ndarray | None, x: np.ndarray, g: dict | None) -> tuple[np.ndarray, int]:
+    """Add this batch's sum of x x^T (per channel for a depthwise conv); returns (sum, samples). In float64: a
+    float32 sum's last bits depend on the BLAS thread count, and a rounding decision must not (a file built in a
+    one-thread Ray worker is byte-identical to one built here)."""
+    x = x.astype(np.float64)
+    if g is None:                                   # Gemm: one sample per image
+        X = x.reshape(len(x), -1)
+        add, n = X.T @ X, len(X)
+    elif g["kind"] == "full":
+        v = _patches(x, g)                          # column order (C, kh, kw) = the weight's flattening
+        X = np.ascontiguousarray(v.transpose(0, 2, 3, 1, 4, 5)).reshape(-1, v.shape[1] * v.shape[4] * v.shape[5])
+        add, n = X.T @ X, len(X)
+    else:
+        v = _patches(x, g)
+        c, kk = v.shape[1], v.shape[4] * v.shape[5]
+        add = np.empty((c, kk, kk))
+        for c0 in range(0, c, 64):                  # channel chunks bound the patch copy
+            X = np.ascontiguousarray(v[:, c0:c0 + 64].transpose(1, 0, 2, 3, 4, 5)).reshape(min(64, c - c0), -1, kk)
+            add[c0:c0 + 64] = np.matmul(X.transpose(0, 2, 1), X)
+        n = v.shape[0] * v.shape[2] * v.shape[3]
+    return (add if h is None else h + add), n
+
+
+def second_moments(source: Path, calib, input_name: str, nodes: dict, fixed: dict | None = None,
+                   batch_one: bool = False) -> dict:
+    """E[x x^T] of each node's input patches over the calibration images (name -> array): nodes maps a node name
+    to (node, conv geometry or None for a Gemm). Cached for the last (graph, images): the auto search quantizes the
+    same pre-processed graph with the same images many times (other formats, kernels, nodes kept in FP32)."""
+    import onnx
+    import onnxruntime as ort
+
+    key = (hashlib.sha256(Path(source).read_bytes()).hexdigest(), hashlib.sha256(np.ascontiguousarray(calib)).hexdigest())
+    if _cache.get("key") == key and set(nodes) <= set(_cache["value"]):
+        return _cache["value"]
+    m = onnx.load(str(source))
+    have = {o.name for o in m.graph.output}
+    tensors = list(dict.fromkeys(n.input[0] for n, _ in nodes.values()))
+    for t in tensors:
+        if t not in have:
+            m.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.enable_cpu_mem_arena = False
+    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    batch, i = 1, 0
+    while i < len(calib):
+        x = np.asarray(calib[i:i + batch], dtype=np.float32)
+        outs = dict(zip(names, sess.run(None, {input_name: x, **(fixed or {})})))
+        for name, (node, g) in nodes.items():
+            sums[name], n = _accumulate(sums.get(name), outs[node.input[0]], g)
+            counts[name] = counts.get(name, 0) + n
+        if i == 0 and not batch_one:
+            per_image = sum(outs[t].nbytes for t in tensors) / len(x)
+            batch = int(max(1, min(16, OUTPUT_BYTES // max(per_image, 1))))
+        i += len(x)
+        del outs
+    value = {k: sums[k] / counts[k] for k in sums}
+    _cache.clear()
+    _cache.update(key=key, value=value)
+    return value
+
+
+def _rows(kind: str, node, w: np.ndarray) -> np.ndarray:
+    """The weight as (output channel, input column) rows."""
+    if kind == "Gemm":
+        return w if attr(node, "transB", 0) else w.T
+    return w.reshape(w.shape[0], -1)
+
+
+def _unrows(kind: str, node, rows: np.ndarray, shape) -> np.ndarray:
+    if kind == "Gemm":
+        return rows if attr(node, "transB", 0) else rows.T
+    return rows.reshape(shape)
+
+
+def gptq(w: np.ndarray, h: np.ndarray, scale: np.ndarray, zp: np.ndarray, lo: int, hi: int,
+         damp: float = DAMP) -> np.ndarray:
+    """Integer rows for float rows w (R, D) on the grid (q - zp) * scale (per row), q in [lo, hi], minimising
+    (w - wq) H (w - wq)^T per row: H (D, D) shared by the rows, or (R, D, D) one per row (depthwise)."""
+    w = w.astype(np.float64).copy()
+    h = h.astype(np.float64).copy()
+    per_row = h.ndim == 3
+    diag = np.diagonal(h, axis1=-2, axis2=-1)
+    dead = diag <= 0                                # inputs that never fire: plain rounding, no error to spread
+    eye = np.eye(h.shape[-1])
+    h = h + eye * np.where(dead, 1.0, 0.0)[..., None] if per_row else h + np.diag(dead.astype(np.float64))
+    mean_diag = np.diagonal(h, axis1=-2, axis2=-1).mean(-1)
+    for attempt in range(4):
+        try:
+            bump = (damp * 10 ** attempt) * mean_diag
+            hd = h + (bump[:, None, None] * eye if per_row else bump * eye)
+            u = np.linalg.cholesky(np.linalg.inv(hd))
+            u = u.transpose(0, 2, 1) if per_row else u.T          # upper Cholesky factor of H^-1
+            break
+        except np.linalg.LinAlgError:
+            continue
+    else:
+        raise np.linalg.LinAlgError("H not positive definite even with dampening")
+    s = np.where(scale == 0, 1.0, scale).astype(np.float64)
+    z = zp.astype(np.float64)
+    q = np.empty(w.shape, dtype=np.int64)
+    for i in range(w.shape[1]):
+        col = w[:, i]
+        qi = np.clip(np.round(col / s + z), lo, hi)
+        q[:, i] = qi
+        d = u[:, i, i] if per_row else u[i, i]
+        err = (col - (qi - z) * s) / d
+        if i + 1 < w.shape[1]:
+            w[:, i + 1:] -= err[:, None] * (u[:, i, i + 1:] if per_row else u[i, i + 1:][None, :])
+    return q
+
+
+def _proxy_error(w: np.ndarray, wq: np.ndarray, h: np.ndarray) -> float:
+    """sum over rows of (w - wq) H (w - wq)^T: the layer's mean squared output error on the calibration inputs."""
+    e = (wq - w).astype(np.float64)
+    return float(np.einsum("ri,rij,rj->", e, h, e) if h.ndim == 3 else np.einsum("ri,ij,rj->", e, h, e))
+
+
+def round_weights(source: Path, quantized: Path, calib, input_name: str, fixed: dict | None = None,
+                  batch_one: bool = False, max_images: int = MAX_IMAGES) -> dict:
+    """Rewrite the integer weights of `quantized` (in place) by GPTQ on `source`'s layer inputs over the first
+    `max_images` calibration images. Returns what was done: layers, skipped, the share of integer weights that
+    differ from ORT's nearest rounding, and the layers' summed output-error proxy (w - wq) H (w - wq)^T before and
+    after (GPTQ lowers it; a layer where it would not is left as ORT wrote it)."""
+    import onnx
+    from onnx import numpy_helper
+
+    t0 = time.perf_counter()
+    src = onnx.load(str(source))
+    float_w = {i.name: numpy_helper.to_array(i) for i in src.graph.initializer}
+    q = onnx.load(str(quantized))
+    inits = {i.name: i for i in q.graph.initializer}
+    layers, skipped = find_layers(src, q)
+    plans = []
+    for ly in layers:
+        w_int = numpy_helper.to_array(inits[ly.w_name])
+        w = float_w[ly.source.input[1]]
+        g = _conv_geometry(ly.source, w.shape) if ly.kind == "Conv" else None
+        out_axis = 0 if ly.kind == "Conv" or attr(ly.node, "transB", 0) else 1
+        per_axis = ly.w_scale.size > 1
+        if w_int.shape != w.shape or (ly.kind == "Conv" and g is None) or (per_axis and ly.axis != out_axis):
+            skipped += 1
+            continue
+        plans.append((ly, w_int, w, g))
+    if not plans:
+        return {"method": "gptq", "layers": 0, "skipped": skipped}
+    images = calib[:max_images]
+    h_all = second_moments(source, images, input_name, {ly.source.name: (ly.source, g) for ly, _, _, g in plans}, fixed,
+                           batch_one)
+    total = changed = 0
+    before = after = 0.0
+    done = 0
+    for ly, w_int, w, g in plans:
+        rows = _rows(ly.kind, ly.node, w)
+        r = rows.shape[0]
+        scale = np.broadcast_to(ly.w_scale.astype(np.float64).reshape(-1), (r,)) if ly.w_scale.size > 1 else \
+            np.full(r, float(ly.w_scale.reshape(-1)[0]))
+        zp = np.broadcast_to(ly.w_zp.astype(np.float64).reshape(-1), (r,)) if ly.w_zp.size > 1 else \
+            np.full(r, float(ly.w_zp.reshape(-1)[0]))
+        h = h_all[ly.source.name]
+        old = _rows(ly.kind, ly.node, w_int).astype(np.int64)
+        try:
+            new = gptq(rows, h, scale, zp, int(w_int.min()), int(w_int.max()))
+        except np.linalg.LinAlgError:
+            skipped += 1
+            continue
+        deq = lambda qi: (qi - zp[:, None]) * scale[:, None]  # noqa: E731
+        e_old, e_new = _proxy_error(rows, deq(old), h), _proxy_error(rows, deq(new), h)
+        if e_new >= e_old:          # never make a layer worse on its own inputs
+            new, e_new = old, e_old
+        before, after = before + e_old, after + e_new
+        total += new.size
+        changed += int((new != old).sum())
+        done += 1
+        inits[ly.w_name].CopyFrom(numpy_helper.from_array(
+            _unrows(ly.kind, ly.node, new, w_int.shape).astype(w_int.dtype), ly.w_name))
+    onnx.save(q, str(quantized))
+    return {"method": "gptq", "layers": done, "skipped": skipped, "changed_fraction": changed / max(total, 1),
+            "output_error_before": before, "output_error_after": after, "calibration_images": len(images),
+            "seconds": round(time.perf_counter() - t0, 1)}
