@@ -1,4 +1,5 @@
-"""Where EfficientNet-Lite0's INT8 error comes from in ImageNet mode, and what bias correction takes back.
+"""Where EfficientNet-Lite0's INT8 error comes from in ImageNet mode, and what bias correction and GPTQ weight
+rounding take back.
 
     .venv/bin/python bench/bias_correction.py [--calib 300] [--cifar-eval 1000]
 
@@ -7,8 +8,8 @@ FP32 on the 24 Kodak photos + CIFAR-10 test images upscaled by the preprocessing
 `bench/seed004.py imagenet`). Each row is one quantized file (ORT, QDQ), its top-1 agreement and top-5 overlap
 with FP32 on every evaluation image, split into the CIFAR and Kodak parts. The rows separate the two error
 sources: 8-bit weights with 16-bit activations (weights only, near enough), 8-bit activations with 16-bit weights
-(activations only), and the recipes with and without bias correction. Accuracy only: timing is elsewhere (A16/W16
-rows have no integer kernel and are not meant to be fast).
+(activations only), and the recipes with nearest or GPTQ rounding, with and without bias correction. Accuracy only:
+timing is elsewhere (A16/W16 rows have no integer kernel and are not meant to be fast).
 """
 from __future__ import annotations
 
@@ -62,21 +63,23 @@ def main() -> int:
     parts = {"all": slice(None), "cifar": slice(0, n_cifar), "kodak": slice(n_cifar, None)}
     print(f"EfficientNet-Lite0 (ImageNet), {len(calib)} calibration images, {n_cifar} CIFAR-10 test + "
           f"{len(ev) - n_cifar} Kodak evaluation images at {spec.size} px", flush=True)
-    print("| recipe | bias correction | agreement % | CIFAR part % | Kodak part % | top-5 overlap % |")
-    print("|---|---|---|---|---|---|", flush=True)
+    print("| recipe | weight rounding | bias correction | agreement % | CIFAR part % | Kodak part % | top-5 overlap % |")
+    print("|---|---|---|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         fp32, _ = export(load_model("efficientnet-lite0", weights), Path(tmp) / "fp32.onnx", calib[:8], names, spec)
         ref = run_batched(open_session(fp32), ev)
         for label, cfg in ROWS:
-            # 16-bit weights are near enough exact: nothing to correct (quantize skips them), one row
-            for bc in (False, True) if cfg.weight_type.endswith("8") else (False,):
+            # 16-bit weights are near enough exact: nothing to round or correct (quantize skips them), one row
+            combos = [("nearest", False), ("nearest", True), ("gptq", False), ("gptq", True)]
+            for wr, bc in combos if cfg.weight_type.endswith("8") else [("nearest", False)]:
                 t0 = time.perf_counter()
                 path = Path(tmp) / "q.onnx"
                 path.unlink(missing_ok=True)
-                quantize(fp32, path, cfg.with_(bias_correction=bc), calib, verify_batch=ev[:64], guard=False)
+                quantize(fp32, path, cfg.with_(bias_correction=bc, weight_rounding=wr), calib, verify_batch=ev[:64],
+                         guard=False)
                 out = run_batched(open_session(path), ev)
                 a = {k: agreement(ref, out, p) for k, p in parts.items()}
-                print(f"| {label} | {'yes' if bc else 'no'} | {a['all'][0]:.2f} | {a['cifar'][0]:.2f} | "
+                print(f"| {label} | {wr} | {'yes' if bc else 'no'} | {a['all'][0]:.2f} | {a['cifar'][0]:.2f} | "
                       f"{a['kodak'][0]:.2f} | {a['all'][1]:.1f} |", flush=True)
                 print(f"  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
     return 0

@@ -10,9 +10,10 @@ the seed-004 table (FAILED rows carry the agreement they reached), the auto sear
 peak RSS, read from the kernel (wait4) for the whole process.
 
 imagenet: the ImageNet weights in ImageNet mode, label-free, on the 24 Kodak photos plus 1,000 CIFAR-10 test
-images (100 per class, upscaled by the preprocessing), calibrated on 300 CIFAR-10 training images. The
-folders are symlinks in a temporary directory (nothing is copied). Agreement, top-5 overlap, KL and rel-L2
-are measured against FP32.
+images (100 per class, upscaled by the preprocessing), calibrated on 300 of 600 CIFAR-10 training images; the
+other 300 are `--auto`'s label-free validation images, its budget `--max-drop` points of disagreement with FP32
+(default 3: >= 97 % agreement). The folders are symlinks in a temporary directory (nothing is copied).
+Agreement, top-5 overlap, KL and rel-L2 are measured against FP32.
 """
 from __future__ import annotations
 
@@ -34,9 +35,10 @@ BENCH = ["--bench-runs", "200", "--bench-batches", "1,32", "--bench-seconds", "2
 
 
 def imagenet_folders(root: Path, shared: Path) -> Path:
-    """root/calib: 300 CIFAR-10 train images; root/eval: 24 Kodak photos + 1,000 CIFAR-10 test images."""
+    """root/calib: 600 CIFAR-10 train images (300 calibration + 300 auto validation); root/eval: 24 Kodak photos +
+    1,000 CIFAR-10 test images."""
     cifar = shared / "datasets" / "cifar10"
-    for split, n, sub in (("train", 300, "calib"), ("test", 1000, "eval")):
+    for split, n, sub in (("train", 600, "calib"), ("test", 1000, "eval")):
         s = open_split(cifar, split)
         d = root / sub
         d.mkdir(parents=True)
@@ -54,7 +56,8 @@ def main() -> int:
     ap.add_argument("--checkpoint", default="runs/effl0/best.pth")
     ap.add_argument("--out")
     ap.add_argument("--variants", help="default: default,dynamic,seed-lab5,per-tensor (cifar); default,dynamic (imagenet)")
-    ap.add_argument("--max-drop", default="0.5")
+    ap.add_argument("--max-drop", help="auto's budget: top-1 points (cifar, default 0.5) or points of disagreement "
+                    "with FP32 (imagenet, label-free, default 3)")
     ap.add_argument("--auto-methods", default="minmax",
                     help="calibration methods auto sweeps (entropy/percentile: ~2.5 min per 100 images at 224 px here)")
     args = ap.parse_args()
@@ -68,7 +71,7 @@ def main() -> int:
                                  "--pretrained imagenet --size 224 --data ../shared/datasets/cifar10 --out runs/effl0")
             out = Path(args.out or "runs/seed004")
             cmd = [str(QDEPLOY), "run", "--checkpoint", args.checkpoint, "--out", str(out), "--variants",
-                   args.variants or "default,dynamic,seed-lab5,per-tensor", "--auto", "--max-drop", args.max_drop,
+                   args.variants or "default,dynamic,seed-lab5,per-tensor", "--auto", "--max-drop", args.max_drop or "0.5",
                    "--auto-methods", args.auto_methods, *BENCH]
         else:
             out = Path(args.out or "runs/seed004_imagenet")
@@ -76,7 +79,8 @@ def main() -> int:
             cmd = [str(QDEPLOY), "run", "--arch", "efficientnet-lite0", "--pretrained", "imagenet", "--data", str(data),
                    "--calib-split", "calib", "--eval-split", "eval", "--classes-file",
                    str(shared / "datasets" / "imagenet" / "imagenet_classes.txt"), "--out", str(out),
-                   "--variants", args.variants or "default,dynamic", *BENCH]
+                   "--variants", args.variants or "default,dynamic", "--auto", "--max-drop", args.max_drop or "3",
+                   "--val-size", "300", "--auto-methods", args.auto_methods, *BENCH]
         print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
         mb, sec = peak_rss(cmd)
     res = RunResult.load(out / "report.json")

@@ -98,17 +98,36 @@ def test_memorised_validation_switches_to_disagreement(tmp_path, fp32_onnx, cifa
     assert c["drop_pt"] == pytest.approx(100 * (1 - c["agreement"]))
 
 
-def test_top1_budget_on_label_free_images_is_refused_not_scored_against_nothing(fp32_onnx, calib_eval, tmp_path):
-    """Before: val_y None made `argmax == None` all False, FP32 top-1 0 %, and every candidate 'met' a 0-pt drop."""
+def test_label_free_images_budget_disagreement_not_top1(fp32_onnx, calib_eval, tmp_path):
+    """No labels (a plain photo folder, ImageNet mode): a relative budget (a fraction of a top-1 there is none of) is
+    refused; --max-drop is points of disagreement with FP32. Before this mode, val_y None made `argmax == None` all
+    False, FP32 top-1 0 %, and every candidate 'met' a 0-pt drop: the chosen file is checked here, from the file."""
     from qdeploy.errors import QuantizeError
     from qdeploy.quantize.auto import auto_quantize
     from qdeploy.quantize.config import AutoConfig
+    from qdeploy.targets import open_session, run_batched
 
     path, _ = fp32_onnx
     _, calib_x, _, ev_x = calib_eval
-    with pytest.raises(QuantizeError, match="needs labelled validation images"):
-        auto_quantize(path, tmp_path / "a.onnx", calib_x[:16], ev_x[:64], None, AutoConfig(), log=lambda m: None)
+    val = ev_x[:300]
+    with pytest.raises(QuantizeError, match="--max-rel-drop needs labels"):
+        auto_quantize(path, tmp_path / "a.onnx", calib_x, val, None, AutoConfig(max_drop_pt=None, max_rel_drop=0.01),
+                      log=lambda m: None)
     assert not (tmp_path / "a.onnx").exists()
+    cfg = AutoConfig(max_drop_pt=2.0, val_size=300, formats=("QDQ",), kernels=("u8s8", "u8u8"), methods=("minmax",),
+                     per_channel=(True,), calib_fractions=(1.0,), bench_runs=20)
+    lines = []
+    rec = auto_quantize(path, tmp_path / "a.onnx", calib_x, val, None, cfg, log=lines.append)
+    assert rec["metric"] == "disagreement" and rec["label_free"] and rec["fp32_val_top1"] is None
+    assert any("label-free validation images" in m for m in lines), lines
+    for c in rec["candidates"]:
+        if c["status"] == "ok":
+            assert c["val_top1"] is None and abs(c["drop_pt"] - 100 * (1 - c["agreement"])) < 1e-9, c
+    assert rec["met_budget"], rec.get("message")
+    ref = run_batched(open_session(path), val).argmax(1)
+    agreement = float((run_batched(open_session(tmp_path / "a.onnx"), val).argmax(1) == ref).mean())
+    chosen = next(c for c in rec["candidates"] if c["name"] == rec["chosen"])
+    assert agreement >= 0.98 and abs(agreement - chosen["agreement"]) < 1e-9, (agreement, chosen["agreement"])
 
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("openvino") is None,

@@ -70,14 +70,23 @@ class _Search:
         self.cands: list[Candidate] = []
 
     def _reference(self) -> None:
+        # Label-free validation images (a plain photo folder, e.g. ImageNet mode): no top-1 to drop, so the budget
+        # is on disagreement with FP32, which bounds the drop on any labelled set of such images from above.
         if self.val_y is None:
-            raise QuantizeError("--auto with a top-1 budget needs labelled validation images; this data has no labels. "
-                                "Use an ImageFolder tree (train/<class>/...) or run without --auto")
+            if self.cfg.max_drop_pt is None:
+                raise QuantizeError("--auto on label-free images needs a budget in points of disagreement with FP32 "
+                                    "(--max-drop 3 = at least 97 % agreement); --max-rel-drop needs labels")
+            self.fp32_top1, self.metric = None, "disagreement"
+            return
         self.fp32_top1 = float((self.ref_logits.argmax(1) == self.val_y).mean())
         self.metric = "disagreement" if self.fp32_top1 >= self.cfg.memorized_at else "top1-drop"
 
+    @property
+    def label_free(self) -> bool:
+        return self.val_y is None
+
     def score(self, c: Candidate, outputs: np.ndarray) -> None:
-        c.val_top1 = float((outputs.argmax(1) == self.val_y).mean())
+        c.val_top1 = None if self.label_free else float((outputs.argmax(1) == self.val_y).mean())
         d = compare_outputs(self.ref_logits, outputs)
         c.agreement, c.rel_l2 = d.agreement, d.rel_l2
 
@@ -87,17 +96,17 @@ class _Search:
         return None
 
     def quality(self, c: Candidate) -> str:
-        return (f"val top-1 {100 * c.val_top1:.2f} % (FP32 {100 * self.fp32_top1:.2f}), agreement "
-                f"{100 * c.agreement:.2f} %, {self.metric} {self.drop_pt(c):.2f} pt")
+        top1 = "" if self.label_free else f"val top-1 {100 * c.val_top1:.2f} % (FP32 {100 * self.fp32_top1:.2f}), "
+        return f"{top1}agreement {100 * c.agreement:.2f} %, {self.metric} {self.drop_pt(c):.2f} pt"
 
     def good_enough(self, c: Candidate, budget: float) -> bool:
         return self.drop_pt(c) <= budget + 1e-9
 
     def budget(self) -> float:
-        return self.cfg.budget_pt(self.fp32_top1)
+        return self.cfg.max_drop_pt if self.label_free else self.cfg.budget_pt(self.fp32_top1)
 
     def reference_facts(self) -> dict:
-        return {"fp32_val_top1": self.fp32_top1}
+        return {"fp32_val_top1": self.fp32_top1, "label_free": self.label_free}
 
     def _bench(self, models: dict, runs: int | None = None):
         from ..bench import BenchConfig, benchmark_many
@@ -280,11 +289,15 @@ def auto_quantize(fp32: str | Path, out: str | Path, calib_pool: np.ndarray, val
 def _classify_search(s: "_Search") -> tuple[Candidate | None, float, list[dict]]:
     """Classification: speed screen, accuracy sweep on the survivors, sensitivity fallback. (chosen, budget,
     sensitivity)."""
-    cfg, log, calib_pool, val_y = s.cfg, s.log, s.pool, s.val_y
-    budget = cfg.budget_pt(s.fp32_top1)
-    log(f"auto: FP32 val top-1 {100 * s.fp32_top1:.2f} % on {len(val_y)} validation images, budget {budget:.2f} pt, "
-        f"FP32 {s.fp32_ms:.2f} ms")
-    if s.metric == "disagreement":
+    cfg, log, calib_pool = s.cfg, s.log, s.pool
+    budget = s.budget()
+    if s.label_free:
+        log(f"auto: {len(s.val_x)} label-free validation images: budget {budget:.2f} pt of disagreement with FP32 "
+            f"(agreement >= {100 - budget:.2f} %), FP32 {s.fp32_ms:.2f} ms")
+    else:
+        log(f"auto: FP32 val top-1 {100 * s.fp32_top1:.2f} % on {len(s.val_y)} validation images, budget {budget:.2f} "
+            f"pt, FP32 {s.fp32_ms:.2f} ms")
+    if s.metric == "disagreement" and not s.label_free:
         log(f"auto: FP32 gets {100 * s.fp32_top1:.1f} % of the validation images right (seen in training): the budget "
             "applies to INT8/FP32 disagreement instead, an upper bound on the top-1 drop")
     sizes = cfg.calib_sizes(len(calib_pool))
@@ -529,7 +542,7 @@ def summary(rec: dict) -> dict:
     """The part of a search record a run's report carries (the rest is in search.json)."""
     keys = ("budget_pt", "metric", "met_budget", "chosen", "chosen_drop_pt", "fp32_nodes_kept", "seconds",
             "message", "fp32_val_top1", "calib_sizes", "calib_pool", "min_psnr", "min_worst_psnr", "floors", "fp32_p50_ms",
-            "val_images", "targets", "chosen_target", "per_target")
+            "val_images", "targets", "chosen_target", "per_target", "label_free")
     out = {k: rec.get(k) for k in keys}
     from .sensitivity import by_kind
 

@@ -28,8 +28,14 @@ import numpy as np
 from .qlayers import attr, find_layers
 
 MAX_IMAGES = 64                 # calibration images whose layer inputs make H (each gives many patches)
+POSITIONS = 256                 # output positions per image that enter H (a regular grid of them: at 112 x 112
+                                # every 7th row and column; neighbouring patches overlap and add little)
 OUTPUT_BYTES = 512 * 2**20      # layer inputs held at once while measuring H (the batch is sized to this)
 DAMP = 0.01                     # H += DAMP * mean(diag H) * I (GPTQ's dampening)
+BLOCK = 128                     # columns rounded between two updates of the remaining ones
+MAX_COLUMNS = 1280              # wider layers (ResNet18's 3x3x512 convs: 4608) are solved in independent column
+                                # chunks: the factorisation is cubic in the width (a 4608-wide H cost ~1.5 s each
+                                # here), and 64 small images give such an H fewer samples than columns anyway
 
 _cache: dict = {}               # one entry: (source graph, images) -> second moments; the auto search re-quantizes
                                 # the same FP32 file with the same images many times
@@ -54,41 +60,51 @@ def _conv_geometry(node, w_shape) -> dict | None:
 
 
 def _patches(x: np.ndarray, g: dict) -> np.ndarray:
-    """(N, C, Ho, Wo, kh, kw) view of x's im2col patches (after padding)."""
+    """(N, C, Ho', Wo', kh, kw) view of x's im2col patches (after padding) at up to ~POSITIONS output positions."""
     p = g["p"]
     if any(p):
         x = np.pad(x, ((0, 0), (0, 0), (p[0], p[2]), (p[1], p[3])))
     v = np.lib.stride_tricks.sliding_window_view(x, g["k"], axis=(2, 3))
-    return v[:, :, ::g["s"][0], ::g["s"][1]]
+    v = v[:, :, ::g["s"][0], ::g["s"][1]]
+    step = int(np.ceil(np.sqrt(v.shape[2] * v.shape[3] / POSITIONS)))
+    return v[:, :, step // 2::step, step // 2::step] if step > 1 else v
 
 
-def _accumulate(h: np.ndarray | None, x: np.ndarray, g: dict | None) -> tuple[np.ndarray, int]:
-    """Add this batch's sum of x x^T (per channel for a depthwise conv); returns (sum, samples). In float64: a
-    float32 sum's last bits depend on the BLAS thread count, and a rounding decision must not (a file built in a
-    one-thread Ray worker is byte-identical to one built here)."""
+def _width(g: dict | None, x_shape) -> tuple[int, int]:
+    """(columns of the layer's rows, kernel window) for a node's input of shape x_shape."""
+    if g is None:
+        return int(np.prod(x_shape[1:])), 1
+    kk = int(np.prod(g["k"]))
+    return (kk if g["kind"] == "depthwise" else x_shape[1] * kk), kk
+
+
+def _accumulate(h: list | None, x: np.ndarray, g: dict | None) -> tuple[list, int]:
+    """Add this batch's sum of x x^T (per channel for a depthwise conv), one block per column chunk (_chunks);
+    returns (blocks, samples). In float64: a float32 sum's last bits depend on the BLAS thread count, and a
+    rounding decision must not (a file built in a one-thread Ray worker is byte-identical to one built here)."""
     x = x.astype(np.float64)
-    if g is None:                                   # Gemm: one sample per image
-        X = x.reshape(len(x), -1)
-        add, n = X.T @ X, len(X)
-    elif g["kind"] == "full":
-        v = _patches(x, g)                          # column order (C, kh, kw) = the weight's flattening
-        X = np.ascontiguousarray(v.transpose(0, 2, 3, 1, 4, 5)).reshape(-1, v.shape[1] * v.shape[4] * v.shape[5])
-        add, n = X.T @ X, len(X)
-    else:
+    if g is not None and g["kind"] == "depthwise":
         v = _patches(x, g)
         c, kk = v.shape[1], v.shape[4] * v.shape[5]
         add = np.empty((c, kk, kk))
         for c0 in range(0, c, 64):                  # channel chunks bound the patch copy
             X = np.ascontiguousarray(v[:, c0:c0 + 64].transpose(1, 0, 2, 3, 4, 5)).reshape(min(64, c - c0), -1, kk)
             add[c0:c0 + 64] = np.matmul(X.transpose(0, 2, 1), X)
-        n = v.shape[0] * v.shape[2] * v.shape[3]
-    return (add if h is None else h + add), n
+        blocks, n = [add], v.shape[0] * v.shape[2] * v.shape[3]
+    else:
+        if g is None:                               # Gemm: one sample per image
+            X = x.reshape(len(x), -1)
+        else:
+            v = _patches(x, g)                      # column order (C, kh, kw) = the weight's flattening
+            X = np.ascontiguousarray(v.transpose(0, 2, 3, 1, 4, 5)).reshape(-1, v.shape[1] * v.shape[4] * v.shape[5])
+        blocks, n = [X[:, c].T @ X[:, c] for c in _chunks(*_width(g, x.shape))], len(X)
+    return (blocks if h is None else [a + b for a, b in zip(h, blocks)]), n
 
 
 def second_moments(source: Path, calib, input_name: str, nodes: dict, fixed: dict | None = None,
                    batch_one: bool = False) -> dict:
-    """E[x x^T] of each node's input patches over the calibration images (name -> array): nodes maps a node name
-    to (node, conv geometry or None for a Gemm). Cached for the last (graph, images): the auto search quantizes the
+    """E[x x^T] of each node's input patches over the calibration images (name -> blocks, one per column chunk):
+    nodes maps a node name to (node, conv geometry or None for a Gemm). Cached for the last (graph, images): the auto search quantizes the
     same pre-processed graph with the same images many times (other formats, kernels, nodes kept in FP32)."""
     import onnx
     import onnxruntime as ort
@@ -121,7 +137,7 @@ def second_moments(source: Path, calib, input_name: str, nodes: dict, fixed: dic
             batch = int(max(1, min(16, OUTPUT_BYTES // max(per_image, 1))))
         i += len(x)
         del outs
-    value = {k: sums[k] / counts[k] for k in sums}
+    value = {k: [b / counts[k] for b in sums[k]] for k in sums}
     _cache.clear()
     _cache.update(key=key, value=value)
     return value
@@ -140,6 +156,26 @@ def _unrows(kind: str, node, rows: np.ndarray, shape) -> np.ndarray:
     return rows.reshape(shape)
 
 
+def _inverse_upper_factor(h: np.ndarray) -> np.ndarray:
+    """Upper triangular U with H^-1 = U^T U (GPTQ's factor), for H (D, D) or a stack (R, D, D), without forming H^-1:
+    the Cholesky factor of H with rows and columns reversed, L, gives H = V V^T with V = J L J upper, so U = V^-1 =
+    J L^-1 J (one Cholesky and one triangular inverse, ~3x less work than inverse-then-Cholesky)."""
+    rev = slice(None, None, -1)
+    low = np.linalg.cholesky(h[..., rev, rev])
+    if h.ndim == 2:
+        try:
+            from scipy.linalg.lapack import dtrtri
+
+            inv, info = dtrtri(low, lower=1)
+            if info != 0:
+                raise np.linalg.LinAlgError("singular Cholesky factor")
+        except ImportError:
+            inv = np.linalg.inv(low)
+    else:
+        inv = np.linalg.inv(low)
+    return np.ascontiguousarray(inv[..., rev, rev])
+
+
 def gptq(w: np.ndarray, h: np.ndarray, scale: np.ndarray, zp: np.ndarray, lo: int, hi: int,
          damp: float = DAMP) -> np.ndarray:
     """Integer rows for float rows w (R, D) on the grid (q - zp) * scale (per row), q in [lo, hi], minimising
@@ -156,8 +192,7 @@ def gptq(w: np.ndarray, h: np.ndarray, scale: np.ndarray, zp: np.ndarray, lo: in
         try:
             bump = (damp * 10 ** attempt) * mean_diag
             hd = h + (bump[:, None, None] * eye if per_row else bump * eye)
-            u = np.linalg.cholesky(np.linalg.inv(hd))
-            u = u.transpose(0, 2, 1) if per_row else u.T          # upper Cholesky factor of H^-1
+            u = _inverse_upper_factor(hd)
             break
         except np.linalg.LinAlgError:
             continue
@@ -166,21 +201,40 @@ def gptq(w: np.ndarray, h: np.ndarray, scale: np.ndarray, zp: np.ndarray, lo: in
     s = np.where(scale == 0, 1.0, scale).astype(np.float64)
     z = zp.astype(np.float64)
     q = np.empty(w.shape, dtype=np.int64)
-    for i in range(w.shape[1]):
-        col = w[:, i]
-        qi = np.clip(np.round(col / s + z), lo, hi)
-        q[:, i] = qi
-        d = u[:, i, i] if per_row else u[i, i]
-        err = (col - (qi - z) * s) / d
-        if i + 1 < w.shape[1]:
-            w[:, i + 1:] -= err[:, None] * (u[:, i, i + 1:] if per_row else u[i, i + 1:][None, :])
+    d_all = w.shape[1]
+    for b0 in range(0, d_all, BLOCK):       # GPTQ's lazy updates: columns in blocks, the rest updated once a block
+        b1 = min(b0 + BLOCK, d_all)
+        wb = w[:, b0:b1]                    # a view: updated in place
+        errs = np.empty_like(wb)
+        for j in range(b1 - b0):
+            i = b0 + j
+            col = wb[:, j]
+            qi = np.clip(np.round(col / s + z), lo, hi)
+            q[:, i] = qi
+            err = (col - (qi - z) * s) / (u[:, i, i] if per_row else u[i, i])
+            errs[:, j] = err
+            if j + 1 < b1 - b0:
+                wb[:, j + 1:] -= err[:, None] * (u[:, i, i + 1:b1] if per_row else u[i, i + 1:b1][None, :])
+        if b1 < d_all:
+            w[:, b1:] -= np.einsum("rj,rjk->rk", errs, u[:, b0:b1, b1:]) if per_row else errs @ u[b0:b1, b1:]
     return q
 
 
+def _chunks(width: int, window: int) -> list[slice]:
+    """Column ranges solved together: all of them up to MAX_COLUMNS, else equal chunks of whole kernel windows."""
+    if width <= MAX_COLUMNS:
+        return [slice(0, width)]
+    n = -(-width // (MAX_COLUMNS // window * window))
+    step = -(-width // n // window) * window
+    return [slice(a, min(a + step, width)) for a in range(0, width, step)]
+
+
 def _proxy_error(w: np.ndarray, wq: np.ndarray, h: np.ndarray) -> float:
-    """sum over rows of (w - wq) H (w - wq)^T: the layer's mean squared output error on the calibration inputs."""
+    """sum over rows of (w - wq) H (w - wq)^T: the layer's mean squared output error on the calibration inputs
+    (summed over column chunks: the block-diagonal part of H, the part GPTQ solves)."""
     e = (wq - w).astype(np.float64)
-    return float(np.einsum("ri,rij,rj->", e, h, e) if h.ndim == 3 else np.einsum("ri,ij,rj->", e, h, e))
+    eh = np.matmul(e[:, None, :], h)[:, 0, :] if h.ndim == 3 else e @ h      # BLAS, not einsum's loops
+    return float((eh * e).sum())
 
 
 def round_weights(source: Path, quantized: Path, calib, input_name: str, fixed: dict | None = None,
@@ -224,15 +278,20 @@ def round_weights(source: Path, quantized: Path, calib, input_name: str, fixed: 
             np.full(r, float(ly.w_scale.reshape(-1)[0]))
         zp = np.broadcast_to(ly.w_zp.astype(np.float64).reshape(-1), (r,)) if ly.w_zp.size > 1 else \
             np.full(r, float(ly.w_zp.reshape(-1)[0]))
-        h = h_all[ly.source.name]
+        blocks = h_all[ly.source.name]
+        chunks = [slice(0, rows.shape[1])] if g is not None and g["kind"] == "depthwise" else \
+            _chunks(rows.shape[1], 1 if g is None else int(np.prod(g["k"])))
         old = _rows(ly.kind, ly.node, w_int).astype(np.int64)
         try:
-            new = gptq(rows, h, scale, zp, int(w_int.min()), int(w_int.max()))
+            new = np.empty_like(old)
+            for cols, h in zip(chunks, blocks, strict=True):
+                new[:, cols] = gptq(rows[:, cols], h, scale, zp, int(w_int.min()), int(w_int.max()))
         except np.linalg.LinAlgError:
             skipped += 1
             continue
         deq = lambda qi: (qi - zp[:, None]) * scale[:, None]  # noqa: E731
-        e_old, e_new = _proxy_error(rows, deq(old), h), _proxy_error(rows, deq(new), h)
+        err = lambda qi: sum(_proxy_error(rows[:, c], deq(qi)[:, c], h) for c, h in zip(chunks, blocks))  # noqa: E731
+        e_old, e_new = err(old), err(new)
         if e_new >= e_old:          # never make a layer worse on its own inputs
             new, e_new = old, e_old
         before, after = before + e_old, after + e_new

@@ -217,9 +217,11 @@ def auto_section(a: dict) -> list[str]:
     sizes = ", ".join(map(str, a.get("calib_sizes") or []))
     return ["## Auto-quantization", "",
             f"Budget {a['budget_pt']:.2f} pt, measured as {a['metric']} on a validation split carved from the "
-            f"calibration split (FP32 top-1 there {100 * a['fp32_val_top1']:.2f} %"
-            + ("; the model has seen these images, so INT8/FP32 disagreement, an upper bound on the drop, is "
-               "the measure" if a["metric"] == "disagreement" else "")
+            + ("calibration split (label-free images: INT8/FP32 disagreement, an upper bound on the drop on any "
+               "labelled set like them, is the measure" if a.get("label_free") else
+               f"calibration split (FP32 top-1 there {100 * a['fp32_val_top1']:.2f} %"
+               + ("; the model has seen these images, so INT8/FP32 disagreement, an upper bound on the drop, is "
+                  "the measure" if a["metric"] == "disagreement" else ""))
             + f"); calibration sizes tried: {sizes} of {a.get('calib_pool')}; {a['candidates']} candidates measured in "
             f"{a['seconds']:.0f} s. " + (f"Chose `{a['chosen']}`: validation drop {a['chosen_drop_pt']:.2f} pt, "
                                        f"{a['fp32_nodes_kept']} node(s) kept in FP32." if a["met_budget"]
