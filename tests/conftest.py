@@ -44,6 +44,25 @@ def fp32_model():
     return load_model("resnet18-cifar", CKPT)
 
 
+def onnx_inits(path):
+    """(the loaded model, its initializers as arrays by name)."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    return m, {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+
+
+def file_meta(path, key: str):
+    """One entry of a qdeploy file's metadata, JSON decoded (None when absent)."""
+    import json
+
+    from qdeploy.artifacts import read_info
+
+    v = read_info(path).extra.get(key)
+    return json.loads(v) if isinstance(v, str) else v
+
+
 @pytest.fixture(scope="session")
 def calib_eval():
     """64 calibration images from train, 500 evaluation images from test (class-balanced, real)."""

@@ -1,13 +1,12 @@
 """Bias correction on real models and real images: only the INT32 biases change, by exactly (Wq - W) E[x] measured
 from the files themselves, and on the ImageNet EfficientNet-Lite0 (whose rounded weights shift its outputs most)
 agreement with FP32 rises."""
-import json
 
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
 
+from conftest import file_meta, onnx_inits
 from qdeploy.bundled import bundled_run_dir
 from qdeploy.data import DataConfig, PreprocessSpec, open_calib
 from qdeploy.quantize import QuantConfig, quantize
@@ -15,16 +14,8 @@ from qdeploy.quantize.config import kernel_types
 from qdeploy.targets import open_session, run_batched
 
 
-def _inits(path):
-    m = onnx.load(str(path))
-    return m, {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
-
-
 def _meta(path):
-    from qdeploy.artifacts import read_info
-
-    bc = read_info(path).extra.get("bias_correction")
-    return json.loads(bc) if isinstance(bc, str) else bc
+    return file_meta(path, "bias_correction")
 
 
 @pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
@@ -39,7 +30,7 @@ def test_every_layer_corrected_and_only_biases_change(tmp_path, cifar, fmt):
     meta = _meta(on)
     assert meta["layers"] == layers and meta["skipped"] == 0 and meta["calibration_images"] == 64, meta
     assert _meta(off) is None
-    (m_on, a), (_, b) = _inits(on), _inits(off)
+    (m_on, a), (_, b) = onnx_inits(on), onnx_inits(off)
     assert a.keys() == b.keys()
     changed = [k for k in a if a[k].dtype == np.int32 and not np.array_equal(a[k], b[k])]
     assert len(changed) >= layers // 2, changed            # biases moved in most layers ...
@@ -57,9 +48,9 @@ def test_shift_is_rounding_error_times_input_mean_and_agreement_rises(tmp_path, 
 
     # The stem conv reads the (padded) input image: recompute its correction from the files and the calibration
     # images alone, E[x] per colour channel taken straight from the pixels.
-    m, a = _inits(on)
-    _, b = _inits(off)
-    _, f = _inits(fp32)
+    m, a = onnx_inits(on)
+    _, b = onnx_inits(off)
+    _, f = onnx_inits(fp32)
     prod = {o: n for n in m.graph.node for o in n.output}
     stem = next(n for n in m.graph.node if n.op_type == "Conv")
     dw, db = prod[stem.input[1]], prod[stem.input[2]]

@@ -1,13 +1,12 @@
 """GPTQ weight rounding on real models and real images: only integer weights move, inside the range ORT used, and
 the rounded weights are closer to FP32 in what the network outputs on images the rounding never saw."""
-import json
 
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
 
-from qdeploy.artifacts import read_info
+from conftest import file_meta, onnx_inits
 from qdeploy.bundled import bundled_run_dir
 from qdeploy.data import DataConfig, PreprocessSpec, open_calib, open_split
 from qdeploy.data.sampling import balanced_indices
@@ -17,20 +16,14 @@ from qdeploy.quantize.weight_rounding import gptq
 from qdeploy.targets import open_session, run_batched
 
 
-def _inits(path):
-    m = onnx.load(str(path))
-    return m, {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
-
-
 def _meta(path):
-    v = read_info(path).extra.get("weight_rounding")
-    return json.loads(v) if isinstance(v, str) else v
+    return file_meta(path, "weight_rounding")
 
 
 def _weights_only(fp32, qdq):
     """The FP32 graph with each Conv/Gemm weight replaced by the QDQ file's dequantized integer weight (float
     activations): the weight rounding alone, run by ORT on the FP32 graph."""
-    m, a = _inits(qdq)
+    m, a = onnx_inits(qdq)
     prod = {o: n for n in m.graph.node for o in n.output}
     wq = {}
     for n in m.graph.node:
@@ -87,7 +80,7 @@ def test_only_integer_weights_change_inside_ort_range(tmp_path, cifar, fmt):
     assert meta["layers"] == layers and meta["skipped"] == 0 and meta["calibration_images"] == 64, meta
     assert 0.01 < meta["changed_fraction"] < 0.5, meta
     assert meta["output_error_after"] < 0.5 * meta["output_error_before"], meta
-    (m_on, a), (m_off, b) = _inits(on), _inits(off)
+    (m_on, a), (m_off, b) = onnx_inits(on), onnx_inits(off)
     assert a.keys() == b.keys()
     weights = [k for k in a if a[k].dtype in (np.int8, np.uint8) and a[k].ndim >= 2]
     changed = [k for k in weights if not np.array_equal(a[k], b[k])]
