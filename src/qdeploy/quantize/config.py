@@ -106,7 +106,7 @@ class QuantConfig:
 
         Bias correction (free at run time) removes the mean output shift the rounded weights add: measured on the
         ImageNet EfficientNet-Lite0 in ImageNet mode, agreement with FP32 58.3 % -> 80.3 % with it. GPTQ weight
-        rounding (also free at run time, weight_rounding.py) takes it on to 85.8 % (78.4 % without, 536 images)."""
+        rounding (also free at run time, weight_rounding.py) takes it on to 86.0 % (bench/bias_correction.py)."""
         from ..targets.ort import cpu_has_vnni
 
         vnni = cpu_has_vnni()
