@@ -20,7 +20,6 @@ are handled in QDQ and QOperator; anything else is counted as skipped and keeps 
 from __future__ import annotations
 
 import hashlib
-import time
 from pathlib import Path
 
 import numpy as np
@@ -246,7 +245,6 @@ def round_weights(source: Path, quantized: Path, calib, input_name: str, fixed: 
     import onnx
     from onnx import numpy_helper
 
-    t0 = time.perf_counter()
     src = onnx.load(str(source))
     float_w = {i.name: numpy_helper.to_array(i) for i in src.graph.initializer}
     q = onnx.load(str(quantized))
@@ -302,5 +300,4 @@ def round_weights(source: Path, quantized: Path, calib, input_name: str, fixed: 
             _unrows(ly.kind, ly.node, new, w_int.shape).astype(w_int.dtype), ly.w_name))
     onnx.save(q, str(quantized))
     return {"method": "gptq", "layers": done, "skipped": skipped, "changed_fraction": changed / max(total, 1),
-            "output_error_before": before, "output_error_after": after, "calibration_images": len(images),
-            "seconds": round(time.perf_counter() - t0, 1)}
+            "output_error_before": before, "output_error_after": after, "calibration_images": len(images)}
