@@ -3,8 +3,9 @@
 1. Speed screen: each (format, activation type) with MinMax; dominated ones (slower than FP32, or
    far slower than the fastest) are dropped before any calibration sweep.
 2. Accuracy sweep on the survivors: calibration method, per-channel/per-tensor, calibration size.
-3. Fallback when nothing meets the budget: rank nodes by the error they add, keep the worst in FP32
-   one at a time (re-measuring each step) until the budget holds or the steps run out.
+3. Fallback when nothing meets the budget: rank the quantized activations by what each costs the output alone
+   (classifier) or the nodes by the error they add (image-to-image), keep the worst float one at a time
+   (re-measuring each step) until the budget holds or the steps run out.
 Selection uses a validation split carved from the calibration split, never the test split.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..targets import DEFAULT_TARGET, open_session, run_batched
 from .base import QuantCheck, VariantContext, register
 from .config import WIDE_KERNELS, AutoConfig, QuantConfig, kernel_types
 from .ort import quantize, verify
-from .sensitivity import node_sensitivity
+from .sensitivity import node_sensitivity, tensor_sensitivity
 
 
 @dataclass
@@ -68,6 +69,7 @@ class _Search:
         # at most one correct prediction).
         self.fp32_ms = like.fp32_ms if like else self._bench({"fp32": fp32})["fp32"].p50_ms
         self.cands: list[Candidate] = []
+        self.tensor_sens: list[dict] = []   # filled when the classifier fallback runs (sensitivity.tensor_sensitivity)
 
     def _reference(self) -> None:
         # Label-free validation images (a plain photo folder, e.g. ImageNet mode): no top-1 to drop, so the budget
@@ -343,8 +345,13 @@ def _classify_search(s: "_Search") -> tuple[Candidate | None, float, list[dict]]
     if sens:
         log("auto: most sensitive nodes: " + ", ".join(f"{r['node']} (+{r['added_error']:.3f})" for r in sens[:5]))
     if chosen is None and base is not None:
-        log("auto: no candidate meets the budget; keeping the most sensitive nodes in FP32, one per step")
-        chosen = _fallback(s, base, sens, budget)
+        # the fallback follows the activations, not the nodes: a node's local error misses what a tensor costs
+        # downstream (EfficientNet-Lite0's stem output: tiny local error, the largest end-to-end cost), and
+        # leaving one node unquantized keeps its input quantized for its neighbours
+        s.tensor_sens = tensor_sensitivity(s.fp32, s.work / "sensitivity.onnx", s.val_x[:s.cfg.tensor_sens_images])
+        log("auto: no candidate meets the budget; keeping the costliest activations float, one per step: "
+            + ", ".join(f"{r['tensor']} ({r['output_rel_error']:.4f})" for r in s.tensor_sens[:5]))
+        chosen = _tensor_fallback(s, base, s.tensor_sens, budget)
     return chosen, budget, sens
 
 
@@ -446,6 +453,27 @@ def _fallback(s: _Search, base: Candidate, sens: list[dict], budget: float, star
     return None
 
 
+def _tensor_fallback(s: _Search, base: Candidate, rows: list[dict], budget: float) -> Candidate | None:
+    """Keep the activations that cost the output most float (their producers and consumers unquantized), one more
+    per step, re-measuring speed and accuracy each time."""
+    qbase = QuantConfig(**{**base.config, "nodes_to_exclude": []})
+    excluded: list[str] = []
+    steps = 0
+    for r in rows:
+        new = [n for n in r["nodes"] if n not in excluded]
+        if not new:
+            continue  # already float: an earlier site's nodes cover it
+        if steps == s.cfg.max_fallback_steps:
+            break
+        steps += 1
+        excluded += new
+        c = s.measure(qbase.with_(nodes_to_exclude=list(excluded)), base.calib_size, "fallback")
+        c.note = (c.note + "; " if c.note else "") + f"float up to {r['tensor']}"
+        if s.meets(c, budget):
+            return c
+    return None
+
+
 def _finish(outcomes: list, best: tuple, out: Path, cfg: AutoConfig, seconds: float):
     """One record for every target searched; `best` = (search, chosen or None, budget, sensitivity)."""
     import shutil
@@ -456,6 +484,7 @@ def _finish(outcomes: list, best: tuple, out: Path, cfg: AutoConfig, seconds: fl
               "val_images": len(s.val_x), "targets": list(cfg.targets),
               "config": asdict(cfg), "candidates": [{**asdict(c), "drop_pt": o[0].drop_pt(c) if c.status == "ok" else None}
                                                     for o in outcomes for c in o[0].cands], "sensitivity": sens,
+              "tensor_sensitivity": s.tensor_sens,
               "runtimes": _runtimes(outcomes), "seconds": seconds,
               "chosen": None if chosen is None else chosen.name, "met_budget": chosen is not None,
               "chosen_target": None if chosen is None else chosen.target,
@@ -550,6 +579,8 @@ def summary(rec: dict) -> dict:
     if chosen and rec.get("metric") == "psnr":
         out.update(chosen_psnr=chosen["psnr"], chosen_psnr_min=chosen["psnr_min"], chosen_p50_ms=chosen["p50_ms"])
     out.update(candidates=len(rec["candidates"]), top_sensitive=rec["sensitivity"][:5],
+               top_tensors=[{k: r[k] for k in ("tensor", "kind", "output_rel_error", "flips") if k in r}
+                            for r in rec.get("tensor_sensitivity") or []][:5],
                sensitivity_by_kind=by_kind(rec["sensitivity"]))
     return out
 

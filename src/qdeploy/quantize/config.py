@@ -264,6 +264,7 @@ class AutoConfig:
     keep_most_accurate: bool = True       # the speed screen keeps the fastest kernel and also the most accurate
     dominated_ratio: float = 1.5          # slower than this x the fastest INT8 -> dropped
     max_fallback_steps: int = 8
+    tensor_sens_images: int = 64          # validation images each activation's end-to-end cost is measured on
     bias_correction: bool = True          # every static candidate bias-corrected (QuantConfig.bias_correction)
     weight_rounding: str = "gptq"         # and its weights rounded so (QuantConfig.weight_rounding)
     bench_runs: int = 60

@@ -157,3 +157,136 @@ def node_sensitivity(fp32: Path, qdq: Path, x: np.ndarray) -> list[dict]:
         rows.append({"node": n.name, "op": n.op_type, "kind": conv_kind(n, weights), "tensor": t,
                      "output_rel_error": errors[t], "added_error": max(0.0, errors[t] - before)})
     return sorted(rows, key=lambda r: -r["added_error"])
+
+
+# ops whose output holds its input's values (ORT gives both the same scale): a tensor and such copies of it are one
+# quantization site, quantized and kept float together
+VALUE_PRESERVING = ("Pad", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "MaxPool")
+
+
+def quantized_activations(qdq_graph, fp32_tensors: set[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """FP32-graph tensor name -> (scale, zero point) of every activation the QDQ graph quantizes. ORT renames a
+    graph output it quantizes to `<name>_QuantizeLinear_Input`; a fused Conv+Clip keeps the Clip's name."""
+    from onnx import numpy_helper
+
+    consts = {i.name: numpy_helper.to_array(i) for i in qdq_graph.initializer}
+    out = {}
+    for n in qdq_graph.node:
+        if n.op_type != "QuantizeLinear" or n.input[0] in consts:
+            continue
+        t = n.input[0]
+        if t not in fp32_tensors and t.endswith("_QuantizeLinear_Input"):
+            t = t[: -len("_QuantizeLinear_Input")]
+        if t in fp32_tensors and n.input[1] in consts and len(n.input) > 2 and n.input[2] in consts:
+            out[t] = (consts[n.input[1]], consts[n.input[2]])
+    return out
+
+
+def _sites(model, params: dict) -> dict[str, list[str]]:
+    """Root tensor -> the quantized tensors that carry its values (itself, then its padded/reshaped copies)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def root(t: str) -> str:
+        p = producer.get(t)
+        while p is not None and p.op_type in VALUE_PRESERVING and p.input[0] in params:
+            t = p.input[0]
+            p = producer.get(t)
+        return t
+
+    sites: dict[str, list[str]] = {}
+    for t in params:
+        sites.setdefault(root(t), []).append(t)
+    return sites
+
+
+def float_site_nodes(model, tensors: list[str]) -> list[str]:
+    """The nodes to leave unquantized so that these tensors stay float: ORT quantizes a tensor when its producer
+    or any consumer is quantized, so both go, the producer together with the Conv a Clip/Relu follows."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    names = []
+    for t in tensors:
+        p = producer.get(t)
+        while p is not None:
+            names.append(p.name)
+            if p.op_type not in ("Clip", "Relu") + VALUE_PRESERVING or p.input[0] in tensors:
+                break
+            p = producer.get(p.input[0])
+        names += [n.name for n in model.graph.node if t in n.input]
+    return [n for n in dict.fromkeys(names) if n]
+
+
+def _fake_quantized(model, tensors: list[str], params: dict):
+    """A copy of the FP32 graph in which these tensors alone pass through QuantizeLinear -> DequantizeLinear."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    inputs = {i.name for i in g.input}
+    for k, t in enumerate(tensors):
+        scale, zp = params[t]
+        s_name, z_name, raw = f"__fq{k}_scale", f"__fq{k}_zp", f"__fq{k}_raw"
+        g.initializer.extend([numpy_helper.from_array(np.asarray(scale), s_name),
+                              numpy_helper.from_array(np.asarray(zp), z_name)])
+        if t in inputs:  # the graph input keeps its name: its consumers read the fake-quantized copy
+            for n in g.node:
+                n.input[:] = [raw if i == t else i for i in n.input]
+            src, dst, at = t, raw, 0
+        else:  # the producer writes `raw`; Q/DQ give back `t` to every consumer and graph output
+            at = next(i for i, n in enumerate(g.node) if t in n.output) + 1
+            p = g.node[at - 1]
+            p.output[:] = [raw if o == t else o for o in p.output]
+            src, dst = raw, t
+        g.node.insert(at, helper.make_node("DequantizeLinear", [f"__fq{k}_q", s_name, z_name], [dst]))
+        g.node.insert(at, helper.make_node("QuantizeLinear", [src, s_name, z_name], [f"__fq{k}_q"]))
+    return m
+
+
+def tensor_sensitivity(fp32: Path, qdq: Path, x: np.ndarray, log=None) -> list[dict]:
+    """Each activation the QDQ graph quantizes, quantized ALONE in the FP32 graph (the QDQ graph's scale and zero
+    point): the end-to-end error that one tensor costs the model's output, largest first.
+
+    Unlike node_sensitivity's local error, this sees amplification downstream: on the ImageNet EfficientNet-Lite0,
+    the stem's ReLU6 output (values ~3 +- 0.5 in a [0, 6] range, fed to a depthwise conv that takes differences)
+    costs 10 points of agreement alone while its own relative error is tiny. Each row also names the nodes to keep
+    unquantized for the tensor to stay float (float_site_nodes)."""
+    import onnx
+    import onnxruntime as ort
+
+    from ..artifacts import read_info
+    from ..fixed_inputs import arrays
+
+    model = onnx.load(str(fp32))
+    tensors = {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.input}
+    params = quantized_activations(onnx.load(str(qdq)).graph, tensors)
+    sites = _sites(model, params)
+    fixed = arrays(read_info(fp32).fixed_inputs)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+
+    def outputs(m) -> np.ndarray:
+        s = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        name = s.get_inputs()[0].name
+        step = 1 if s.get_inputs()[0].shape[0] == 1 else 16
+        return np.concatenate([s.run(None, {name: x[i:i + step], **fixed})[0] for i in range(0, len(x), step)])
+
+    ref = outputs(model).astype(np.float64)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    weights = {i.name: i for i in model.graph.initializer}
+    rows = []
+    for root, group in sites.items():
+        got = outputs(_fake_quantized(model, group, params))
+        p = producer.get(root)
+        while p is not None and p.op_type in ("Clip", "Relu"):
+            p = producer.get(p.input[0])
+        row = {"tensor": root, "tensors": group, "producer": p.name if p is not None else "(input)",
+               "kind": conv_kind(p, weights) if p is not None else "input",
+               "output_rel_error": float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-12)),
+               "nodes": float_site_nodes(model, group)}
+        if ref.ndim == 2 and ref.shape[1] > 1:
+            row["flips"] = float(np.mean(got.argmax(1) != ref.argmax(1)))
+        rows.append(row)
+        if log:
+            log(f"  tensor {root}: output rel error {row['output_rel_error']:.4f}")
+    return sorted(rows, key=lambda r: -r["output_rel_error"])

@@ -228,7 +228,17 @@ def auto_section(a: dict) -> list[str]:
                                        else f"**{a['message']}**") + _targets_note(a),
             "Every candidate: `search.json`. Most sensitive nodes: " +
             ", ".join(f"`{r['node']}` ({r.get('kind', r['op'])}, +{r['added_error']:.3f})" for r in a["top_sensitive"]),
-            ""] + _kind_table(a.get("sensitivity_by_kind") or [])
+            ""] + _kind_table(a.get("sensitivity_by_kind") or []) + _tensor_lines(a.get("top_tensors") or [])
+
+
+def _tensor_lines(rows: list[dict]) -> list[str]:
+    """The activations that cost the output most when quantized alone (what the fallback kept float first)."""
+    if not rows:
+        return []
+    return ["Costliest activations, each quantized alone in the FP32 graph (output rel-L2 vs FP32; top-1 flips "
+            "on the sensitivity images): " + ", ".join(
+                f"`{r['tensor']}` ({r['kind']}, {r['output_rel_error']:.4f}"
+                + (f", {100 * r['flips']:.1f} % flips" if "flips" in r else "") + ")" for r in rows), ""]
 
 
 def _kind_table(rows: list[dict]) -> list[str]:
