@@ -68,14 +68,18 @@ def test_fallback_keeps_costliest_activations_float(tmp_path, pool_val, monkeypa
     assert len(screen) == 1 and screen[0]["drop_pt"] > 0, screen   # the recipe really misses the 0.0 budget
     fb = [c for c in rec["candidates"] if c["stage"] == "fallback"]
     assert fb, "the fallback did not run"
-    # the fallback keeps activations float, costliest first (each quantized alone in the FP32 graph): step k leaves
-    # unquantized the producers and consumers of the k costliest ones, a superset of step k-1's nodes
+    # the fallback keeps activations float, costliest first (each quantized alone in the FP32 graph), greedily: each
+    # step adds the next site's producers and consumers to the steps kept so far, and is kept only if the drop did not
+    # rise. Replayed here from the recorded drops.
     sites = rec["tensor_sensitivity"]
     assert sites and [r["output_rel_error"] for r in sites] == sorted((r["output_rel_error"] for r in sites), reverse=True)
     assert fb[0]["excluded"] == sites[0]["nodes"]
-    for a, b in zip(fb, fb[1:]):
-        assert set(a["excluded"]) < set(b["excluded"])
-    assert set().union(*(r["nodes"] for r in sites[:len(fb)])) <= set(fb[-1]["excluded"])
+    kept, best = [], screen[0]["drop_pt"]
+    for c in fb:
+        site = next(r for r in sites if c["note"].split("float: ")[1].split(" ")[0] == r["tensor"])
+        assert c["excluded"] == kept + [n for n in site["nodes"] if n not in kept]
+        if c["status"] == "ok" and c["drop_pt"] <= best:
+            kept, best = c["excluded"], c["drop_pt"]
     if rec["met_budget"]:
         assert rec["fp32_nodes_kept"] >= 1 and (tmp_path / "auto.onnx").is_file()
     else:
