@@ -12,7 +12,7 @@ peak RSS, read from the kernel (wait4) for the whole process.
 imagenet: the ImageNet weights in ImageNet mode, label-free, on the 24 Kodak photos plus 1,000 CIFAR-10 test
 images (100 per class, upscaled by the preprocessing), calibrated on 300 of 600 CIFAR-10 training images; the
 other 300 are `--auto`'s label-free validation images, its budget `--max-drop` points of disagreement with FP32
-(default 3: >= 97 % agreement). The folders are symlinks in a temporary directory (nothing is copied).
+(default 3: >= 97 % agreement), with up to 16 fallback steps (activations kept float). The folders are symlinks in a temporary directory (nothing is copied).
 Agreement, top-5 overlap, KL and rel-L2 are measured against FP32.
 """
 from __future__ import annotations
@@ -80,7 +80,7 @@ def main() -> int:
                    "--calib-split", "calib", "--eval-split", "eval", "--classes-file",
                    str(shared / "datasets" / "imagenet" / "imagenet_classes.txt"), "--out", str(out),
                    "--variants", args.variants or "default,dynamic", "--auto", "--max-drop", args.max_drop or "3",
-                   "--val-size", "300", "--auto-methods", args.auto_methods, *BENCH]
+                   "--val-size", "300", "--auto-methods", args.auto_methods, "--auto-fallback-steps", "16", *BENCH]
         print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
         mb, sec = peak_rss(cmd)
     res = RunResult.load(out / "report.json")

@@ -47,13 +47,15 @@ def default(cls, name: str):
     return f.default_factory() if f.default_factory is not MISSING else f.default
 
 
-def _auto_cfg(max_drop, max_rel_drop, val_size, methods=None):
+def _auto_cfg(max_drop, max_rel_drop, val_size, methods=None, fallback_steps=None):
     from .quantize.config import AutoConfig
 
     if max_drop is None and max_rel_drop is None:
         max_drop = default(AutoConfig, "max_drop_pt")
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else default(AutoConfig, "methods")
-    return AutoConfig(max_drop_pt=max_drop, max_rel_drop=max_rel_drop, val_size=val_size, methods=chosen)
+    steps = default(AutoConfig, "max_fallback_steps") if fallback_steps is None else fallback_steps
+    return AutoConfig(max_drop_pt=max_drop, max_rel_drop=max_rel_drop, val_size=val_size, methods=chosen,
+                      max_fallback_steps=steps)
 
 
 def _image_auto_cfg(min_psnr, min_worst, val_size, methods=None, min_ssim=None):
@@ -159,6 +161,9 @@ def run(
     auto_methods: Optional[str] = typer.Option(None, help="--auto: calibration methods swept (default "
                                                "minmax,entropy,percentile; the histogram ones cost minutes per "
                                                "candidate at 224 px on 2 cores)."),
+    auto_fallback_steps: Optional[int] = typer.Option(None, help="--auto: most fallback steps (one more activation "
+                                                      f"kept float each) when no recipe meets the budget (default "
+                                                      f"{default(AutoConfig, 'max_fallback_steps')})."),
     bench_runs: int = typer.Option(default(BenchConfig, "runs"), help="Timed batch-1 runs for the latency percentiles."),
     bench_batches: Optional[str] = typer.Option(None, help="Batch sizes for the throughput table (default: 1,32,256 at "
                                                 "32 px, fewer images per batch for larger inputs)."),
@@ -218,7 +223,7 @@ def run(
     auto_cfg = None
     if auto:
         auto_cfg = (_image_auto_cfg(min_psnr, min_worst_psnr, val_size, auto_methods, min_ssim) if image
-                    else _auto_cfg(max_drop, max_rel_drop, val_size, auto_methods))
+                    else _auto_cfg(max_drop, max_rel_drop, val_size, auto_methods, auto_fallback_steps))
     cfg = RunConfig(out=str(out), data=_data_cfg(data, calib_split, eval_split, calib_size, eval_limit, names),
                     source=_source(checkpoint, onnx, pretrained, arch, arch_kwargs, spec, names, override_preprocess),
                     variants=variants,
@@ -332,6 +337,9 @@ def quantize_cmd(
     auto_methods: Optional[str] = typer.Option(None, help="--auto: calibration methods swept (default "
                                                "minmax,entropy,percentile; the histogram ones cost minutes per "
                                                "candidate at 224 px on 2 cores)."),
+    auto_fallback_steps: Optional[int] = typer.Option(None, help="--auto: most fallback steps (one more activation "
+                                                      f"kept float each) when no recipe meets the budget (default "
+                                                      f"{default(AutoConfig, 'max_fallback_steps')})."),
     data: Optional[Path] = DATA, calib_split: str = CALIB_SPLIT, calib_size: int = CALIB_SIZE,
 ):
     """FP32 ONNX -> INT8 ONNX, calibrated on real images (preprocessing read from the ONNX metadata)."""
@@ -349,7 +357,8 @@ def quantize_cmd(
     dcfg = DataConfig(root=str(_data_root(data)), calib_split=calib_split, calib_size=calib_size,
                       preprocess=info.require_preprocess(), classes=info.classes)
     if auto:
-        _auto_quantize(onnx, out, dcfg, _auto_cfg(max_drop, max_rel_drop, val_size, auto_methods))
+        _auto_quantize(onnx, out, dcfg, _auto_cfg(max_drop, max_rel_drop, val_size, auto_methods,
+                                                   auto_fallback_steps))
         return
     calib = open_calib(dcfg)
     path, check = quantize(onnx, out, qcfg, calib.load(dcfg.preprocess))

@@ -306,6 +306,8 @@ class AutoConfig:
             raise ConfigError(f"validation size {self.val_size} is too small; use >= 2 images")
         if not self.image and self.val_size < 50:
             raise ConfigError(f"validation size {self.val_size} is too small to measure a budget; use >= 500")
+        if self.max_fallback_steps < 0:
+            raise ConfigError(f"--auto-fallback-steps {self.max_fallback_steps} must be >= 0 (0: no fallback)")
         for k in self.kernels:
             kernel_types(k, vnni=True)  # validates the name
         bad = [m for m in self.methods if m not in METHODS]

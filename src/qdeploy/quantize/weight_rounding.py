@@ -69,12 +69,12 @@ def _patches(x: np.ndarray, g: dict) -> np.ndarray:
     return v[:, :, step // 2::step, step // 2::step] if step > 1 else v
 
 
-def _width(g: dict | None, x_shape) -> tuple[int, int]:
-    """(columns of the layer's rows, kernel window) for a node's input of shape x_shape."""
-    if g is None:
-        return int(np.prod(x_shape[1:])), 1
-    kk = int(np.prod(g["k"]))
-    return (kk if g["kind"] == "depthwise" else x_shape[1] * kk), kk
+def _layer_chunks(g: dict | None, width: int) -> list[slice]:
+    """The column ranges of a layer's rows that H is accumulated and GPTQ solved over, decided once for both: all of
+    a depthwise conv's (its H is per channel, kernel-window wide), else _chunks of whole kernel windows."""
+    if g is not None and g["kind"] == "depthwise":
+        return [slice(0, width)]
+    return _chunks(width, 1 if g is None else int(np.prod(g["k"])))
 
 
 def _accumulate(h: list | None, x: np.ndarray, g: dict | None) -> tuple[list, int]:
@@ -96,7 +96,7 @@ def _accumulate(h: list | None, x: np.ndarray, g: dict | None) -> tuple[list, in
         else:
             v = _patches(x, g)                      # column order (C, kh, kw) = the weight's flattening
             X = np.ascontiguousarray(v.transpose(0, 2, 3, 1, 4, 5)).reshape(-1, v.shape[1] * v.shape[4] * v.shape[5])
-        blocks, n = [X[:, c].T @ X[:, c] for c in _chunks(*_width(g, x.shape))], len(X)
+        blocks, n = [X[:, c].T @ X[:, c] for c in _layer_chunks(g, X.shape[1])], len(X)
     return (blocks if h is None else [a + b for a, b in zip(h, blocks)]), n
 
 
@@ -277,8 +277,7 @@ def round_weights(source: Path, quantized: Path, calib, input_name: str, fixed: 
         zp = np.broadcast_to(ly.w_zp.astype(np.float64).reshape(-1), (r,)) if ly.w_zp.size > 1 else \
             np.full(r, float(ly.w_zp.reshape(-1)[0]))
         blocks = h_all[ly.source.name]
-        chunks = [slice(0, rows.shape[1])] if g is not None and g["kind"] == "depthwise" else \
-            _chunks(rows.shape[1], 1 if g is None else int(np.prod(g["k"])))
+        chunks = _layer_chunks(g, rows.shape[1])
         old = _rows(ly.kind, ly.node, w_int).astype(np.int64)
         try:
             new = np.empty_like(old)
