@@ -13,20 +13,21 @@ on every evaluation image and batch-1 latency, all files timed interleaved in on
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from qdeploy.bench import BenchConfig, benchmark_many
-from qdeploy.data import open_split
-from qdeploy.data.sampling import balanced_indices
-from qdeploy.export import export
-from qdeploy.models import load_model, pretrained
-from qdeploy.quantize import QuantConfig, quantize
-from qdeploy.quantize.sensitivity import node_sensitivity, tensor_sensitivity
-from qdeploy.settings import shared_dir
-from qdeploy.targets import open_session, run_batched
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bias_correction import imagenet_mode  # noqa: E402
+
+from qdeploy.bench import BenchConfig, benchmark_many  # noqa: E402
+from qdeploy.export import export  # noqa: E402
+from qdeploy.models import load_model  # noqa: E402
+from qdeploy.quantize import QuantConfig, quantize  # noqa: E402
+from qdeploy.quantize.sensitivity import node_sensitivity, tensor_sensitivity  # noqa: E402
+from qdeploy.targets import open_session, run_batched  # noqa: E402
 
 
 def main() -> int:
@@ -36,16 +37,7 @@ def main() -> int:
     ap.add_argument("--sites", type=int, default=3, help="files with the 1..N costliest activations kept float")
     ap.add_argument("--runs", type=int, default=200)
     args = ap.parse_args()
-    shared = shared_dir()
-    if shared is None:
-        raise SystemExit("bench/activation_sites.py needs ../shared (set QDEPLOY_SHARED)")
-    weights, spec = pretrained("efficientnet-lite0", "imagenet")
-    cifar = shared / "datasets" / "cifar10"
-    tr, te = open_split(cifar, "train"), open_split(cifar, "test")
-    calib = tr.subset(balanced_indices(tr.labels, args.calib, seed=4)).load(spec)
-    ev = np.concatenate([te.subset(balanced_indices(te.labels, args.cifar_eval, seed=4)).load(spec),
-                         open_split(shared / "datasets" / "kodak24", None).load(spec)])
-    names = (shared / "datasets" / "imagenet" / "imagenet_classes.txt").read_text().splitlines()
+    weights, spec, names, calib, ev = imagenet_mode(args.calib, args.cifar_eval, "bench/activation_sites.py")
     cfg = QuantConfig.default()
     print(f"EfficientNet-Lite0 (ImageNet), `default` recipe ({cfg.description}); {len(calib)} calibration images, "
           f"{len(ev)} evaluation images ({args.cifar_eval} CIFAR-10 test + {len(ev) - args.cifar_eval} Kodak) at "

@@ -44,22 +44,29 @@ def agreement(ref: np.ndarray, out: np.ndarray, part: slice) -> tuple[float, flo
     return 100 * float((r.argmax(1) == o.argmax(1)).mean()), 100 * float(top5)
 
 
+def imagenet_mode(n_calib: int, n_cifar: int, script: str):
+    """The ImageNet Lite0's (weights, preprocessing, class names) and its ImageNet-mode images: n_calib CIFAR-10
+    training images (balanced) to calibrate on; n_cifar CIFAR-10 test images + the 24 Kodak photos to compare on."""
+    shared = shared_dir()
+    if shared is None:
+        raise SystemExit(f"{script} needs ../shared (set QDEPLOY_SHARED)")
+    weights, spec = pretrained("efficientnet-lite0", "imagenet")
+    cifar = shared / "datasets" / "cifar10"
+    tr, te = open_split(cifar, "train"), open_split(cifar, "test")
+    calib = tr.subset(balanced_indices(tr.labels, n_calib, seed=4)).load(spec)
+    ev = np.concatenate([te.subset(balanced_indices(te.labels, n_cifar, seed=4)).load(spec),
+                         open_split(shared / "datasets" / "kodak24", None).load(spec)])
+    names = (shared / "datasets" / "imagenet" / "imagenet_classes.txt").read_text().splitlines()
+    return weights, spec, names, calib, ev
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calib", type=int, default=300)
     ap.add_argument("--cifar-eval", type=int, default=1000)
     args = ap.parse_args()
-    shared = shared_dir()
-    if shared is None:
-        raise SystemExit("bench/bias_correction.py needs ../shared (set QDEPLOY_SHARED)")
-    weights, spec = pretrained("efficientnet-lite0", "imagenet")
-    cifar = shared / "datasets" / "cifar10"
-    tr, te = open_split(cifar, "train"), open_split(cifar, "test")
-    calib = tr.subset(balanced_indices(tr.labels, args.calib, seed=4)).load(spec)
     n_cifar = args.cifar_eval
-    ev = np.concatenate([te.subset(balanced_indices(te.labels, n_cifar, seed=4)).load(spec),
-                         open_split(shared / "datasets" / "kodak24", None).load(spec)])
-    names = (shared / "datasets" / "imagenet" / "imagenet_classes.txt").read_text().splitlines()
+    weights, spec, names, calib, ev = imagenet_mode(args.calib, n_cifar, "bench/bias_correction.py")
     parts = {"all": slice(None), "cifar": slice(0, n_cifar), "kodak": slice(n_cifar, None)}
     print(f"EfficientNet-Lite0 (ImageNet), {len(calib)} calibration images, {n_cifar} CIFAR-10 test + "
           f"{len(ev) - n_cifar} Kodak evaluation images at {spec.size} px", flush=True)
