@@ -315,7 +315,8 @@ def export_cmd(
 def quantize_cmd(
     onnx: Path = typer.Argument(..., help="FP32 ONNX file (from 'qdeploy export')."),
     out: Path = typer.Option(Path("int8.onnx"), help="Output INT8 ONNX file."),
-    preset: str = typer.Option("default", help="default | seed-lab5 | dynamic | per-tensor | entropy | percentile"),
+    preset: str = typer.Option("default", help="default | tuned | seed-lab5 | dynamic | per-tensor | entropy | "
+                               "percentile"),
     format: Optional[str] = typer.Option(None, help="Override: QDQ or QOperator."),
     activation_type: Optional[str] = typer.Option(None, help="Override: uint8 or int8."),
     weight_type: Optional[str] = typer.Option(None, help="Override: int8 or uint8."),
@@ -328,6 +329,9 @@ def quantize_cmd(
     weight_rounding: Optional[str] = typer.Option(None, help="Override: nearest (ORT's rounding) or gptq (each "
                                                   "layer's integer weights fitted to its output on the calibration "
                                                   "images; default preset: gptq)."),
+    tune_epochs: Optional[int] = typer.Option(None, help="Override: epochs of output tuning (INT32 biases and "
+                                              "activation scales fitted to FP32's outputs on the calibration images; "
+                                              "QDQ; 0 = off; preset 'tuned': 2)."),
     auto: bool = typer.Option(False, "--auto", help="Search for the fastest INT8 that meets --max-drop."),
     max_drop: Optional[float] = typer.Option(None, help=f"--auto: max top-1 drop in points (default "
                                              f"{default(AutoConfig, 'max_drop_pt')})."),
@@ -351,7 +355,8 @@ def quantize_cmd(
     info = read_info(onnx)
     overrides = {k: v for k, v in dict(format=format, activation_type=activation_type, weight_type=weight_type,
                                        per_channel=per_channel, method=method, percentile=percentile,
-                                       bias_correction=bias_correction, weight_rounding=weight_rounding).items()
+                                       bias_correction=bias_correction, weight_rounding=weight_rounding,
+                                       tune_epochs=tune_epochs).items()
                  if v is not None}
     qcfg = get_preset(preset).with_(**overrides)
     dcfg = DataConfig(root=str(_data_root(data)), calib_split=calib_split, calib_size=calib_size,

@@ -185,6 +185,7 @@ def quantize(fp32: str | Path, out: str | Path, cfg: QuantConfig, calib: np.ndar
                 _run_quantizer(pre, raw, calib, info.input_name, cfg, work, fixed)
             rounded = _weight_rounding(pre, raw, calib, info.input_name, fixed) if _rounds(cfg) else None
             corrected = _bias_correction(pre, raw, calib, info.input_name, fixed) if _corrects(cfg) else None
+            tuned = _output_tuning(pre, raw, calib, info.input_name, fixed, cfg) if cfg.tune_epochs else None
         except QuantizeError:
             raise
         except Exception as exc:
@@ -192,7 +193,8 @@ def quantize(fp32: str | Path, out: str | Path, cfg: QuantConfig, calib: np.ndar
                                 f"{str(exc)[:200]}") from exc
         meta = {"variant": cfg.name, "quant_config": cfg.as_dict(), **_carried_meta(info),
                 **({"weight_rounding": rounded} if rounded else {}),
-                **({"bias_correction": corrected} if corrected else {})}
+                **({"bias_correction": corrected} if corrected else {}),
+                **({"output_tuning": tuned} if tuned else {})}
         check = (lambda tmp: _checked(fp32, tmp, vb, cfg)) if guard else (lambda tmp: verify(fp32, tmp, vb, 0.0))
         return write_onnx(raw, out, meta, verify=check)
 
@@ -216,6 +218,14 @@ def _bias_correction(pre: Path, raw: Path, calib, input_name: str, fixed: dict) 
     from .bias_correction import correct_biases
 
     return correct_biases(pre, raw, calib, input_name, fixed, batch_one(pre))
+
+
+def _output_tuning(pre: Path, raw: Path, calib, input_name: str, fixed: dict, cfg: QuantConfig) -> dict:
+    """Biases and activation scales fitted to FP32's outputs (after GPTQ and bias correction, from where they
+    left the file)."""
+    from .output_tuning import TuningConfig, tune_outputs
+
+    return tune_outputs(pre, raw, calib, input_name, fixed, TuningConfig(epochs=cfg.tune_epochs))
 
 
 def _fixed_arrays(info) -> dict:
