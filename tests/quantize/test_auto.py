@@ -87,11 +87,35 @@ def test_fallback_keeps_costliest_activations_float(tmp_path, pool_val, monkeypa
         assert not (tmp_path / "auto.onnx").exists()
 
 
+def test_tuning_stage_tunes_the_closest_candidate(tmp_path, pool_val, monkeypatch):
+    """Nothing meets a zero budget and the fallback is off: the closest candidate is quantized again, output-tuned
+    (QDQ, same calibration images and FP32 nodes), and measured on the same validation images."""
+    from qdeploy.quantize.auto import _Search
+
+    monkeypatch.setattr(_Search, "_latency", lambda self, path, runs=None: 0.5 * self.fp32_ms)
+    cfg = AutoConfig(max_drop_pt=0.0, val_size=500, formats=("QDQ",), kernels=("u8s8",), methods=("minmax",),
+                     per_channel=(False,), calib_fractions=(1.0,), max_fallback_steps=0, tune_epochs=3,
+                     tune_candidates=1, bench_runs=20)
+    rec = auto_quantize(bundled_run_dir() / "fp32.onnx", tmp_path / "auto.onnx", *pool_val, cfg, log=lambda m: None)
+    before = [c for c in rec["candidates"] if c["stage"] != "tuning"]
+    tuned = [c for c in rec["candidates"] if c["stage"] == "tuning"]
+    assert before and all(c["drop_pt"] > 0 for c in before) and len(tuned) == 1, rec["candidates"]
+    base, t = min(before, key=lambda c: (c["drop_pt"], c["p50_ms"])), tuned[0]
+    assert t["config"]["tune_epochs"] == 3 and t["config"]["format"] == "QDQ" and t["excluded"] == base["excluded"]
+    assert {k: v for k, v in t["config"].items() if k != "tune_epochs"} == {
+        k: v for k, v in base["config"].items() if k != "tune_epochs"}
+    assert t["calib_size"] == base["calib_size"] == 100 and base["name"] in t["note"]
+    assert t["agreement"] >= base["agreement"] - 0.002, (t["agreement"], base["agreement"])
+    assert rec["met_budget"] == (t["drop_pt"] <= 0.0)
+
+
 def test_budget_validation():
     with pytest.raises(ConfigError):
         AutoConfig(max_drop_pt=0.3, max_rel_drop=0.01)
     with pytest.raises(ConfigError):
         AutoConfig(max_drop_pt=-1)
+    with pytest.raises(ConfigError, match="tune"):
+        AutoConfig(max_drop_pt=1.0, tune_epochs=-1)
 
 
 def test_memorised_validation_switches_to_disagreement(tmp_path, fp32_onnx, cifar):

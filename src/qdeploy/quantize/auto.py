@@ -230,6 +230,7 @@ def _describe(q: QuantConfig, n: int) -> str:
     ex = f", {len(q.nodes_to_exclude)} nodes FP32" if q.nodes_to_exclude else ""
     ex += f", only {'/'.join(q.op_types)}" if q.op_types else ""
     ex += f", float {'/'.join(q.float_outputs)} outputs" if q.float_outputs else ""
+    ex += f", output-tuned {q.tune_epochs} epochs" if q.tune_epochs else ""
     return (f"{q.format} {q.activation_type}/{q.weight_type}{' 7-bit' if q.reduce_range else ''} {'per-channel' if q.per_channel else 'per-tensor'} "
             f"{q.method} calib {n}{ex}")
 
@@ -352,7 +353,37 @@ def _classify_search(s: "_Search") -> tuple[Candidate | None, float, list[dict]]
         log("auto: no candidate meets the budget; keeping the costliest activations float, one per step: "
             + ", ".join(f"{r['tensor']} ({r['output_rel_error']:.4f})" for r in s.tensor_sens[:5]))
         chosen = _tensor_fallback(s, base, s.tensor_sens, budget)
+    if chosen is None:
+        chosen = _tuning(s, budget)
     return chosen, budget, sens
+
+
+def _tuning(s: _Search, budget: float) -> Candidate | None:
+    """The closest candidates faster than FP32 again, output-tuned (INT32 biases and activation scales fitted to
+    FP32's outputs on their calibration images; QDQ, the same graph otherwise), closest first; the first that meets
+    the budget is chosen. Tuning changes neither the graph nor the integer weights, but a QOperator candidate is
+    tuned as its QDQ twin, so speed is measured again."""
+    if not (s.cfg.tune_epochs and s.cfg.tune_candidates):
+        return None
+    ok = sorted((c for c in s.cands if c.status == "ok" and c.p50_ms < s.fp32_ms and c.config.get("mode") == "static"),
+                key=lambda c: (s.drop_pt(c), c.p50_ms))
+    seen, picks = set(), []
+    for c in ok:
+        key = (c.config["activation_type"], c.config["weight_type"], c.config["per_channel"], c.config["method"],
+               tuple(c.excluded), c.calib_size)
+        if key not in seen:
+            seen.add(key)
+            picks.append(c)
+    if picks:
+        s.log(f"auto: nothing within the budget; output tuning the {min(len(picks), s.cfg.tune_candidates)} closest "
+              f"({', '.join(c.name for c in picks[:s.cfg.tune_candidates])}), {s.cfg.tune_epochs} epochs each")
+    for c in picks[: s.cfg.tune_candidates]:
+        t = s.measure(QuantConfig(**c.config).with_(format="QDQ", tune_epochs=s.cfg.tune_epochs), c.calib_size,
+                      "tuning")
+        t.note = (t.note + "; " if t.note else "") + f"{c.name} output-tuned"
+        if s.meets(t, budget):
+            return t
+    return None
 
 
 def _image_search(s: "_ImageSearch") -> tuple[Candidate | None, float, list[dict]]:
@@ -549,7 +580,8 @@ def _plots(record: dict, out: Path) -> None:
     ok = [c for c in record["candidates"] if c["status"] == "ok"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for c in ok:
-        color = {"speed": "#999999", "accuracy": "#3b7dd8", "fallback": "#d8873b"}.get(c["stage"], "#3b7dd8")
+        color = {"speed": "#999999", "accuracy": "#3b7dd8", "fallback": "#d8873b",
+                 "tuning": "#2a9d5c"}.get(c["stage"], "#3b7dd8")
         edge = "red" if c["name"] == record["chosen"] else "none"
         y = c["psnr"] if record["metric"] == "psnr" else -c["drop_pt"]
         ax.scatter(c["p50_ms"], y, s=20 + 6 * c["size_bytes"] / 1e6, color=color, edgecolors=edge,
@@ -560,7 +592,7 @@ def _plots(record: dict, out: Path) -> None:
     ax.set_xlabel("batch-1 p50 latency (ms)")
     ax.set_ylabel({"top1-drop": "top-1 change vs FP32 (pt)", "psnr": "mean PSNR vs FP32 output (dB)"}.get(
         record["metric"], "-(disagreement with FP32) (pt)"))
-    ax.set_title("Auto search: grey speed screen, blue sweep, orange fallback (red ring: chosen)", fontsize=8)
+    ax.set_title("Auto search: grey speed screen, blue sweep, orange fallback, green tuning (red ring: chosen)", fontsize=8)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     save_png(fig, out / "plots" / "search_pareto.png")

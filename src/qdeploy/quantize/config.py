@@ -285,6 +285,10 @@ class AutoConfig:
     tensor_sens_images: int = 64          # validation images each activation's end-to-end cost is measured on
     bias_correction: bool = True          # every static candidate bias-corrected (QuantConfig.bias_correction)
     weight_rounding: str = "gptq"         # and its weights rounded so (QuantConfig.weight_rounding)
+    # classifiers, when nothing meets the budget after the fallback: the closest candidates faster than FP32 (up to
+    # tune_candidates, each as QDQ) output-tuned for tune_epochs and measured again (0 = no tuning stage)
+    tune_epochs: int = 2
+    tune_candidates: int = 2
     bench_runs: int = 60
     collapse_agreement: float = 0.80
     memorized_at: float = MEMORIZED_AT    # FP32 validation top-1 at/above this: the model has seen these images
@@ -324,6 +328,8 @@ class AutoConfig:
             raise ConfigError(f"validation size {self.val_size} is too small; use >= 2 images")
         if not self.image and self.val_size < 50:
             raise ConfigError(f"validation size {self.val_size} is too small to measure a budget; use >= 500")
+        if self.tune_epochs < 0 or self.tune_candidates < 0:
+            raise ConfigError("auto tune epochs / candidates must be >= 0 (0: no tuning stage)")
         if self.max_fallback_steps < 0:
             raise ConfigError(f"--auto-fallback-steps {self.max_fallback_steps} must be >= 0 (0: no fallback)")
         for k in self.kernels:
