@@ -115,8 +115,11 @@ def test_weights_closer_to_fp32_on_unseen_images(tmp_path, cifar):
 
 def test_lite0_imagenet_agreement_rises(tmp_path, lite0_imagenet):
     fp32, calib, ev = lite0_imagenet
-    cfg = QuantConfig.default()
-    assert cfg.weight_rounding == "gptq" and cfg.bias_correction
+    # 7-bit weights (the default recipe on a CPU without VNNI) on every CPU: with VNNI's 8-bit weights nearest
+    # rounding errs half as much and GPTQ's lift on 120 images is a few images (measured on an Intel CPU with
+    # VNNI: 86.7 % -> 89.2 %), too few to tell from noise here
+    cfg = QuantConfig.default().with_(**kernel_types("u8s8", vnni=False))
+    assert cfg.weight_rounding == "gptq" and cfg.bias_correction and cfg.reduce_range
     on, off = tmp_path / "gptq.onnx", tmp_path / "nearest.onnx"
     quantize(fp32, on, cfg, calib, guard=False)
     quantize(fp32, off, cfg.with_(weight_rounding="nearest"), calib, guard=False)
