@@ -40,8 +40,10 @@ def test_every_layer_corrected_and_only_biases_change(tmp_path, cifar, fmt):
 
 def test_shift_is_rounding_error_times_input_mean_and_agreement_rises(tmp_path, lite0_imagenet):
     fp32, calib, ev = lite0_imagenet
-    cfg = QuantConfig.default().with_(weight_rounding="nearest")   # bias correction alone (GPTQ: its own test)
-    assert cfg.bias_correction
+    # bias correction alone (GPTQ: its own test), on 7-bit weights (the default recipe without VNNI) on every CPU:
+    # 8-bit weights (VNNI) err half as much, and the lift on 120 images gets too small to tell from noise
+    cfg = QuantConfig.default().with_(weight_rounding="nearest", **kernel_types("u8s8", vnni=False))
+    assert cfg.bias_correction and cfg.reduce_range
     on, off = tmp_path / "on.onnx", tmp_path / "off.onnx"
     quantize(fp32, on, cfg, calib, guard=False)
     quantize(fp32, off, cfg.with_(bias_correction=False), calib, guard=False)
