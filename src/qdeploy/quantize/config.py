@@ -286,7 +286,7 @@ class AutoConfig:
     bias_correction: bool = True          # every static candidate bias-corrected (QuantConfig.bias_correction)
     weight_rounding: str = "gptq"         # and its weights rounded so (QuantConfig.weight_rounding)
     # classifiers, when nothing meets the budget after the fallback: the closest candidates faster than FP32 (up to
-    # tune_candidates, each as QDQ) output-tuned for tune_epochs and measured again (0 = no tuning stage)
+    # tune_candidates, QDQ ones only) output-tuned for tune_epochs and measured again (0 = no tuning stage)
     tune_epochs: int = 2
     tune_candidates: int = 2
     bench_runs: int = 60

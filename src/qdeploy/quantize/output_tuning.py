@@ -33,6 +33,7 @@ class TuningConfig:
     lr_bias: float = 3e-4        # Adam, output units (logits / activations)
     lr_scale: float = 3e-3       # Adam, log of each activation scale's multiplier
     holdout: float = 0.2         # share of the calibration images kept out of the fit to accept or reject it
+    micro_elements: int = 1 << 17  # input elements per forward/backward pass (1 image at 224 px, 16 at 32 px)
     seed: int = 0
 
     def __post_init__(self):
@@ -49,6 +50,7 @@ def _outputs(path_or_bytes, x: np.ndarray, input_name: str, fixed: dict, batch: 
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    opts.enable_cpu_mem_arena = False
     sess = ort.InferenceSession(path_or_bytes, opts, providers=["CPUExecutionProvider"])
     parts = [sess.run(None, {input_name: x[i:i + batch], **fixed}) for i in range(0, len(x), batch)]
     return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
@@ -99,20 +101,26 @@ def tune_outputs(source: Path, quantized: Path, calib: np.ndarray, input_name: s
     # cosine decay to 0: the last steps average out the batch-to-batch noise instead of walking on it
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(cfg.seed)
+    micro = max(1, min(cfg.batch_size, cfg.micro_elements // max(1, int(np.prod(calib.shape[1:])))))
     losses = []
     with torch.enable_grad():
         for _ in range(cfg.epochs):
             perm, total, steps = torch.randperm(len(fit), generator=gen), 0.0, 0
             for i in range(0, len(fit) - cfg.batch_size + 1, cfg.batch_size):
                 idx = perm[i:i + cfg.batch_size]
-                outs = sim(torch.from_numpy(np.ascontiguousarray(calib[fit[idx.numpy()]])))
-                loss = sum(((o - t[idx]) ** 2).mean() / nrm for o, t, nrm in zip(outs, teacher, norms))
                 opt.zero_grad()
-                loss.backward()
+                loss = 0.0
+                # micro-batches, gradients accumulated (the same gradient as the whole batch): autograd keeps every
+                # fake-quantized activation, ~200 MB per 224-px image for EfficientNet-Lite0
+                for part in torch.split(idx, micro):
+                    outs = sim(torch.from_numpy(np.ascontiguousarray(calib[fit[part.numpy()]])))
+                    piece = sum(((o - t[part]) ** 2).mean() / nrm for o, t, nrm in zip(outs, teacher, norms))
+                    (piece * len(part) / len(idx)).backward()
+                    loss += float(piece.detach()) * len(part) / len(idx)
                 opt.step()
                 sched.step()
                 sim.project()
-                total, steps = total + float(loss.detach()), steps + 1
+                total, steps = total + loss, steps + 1
             losses.append(total / max(steps, 1))
     tuned = onnx.load(str(quantized))
     sim.write(tuned)

@@ -133,6 +133,7 @@ class QDQModule:
         from onnx import numpy_helper
 
         self.nodes = list(model.graph.node)
+        self.attrs = [_attrs(n) for n in self.nodes]
         self.ops = _ops()
         bad = sorted({n.op_type for n in self.nodes} - set(self.ops) - {"QuantizeLinear", "DequantizeLinear"})
         if bad:
@@ -198,8 +199,7 @@ class QDQModule:
     def __call__(self, *xs):
         env = dict(zip(self.inputs, xs))
         env.update(self.fixed)
-        for n in self.nodes:
-            a = _attrs(n)
+        for n, a in zip(self.nodes, self.attrs):
             if n.op_type == "DequantizeLinear":
                 y = self._dequantize(n, env, a)
             elif n.op_type == "QuantizeLinear":
