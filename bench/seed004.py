@@ -12,7 +12,7 @@ peak RSS, read from the kernel (wait4) for the whole process.
 imagenet: the ImageNet weights in ImageNet mode, label-free, on the 24 Kodak photos plus 1,000 CIFAR-10 test
 images (100 per class, upscaled by the preprocessing), calibrated on 300 of 600 CIFAR-10 training images; the
 other 300 are `--auto`'s label-free validation images, its budget `--max-drop` points of disagreement with FP32
-(default 3: >= 97 % agreement), with up to 16 fallback steps (activations kept float). The folders are symlinks in a temporary directory (nothing is copied).
+(default 3: >= 97 % agreement), up to 8 fallback steps (activations kept float), then output tuning of the 2 closest candidates. The folders are symlinks in a temporary directory (nothing is copied).
 Agreement, top-5 overlap, KL and rel-L2 are measured against FP32.
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main() -> int:
     ap.add_argument("mode", choices=("cifar", "imagenet"))
     ap.add_argument("--checkpoint", default="runs/effl0/best.pth")
     ap.add_argument("--out")
-    ap.add_argument("--variants", help="default: default,dynamic,seed-lab5,per-tensor (cifar); default,dynamic (imagenet)")
+    ap.add_argument("--variants", help="default: default,dynamic,seed-lab5,per-tensor (cifar); default,tuned,dynamic (imagenet)")
     ap.add_argument("--max-drop", help="auto's budget: top-1 points (cifar, default 0.5) or points of disagreement "
                     "with FP32 (imagenet, label-free, default 3)")
     ap.add_argument("--auto-methods", default="minmax",
@@ -79,8 +79,8 @@ def main() -> int:
             cmd = [str(QDEPLOY), "run", "--arch", "efficientnet-lite0", "--pretrained", "imagenet", "--data", str(data),
                    "--calib-split", "calib", "--eval-split", "eval", "--classes-file",
                    str(shared / "datasets" / "imagenet" / "imagenet_classes.txt"), "--out", str(out),
-                   "--variants", args.variants or "default,dynamic", "--auto", "--max-drop", args.max_drop or "3",
-                   "--val-size", "300", "--auto-methods", args.auto_methods, "--auto-fallback-steps", "16", *BENCH]
+                   "--variants", args.variants or "default,tuned,dynamic", "--auto", "--max-drop", args.max_drop or "3",
+                   "--val-size", "300", "--auto-methods", args.auto_methods, *BENCH]
         print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
         mb, sec = peak_rss(cmd)
     res = RunResult.load(out / "report.json")
