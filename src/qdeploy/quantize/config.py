@@ -130,9 +130,9 @@ class QuantConfig:
         calibration images (output_tuning.py): same graph, same kernels, same speed; minutes of CPU at 224 px.
         Measured on the ImageNet EfficientNet-Lite0 in ImageNet mode: agreement with FP32 85.8 % -> 91.7 %
         (bench/output_tuning.py)."""
-        return cls.default().with_(name="tuned", tune_epochs=2,
-                                   description=cls.default().description + "; INT32 biases and activation scales "
-                                   "tuned to FP32's outputs (2 epochs over the calibration images)")
+        base = cls.default()
+        return base.with_(name="tuned", tune_epochs=2, description=base.description + "; INT32 biases and activation "
+                          "scales tuned to FP32's outputs (2 epochs over the calibration images)")
 
     @classmethod
     def seed_lab5(cls) -> "QuantConfig":

@@ -57,9 +57,13 @@ def _outputs(path_or_bytes, x: np.ndarray, input_name: str, fixed: dict, batch: 
 
 
 def _rel_error(ref: list[np.ndarray], out: list[np.ndarray]) -> float:
-    num = sum(float(np.sum((o.astype(np.float64) - r) ** 2)) for r, o in zip(ref, out))
-    den = sum(float(np.sum(r.astype(np.float64) ** 2)) for r in ref)
-    return float(np.sqrt(num / max(den, 1e-30)))
+    """rel-L2 over every output together (compare.py's one comparison)."""
+    from ..compare import DiffAccumulator
+
+    acc = DiffAccumulator()
+    for r, o in zip(ref, out):
+        acc.update(r, o)
+    return acc.result().rel_l2
 
 
 def tune_outputs(source: Path, quantized: Path, calib: np.ndarray, input_name: str, fixed: dict | None = None,
@@ -69,6 +73,7 @@ def tune_outputs(source: Path, quantized: Path, calib: np.ndarray, input_name: s
     import onnx
     import torch
 
+    from ..data import batch_for
     from .qdq_torch import QDQModule, Unsupported
 
     cfg = cfg or TuningConfig()
@@ -88,7 +93,7 @@ def tune_outputs(source: Path, quantized: Path, calib: np.ndarray, input_name: s
         return {"skipped": f"not tunable: {exc}"}
     if len(sim.inputs) != 1:
         return {"skipped": f"{len(sim.inputs)} image inputs (tuning handles one)"}
-    batch = 16
+    batch = batch_for(calib.shape[-1])
     teacher = [torch.from_numpy(t) for t in _outputs(str(source), calib[fit], input_name, fixed, batch)]
     ref_hold = _outputs(str(source), calib[hold], input_name, fixed, batch)
     before = _rel_error(ref_hold, _outputs(str(quantized), calib[hold], input_name, fixed, batch))
@@ -122,13 +127,12 @@ def tune_outputs(source: Path, quantized: Path, calib: np.ndarray, input_name: s
                 sim.project()
                 total, steps = total + loss, steps + 1
             losses.append(total / max(steps, 1))
-    tuned = onnx.load(str(quantized))
-    sim.write(tuned)
-    blob = tuned.SerializeToString()
+    sim.write(model)       # only initializers change; the module holds its own copies of them
+    blob = model.SerializeToString()
     after = _rel_error(ref_hold, _outputs(blob, calib[hold], input_name, fixed, batch))
     accepted = after < before
     if accepted:
-        onnx.save(tuned, str(quantized))
+        onnx.save(model, str(quantized))
     shrunk = [float(np.exp(p.detach().numpy())) for p in params["scale"]]
     return {"fit_images": int(len(fit)), "held_out_images": int(len(hold)), "epochs": cfg.epochs,
             "loss_per_epoch": [round(v, 6) for v in losses], "held_out_rel_l2_before": before,
