@@ -109,6 +109,21 @@ def test_tuning_stage_tunes_the_closest_candidate(tmp_path, pool_val, monkeypatc
     assert rec["met_budget"] == (t["drop_pt"] <= 0.0)
 
 
+def test_tuning_stage_leaves_qoperator_candidates_alone(tmp_path, pool_val, monkeypatch):
+    """A QOperator candidate's QDQ twin runs other kernels (on a VNNI CPU u8u8: 5 ms vs 37-57 ms), so only QDQ
+    candidates are tuned: a QOperator-only search ends without a tuning stage."""
+    from qdeploy.quantize.auto import _Search
+
+    monkeypatch.setattr(_Search, "_latency", lambda self, path, runs=None: 0.5 * self.fp32_ms)
+    cfg = AutoConfig(max_drop_pt=0.0, val_size=500, formats=("QOperator",), kernels=("u8s8",), methods=("minmax",),
+                     per_channel=(False,), calib_fractions=(1.0,), max_fallback_steps=0, tune_epochs=3,
+                     tune_candidates=1, bench_runs=20)
+    rec = auto_quantize(bundled_run_dir() / "fp32.onnx", tmp_path / "auto.onnx", *pool_val, cfg, log=lambda m: None)
+    assert not rec["met_budget"]          # so the tuning stage was reached
+    assert rec["candidates"] and all(c["config"]["format"] == "QOperator" for c in rec["candidates"])
+    assert not [c for c in rec["candidates"] if c["stage"] == "tuning"]
+
+
 def test_budget_validation():
     with pytest.raises(ConfigError):
         AutoConfig(max_drop_pt=0.3, max_rel_drop=0.01)
