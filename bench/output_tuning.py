@@ -12,7 +12,9 @@ interleaved in one process (the tuned files must run as fast as the untuned: sam
 Then (also alone with --floor-only) how far top-1 on these images moves under perturbations much smaller than INT8:
 FP32 with its weights rounded to fp16 or bfloat16 (activations FP32), and the default INT8 file run by ORT with
 its graph optimizations (fused integer kernels) against the same file without them (DequantizeLinear + float
-ops: the same math up to requantization rounding); and FP32's top-1/top-2 logit gaps.
+ops: the same math up to requantization rounding); the default and tuned INT8 files against FP32; each row's
+agreement split by FP32's own top-1/top-2 logit gap and by source (upscaled CIFAR-10 vs Kodak), and FP32's gap
+quantiles.
 """
 from __future__ import annotations
 
@@ -54,7 +56,8 @@ def _rounded_weights(fp32: Path, out: Path, kind: str) -> Path:
     return out
 
 
-def floor(fp32: Path, int8: Path, ev: np.ndarray, ref: np.ndarray, tmp: Path) -> None:
+def floor(fp32: Path, int8: Path, ev: np.ndarray, ref: np.ndarray, tmp: Path, n_cifar: int,
+          more: dict[str, Path]) -> None:
     import onnxruntime as ort
 
     rows = []
@@ -68,13 +71,23 @@ def floor(fp32: Path, int8: Path, ev: np.ndarray, ref: np.ndarray, tmp: Path) ->
     unfused = np.concatenate([plain.run(None, {name: ev[i:i + 16]})[0] for i in range(0, len(ev), 16)])
     rows.append(("default INT8: ORT optimized vs unoptimized", unfused, run_batched(open_session(int8), ev)))
     rows.append(("default INT8 vs FP32", ref, run_batched(open_session(int8), ev)))
-    print(f"\n| perturbation | top-1 agreement % ({len(ev)} images) | rel-L2 |")
-    print("|---|---|---|")
-    for label, a, b in rows:
-        print(f"| {label} | {100 * np.mean(a.argmax(1) == b.argmax(1)):.2f} | "
-              f"{np.linalg.norm(b - a) / np.linalg.norm(a):.4f} |")
+    rows += [(f"{label} INT8 vs FP32", ref, run_batched(open_session(p), ev)) for label, p in more.items()]
     top2 = np.sort(ref, 1)[:, -2:]
     gap = top2[:, 1] - top2[:, 0]
+    # where the disagreements are: by FP32's own top-1/top-2 logit gap, and by source (CIFAR upscaled vs Kodak)
+    edges = (0.0, 0.1, 0.3, 1.0, np.inf)
+    bins = [(lo, hi, (gap >= lo) & (gap < hi)) for lo, hi in zip(edges, edges[1:])]
+    parts = [("CIFAR", np.arange(len(ev)) < n_cifar), ("Kodak", np.arange(len(ev)) >= n_cifar)]
+    head = " | ".join(f"gap {lo:g}-{hi:g} ({m.sum()})" for lo, hi, m in bins)
+    print(f"\n| perturbation | top-1 agreement % ({len(ev)} images) | rel-L2 | {head} | "
+          + " | ".join(f"{n} ({m.sum()})" for n, m in parts) + " |")
+    print("|---|---|---|" + "---|" * (len(bins) + len(parts)))
+    for label, a, b in rows:
+        same = a.argmax(1) == b.argmax(1)
+        cells = [f"{100 * same[m].mean():.1f}" if m.any() else "–" for _, _, m in bins]
+        cells += [f"{100 * same[m].mean():.1f}" if m.any() else "–" for _, m in parts]
+        print(f"| {label} | {100 * same.mean():.2f} | {np.linalg.norm(b - a) / np.linalg.norm(a):.4f} | "
+              + " | ".join(cells) + " |")
     q = np.quantile(gap, [0.01, 0.03, 0.05, 0.10, 0.5])
     print("\nFP32 top-1/top-2 logit gap quantiles 1/3/5/10/50 %: " + ", ".join(f"{v:.3f}" for v in q), flush=True)
 
@@ -99,7 +112,9 @@ def main() -> int:
         if args.floor_only:
             base = tmp / "default.onnx"
             quantize(fp32, base, QuantConfig.default(), calib, verify_batch=ev[:64], guard=False)
-            floor(fp32, base, ev, ref, tmp)
+            tuned = tmp / "tuned.onnx"
+            quantize(fp32, tuned, QuantConfig.default().with_(tune_epochs=2), calib, verify_batch=ev[:64], guard=False)
+            floor(fp32, base, ev, ref, tmp, args.cifar_eval, {"tuned (2 epochs)": tuned})
             return 0
 
         def make(label: str, cfg: QuantConfig):
@@ -121,7 +136,7 @@ def main() -> int:
         keep = QuantConfig.default().with_(nodes_to_exclude=list(site["nodes"]))
         make("default, stem output float", keep)
         make("tuned (2 epochs), stem output float", keep.with_(tune_epochs=2))
-        floor(fp32, base, ev, ref, tmp)
+        floor(fp32, base, ev, ref, tmp, args.cifar_eval, {k: v for k, v in files.items() if k.startswith("tuned")})
         t = benchmark_many(files, ev[:8], BenchConfig(runs=args.runs, warmup=10, batch_sizes=(1,), min_seconds=0.0,
                                                       min_iters=1))
     print(f"\n| file | agreement % ({len(ev)} images) | top-5 overlap % | rel-L2 | quantize s | b1 p50 ms | "
