@@ -169,6 +169,9 @@ def _fit(cfg: HeadConfig, tail: _Tail, xtr, ytr, xva, yva, log):
 
     import torch.nn.functional as F
 
+    from .heap import keep_freed_memory
+
+    keep_freed_memory()   # the same activation tensors every step: reuse them, do not fault them back in
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     for p in tail.parameters():
