@@ -69,23 +69,22 @@ def floor(fp32: Path, int8: Path, ev: np.ndarray, ref: np.ndarray, tmp: Path, n_
     plain = ort.InferenceSession(str(int8), opts, providers=["CPUExecutionProvider"])
     name = plain.get_inputs()[0].name
     unfused = np.concatenate([plain.run(None, {name: ev[i:i + 16]})[0] for i in range(0, len(ev), 16)])
-    rows.append(("default INT8: ORT optimized vs unoptimized", unfused, run_batched(open_session(int8), ev)))
-    rows.append(("default INT8 vs FP32", ref, run_batched(open_session(int8), ev)))
+    fused = run_batched(open_session(int8), ev)
+    rows.append(("default INT8: ORT optimized vs unoptimized", unfused, fused))
+    rows.append(("default INT8 vs FP32", ref, fused))
     rows += [(f"{label} INT8 vs FP32", ref, run_batched(open_session(p), ev)) for label, p in more.items()]
     top2 = np.sort(ref, 1)[:, -2:]
     gap = top2[:, 1] - top2[:, 0]
     # where the disagreements are: by FP32's own top-1/top-2 logit gap, and by source (CIFAR upscaled vs Kodak)
     edges = (0.0, 0.1, 0.3, 1.0, np.inf)
-    bins = [(lo, hi, (gap >= lo) & (gap < hi)) for lo, hi in zip(edges, edges[1:])]
-    parts = [("CIFAR", np.arange(len(ev)) < n_cifar), ("Kodak", np.arange(len(ev)) >= n_cifar)]
-    head = " | ".join(f"gap {lo:g}-{hi:g} ({m.sum()})" for lo, hi, m in bins)
-    print(f"\n| perturbation | top-1 agreement % ({len(ev)} images) | rel-L2 | {head} | "
-          + " | ".join(f"{n} ({m.sum()})" for n, m in parts) + " |")
-    print("|---|---|---|" + "---|" * (len(bins) + len(parts)))
+    cols = [(f"gap {lo:g}-{hi:g}", (gap >= lo) & (gap < hi)) for lo, hi in zip(edges, edges[1:])]
+    cols += [("CIFAR", np.arange(len(ev)) < n_cifar), ("Kodak", np.arange(len(ev)) >= n_cifar)]
+    print(f"\n| perturbation | top-1 agreement % ({len(ev)} images) | rel-L2 | "
+          + " | ".join(f"{n} ({m.sum()})" for n, m in cols) + " |")
+    print("|---|---|---|" + "---|" * len(cols))
     for label, a, b in rows:
         same = a.argmax(1) == b.argmax(1)
-        cells = [f"{100 * same[m].mean():.1f}" if m.any() else "–" for _, _, m in bins]
-        cells += [f"{100 * same[m].mean():.1f}" if m.any() else "–" for _, m in parts]
+        cells = [f"{100 * same[m].mean():.1f}" if m.any() else "–" for _, m in cols]
         print(f"| {label} | {100 * same.mean():.2f} | {np.linalg.norm(b - a) / np.linalg.norm(a):.4f} | "
               + " | ".join(cells) + " |")
     q = np.quantile(gap, [0.01, 0.03, 0.05, 0.10, 0.5])
