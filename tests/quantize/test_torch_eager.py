@@ -148,3 +148,28 @@ def test_qat_without_validation_returns_last_epoch(fp32_model, calib_eval, qat_s
     _, history, chosen = qat(fp32_model, train.pixels_uint8(spec)[:128], train.labels[:128], spec, cfg,
                              calib_eval[1], log=lambda m: None)
     assert chosen == 1 and [h["epoch"] for h in history] == [1] and "val_top1" not in history[0]
+
+def test_a_collapsed_pytorch_int8_model_is_refused_not_written(fp32_model, fp32_onnx, calib_eval, tmp_path,
+                                                                 monkeypatch):
+    """Export parity compares the file with the PyTorch INT8 model it came from, so it cannot see a collapse: an
+    INT8 model of the wrong weights (here: a freshly initialised ResNet18 standing in for PTQ gone wrong) exports
+    faithfully. The FP32 guard of every ORT variant must refuse it too, with no file under the final name."""
+    import qdeploy.quantize.torch_eager as te
+    from qdeploy.models import build_model
+    from qdeploy.quantize.base import VariantContext
+    from qdeploy.quantize.torch_variant import build_torch
+
+    torch.manual_seed(0)
+    stranger = build_model("resnet18-cifar", num_classes=10).eval()
+    real_ptq = te.ptq
+    monkeypatch.setattr(te, "ptq", lambda model, x, cfg: real_ptq(stranger, x, cfg))
+    ctx = VariantContext(fp32=fp32_onnx[0], out=tmp_path, calib_x=calib_eval[1], classes=CLASSES,
+                         spec=PreprocessSpec(), model=fp32_model)
+    with pytest.raises(QuantizeError, match=r"collapsed: top-1 agreement with FP32 is .* not written") as exc:
+        build_torch(TORCH_PRESETS["pt-ptq"](), ctx, tmp_path / "int8_pt-ptq.onnx", log=lambda m: None)
+    assert exc.value.details["agreement"] < 0.5 and exc.value.details["verified_on"] == 64
+    assert not (tmp_path / "int8_pt-ptq.onnx").exists()
+    # the same call with the real model passes both checks and writes the file
+    monkeypatch.setattr(te, "ptq", real_ptq)
+    check, _ = build_torch(TORCH_PRESETS["pt-ptq"](), ctx, tmp_path / "int8_pt-ptq.onnx", log=lambda m: None)
+    assert (tmp_path / "int8_pt-ptq.onnx").exists() and check.agreement >= 0.98

@@ -128,8 +128,11 @@ def size_bytes(model: nn.Module) -> int:
 
 
 def export_quantized(qmodel: nn.Module, out, calib_x: np.ndarray, verify_x: np.ndarray, classes, spec, cfg,
-                     extra_meta: dict | None = None):
-    """Export a converted INT8 model to ONNX (QDQ) and check parity with the PyTorch INT8 model."""
+                     extra_meta: dict | None = None, fp32=None):
+    """Export a converted INT8 model to ONNX (QDQ) and check parity with the PyTorch INT8 model; given the FP32
+    ONNX file (fp32), also the collapse guard every ONNX Runtime variant passes: top-1 agreement with FP32 on
+    verify_x >= cfg.min_agreement. Parity alone cannot see a collapse: a PyTorch INT8 model that lost the
+    classifier exports faithfully and agrees with itself."""
     import onnx
 
     from ..artifacts import write_onnx
@@ -156,6 +159,10 @@ def export_quantized(qmodel: nn.Module, out, calib_x: np.ndarray, verify_x: np.n
         if c.collapsed:
             raise QuantizeError(f"ONNX export of '{cfg.name}' disagrees with the PyTorch INT8 model: top-1 agreement "
                                 f"{c.agreement:.1%} on {c.n} real images; keep the PyTorch model or use ORT variants")
+        if fp32 is not None:
+            from .ort import _checked
+
+            _checked(fp32, tmp, verify_x, cfg)   # raises, with a per-node diagnosis, when INT8 collapsed vs FP32
         return c
 
     return write_onnx(onnx.load_from_string(buf.getvalue()), out, meta, verify=check)
