@@ -149,6 +149,7 @@ def test_qat_without_validation_returns_last_epoch(fp32_model, calib_eval, qat_s
                              calib_eval[1], log=lambda m: None)
     assert chosen == 1 and [h["epoch"] for h in history] == [1] and "val_top1" not in history[0]
 
+
 def test_a_collapsed_pytorch_int8_model_is_refused_not_written(fp32_model, fp32_onnx, calib_eval, tmp_path,
                                                                  monkeypatch):
     """Export parity compares the file with the PyTorch INT8 model it came from, so it cannot see a collapse: an

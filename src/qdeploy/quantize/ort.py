@@ -152,11 +152,13 @@ def _run_quantizer(fp32: Path, out: Path, calib: np.ndarray | None, input_name: 
     )
 
 
-def verify(fp32: Path, int8: Path, batch: np.ndarray, min_agreement: float) -> QuantCheck:
+def verify(fp32: Path, int8: Path, batch: np.ndarray, min_agreement: float,
+           out: np.ndarray | None = None) -> QuantCheck:
     """The INT8 file against FP32 on a real batch, judged by the task the FP32 file records (agreement for a
-    classifier, PSNR for an image-to-image model)."""
+    classifier, PSNR for an image-to-image model). out: the INT8 file's outputs on batch, when already run."""
     ref = run_batched(open_session(fp32), batch)
-    return QuantCheck.of(ref, run_batched(open_session(int8), batch), min_agreement, read_info(fp32).task)
+    out = run_batched(open_session(int8), batch) if out is None else out
+    return QuantCheck.of(ref, out, min_agreement, read_info(fp32).task)
 
 
 def quantize(fp32: str | Path, out: str | Path, cfg: QuantConfig, calib: np.ndarray | None,
@@ -259,8 +261,8 @@ def diagnose(fp32: Path, int8: Path, batch: np.ndarray) -> dict:
             "diagnosed_on": min(len(batch), DIAGNOSE_IMAGES)}
 
 
-def _checked(fp32: Path, tmp: Path, batch: np.ndarray, cfg: QuantConfig) -> QuantCheck:
-    check = verify(fp32, tmp, batch, cfg.min_agreement)
+def _checked(fp32: Path, tmp: Path, batch: np.ndarray, cfg, out: np.ndarray | None = None) -> QuantCheck:
+    check = verify(fp32, tmp, batch, cfg.min_agreement, out)
     if check.collapsed and check.psnr is not None:
         exc = QuantizeError(
             f"variant '{cfg.name}' collapsed: mean PSNR against the FP32 output is {check.psnr:.1f} dB on {check.n} "

@@ -155,14 +155,15 @@ def export_quantized(qmodel: nn.Module, out, calib_x: np.ndarray, verify_x: np.n
     ref = torch_logits(qmodel, verify_x).numpy()
 
     def check(tmp):
-        c = QuantCheck.of(ref, run_batched(open_session(tmp), verify_x), min_agreement=0.98)
+        got = run_batched(open_session(tmp), verify_x)
+        c = QuantCheck.of(ref, got, min_agreement=0.98)
         if c.collapsed:
             raise QuantizeError(f"ONNX export of '{cfg.name}' disagrees with the PyTorch INT8 model: top-1 agreement "
                                 f"{c.agreement:.1%} on {c.n} real images; keep the PyTorch model or use ORT variants")
         if fp32 is not None:
             from .ort import _checked
 
-            _checked(fp32, tmp, verify_x, cfg)   # raises, with a per-node diagnosis, when INT8 collapsed vs FP32
+            _checked(fp32, tmp, verify_x, cfg, got)   # raises, with a per-node diagnosis, when collapsed vs FP32
         return c
 
     return write_onnx(onnx.load_from_string(buf.getvalue()), out, meta, verify=check)
