@@ -146,7 +146,7 @@ def test_imagenet_mode_on_photos(tmp_path):
     r = run_cli("run", "--arch", "efficientnet-lite0", "--pretrained", "imagenet", "--data",
                 SHARED / "datasets" / "kodak24", "--classes-file", SHARED / "datasets" / "imagenet" / "imagenet_classes.txt",
                 "--calib-size", 8, "--out", out, "--bench-runs", 10, "--bench-batches", "1", "--bench-seconds", 0.05,
-                "--variants", "default,per-tensor")
+                "--variants", "default,per-tensor,pt-ptq")
     assert r.returncode == 0, r.stderr[-3000:]
     res = RunResult.load(out / "report.json")
     # per-tensor weights on a BN-folded depthwise network: refused, with the agreement it reached in the
@@ -162,6 +162,10 @@ def test_imagenet_mode_on_photos(tmp_path):
     d = res.get("default")
     assert d.ok and d.metrics.top1 is None and 0.5 <= d.metrics.agreement <= 1.0 and d.metrics.top5_overlap > 0.5
     assert "preprocess from imagenet weights of efficientnet-lite0" in r.stderr
+    # eager PyTorch PTQ of the same net: exported, verified against its PyTorch INT8 model and FP32, timed in both
+    p = res.get("pt-ptq")
+    assert p.ok and p.metrics.agreement >= 0.5 and p.extra["export_parity"]["verified_on"] == 8
+    assert p.extra["vs_fp32"]["agreement"] >= 0.8 and "| pt-ptq | torch " in md
 
 
 def test_recommendation_weighs_every_target_of_the_run():

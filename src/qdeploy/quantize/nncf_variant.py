@@ -53,6 +53,7 @@ def build_nncf(cfg: NncfConfig, ctx: VariantContext, dst: Path, log) -> tuple[Qu
     except ImportError as exc:
         raise QuantizeError("the nncf variant needs OpenVINO and NNCF; pip install 'qdeploy[openvino]'") from exc
     from ..targets import open_session, run_batched
+    from .ort import collapse_guard
 
     info = read_info(ctx.fp32)
     dataset, n = _dataset(ctx, ctx.fp32)
@@ -72,11 +73,7 @@ def build_nncf(cfg: NncfConfig, ctx: VariantContext, dst: Path, log) -> tuple[Qu
         ov.save_model(q, str(tmp_xml), compress_to_fp16=False)
         ref = run_batched(open_session(ctx.fp32), ctx.calib_x)
         got = run_batched(open_session(tmp_xml, target=cfg.target), ctx.calib_x)
-        check = QuantCheck.of(ref, got, cfg.min_agreement, info.task)
-        if check.collapsed:
-            exc = QuantizeError(f"variant '{cfg.name}' collapsed: {check.summary()}; not written")
-            exc.details = {"agreement": check.agreement, "psnr": check.psnr, "verified_on": check.n}
-            raise exc
+        check = collapse_guard(ctx.fp32, tmp_xml, ctx.calib_x, cfg, out=got, ref=ref, diagnosis=False)
         os.replace(tmp_xml.with_suffix(".bin"), dst.with_suffix(".bin"))
         os.replace(tmp_xml, dst)
     return check, {"calibration_items": n, "ir_bytes": model_bytes(dst)}

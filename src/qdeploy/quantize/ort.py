@@ -153,10 +153,11 @@ def _run_quantizer(fp32: Path, out: Path, calib: np.ndarray | None, input_name: 
 
 
 def verify(fp32: Path, int8: Path, batch: np.ndarray, min_agreement: float,
-           out: np.ndarray | None = None) -> QuantCheck:
+           out: np.ndarray | None = None, ref: np.ndarray | None = None) -> QuantCheck:
     """The INT8 file against FP32 on a real batch, judged by the task the FP32 file records (agreement for a
-    classifier, PSNR for an image-to-image model). out: the INT8 file's outputs on batch, when already run."""
-    ref = run_batched(open_session(fp32), batch)
+    classifier, PSNR for an image-to-image model). out / ref: the INT8 / FP32 file's outputs on batch, when
+    already run."""
+    ref = run_batched(open_session(fp32), batch) if ref is None else ref
     out = run_batched(open_session(int8), batch) if out is None else out
     return QuantCheck.of(ref, out, min_agreement, read_info(fp32).task)
 
@@ -197,7 +198,7 @@ def quantize(fp32: str | Path, out: str | Path, cfg: QuantConfig, calib: np.ndar
                 **({"weight_rounding": rounded} if rounded else {}),
                 **({"bias_correction": corrected} if corrected else {}),
                 **({"output_tuning": tuned} if tuned else {})}
-        check = (lambda tmp: _checked(fp32, tmp, vb, cfg)) if guard else (lambda tmp: verify(fp32, tmp, vb, 0.0))
+        check = (lambda tmp: collapse_guard(fp32, tmp, vb, cfg)) if guard else (lambda tmp: verify(fp32, tmp, vb, 0.0))
         return write_onnx(raw, out, meta, verify=check)
 
 
@@ -261,15 +262,22 @@ def diagnose(fp32: Path, int8: Path, batch: np.ndarray) -> dict:
             "diagnosed_on": min(len(batch), DIAGNOSE_IMAGES)}
 
 
-def _checked(fp32: Path, tmp: Path, batch: np.ndarray, cfg, out: np.ndarray | None = None) -> QuantCheck:
-    check = verify(fp32, tmp, batch, cfg.min_agreement, out)
+def collapse_guard(fp32: Path, tmp: Path, batch: np.ndarray, cfg, out: np.ndarray | None = None,
+                   ref: np.ndarray | None = None, diagnosis: bool = True) -> QuantCheck:
+    """The collapse guard every INT8 variant passes before its file gets its final name (ONNX Runtime, PyTorch
+    and NNCF variants alike): the file `tmp` against FP32 on a real batch; a collapse raises QuantizeError with
+    the figure it reached and, for an ONNX file (diagnosis=True), the nodes that lose the most.
+    out / ref: the INT8 / FP32 outputs on batch, when already computed."""
+    check = verify(fp32, tmp, batch, cfg.min_agreement, out, ref)
+    # node_sensitivity reads ONNX graphs only: an OpenVINO IR collapse is reported without it
+    diag = (lambda: diagnose(fp32, tmp, batch)) if diagnosis else dict
     if check.collapsed and check.psnr is not None:
         exc = QuantizeError(
             f"variant '{cfg.name}' collapsed: mean PSNR against the FP32 output is {check.psnr:.1f} dB on {check.n} "
             f"real images (needs >= {check.psnr_floor:.0f} dB); not written. Try --op-types Conv, --auto, or "
             "keeping the first/last layers in FP32")
         exc.details = {"psnr": check.psnr, "psnr_min": check.psnr_min, "verified_on": check.n,
-                       **diagnose(fp32, tmp, batch)}
+                       **diag()}
         raise exc
     if check.collapsed:
         exc = QuantizeError(
@@ -278,7 +286,7 @@ def _checked(fp32: Path, tmp: Path, batch: np.ndarray, cfg, out: np.ndarray | No
             + ("Try --auto (it keeps the most sensitive nodes in FP32)" if cfg.name == "default" else
                "Try the default preset, per-channel weights, or --auto")
         )
-        exc.details = {"agreement": check.agreement, "verified_on": check.n, **diagnose(fp32, tmp, batch)}
+        exc.details = {"agreement": check.agreement, "verified_on": check.n, **diag()}
         raise exc
     return check
 

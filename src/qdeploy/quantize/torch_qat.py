@@ -39,7 +39,7 @@ def prepare_qat_model(model_fp32, calib_x: np.ndarray, cfg: TorchQuantConfig):
     from torch.ao.quantization import disable_fake_quant, enable_fake_quant
 
     torch.backends.quantized.engine = cfg.backend
-    q = quantizable_from(copy.deepcopy(model_fp32)).train().fuse_model(qat=True)
+    q = quantizable_from(copy.deepcopy(model_fp32), qat=True).train().fuse_model(qat=True)
     q.qconfig = qconfig_for(cfg, qat=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

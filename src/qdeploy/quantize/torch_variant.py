@@ -61,7 +61,7 @@ def build_torch(cfg: TorchQuantConfig, ctx: VariantContext, dst: Path, log) -> t
     extra: dict = {}
     qmodel = ptq(ctx.model, ctx.calib_x, cfg) if cfg.method == "ptq" else _qat_model(cfg, ctx, extra, log)
     _, check = export_quantized(qmodel, dst, ctx.calib_x, ctx.calib_x[:256], ctx.classes, ctx.spec, cfg,
-                                fp32=ctx.fp32)
+                                fp32=ctx.fp32, facts=extra)
     if cfg.observer == "pot":
         extra["pot_scales"] = _pot_facts(dst)
     ctx.torch_models[cfg.name] = (qmodel, size_bytes(qmodel))
