@@ -58,6 +58,8 @@ def main() -> int:
     ap.add_argument("--variants", help="default: default,dynamic,seed-lab5,per-tensor (cifar); default,tuned,dynamic (imagenet)")
     ap.add_argument("--max-drop", help="auto's budget: top-1 points (cifar, default 0.5) or points of disagreement "
                     "with FP32 (imagenet, label-free, default 3)")
+    ap.add_argument("--no-auto", action="store_true", help="only the listed variants (e.g. pt-ptq beside default)")
+    ap.add_argument("--eval-limit", type=int, help="cifar: evaluate on this many test images (default all 10,000)")
     ap.add_argument("--auto-methods", default="minmax",
                     help="calibration methods auto sweeps (entropy/percentile: ~2.5 min per 100 images at 224 px here)")
     args = ap.parse_args()
@@ -71,16 +73,18 @@ def main() -> int:
                                  "--pretrained imagenet --size 224 --data ../shared/datasets/cifar10 --out runs/effl0")
             out = Path(args.out or "runs/seed004")
             cmd = [str(QDEPLOY), "run", "--checkpoint", args.checkpoint, "--out", str(out), "--variants",
-                   args.variants or "default,dynamic,seed-lab5,per-tensor", "--auto", "--max-drop", args.max_drop or "0.5",
-                   "--auto-methods", args.auto_methods, *BENCH]
+                   args.variants or "default,dynamic,seed-lab5,per-tensor", *BENCH]
+            auto = ["--auto", "--max-drop", args.max_drop or "0.5", "--auto-methods", args.auto_methods]
+            cmd += ["--eval-limit", str(args.eval_limit)] if args.eval_limit else []
         else:
             out = Path(args.out or "runs/seed004_imagenet")
             data = imagenet_folders(Path(tmp) / "imagenet_mode", shared)
             cmd = [str(QDEPLOY), "run", "--arch", "efficientnet-lite0", "--pretrained", "imagenet", "--data", str(data),
                    "--calib-split", "calib", "--eval-split", "eval", "--classes-file",
                    str(shared / "datasets" / "imagenet" / "imagenet_classes.txt"), "--out", str(out),
-                   "--variants", args.variants or "default,tuned,dynamic", "--auto", "--max-drop", args.max_drop or "3",
-                   "--val-size", "300", "--auto-methods", args.auto_methods, *BENCH]
+                   "--variants", args.variants or "default,tuned,dynamic", *BENCH]
+            auto = ["--auto", "--max-drop", args.max_drop or "3", "--val-size", "300", "--auto-methods", args.auto_methods]
+        cmd += [] if args.no_auto else auto
         print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
         mb, sec = peak_rss(cmd)
     res = RunResult.load(out / "report.json")

@@ -7,12 +7,14 @@ What the plain model does that eager quantization cannot take as it is, and what
 - ReLU6 (the x86 backend fuses conv-bn-ReLU, not ReLU6): a ReLU fused into conv-bn, then `Clamp6`. The fused
   conv's output grid is fixed (TFLite's rule for ReLU6) rather than calibrated: an observer sees the conv's
   values before the clamp (up to 30 and more) and spends most of its codes above 6 (measured: default observers
-  lose 32 pt of top-1 on the fine-tuned Lite0). The grid is step 2^-5 from 0, so that 6 is code 192, not
-  255: on CPUs without VNNI fbgemm adds pairs of u8 x s8 products in int16 and saturates when codes near 255
-  meet large weights. With [0, 6] on all 255 codes the PyTorch INT8 ImageNet Lite0 drifted from its own exact
-  math (the exported file run unfused by ORT) by rel-L2 0.21 and sat at 0.24 from FP32 where the exact math
-  sat at 0.16; with step 2^-5 both sit at 0.17 and differ by 0.06 (116 photos). 7-bit weights avoid the
-  saturation too but cost Lite0's depthwise kernels far more (rel-L2 0.41 without GPTQ).
+  lose 32 pt of top-1 on the fine-tuned Lite0). The grid is step 2^-5 from 0, so that 6 is code 192, not 255.
+  With [0, 6] on all 255 codes the PyTorch INT8 ImageNet Lite0 drifted from its own exact math (the exported
+  file run unfused by ORT) by rel-L2 0.21, and sat at 0.24 from FP32 where the exact math sat at 0.16 (Intel
+  Xeon with AVX-512 VNNI, 16 Kodak photos + 100 upscaled CIFAR-10 test images); with 7-bit weights the drift fell to 0.05, which reads as fbgemm adding
+  pairs of u8 x s8 products in int16 and saturating (7-bit weights cannot overflow it, but cost Lite0's
+  depthwise kernels far more: 0.41 from FP32). With step 2^-5 both sit at 0.17 and drift 0.06. The cost: ORT
+  cannot fold the clamp at 6 into a grid that reaches 7.97, so the exported file keeps 33 DequantizeLinear-Clip-
+  QuantizeLinear steps in float.
 - the identity skip: a FloatFunctional add.
 Activations are 8-bit (quant range 0..255), not the x86 qconfig's 7: ONNX QuantizeLinear has no 7-bit form,
 so a file exported from a 7-bit model runs to 255 in ONNX Runtime while PyTorch clips at 127 (export parity
