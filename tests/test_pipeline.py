@@ -166,6 +166,7 @@ def test_imagenet_mode_on_photos(tmp_path):
     p = res.get("pt-ptq")
     assert p.ok and p.metrics.agreement >= 0.5 and p.extra["export_parity"]["verified_on"] == 8
     assert p.extra["vs_fp32"]["agreement"] >= 0.8 and "| pt-ptq | torch " in md
+    assert "Export of `pt-ptq`: the ONNX file matches its PyTorch INT8 model on 8 verification images" in md
 
 
 def test_recommendation_weighs_every_target_of_the_run():

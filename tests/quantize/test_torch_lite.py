@@ -105,9 +105,13 @@ def test_pt_ptq_exports_verified_and_pot_is_refused(lite, lite0_imagenet, tmp_pa
     assert exc.value.details["worst_nodes"]   # the per-node diagnosis of every ORT variant
 
 
-def test_pt_qat_refuses_lite0_in_one_line(lite):
+def test_pt_qat_refuses_lite0_in_one_line(lite, tmp_path):
+    from qdeploy.quantize.torch_eager import load_converted
+
     with pytest.raises(QuantizeError, match="eager QAT .* not available for EfficientNetLite"):
         quantizable_from(lite[0], qat=True)
+    with pytest.raises(QuantizeError, match="eager QAT .* not available"):   # nor through --qat-from weights
+        load_converted(lite[0], tmp_path / "qat.pth", TORCH_PRESETS["pt-qat"]())
 
 
 def test_export_parity_rule():

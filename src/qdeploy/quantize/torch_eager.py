@@ -277,7 +277,7 @@ def load_converted(model_fp32: nn.Module, path, cfg: TorchQuantConfig) -> nn.Mod
     """Rebuild the converted INT8 structure for `model_fp32` and load INT8 weights saved elsewhere
     (e.g. a QAT run on a GPU machine), so the result goes through export, evaluation and bench here."""
     torch.backends.quantized.engine = cfg.backend
-    q = quantizable_from(copy.deepcopy(model_fp32).eval()).eval().fuse_model()
+    q = quantizable_from(copy.deepcopy(model_fp32).eval(), qat=cfg.method == "qat").eval().fuse_model()
     _prepare_qconfig(q, cfg, qat=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -104,6 +104,16 @@ def _sections(res: RunResult) -> list[str]:
         for v in res.variants:
             if v.extra.get("qat_history"):
                 parts += qat_section(v)
+            par = v.extra.get("export_parity")
+            if par:
+                how = (f"top-1 agreement {100 * par['agreement']:.1f} %" if par["rule"] == "agreement" else
+                       f"top-1 agreement {100 * par['agreement']:.1f} % (near-ties), logits rel-L2 {par['rel_l2']:.3f} "
+                       f"within half its INT8 model's own {par['int8_vs_fp32_rel_l2']:.3f} from FP32")
+                vs = v.extra.get("vs_fp32") or {}
+                parts += [f"Export of `{v.name}`: the ONNX file matches its PyTorch INT8 model on {par['verified_on']} "
+                          f"verification images ({how})"
+                          + (f"; against FP32 {100 * vs['agreement']:.1f} % agreement." if vs.get("agreement") is not None
+                             else "."), ""]
             if v.extra.get("pot_scales"):
                 p = v.extra["pot_scales"]
                 parts += [f"PoT `{v.name}`: all {p['count']} scales in the ONNX file are exact powers of two "
