@@ -26,6 +26,7 @@ from qdeploy.artifacts import read_info
 from qdeploy.bench import BenchConfig, benchmark_many, cpu_name, session_runner
 from qdeploy.graph.macs import count_macs
 from qdeploy.results import RunResult
+from qdeploy.targets.ort import cpu_session
 from qdeploy.targets import DEFAULT_TARGET, TARGETS, get_target
 
 GEMM = 1024
@@ -34,7 +35,6 @@ GEMM = 1024
 def int8_gemm_peak(n: int = GEMM, repeats: int = 20) -> float:
     """GMAC/s of an n^3 u8 x s8 MatMulInteger (constant s8 weights, as in a quantized layer), best of `repeats`."""
     import onnx
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -43,7 +43,7 @@ def int8_gemm_peak(n: int = GEMM, repeats: int = 20) -> float:
                               [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])],
                               [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])], [w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    s = cpu_session(model.SerializeToString())
     a = rng.integers(0, 256, (n, n), dtype=np.uint8)
     s.run(None, {"a": a})
     best = min(_timed(lambda: s.run(None, {"a": a})) for _ in range(repeats))
@@ -119,7 +119,7 @@ def profile(run: Path, variant: str, peak: float, runs: int = 50) -> None:
         opts = ort.SessionOptions()
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(tmp) / "p")
-        s = ort.InferenceSession(str(run / v.file), opts, providers=["CPUExecutionProvider"])
+        s = cpu_session(str(run / v.file), opts)
         feeds = {s.get_inputs()[0].name: np.random.default_rng(0).random((1, 3, *spec.shape), dtype=np.float32)}
         from qdeploy.fixed_inputs import arrays
 

@@ -102,8 +102,8 @@ def floor(fp32: Path, int8: Path, ev: np.ndarray, ref: np.ndarray, tmp: Path, n_
     unfused = np.concatenate([plain.run(None, {name: ev[i:i + 16]})[0] for i in range(0, len(ev), 16)])
     fused = run_batched(open_session(int8), ev)
     rows.append(("default INT8: ORT optimized vs unoptimized", unfused, fused))
-    # unoptimized: with its graph optimizations ORT 1.32 ran this QDQ-around-float-Conv graph to rel-L2 0.50 from
-    # FP32 on the Kodak photos (0.05 unoptimized; swapping weights or biases alone: 0.06 either way). Left alone.
+    # unoptimized, the exact math of the file: a plain optimized ORT session would quantize these float weights
+    # per tensor at load (WeightBiasQuantization; see qdeploy.targets.ort.DISABLED_OPTIMIZERS)
     act_sess = ort.InferenceSession(str(_float_weights(int8, fp32, tmp / "act_only.onnx")), opts,
                                     providers=["CPUExecutionProvider"])
     act_only = np.concatenate([act_sess.run(None, {name: ev[i:i + 16]})[0] for i in range(0, len(ev), 16)])

@@ -25,6 +25,7 @@ from .report import ReportConfig, report
 from .results import RunResult, TargetResult, TorchResult, VariantResult
 from .source import Source, SourceConfig, resolve_source
 from .targets import DEFAULT_TARGET
+from .targets.ort import cpu_session
 
 DEFAULT_VARIANTS = ("default",)
 
@@ -102,7 +103,7 @@ def _ort_session(path):
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return cpu_session(str(path), opts)
 
 
 def _fp32_from_onnx(cfg: RunConfig, src: Source, classes, out: Path, man: Manifest, fixed: dict) -> Path:

@@ -92,3 +92,35 @@ def test_config_validation(kwargs):
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="unknown quantization preset"):
         preset("fastest")
+
+
+def test_nodes_kept_float_stay_float_at_run_time(lite0_imagenet, tmp_path):
+    """ONNX Runtime's WeightBiasQuantization (on from ORT_ENABLE_BASIC) quantizes, at load, the float weights of a
+    Conv that sits between DequantizeLinear and QuantizeLinear to per-tensor int8: exactly a node auto's fallback
+    keeps in FP32. Every session qdeploy opens turns it off. Three depthwise convs of Lite0 kept float: in
+    qdeploy's session the file is as close to FP32 as the file with nothing kept float; in a plain ORT session the
+    same file collapses."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from qdeploy.compare import compare_outputs
+    from qdeploy.targets import open_session, run_batched
+    from qdeploy.targets.ort import DISABLED_OPTIMIZERS
+
+    fp32, calib, ev = lite0_imagenet
+    ev = ev[::3]
+    depthwise = [n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv" and "depthwise" in n.name][:3]
+    assert len(depthwise) == 3 and DISABLED_OPTIMIZERS == ("WeightBiasQuantization",)
+    cfg = QuantConfig(name="x", per_channel=True, min_agreement=0.0)
+    kept, _ = quantize(fp32, tmp_path / "kept.onnx", cfg.with_(nodes_to_exclude=depthwise), calib[:16], guard=False)
+    full, _ = quantize(fp32, tmp_path / "full.onnx", cfg, calib[:16], guard=False)
+    g = onnx.load(str(kept)).graph
+    floats = {i.name for i in g.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    assert all(n.input[1] in floats for n in g.node if n.name in depthwise)   # float weights in the file
+    ref = run_batched(open_session(fp32), ev)
+    ours, whole = (compare_outputs(ref, run_batched(open_session(p), ev)) for p in (kept, full))
+    plain = ort.InferenceSession(str(kept), providers=["CPUExecutionProvider"])
+    name = plain.get_inputs()[0].name
+    theirs = compare_outputs(ref, np.concatenate([plain.run(None, {name: ev[i:i + 8]})[0] for i in range(0, len(ev), 8)]))
+    assert ours.rel_l2 <= 1.1 * whole.rel_l2, (ours.rel_l2, whole.rel_l2)
+    assert theirs.rel_l2 >= 2 * ours.rel_l2, (theirs.rel_l2, ours.rel_l2)

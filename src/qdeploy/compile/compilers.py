@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import ConfigError, ModelFileError
 from ..results import VariantResult
 from ..targets import Session, get_target
+from ..targets.ort import cpu_session
 from .meta import COMPILED_KEY, add_to_pt2, write_sidecar
 
 
@@ -81,7 +82,7 @@ class OrtCompiler(Compiler):
         opts.log_severity_level = 3
         if ctx.threads:
             opts.intra_op_num_threads = int(ctx.threads)
-        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        cpu_session(model.SerializeToString(), opts)
         return [dst]
 
 

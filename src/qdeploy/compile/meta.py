@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..artifacts import sha256, unprefixed
 from ..errors import ModelFileError
+from ..targets.ort import cpu_session
 
 COMPILED_KEY = "compiled"
 PT2_ENTRY = "extra/qdeploy.json"
@@ -67,7 +68,7 @@ def _ort_meta(path: Path) -> dict:
     opts.add_session_config_entry("session.load_model_format", "ORT")
     opts.log_severity_level = 3
     try:
-        s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        s = cpu_session(str(path), opts)
     except Exception as exc:
         raise ModelFileError(f"{path.name} is not a readable .ort model; re-run 'qdeploy compile --target ort-cpu'"
                              ) from exc

@@ -10,6 +10,7 @@ from math import prod
 from pathlib import Path
 
 from ..errors import ModelFileError
+from ..targets.ort import cpu_session
 
 
 @dataclass
@@ -40,14 +41,13 @@ def _shapes_by_running(model) -> dict[str, list[int]]:
     once on zeros in ONNX Runtime with every counted node's data input and output exposed."""
     import numpy as np
     import onnx
-    import onnxruntime as ort
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
     names = {n for node in m.graph.node if node.op_type in COUNTED for n in (node.input[0], node.output[0])}
     have = {o.name for o in m.graph.output}
     m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in sorted(names - have))
-    s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    s = cpu_session(m.SerializeToString())
     types = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
     feeds = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], types.get(i.type, np.float32))
              for i in s.get_inputs()}

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import QDeployError
+from ..targets.ort import cpu_session
 
 DOMAIN = "ai.onnx.contrib"   # onnxruntime-extensions' default custom-op domain
 OP = "PowerDifference"
@@ -113,7 +114,7 @@ def session(path: str | Path, implementation: str, threads: int | None = None):
 
         _register_numpy_op()
         opts.register_custom_ops_library(get_library_path())
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return cpu_session(str(path), opts)
 
 
 def _runner(path: Path, implementation: str | None, fixed: dict, threads: int | None):

@@ -23,6 +23,7 @@ import numpy as np
 
 from .qlayers import attr as _attr
 from .qlayers import find_layers
+from ..targets.ort import cpu_session
 
 
 def _mean_graph(model: Path, tensors: dict[str, int]):
@@ -66,7 +67,7 @@ def input_means(model: Path, calib, input_name: str, tensors: dict[str, int], fi
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     opts.enable_cpu_mem_arena = False
-    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = cpu_session(m.SerializeToString(), opts)
     want = {f"{t}__qdeploy_mean": t for t in tensors}
     names = [o.name for o in sess.get_outputs()]
     batch = 1 if batch_one else batch_for(calib.shape[-1])

@@ -22,6 +22,7 @@ from ..errors import QuantizeError
 from ..targets import open_session, run_batched
 from .base import QuantCheck, VariantContext, register
 from .config import QuantConfig
+from ..targets.ort import cpu_session
 
 ENTROPY_BINS = {"num_bins": 2048, "num_quantized_bins": 128}
 
@@ -91,7 +92,7 @@ def _lean_session(calibrator) -> None:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.enable_cpu_mem_arena = False
     opts.log_severity_level = 3
-    calibrator.infer_session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    calibrator.infer_session = cpu_session(path, opts)
 
 
 def calibration_ranges(model: Path, calib: np.ndarray, input_name: str, cfg: QuantConfig, work: Path,

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..targets.ort import cpu_session
 
 
 @dataclass
@@ -51,7 +52,7 @@ def _outputs(path_or_bytes, x: np.ndarray, input_name: str, fixed: dict, batch: 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     opts.enable_cpu_mem_arena = False
-    sess = ort.InferenceSession(path_or_bytes, opts, providers=["CPUExecutionProvider"])
+    sess = cpu_session(path_or_bytes, opts)
     parts = [sess.run(None, {input_name: x[i:i + batch], **fixed}) for i in range(0, len(x), batch)]
     return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 

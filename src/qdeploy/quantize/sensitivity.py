@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..targets.ort import cpu_session
+
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul", "Add")
 
 
@@ -38,7 +40,7 @@ def _exposed_session(path: Path, names: list[str]):
     m = _expose(onnx.load(str(path)), names)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    return ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return cpu_session(m.SerializeToString(), opts)
 
 
 def _relative_errors(fp32: Path, qdq: Path, pairs: list[tuple[str, str]], x: np.ndarray) -> dict[str, float]:
@@ -266,7 +268,7 @@ def tensor_sensitivity(fp32: Path, qdq: Path, x: np.ndarray, log=None) -> list[d
     opts.log_severity_level = 3
 
     def outputs(m) -> np.ndarray:
-        s = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        s = cpu_session(m.SerializeToString(), opts)
         name = s.get_inputs()[0].name
         step = 1 if s.get_inputs()[0].shape[0] == 1 else 16
         return np.concatenate([s.run(None, {name: x[i:i + step], **fixed})[0] for i in range(0, len(x), step)])

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .qlayers import attr, find_layers
+from ..targets.ort import cpu_session
 
 MAX_IMAGES = 64                 # calibration images whose layer inputs make H (each gives many patches)
 POSITIONS = 256                 # output positions per image that enter H (a regular grid of them: at 112 x 112
@@ -120,7 +121,7 @@ def second_moments(source: Path, calib, input_name: str, nodes: dict, fixed: dic
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     opts.enable_cpu_mem_arena = False
-    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = cpu_session(m.SerializeToString(), opts)
     names = [o.name for o in sess.get_outputs()]
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
