@@ -58,23 +58,56 @@ def test_relu6_outputs_on_the_fixed_grid_the_rest_calibrated(lite_ptq):
     assert all(0 < int(b._project_conv.zero_point) < 255 for b in q._blocks)     # signed outputs: mid-range zero
 
 
+def _exact_math(q, calib, ev):
+    """The exported QDQ file of INT8 model q run by ONNX Runtime unfused (no integer kernels: float DequantizeLinear,
+    op, QuantizeLinear): the quantization itself, whatever the CPU's integer kernels do with it."""
+    import io
+    import warnings
+
+    import onnxruntime as ort
+
+    from qdeploy.quantize.torch_lite import quantized_symbolics
+    from qdeploy.targets.ort import cpu_session
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), quantized_symbolics(17):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(q, (torch.from_numpy(calib[:1]),), buf, input_names=["input"], output_names=["logits"],
+                          opset_version=17, dynamo=False, dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    s = cpu_session(buf.getvalue(), opts)
+    return np.concatenate([s.run(None, {"input": ev[i:i + 8]})[0] for i in range(0, len(ev), 8)])
+
+
 def test_pt_ptq_is_close_to_fp32_and_the_fixed_grids_are_why(lite, lite_ptq):
     """PTQ with the fixed ReLU6 grids against the same PTQ whose ReLU6 outputs are calibrated like any other
-    activation (what PyTorch's default recipe does): the calibrated grids cover the pre-clamp values and lose."""
+    activation (what PyTorch's default recipe does): the calibrated grids cover the pre-clamp values and lose.
+    Judged on the quantization's exact math (any CPU); PyTorch's own INT8 kernels (fbgemm) then match it only on
+    a CPU with VNNI: without it (AVX2) u8 x s8 pair sums saturate int16 and the INT8 model drifts far from its math."""
     from torch.ao.quantization import convert, prepare
 
     from qdeploy.quantize.torch_eager import _calibrate, qconfig_for
+    from qdeploy.targets.ort import cpu_has_vnni
 
     model, calib, ev, ref = lite
-    _, got = lite_ptq
-    fixed = compare_outputs(ref, got)
+    q_fixed, got = lite_ptq
     q = quantizable_from(copy.deepcopy(model)).eval().fuse_model()
     q.qconfig = qconfig_for(TORCH_PRESETS["pt-ptq"](), qat=False, reduce_range=False)
     prepare(q, inplace=True)
     _calibrate(q, calib)
-    calibrated = compare_outputs(ref, torch_logits(convert(q), ev).numpy())
+    q = convert(q)
+    fixed, calibrated = (compare_outputs(ref, _exact_math(m, calib, ev)) for m in (q_fixed, q))
+    kernels = compare_outputs(ref, got)
+    print(f"exact math: fixed grids {fixed.rel_l2:.3f} ({fixed.agreement:.1%}), calibrated {calibrated.rel_l2:.3f} "
+          f"({calibrated.agreement:.1%}); fbgemm INT8 model {kernels.rel_l2:.3f} ({kernels.agreement:.1%}), "
+          f"VNNI {cpu_has_vnni()}")
     assert fixed.rel_l2 <= 0.25 and fixed.agreement >= 0.75
     assert calibrated.rel_l2 >= 1.5 * fixed.rel_l2, (calibrated.rel_l2, fixed.rel_l2)
+    if cpu_has_vnni():
+        assert kernels.rel_l2 <= 0.25 and kernels.agreement >= 0.75
+    else:   # measured on AMD EPYC (AVX2): 0.57 against the exact math's 0.17 (README, pt-ptq on Lite0)
+        assert kernels.rel_l2 >= 2 * fixed.rel_l2, (kernels.rel_l2, fixed.rel_l2)
 
 
 def test_pt_ptq_exports_verified_and_pot_is_refused(lite, lite0_imagenet, tmp_path):
@@ -84,21 +117,27 @@ def test_pt_ptq_exports_verified_and_pot_is_refused(lite, lite0_imagenet, tmp_pa
     from qdeploy.data import PreprocessSpec
     from qdeploy.quantize.base import VariantContext
     from qdeploy.quantize.torch_variant import build_torch
+    from qdeploy.targets.ort import cpu_has_vnni
 
     model = lite[0]
     fp32, _, ev = lite0_imagenet
     photos = ev[96:]   # the 24 Kodak photos: ImageNet content (upscaled CIFAR images are ImageNet near-ties)
     ctx = VariantContext(fp32=fp32, out=tmp_path, calib_x=photos, classes=[str(i) for i in range(1000)],
                          spec=PreprocessSpec(size=224), model=model)
-    check, extra = build_torch(TORCH_PRESETS["pt-ptq"](), ctx, tmp_path / "int8_pt-ptq.onnx", log=lambda m: None)
-    g = onnx.load(str(tmp_path / "int8_pt-ptq.onnx")).graph
-    ops = {n.op_type for n in g.node}
-    assert {"QuantizeLinear", "DequantizeLinear", "Pad", "Clip", "Conv"} <= ops
-    par = extra["export_parity"]
-    assert not check.collapsed and par["verified_on"] == 24
-    assert par["agreement"] >= 0.98 or par["rel_l2"] <= 0.5 * par["int8_vs_fp32_rel_l2"]
-    assert extra["vs_fp32"]["agreement"] >= 0.8 and extra["vs_fp32"]["n"] == 24
-    assert "pt-ptq" in ctx.torch_models
+    if not cpu_has_vnni():   # AVX2's saturating u8 x s8 kernels (test above): ORT's run of the file collapses
+        with pytest.raises(QuantizeError, match="'pt-ptq' collapsed: top-1 agreement with FP32") as exc:
+            build_torch(TORCH_PRESETS["pt-ptq"](), ctx, tmp_path / "int8_pt-ptq.onnx", log=lambda m: None)
+        assert exc.value.details["agreement"] < 0.8 and not (tmp_path / "int8_pt-ptq.onnx").exists()
+    else:
+        check, extra = build_torch(TORCH_PRESETS["pt-ptq"](), ctx, tmp_path / "int8_pt-ptq.onnx", log=lambda m: None)
+        g = onnx.load(str(tmp_path / "int8_pt-ptq.onnx")).graph
+        ops = {n.op_type for n in g.node}
+        assert {"QuantizeLinear", "DequantizeLinear", "Pad", "Clip", "Conv"} <= ops
+        par = extra["export_parity"]
+        assert not check.collapsed and par["verified_on"] == 24
+        assert par["agreement"] >= 0.98 or par["rel_l2"] <= 0.5 * par["int8_vs_fp32_rel_l2"]
+        assert extra["vs_fp32"]["agreement"] >= 0.8 and extra["vs_fp32"]["n"] == 24
+        assert "pt-ptq" in ctx.torch_models
     with pytest.raises(QuantizeError, match="'pot' collapsed: top-1 agreement with FP32") as exc:
         build_torch(TORCH_PRESETS["pot"](), ctx, tmp_path / "int8_pot.onnx", log=lambda m: None)
     assert exc.value.details["agreement"] < 0.5 and not (tmp_path / "int8_pot.onnx").exists()

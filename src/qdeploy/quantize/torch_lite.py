@@ -18,7 +18,9 @@ What the plain model does that eager quantization cannot take as it is, and what
 - the identity skip: a FloatFunctional add.
 Activations are 8-bit (quant range 0..255), not the x86 qconfig's 7: ONNX QuantizeLinear has no 7-bit form,
 so a file exported from a 7-bit model runs to 255 in ONNX Runtime while PyTorch clips at 127 (export parity
-95.8 % with 7 bits on the 24 Kodak photos).
+95.8 % with 7 bits on the 24 Kodak photos). On a CPU without VNNI (AVX2 only) 8-bit activations x 8-bit weights
+overflow the int16 pair sums of both fbgemm and ORT's kernels: the exact math stays at rel-L2 0.17 from FP32, the
+kernels' results at 0.50-0.57, and the collapse guard refuses the file (README, pt-ptq on EfficientNet-Lite0).
 """
 from __future__ import annotations
 
