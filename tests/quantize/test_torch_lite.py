@@ -61,22 +61,14 @@ def test_relu6_outputs_on_the_fixed_grid_the_rest_calibrated(lite_ptq):
 def _exact_math(q, calib, ev):
     """The exported QDQ file of INT8 model q run by ONNX Runtime unfused (no integer kernels: float DequantizeLinear,
     op, QuantizeLinear): the quantization itself, whatever the CPU's integer kernels do with it."""
-    import io
-    import warnings
-
     import onnxruntime as ort
 
-    from qdeploy.quantize.torch_lite import quantized_symbolics
+    from qdeploy.quantize.torch_eager import int8_onnx_bytes
     from qdeploy.targets.ort import cpu_session
 
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), quantized_symbolics(17):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(q, (torch.from_numpy(calib[:1]),), buf, input_names=["input"], output_names=["logits"],
-                          opset_version=17, dynamo=False, dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    s = cpu_session(buf.getvalue(), opts)
+    s = cpu_session(int8_onnx_bytes(q, calib[:1]), opts)
     return np.concatenate([s.run(None, {"input": ev[i:i + 8]})[0] for i in range(0, len(ev), 8)])
 
 

@@ -196,6 +196,21 @@ def export_parity(ref: np.ndarray, got: np.ndarray, fp32_out: np.ndarray | None,
                         "variants")
 
 
+def int8_onnx_bytes(qmodel: nn.Module, sample: np.ndarray, opset: int = 17) -> bytes:
+    """A converted INT8 model as a QDQ ONNX file in memory (input "input", output "logits", dynamic batch), with
+    the quantized pad/clamp symbolics (torch_lite) registered while exporting."""
+    import io
+
+    from .torch_lite import quantized_symbolics
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), quantized_symbolics(opset):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(qmodel, (torch.from_numpy(sample),), buf, input_names=["input"], output_names=["logits"],
+                          opset_version=opset, dynamo=False, dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    return buf.getvalue()
+
+
 def export_quantized(qmodel: nn.Module, out, calib_x: np.ndarray, verify_x: np.ndarray, classes, spec, cfg,
                      extra_meta: dict | None = None, fp32=None, facts: dict | None = None):
     """Export a converted INT8 model to ONNX (QDQ) and check parity with the PyTorch INT8 model (export_parity);
@@ -207,21 +222,11 @@ def export_quantized(qmodel: nn.Module, out, calib_x: np.ndarray, verify_x: np.n
 
     from ..artifacts import write_onnx
     from ..targets import open_session, run_batched
-    from .torch_lite import quantized_symbolics
 
-    opset = 17
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import io
-
-        buf = io.BytesIO()
-        try:
-            with quantized_symbolics(opset):
-                torch.onnx.export(qmodel, (torch.from_numpy(calib_x[:1]),), buf, input_names=["input"],
-                                  output_names=["logits"], opset_version=opset, dynamo=False,
-                                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-        except Exception as exc:
-            raise QuantizeError(f"PyTorch cannot export the INT8 model '{cfg.name}' to ONNX: {str(exc)[:200]}") from exc
+    try:
+        onnx_bytes = int8_onnx_bytes(qmodel, calib_x[:1])
+    except Exception as exc:
+        raise QuantizeError(f"PyTorch cannot export the INT8 model '{cfg.name}' to ONNX: {str(exc)[:200]}") from exc
     meta = {"variant": cfg.name, "classes": classes, "preprocess": spec.to_json(), "quant_config": cfg.as_dict(),
             **(extra_meta or {})}
     ref = torch_logits(qmodel, verify_x).numpy()
@@ -238,7 +243,7 @@ def export_quantized(qmodel: nn.Module, out, calib_x: np.ndarray, verify_x: np.n
             facts["vs_fp32"] = collapse_guard(fp32, tmp, verify_x, cfg, got, fp32_out).as_dict()
         return c
 
-    return write_onnx(onnx.load_from_string(buf.getvalue()), out, meta, verify=check)
+    return write_onnx(onnx.load_from_string(onnx_bytes), out, meta, verify=check)
 
 
 def onnx_scales(path, bias: bool = True) -> list[float]:
