@@ -37,6 +37,7 @@ from qdeploy.quantize import QuantConfig, quantize  # noqa: E402
 from qdeploy.quantize.sensitivity import tensor_sensitivity  # noqa: E402
 from qdeploy.tasks.classification import metrics_from_logits  # noqa: E402
 from qdeploy.targets import open_session, run_batched  # noqa: E402
+from qdeploy.targets.ort import exact_math_session  # noqa: E402
 
 
 def _rounded_weights(fp32: Path, out: Path, kind: str) -> Path:
@@ -89,24 +90,16 @@ def _float_weights(int8: Path, fp32: Path, out: Path) -> Path:
 
 def floor(fp32: Path, int8: Path, ev: np.ndarray, ref: np.ndarray, tmp: Path, n_cifar: int,
           more: dict[str, Path]) -> None:
-    import onnxruntime as ort
-
     rows = []
     for kind in ("fp16", "bf16"):
         out = run_batched(open_session(_rounded_weights(fp32, tmp / f"{kind}.onnx", kind)), ev)
         rows.append((f"FP32, weights rounded to {kind}", ref, out))
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    plain = ort.InferenceSession(str(int8), opts, providers=["CPUExecutionProvider"])
-    name = plain.get_inputs()[0].name
-    unfused = np.concatenate([plain.run(None, {name: ev[i:i + 16]})[0] for i in range(0, len(ev), 16)])
+    unfused = run_batched(exact_math_session(int8), ev, batch_size=16)
     fused = run_batched(open_session(int8), ev)
     rows.append(("default INT8: ORT optimized vs unoptimized", unfused, fused))
-    # unoptimized, the exact math of the file: a plain optimized ORT session would quantize these float weights
-    # per tensor at load (WeightBiasQuantization; see qdeploy.targets.ort.DISABLED_OPTIMIZERS)
-    act_sess = ort.InferenceSession(str(_float_weights(int8, fp32, tmp / "act_only.onnx")), opts,
-                                    providers=["CPUExecutionProvider"])
-    act_only = np.concatenate([act_sess.run(None, {name: ev[i:i + 16]})[0] for i in range(0, len(ev), 16)])
+    # unoptimized, the exact math of the file (also keeps these float weights float: see
+    # qdeploy.targets.ort.DISABLED_OPTIMIZERS)
+    act_only = run_batched(exact_math_session(_float_weights(int8, fp32, tmp / "act_only.onnx")), ev, batch_size=16)
     rows.append(("default INT8's activation grids, FP32's weights (INT8 activations only) vs FP32", ref, act_only))
     rows.append(("default INT8 vs FP32", ref, fused))
     rows += [(f"{label} INT8 vs FP32", ref, run_batched(open_session(p), ev)) for label, p in more.items()]

@@ -61,15 +61,11 @@ def test_relu6_outputs_on_the_fixed_grid_the_rest_calibrated(lite_ptq):
 def _exact_math(q, calib, ev):
     """The exported QDQ file of INT8 model q run by ONNX Runtime unfused (no integer kernels: float DequantizeLinear,
     op, QuantizeLinear): the quantization itself, whatever the CPU's integer kernels do with it."""
-    import onnxruntime as ort
-
     from qdeploy.quantize.torch_eager import int8_onnx_bytes
-    from qdeploy.targets.ort import cpu_session
+    from qdeploy.targets import run_batched
+    from qdeploy.targets.ort import exact_math_session
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    s = cpu_session(int8_onnx_bytes(q, calib[:1]), opts)
-    return np.concatenate([s.run(None, {"input": ev[i:i + 8]})[0] for i in range(0, len(ev), 8)])
+    return run_batched(exact_math_session(int8_onnx_bytes(q, calib[:1])), ev, batch_size=8)
 
 
 def test_pt_ptq_is_close_to_fp32_and_the_fixed_grids_are_why(lite, lite_ptq):

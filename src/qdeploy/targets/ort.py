@@ -108,18 +108,35 @@ class OrtCpu(Target):
             ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if offline:
             opts.add_session_config_entry("session.load_model_format", "ORT")
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        opts.log_severity_level = 3
-        src = path if isinstance(path, bytes) else str(path)
-        try:
-            s = cpu_session(src, opts, providers=[self.provider])
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:200]
-            raise ModelFileError(f"ONNX Runtime cannot load {path if not isinstance(path, bytes) else 'model'}: "
-                                 f"{first}") from exc
-        name = s.get_inputs()[0].name
-        return Session(path=Path(path) if not isinstance(path, bytes) else Path("<memory>"),
-                       run=session_runner(s), input_name=name,
-                       runtime=f"onnxruntime {ort.__version__}", provider=s.get_providers()[0],
-                       threads=int(threads or physical_cores()), info={"ort_session": s})
+        return _session(path, opts, threads, self.provider)
+
+
+def exact_math_session(path, threads: int | None = None) -> Session:
+    """`path` run with every graph optimization off. A QDQ file then runs node by node (DequantizeLinear, the float
+    op, QuantizeLinear): no fused integer kernel and no load-time rewrite touches it, so its outputs are the
+    quantization's own math, the same on any CPU (a QOperator file's QLinear* nodes stay integer kernels). For
+    checks that must tell a recipe from what a CPU's integer kernels do with it."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return _session(path, opts, threads, OrtCpu.provider)
+
+
+def _session(path, opts, threads: int | None, provider: str) -> Session:
+    import onnxruntime as ort
+
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    opts.log_severity_level = 3
+    src = path if isinstance(path, bytes) else str(path)
+    try:
+        s = cpu_session(src, opts, providers=[provider])
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise ModelFileError(f"ONNX Runtime cannot load {path if not isinstance(path, bytes) else 'model'}: "
+                             f"{first}") from exc
+    return Session(path=Path(path) if not isinstance(path, bytes) else Path("<memory>"),
+                   run=session_runner(s), input_name=s.get_inputs()[0].name,
+                   runtime=f"onnxruntime {ort.__version__}", provider=s.get_providers()[0],
+                   threads=int(threads or physical_cores()), info={"ort_session": s})
