@@ -39,18 +39,18 @@ def test_exact_math_session_is_the_files_own_math(qdq_with_a_float_conv):
     from qdeploy.targets.ort import exact_math_session
 
     q, convs, ev = qdq_with_a_float_conv
-    g = onnx.load(str(q)).graph
+    m = onnx.load(str(q))
+    g = m.graph
     floats = {i.name for i in g.initializer if i.data_type == onnx.TensorProto.FLOAT}
     by_name = {n.name: n for n in g.node}
     assert by_name[convs[1]].input[1] in floats and by_name[convs[0]].input[1] not in floats
-    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in g.node}
-
-    got = run_batched(exact_math_session(q), ev, batch_size=8)
     # onnx.reference implements QuantizeLinear/DequantizeLinear from opset 19 only; for this graph's ops (Q, DQ,
     # Conv, Relu, GlobalAveragePool, Flatten, Gemm) opsets 17-19 define the same math
-    m = onnx.load(str(q))
-    assert {n.op_type for n in m.graph.node} <= {"QuantizeLinear", "DequantizeLinear", "Conv", "Relu",
-                                                 "GlobalAveragePool", "Flatten", "Gemm"}
+    op_types = {n.op_type for n in g.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= op_types <= {"QuantizeLinear", "DequantizeLinear", "Conv", "Relu",
+                                                                  "GlobalAveragePool", "Flatten", "Gemm"}
+
+    got = run_batched(exact_math_session(q), ev, batch_size=8)
     for o in m.opset_import:
         if o.domain in ("", "ai.onnx"):
             o.version = max(o.version, 19)
