@@ -118,6 +118,10 @@ def calibration_ranges(model: Path, calib: np.ndarray, input_name: str, cfg: Qua
     chunk = len(calib) if cfg.method == "minmax" and calib.shape[-1] <= 64 else per_call
     for i in range(0, len(calib), chunk):
         calibrator.collect_data(_Reader(calib[i:i + chunk], input_name, 1 if batch_one else None, fixed))
+    if cfg.method == "entropy":
+        from .entropy import use_fast_entropy
+
+        use_fast_entropy(calibrator)
     cache = work / "ranges.json"
     save_tensors_data(calibrator.compute_data(), cache)
     return cache
