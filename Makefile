@@ -1,4 +1,4 @@
-.PHONY: setup demo run serve test bench load
+.PHONY: setup demo run serve test test-fast bench load
 SHELL := /bin/bash
 SHARED ?= $(or $(QDEPLOY_SHARED),../shared)
 
@@ -21,8 +21,14 @@ run: setup
 serve: setup
 	.venv/bin/qdeploy serve
 
+# The whole suite (what .ci/run calls); the 15 slowest tests are listed at the end.
 test: setup
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q --durations=15
+
+# The edit loop: every test that starts no server, browser, Ray cluster or venv, trains nothing and runs no
+# whole pipeline (markers in pyproject.toml; docs/testing.md).
+test-fast: setup
+	.venv/bin/python -m pytest -q -m "not slow" --durations=10
 
 bench: setup
 	.venv/bin/python bench/pipeline_table.py

@@ -1,4 +1,11 @@
-"""Shared fixtures: real data and the real checkpoint from ../shared, at small sizes."""
+"""Shared fixtures: real data and the real checkpoint from ../shared, at small sizes; the test tiers.
+
+Tiers: a test is `slow` when it does something expensive (the markers in pyproject: starts a server, a browser,
+Ray, builds a venv, trains, runs a whole pipeline, searches, works on the 224-px EfficientNet); `make test-fast`
+runs the rest. Markers come from the test itself or from the fixtures it uses (FIXTURE_MARKS), so a test that reads
+the session's pipeline run is a pipeline test without saying so. Tests that read ../shared carry `shared` (from
+their fixtures, or a `pytestmark`); without ../shared they skip with one line and the others still run.
+"""
 from __future__ import annotations
 
 import os
@@ -11,13 +18,46 @@ import pytest
 
 from qdeploy.settings import shared_dir
 
-SHARED = shared_dir()
-if SHARED is None or not (SHARED / "checkpoints" / "resnet18_cifar10.pth").is_file():
-    pytest.exit("tests need ../shared (checkpoint + CIFAR-10); set QDEPLOY_SHARED to its path", returncode=3)
-
+_FOUND = shared_dir()
+SHARED = _FOUND or Path(__file__).resolve().parents[2] / "shared"
 CKPT = SHARED / "checkpoints" / "resnet18_cifar10.pth"
 CIFAR = SHARED / "datasets" / "cifar10"
+KODAK = SHARED / "datasets" / "kodak24"
+HAVE_SHARED = CKPT.is_file() and CIFAR.is_dir()
+NO_SHARED = (f"needs ../shared (the ResNet18 checkpoint and CIFAR-10; looked in {SHARED}): "
+             "set QDEPLOY_SHARED to its path")
+R20_CKPT = Path(__file__).resolve().parents[1] / "src" / "qdeploy" / "bundled" / "resnet20_cifar10" / "train" / "best.pth"
+SMALL_RUN_IMAGES = 200     # evaluation images of the session's pipeline run (small_run)
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+# what a test does, by the fixtures it uses (transitively): the marks it gets
+FIXTURE_MARKS = {
+    "small_run": ("pipeline", "shared"), "r18_bundle": ("pipeline", "shared"), "lite0_imagenet": ("lite0", "shared"),
+    "ckpt": ("shared",), "cifar": ("shared",), "fp32_model": ("shared",), "calib_eval": ("shared",),
+    "fp32_onnx": ("shared",),
+}
+# the kinds of work that make a test slow (each registered in pyproject's markers)
+SLOW_KINDS = ("pipeline", "server", "browser", "venv", "ray", "train", "search", "lite0")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Before `-m` selects: marks from fixtures, `slow` from the kinds of work, skips for missing ../shared."""
+    for item in items:
+        for fixture, marks in FIXTURE_MARKS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                for m in marks:
+                    item.add_marker(getattr(pytest.mark, m))
+        if any(item.get_closest_marker(k) for k in SLOW_KINDS):
+            item.add_marker(pytest.mark.slow)
+        if not HAVE_SHARED and item.get_closest_marker("shared"):
+            item.add_marker(pytest.mark.skip(reason=NO_SHARED))
+
+
+def require_shared() -> Path:
+    if not HAVE_SHARED:
+        pytest.skip(NO_SHARED)
+    return SHARED
 
 
 def run_cli(*args, cwd=None, timeout=600):
@@ -29,11 +69,13 @@ def run_cli(*args, cwd=None, timeout=600):
 
 @pytest.fixture(scope="session")
 def ckpt() -> Path:
+    require_shared()
     return CKPT
 
 
 @pytest.fixture(scope="session")
 def cifar() -> Path:
+    require_shared()
     return CIFAR
 
 
@@ -87,10 +129,11 @@ def fp32_onnx(tmp_path_factory, fp32_model, calib_eval):
 
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory):
-    """One real `qdeploy run` over 500 test images with three variants; the CLI's own output dir."""
+    """One real `qdeploy run` over 200 test images with three variants; the CLI's own output dir. Two of the variants
+    (seed-lab5, dynamic) run ~20-30 ms an image here, so the evaluation set is kept small."""
     out = tmp_path_factory.mktemp("run") / "r18"
     res = run_cli("run", "--checkpoint", CKPT, "--data", CIFAR, "--out", out, "--variants",
-                  "default,seed-lab5,dynamic", "--eval-limit", 500, "--calib-size", 100, "--bench-runs", 30,
+                  "default,seed-lab5,dynamic", "--eval-limit", SMALL_RUN_IMAGES, "--calib-size", 100, "--bench-runs", 30,
                   "--bench-batches", "1,8", "--bench-seconds", 0.2)
     assert res.returncode == 0, res.stderr[-3000:]
     return out, res

@@ -1,4 +1,5 @@
 """Each stage as its own command, and every bad input: one line, non-zero exit, no traceback."""
+import pytest
 import shutil
 
 import torch
@@ -20,6 +21,7 @@ def test_help_lists_stage_commands():
         assert cmd in res.stdout
 
 
+@pytest.mark.pipeline
 def test_stage_commands_chain(tmp_path, cifar):
     fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
     r = run_cli("export", "--checkpoint", CKPT, "--data", cifar, "--out", fp32)
@@ -66,6 +68,7 @@ def test_error_wrong_architecture(tmp_path, cifar):
                                   "--out", tmp_path / "o"), "unknown architecture")
 
 
+@pytest.mark.pipeline
 def test_user_architecture_runs_through(tmp_path, cifar):
     """A user's own CIFAR model file goes through the pipeline without touching qdeploy."""
     f = tmp_path / "net.py"

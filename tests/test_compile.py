@@ -16,6 +16,8 @@ from conftest import CIFAR, run_cli
 from qdeploy.artifacts import read_info, sha256
 from qdeploy.errors import ConfigError, ModelFileError
 
+pytestmark = [pytest.mark.pipeline, pytest.mark.shared]
+
 R20 = Path(__file__).resolve().parents[1] / "src" / "qdeploy" / "bundled" / "resnet20_cifar10" / "train" / "best.pth"
 needs_ov = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
                               reason="OpenVINO is not installed (pip install 'qdeploy[openvino]')")

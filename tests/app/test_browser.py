@@ -7,8 +7,9 @@ from PIL import Image
 from test_server import start_server, stop
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="Debian chromium is not installed (scripts/setup.sh installs it with apt)")
+pytestmark = [pytest.mark.browser, pytest.mark.server, pytest.mark.shared,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                 reason="Debian chromium is not installed (scripts/setup.sh installs it with apt)")]
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 

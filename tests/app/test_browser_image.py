@@ -12,7 +12,8 @@ from test_browser import CHROMIUM, browser, upload  # noqa: F401  (browser: the 
 from test_server import start_server, stop
 
 KODAK = SHARED / "datasets" / "kodak24"
-pytestmark = [pytest.mark.skipif(not CHROMIUM or not KODAK.is_dir(), reason="chromium or Kodak24 missing")]
+pytestmark = [pytest.mark.browser, pytest.mark.server, pytest.mark.pipeline, pytest.mark.shared,
+              pytest.mark.skipif(not CHROMIUM or not KODAK.is_dir(), reason="chromium or Kodak24 missing")]
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ from test_server import serving
 
 from qdeploy.bundled import bundled_run_dir
 
+pytestmark = pytest.mark.server
+
 http = pytest.importorskip("tritonclient.http", reason="Triton's client is not installed (pip install 'qdeploy[serve]')")
 
 

@@ -77,10 +77,12 @@ def predictor():
     return Predictor.load([bundled_run_dir()])
 
 
+@pytest.mark.server
 def test_binds_loopback_only(server):
     assert server.startswith("http://127.0.0.1:")
 
 
+@pytest.mark.server
 def test_predict_multipart(server, cat_jpeg, predictor):
     r = httpx.post(server + "/api/predict", files={"file": ("cat.jpg", cat_jpeg, "image/jpeg")}, timeout=30)
     assert r.status_code == 200, r.text
@@ -95,6 +97,7 @@ def test_predict_multipart(server, cat_jpeg, predictor):
     assert "agrees" in body["variants"][1] and body["input"]["model_input"] == 32
 
 
+@pytest.mark.server
 def test_predict_raw_body_and_top_k(server, cat_jpeg):
     r = httpx.post(server + "/api/predict?top_k=5", content=cat_jpeg, headers={"content-type": "image/jpeg"}, timeout=30)
     assert r.status_code == 200 and len(r.json()["variants"][0]["top"]) == 5
@@ -115,6 +118,7 @@ def png(img) -> bytes:
     (b"\x00" * (1024 * 1024 + 10), 413, "limit"),
     ("bomb", 413, "megapixels"),
 ])
+@pytest.mark.server
 def test_bad_uploads(server, payload, status, fragment):
     if payload == "bomb":
         payload = png(Image.new("L", (3000, 3000)))  # 9 MP in a few KB; the server allows 4 MP
@@ -128,6 +132,7 @@ def test_bad_uploads(server, payload, status, fragment):
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16"])
+@pytest.mark.server
 def test_odd_modes_over_http(server, cat_jpeg, mode):
     img = Image.open(io.BytesIO(cat_jpeg))
     img = img.convert("L").convert("I;16") if mode == "I;16" else img.convert(mode)
@@ -137,6 +142,7 @@ def test_odd_modes_over_http(server, cat_jpeg, mode):
     assert r.status_code == 200, r.text
 
 
+@pytest.mark.server
 def test_server_survives_and_handles_concurrency(server, cat_jpeg):
     def one(_):
         return httpx.post(server + "/api/predict", files={"file": ("c.jpg", cat_jpeg)}, timeout=60).status_code
@@ -154,6 +160,7 @@ def test_server_survives_and_handles_concurrency(server, cat_jpeg):
         assert 1 <= m[f'qdeploy_batch_runs{{variant="{v}"}}'] <= m[f'qdeploy_batch_rows{{variant="{v}"}}']
 
 
+@pytest.mark.server
 def test_predict_one_variant_for_serving(server, cat_jpeg, predictor):
     r = httpx.post(server + "/api/predict?variant=default", files={"file": ("c.jpg", cat_jpeg)}, timeout=30)
     assert r.status_code == 200 and [v["name"] for v in r.json()["variants"]] == ["default"]
@@ -163,12 +170,14 @@ def test_predict_one_variant_for_serving(server, cat_jpeg, predictor):
     assert r.status_code == 422 and "variant must be one of fp32, default" in r.text
 
 
+@pytest.mark.server
 def test_models_endpoint_has_facts(server):
     m = httpx.get(server + "/api/models").json()
     assert m["classes"][3] == "cat" and m["variants"][0]["name"] == "fp32"
     assert m["variants"][1]["compression"] > 3 and 0 < m["variants"][1]["top1"] <= 100
 
 
+@pytest.mark.server
 def test_auth():
     proc, url = start_server("--auth", "ann:s3cret")
     try:
@@ -258,6 +267,7 @@ def test_serving_runs_each_model_once_unless_timing_is_asked(cat_jpeg):
     assert [r["top1"] for r in served["variants"]] == [r["top1"] for r in timed["variants"]]
 
 
+@pytest.mark.server
 def test_api_times_only_when_asked(server, cat_jpeg):
     r = httpx.post(server + "/api/predict", files={"file": ("cat.jpg", cat_jpeg, "image/jpeg")}, timeout=30)
     assert r.json()["timing"] == "the request's one run"

@@ -3,7 +3,12 @@ performed in a fresh venv standing in for the slim Python base image: COPY as wr
 RUN as written (with the venv's bin first on PATH), then CMD and HEALTHCHECK as written (only the port changed
 to a free one). The venv gets `qdeploy[serve]` from PyPI and this checkout: torch must be absent from it; it
 verifies and serves the bundle alone; Triton's client, a real browser and the torch-needing commands are checked
-against it. The one step not performed is `useradd` (it needs root); USER is checked to be non-root instead."""
+against it. The one step not performed is `useradd` (it needs root); USER is checked to be non-root instead.
+
+The venv is cached between sessions (serve_venv): keyed by the Dockerfile and pyproject.toml, so a changed
+dependency list or install step builds it fresh, and a week old at most. On a cache hit every RUN still runs as
+written: pip finds the serve extra's requirements met and installs this checkout's qdeploy over the old one.
+QDEPLOY_FRESH_SERVE_VENV=1 forces a fresh build."""
 from __future__ import annotations
 
 import json
@@ -13,6 +18,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import hashlib
 import time
 from pathlib import Path
 
@@ -25,8 +31,9 @@ from test_server import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
-pytestmark = pytest.mark.skipif(shutil.which("pip") is None and not (Path(sys.prefix) / "bin" / "pip").exists(),
-                                reason="pip is needed to build the serving venv")
+pytestmark = [pytest.mark.venv, pytest.mark.server,
+              pytest.mark.skipif(shutil.which("pip") is None and not (Path(sys.prefix) / "bin" / "pip").exists(),
+                                 reason="pip is needed to build the serving venv")]
 
 
 def instructions(path: Path) -> list[tuple[str, str]]:
@@ -44,15 +51,35 @@ def _copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+VENV_DAYS = 7
+
+
+def serve_venv() -> tuple[Path, bool]:
+    """(the serving venv's path, whether a complete one is already there): one per (Dockerfile, pyproject.toml)."""
+    key = hashlib.sha256(DOCKERFILE.read_bytes() + (ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qdeploy-tests"
+    venv, done = cache / f"serve-venv-{key}", cache / f"serve-venv-{key}.complete"
+    fresh = os.environ.get("QDEPLOY_FRESH_SERVE_VENV") == "1"
+    if done.is_file() and not fresh and time.time() - done.stat().st_mtime < VENV_DAYS * 86400:
+        return venv, True
+    done.unlink(missing_ok=True)
+    shutil.rmtree(venv, ignore_errors=True)
+    for old in cache.glob("serve-venv-*"):       # earlier keys: one cached venv at a time
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    return venv, False
+
+
 def build(tmp: Path, build_args: dict) -> dict:
     """Perform the Dockerfile's steps; returns the image's facts (venv, workdir, env, user, cmd, health)."""
-    venv, work = tmp / "venv", tmp / "srv"
+    (venv, cached), work = serve_venv(), tmp / "srv"
     img = {"venv": venv, "work": work, "env": {}, "args": dict(build_args), "run": [], "skipped": []}
     for op, arg in instructions(DOCKERFILE):
         sub = lambda s: re.sub(r"\$\{?(\w+)\}?", lambda m: img["args"].get(m.group(1), img["env"].get(m.group(1), m.group(0))), s)  # noqa: E731
         if op == "FROM":
-            img["base"] = arg
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            img["base"], img["cached"] = arg, cached
+            if not cached:
+                subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         elif op == "ENV":
             img["env"].update(dict(kv.split("=", 1) for kv in shlex.split(arg)))
         elif op == "ARG":
@@ -88,6 +115,7 @@ def build(tmp: Path, build_args: dict) -> dict:
             img["cmd"] = json.loads(arg)
         else:
             raise AssertionError(f"the test does not know Dockerfile instruction {op}; teach it before using it")
+    venv.with_name(venv.name + ".complete").touch()    # every step passed: later sessions may reuse this venv
     return img
 
 
@@ -121,6 +149,14 @@ def test_serving_venv_has_no_torch_and_is_several_times_smaller(image):
     r = subprocess.run([py, "-c", "import qdeploy, onnxruntime, gradio, fastapi, tritonclient.http, prometheus_client"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-1500:]
+    # the installed package is this checkout's, file for file (also when the venv came from the cache)
+    where = subprocess.run([py, "-c", "import qdeploy, os; print(os.path.dirname(qdeploy.__file__))"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    installed, src = Path(where), ROOT / "src" / "qdeploy"
+    assert image["venv"] in installed.parents
+    ours = sorted(p.relative_to(src) for p in src.rglob("*.py"))
+    assert ours == sorted(p.relative_to(installed) for p in installed.rglob("*.py"))
+    assert all((installed / f).read_bytes() == (src / f).read_bytes() for f in ours)
     serve_mb, full_mb = _du(image["venv"]) / 2**20, _du(Path(sys.prefix)) / 2**20
     print(f"\ninstall size on disk: qdeploy[serve] {serve_mb:.0f} MB, full install (this venv) {full_mb:.0f} MB, "
           f"{full_mb / serve_mb:.1f}x")

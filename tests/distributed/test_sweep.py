@@ -1,18 +1,18 @@
-"""`qdeploy sweep`: a 2-model x 3-variant sweep (plus a model whose checkpoint is missing) on a real local Ray
-cluster writes the leaderboard; re-running resumes (finished cells untouched, changed inputs re-run) on the local
-backend; a collapsed variant is FAILED with its reason; bad sweep files get one line."""
+"""`qdeploy sweep`: a 2-model x 3-variant sweep (the bundled ResNet-20 calibrated two ways, so the cells are cheap,
+plus a model whose checkpoint is missing) on a real local Ray cluster writes the leaderboard; re-running resumes
+(finished cells untouched, changed inputs re-run) on the local backend; a collapsed variant is FAILED with its
+reason; bad sweep files get one line."""
 from __future__ import annotations
 
 import json
 import shutil
 
 import pytest
-from conftest import CIFAR, CKPT, run_cli
+from conftest import CIFAR, R20_CKPT, run_cli
 
-from qdeploy.bundled import bundled_run_dir
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'qdeploy[ray]')")
-R20 = bundled_run_dir() / "train" / "best.pth"
+R20 = R20_CKPT
 VARIANTS = ["default", "dynamic", "seed-lab5"]
 
 
@@ -22,8 +22,8 @@ out: {path.parent / 'out'}
 max_drop: 1.0
 defaults: {{eval_limit: 150, calib_size: 50, bench_runs: 20, bench_batches: "1", bench_seconds: 0.05, data: {CIFAR}}}
 models:
-  r18: {{checkpoint: {CKPT}}}
-  r20: {{checkpoint: {R20}, eval_limit: {r20_limit}}}
+  r20c50: {{checkpoint: {R20}}}
+  r20: {{checkpoint: {R20}, calib_size: 30, eval_limit: {r20_limit}}}
   ghost: {{checkpoint: missing/nothing.pth}}
 variants: [{', '.join(VARIANTS)}]
 """)
@@ -38,13 +38,16 @@ def swept(tmp_path_factory):
     return yaml, r
 
 
+@pytest.mark.ray
+@pytest.mark.pipeline
+@pytest.mark.shared
 def test_ray_sweep_writes_the_leaderboard(swept):
     yaml, r = swept
     out = yaml.parent / "out"
     board = json.loads((out / "leaderboard.json").read_text())
     assert board["backend"] == "ray" and board["cells"] == 9 and board["failed"] == 3
     assert "ray: local cluster, 2 CPUs" in r.stderr
-    for model in ("r18", "r20"):
+    for model in ("r20c50", "r20"):
         cells = board["models"][model]["cells"]
         assert sorted(c["variant"] for c in cells) == sorted(VARIANTS)
         assert all(c["status"] == "ok" and c["p50_ms"] > 0 and 0 < c["size_bytes"] for c in cells)
@@ -60,12 +63,15 @@ def test_ray_sweep_writes_the_leaderboard(swept):
     ghost = board["models"]["ghost"]
     assert ghost["best"] is None and all(c["status"] == "FAILED" and "not found" in c["reason"] for c in ghost["cells"])
     md = (out / "leaderboard.md").read_text()
-    assert "## r18: best r18__" in md and "cells/r18__default__ort-cpu/run/report.html" in md and "FAILED" in md
-    assert (out / "cells" / "r18__default__ort-cpu" / "run" / "report.html").is_file()
+    assert "## r20c50: best r20c50__" in md and "cells/r20c50__default__ort-cpu/run/report.html" in md and "FAILED" in md
+    assert (out / "cells" / "r20c50__default__ort-cpu" / "run" / "report.html").is_file()
     assert "<table>" in (out / "leaderboard.html").read_text()
     assert not list((out / "cells").glob(".*partial*"))      # no half-written cell left behind
 
 
+@pytest.mark.ray
+@pytest.mark.pipeline
+@pytest.mark.shared
 def test_rerun_resumes_and_redoes_only_changed_cells(swept):
     yaml, _ = swept
     out = yaml.parent / "out"
@@ -83,7 +89,7 @@ def test_rerun_resumes_and_redoes_only_changed_cells(swept):
     assert all(not c.get("resumed") for c in r20.values())
     assert all(json.loads((out / "cells" / k / "run" / "report.json").read_text())["variants"][0]["metrics"]["n"] == 100
                for k in r20)
-    assert all(c.get("resumed") for c in board["models"]["r18"]["cells"])
+    assert all(c.get("resumed") for c in board["models"]["r20c50"]["cells"])
 
 
 def test_a_collapsed_variant_is_a_failed_cell_with_its_reason(small_run, tmp_path):

@@ -8,6 +8,11 @@ from qdeploy.data import DataConfig, PreprocessSpec, open_calib_val
 from qdeploy.errors import ConfigError
 from qdeploy.quantize.auto import AutoConfig, auto_quantize
 
+# The searches on the shared ResNet18 test what the search decides (budgets, metrics, targets), not how weights are
+# rounded: ORT's nearest rounding without bias correction spares ~10 s of GPTQ per candidate there. The ResNet-20
+# searches keep auto's own weight passes (GPTQ + bias correction), which every candidate gets by default.
+PLAIN_WEIGHTS = dict(weight_rounding="nearest", bias_correction=False)
+
 
 @pytest.fixture(scope="module")
 def pool_val(cifar):
@@ -18,6 +23,7 @@ def pool_val(cifar):
     return calib.load(spec), val.load(spec), val.labels
 
 
+@pytest.mark.search
 def test_search_prunes_and_chooses_within_budget(tmp_path, pool_val):
     cfg = AutoConfig(max_drop_pt=1.0, val_size=500, methods=("minmax", "percentile"), per_channel=(True,),
                      calib_fractions=(1.0,), bench_runs=20)
@@ -52,6 +58,7 @@ def test_search_prunes_and_chooses_within_budget(tmp_path, pool_val):
     assert (tmp_path / "plots" / "search_pareto.png").is_file() and (tmp_path / "plots" / "sensitivity.png").is_file()
 
 
+@pytest.mark.search
 def test_fallback_keeps_costliest_activations_float(tmp_path, pool_val, monkeypatch):
     # A space of one poor recipe (per-tensor weights, ranges from a single calibration image) and a
     # zero budget: the sweep cannot meet it, so the sensitivity-driven fallback must run.
@@ -87,6 +94,7 @@ def test_fallback_keeps_costliest_activations_float(tmp_path, pool_val, monkeypa
         assert not (tmp_path / "auto.onnx").exists()
 
 
+@pytest.mark.search
 def test_tuning_stage_tunes_the_closest_candidate(tmp_path, pool_val, monkeypatch):
     """Nothing meets a zero budget and the fallback is off: the closest candidate is quantized again, output-tuned
     (QDQ, same calibration images and FP32 nodes), and measured on the same validation images."""
@@ -109,6 +117,7 @@ def test_tuning_stage_tunes_the_closest_candidate(tmp_path, pool_val, monkeypatc
     assert rec["met_budget"] == (t["drop_pt"] <= 0.0)
 
 
+@pytest.mark.search
 def test_tuning_stage_leaves_qoperator_candidates_alone(tmp_path, pool_val, monkeypatch):
     """A QOperator candidate's QDQ twin runs other kernels (on a VNNI CPU u8u8: 5 ms vs 37-57 ms), so only QDQ
     candidates are tuned: a QOperator-only search ends without a tuning stage."""
@@ -133,13 +142,14 @@ def test_budget_validation():
         AutoConfig(max_drop_pt=1.0, tune_epochs=-1)
 
 
+@pytest.mark.search
 def test_memorised_validation_switches_to_disagreement(tmp_path, fp32_onnx, cifar):
     """The shared ResNet18 gets ~100 % of training images right: a top-1 drop there measures nothing,
     so the budget must apply to disagreement with FP32 instead."""
     calib, val = open_calib_val(DataConfig(root=str(cifar), calib_size=64), 300)
     spec = PreprocessSpec()
     cfg = AutoConfig(max_drop_pt=5.0, val_size=300, formats=("QDQ",), kernels=("u8s8",),
-                     methods=("minmax",), per_channel=(True,), calib_fractions=(1.0,), bench_runs=20)
+                     methods=("minmax",), per_channel=(True,), calib_fractions=(1.0,), bench_runs=20, **PLAIN_WEIGHTS)
     rec = auto_quantize(fp32_onnx[0], tmp_path / "a.onnx", calib.load(spec), val.load(spec), val.labels, cfg,
                         log=lambda m: None)
     assert rec["fp32_val_top1"] >= 0.99 and rec["metric"] == "disagreement"
@@ -147,6 +157,7 @@ def test_memorised_validation_switches_to_disagreement(tmp_path, fp32_onnx, cifa
     assert c["drop_pt"] == pytest.approx(100 * (1 - c["agreement"]))
 
 
+@pytest.mark.search
 def test_label_free_images_budget_disagreement_not_top1(fp32_onnx, calib_eval, tmp_path):
     """No labels (a plain photo folder, ImageNet mode): a relative budget (a fraction of a top-1 there is none of) is
     refused; --max-drop is points of disagreement with FP32. Before this mode, val_y None made `argmax == None` all
@@ -164,7 +175,7 @@ def test_label_free_images_budget_disagreement_not_top1(fp32_onnx, calib_eval, t
                       log=lambda m: None)
     assert not (tmp_path / "a.onnx").exists()
     cfg = AutoConfig(max_drop_pt=2.0, val_size=300, formats=("QDQ",), kernels=("u8s8", "u8u8"), methods=("minmax",),
-                     per_channel=(True,), calib_fractions=(1.0,), bench_runs=20)
+                     per_channel=(True,), calib_fractions=(1.0,), bench_runs=20, **PLAIN_WEIGHTS)
     lines = []
     rec = auto_quantize(path, tmp_path / "a.onnx", calib_x, val, None, cfg, log=lines.append)
     assert rec["metric"] == "disagreement" and rec["label_free"] and rec["fp32_val_top1"] is None
@@ -181,6 +192,7 @@ def test_label_free_images_budget_disagreement_not_top1(fp32_onnx, calib_eval, t
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("openvino") is None,
                     reason="OpenVINO is not installed (pip install 'qdeploy[openvino]')")
+@pytest.mark.search
 def test_search_spans_targets_and_names_the_runtime(tmp_path, pool_val, fp32_onnx):
     """Every candidate is scored and timed on each target; the pick is the fastest chosen candidate across them,
     and the file's metadata and the record say which runtime it was picked for."""
@@ -188,7 +200,8 @@ def test_search_spans_targets_and_names_the_runtime(tmp_path, pool_val, fp32_onn
     from qdeploy.targets import open_session, run_batched
 
     cfg = AutoConfig(max_drop_pt=1.0, val_size=500, formats=("QDQ",), kernels=("u8s8", "u8u8"), methods=("minmax",),
-                     per_channel=(True,), calib_fractions=(1.0,), bench_runs=20, targets=("ort-cpu", "openvino-cpu"))
+                     per_channel=(True,), calib_fractions=(1.0,), bench_runs=20, targets=("ort-cpu", "openvino-cpu"),
+                     **PLAIN_WEIGHTS)
     # the shared ResNet18 (INT8 clearly faster than FP32 on both runtimes, so the outcome does not hinge on noise)
     rec = auto_quantize(fp32_onnx[0], tmp_path / "auto.onnx", *pool_val, cfg, log=lambda m: None)
     cands = rec["candidates"]

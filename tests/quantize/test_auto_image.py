@@ -21,6 +21,7 @@ pytestmark = pytest.mark.skipif(not KODAK.is_dir(), reason="../shared/datasets/k
 
 
 @pytest.mark.parametrize("min_psnr", [28.0, 60.0])
+@pytest.mark.search
 def test_image_auto_meets_or_says_why(tmp_path, min_psnr):
     spec = PreprocessSpec.unit(64)
     src = packaged_onnx("multistyle26.onnx")

@@ -120,6 +120,7 @@ def test_qat_sets_hold_validation_out(qat_sets, cifar):
     assert len(everything) + len(val2) == 50000
 
 
+@pytest.mark.train
 def test_qat_cpu_small_selects_on_validation(fp32_model, calib_eval, qat_sets):
     from qdeploy.quantize.torch_qat import qat
 
@@ -139,6 +140,7 @@ def test_qat_cpu_small_selects_on_validation(fp32_model, calib_eval, qat_sets):
     assert (got == ev.labels).mean() >= 0.85 and (got == ref).mean() >= 0.97
 
 
+@pytest.mark.train
 def test_qat_without_validation_returns_last_epoch(fp32_model, calib_eval, qat_sets):
     from qdeploy.quantize.torch_qat import qat
 

@@ -26,6 +26,8 @@ def test_openvino_runs_fp32_like_ort_and_reports_its_precision(fp32_onnx, calib_
     assert np.abs(got - ref).max() < 1e-3 and (got.argmax(1) == ref.argmax(1)).all()
 
 
+@pytest.mark.pipeline
+@pytest.mark.shared
 def test_run_with_two_targets_fills_the_targets_table(tmp_path):
     out = tmp_path / "r"
     res = run_cli("run", "--data", CIFAR, "--out", out, "--variants", "default", "--targets", "ort-cpu,openvino-cpu",
@@ -48,6 +50,8 @@ def test_unknown_or_missing_target_is_one_line(tmp_path):
     assert r.returncode != 0 and "unknown target 'tpu-9000'" in r.stderr
 
 
+@pytest.mark.pipeline
+@pytest.mark.shared
 def test_nncf_variant_is_ir_verified_and_in_the_report(tmp_path):
     out = tmp_path / "n"
     res = run_cli("run", "--data", CIFAR, "--out", out, "--variants", "nncf", "--eval-limit", 100, "--calib-size", 32,

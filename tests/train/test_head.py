@@ -12,6 +12,8 @@ from qdeploy.models import load_model, pretrained
 from qdeploy.source import SourceConfig, resolve_source
 from qdeploy.train.head import HeadConfig, train_head
 
+pytestmark = [pytest.mark.train, pytest.mark.lite0, pytest.mark.shared]
+
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
@@ -58,6 +60,7 @@ def test_linear_probe_caches_pooled_features_apart(tmp_path, root):
         HeadConfig(tune="everything")
 
 
+@pytest.mark.pipeline
 def test_fine_tuned_lite0_runs_through_the_pipeline_from_its_record(tmp_path, root):
     """`qdeploy run --checkpoint best.pth` needs no other flag: arch, classes, 224-px preprocessing come from
     best.json; seed 004's dynamic INT8 and per-tensor weights are either measured or refused with the

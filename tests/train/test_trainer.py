@@ -31,6 +31,7 @@ def test_augment_shapes_and_effects():
     assert 0.05 < frac < 0.3
 
 
+@pytest.mark.train
 def test_train_cpu_tiny_and_resume(tmp_path, cifar):
     cfg = TrainConfig(arch="resnet20-cifar", epochs=2, batch_size=50, lr=0.05, train_limit=300, val_size=100,
                       device="cpu", warmup_epochs=0)
