@@ -12,7 +12,7 @@ from qdeploy.data import DataConfig, PreprocessSpec, open_calib, open_split
 from qdeploy.data.sampling import balanced_indices
 from qdeploy.quantize import QuantConfig, quantize
 from qdeploy.quantize.config import kernel_types
-from qdeploy.quantize.weight_rounding import gptq
+from qdeploy.quantize.weight_rounding import gptq, gptq_stack
 from qdeploy.targets import open_session, run_batched
 
 
@@ -64,6 +64,46 @@ def test_gptq_solves_a_known_problem():
     err = lambda qi: np.einsum("ri,ij,rj->r", qi * s[:, None] - w, h, qi * s[:, None] - w)  # noqa: E731
     assert np.all(err(q) <= err(near) + 1e-12) and err(q).sum() < 0.5 * err(near).sum(), (q, near)
     assert q.min() >= -4 and q.max() <= 3
+
+
+def _textbook_gptq(w, h, s, z, lo, hi, damp=0.01):
+    """GPTQ as Frantar et al. write it (no blocks, no tricks): H^-1 explicitly, its upper Cholesky factor U, and
+    after each column w_rest -= (w_j - wq_j) / U_jj * U_j,rest."""
+    h = h + damp * np.diag(h).mean() * np.eye(len(h))
+    u = np.linalg.cholesky(np.linalg.inv(h)).T
+    w = w.astype(np.float64).copy()
+    q = np.empty(w.shape, dtype=np.int64)
+    for j in range(w.shape[1]):
+        q[:, j] = np.clip(np.round(w[:, j] / s + z), lo, hi)
+        e = (w[:, j] - (q[:, j] - z) * s) / u[j, j]
+        w[:, j + 1:] -= e[:, None] * u[j, j + 1:][None, :]
+    return q
+
+
+def test_gptq_is_the_textbook_recursion():
+    """qdeploy's GPTQ (blocked, batched, written with H's own factor instead of H^-1's) picks the integers the
+    textbook algorithm picks: one shared H (300 columns, across block edges), a stack of three Hs at once, and
+    one H per row (depthwise)."""
+    rng = np.random.default_rng(1)
+    d, r = 300, 24
+    mix = rng.standard_normal((d, d)) * 0.2 + np.eye(d)
+    hs = [(x.T @ x) / len(x) for x in (rng.standard_normal((900, d)) @ mix for _ in range(3))]
+    ws = [rng.standard_normal((r, d)) * 0.05 for _ in range(3)]
+    s, z = np.full(r, 0.01), np.zeros(r)
+    ref = [_textbook_gptq(w, h, s, z, -64, 63) for w, h in zip(ws, hs)]
+    one = gptq(ws[0], hs[0], s, z, -64, 63)
+    stack = gptq_stack(np.stack(ws), np.stack(hs), np.tile(s, (3, 1)), np.tile(z, (3, 1)), -64, 63)
+    near = np.clip(np.round(ws[0] / s[:, None]), -64, 63)
+    assert (ref[0] != near).mean() > 0.2                      # the recursion moved many weights off nearest
+    assert (one != ref[0]).mean() < 1e-3, (one != ref[0]).mean()
+    for k in range(3):
+        assert (stack[k] != ref[k]).mean() < 1e-3, k
+    # per row: each row its own 9-wide H (a depthwise conv's 3x3 windows)
+    hr = np.stack([(x.T @ x) / 200 for x in rng.standard_normal((r, 200, 9)) + rng.standard_normal((r, 1, 9))])
+    wr = rng.standard_normal((r, 9)) * 0.05
+    per_row = gptq(wr, hr, s, z, -64, 63)
+    expect = np.concatenate([_textbook_gptq(wr[i:i + 1], hr[i], s[i:i + 1], z[i:i + 1], -64, 63) for i in range(r)])
+    assert np.array_equal(per_row, expect)
 
 
 @pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])

@@ -32,7 +32,7 @@ POSITIONS = 256                 # output positions per image that enter H (a reg
                                 # every 7th row and column; neighbouring patches overlap and add little)
 OUTPUT_BYTES = 512 * 2**20      # layer inputs held at once while measuring H (the batch is sized to this)
 DAMP = 0.01                     # H += DAMP * mean(diag H) * I (GPTQ's dampening)
-BLOCK = 128                     # columns rounded between two updates of the remaining ones
+BLOCK = 32                      # columns rounded between two updates of the remaining ones
 MAX_COLUMNS = 1280              # wider layers (ResNet18's 3x3x512 convs: 4608) are solved in independent column
                                 # chunks: the factorisation is cubic in the width (a 4608-wide H cost ~1.5 s each
                                 # here), and 64 small images give such an H fewer samples than columns anyway
@@ -156,68 +156,92 @@ def _unrows(kind: str, node, rows: np.ndarray, shape) -> np.ndarray:
     return rows.reshape(shape)
 
 
-def _inverse_upper_factor(h: np.ndarray) -> np.ndarray:
-    """Upper triangular U with H^-1 = U^T U (GPTQ's factor), for H (D, D) or a stack (R, D, D), without forming H^-1:
-    the Cholesky factor of H with rows and columns reversed, L, gives H = V V^T with V = J L J upper, so U = V^-1 =
-    J L^-1 J (one Cholesky and one triangular inverse, ~3x less work than inverse-then-Cholesky)."""
+def _upper_factor(h: np.ndarray) -> np.ndarray:
+    """Upper triangular V with H = V V^T, for a stack H (K, D, D): the Cholesky factor of H with rows and columns
+    reversed, L, gives H = (J L J)(J L J)^T. GPTQ's factor of H^-1 is U = V^-1; the loop below uses V itself."""
     rev = slice(None, None, -1)
-    low = np.linalg.cholesky(h[..., rev, rev])
-    if h.ndim == 2:
-        try:
-            from scipy.linalg.lapack import dtrtri
+    return np.ascontiguousarray(np.linalg.cholesky(h[..., rev, rev])[..., rev, rev])
 
-            inv, info = dtrtri(low, lower=1)
-            if info != 0:
-                raise np.linalg.LinAlgError("singular Cholesky factor")
-        except ImportError:
-            inv = np.linalg.inv(low)
-    else:
-        inv = np.linalg.inv(low)
-    return np.ascontiguousarray(inv[..., rev, rev])
+
+def _damped_factors(h: np.ndarray, damp: float) -> np.ndarray:
+    """V for each H of the stack after GPTQ's dampening H += damp * mean(diag H) * I, the dampening raised tenfold
+    (up to three times) for an H that is not yet positive definite; an input that never fires (diag <= 0) gets a
+    unit diagonal first, so it is rounded plainly."""
+    d = h.shape[-1]
+    eye = np.eye(d)
+    diag = np.diagonal(h, axis1=-2, axis2=-1)
+    h = h + eye * (diag <= 0)[..., None]
+    mean_diag = np.diagonal(h, axis1=-2, axis2=-1).mean(-1)
+    try:
+        return _upper_factor(h + (damp * mean_diag)[:, None, None] * eye)
+    except np.linalg.LinAlgError:
+        pass
+    out = np.empty_like(h)
+    for k in range(len(h)):                         # each H on its own, as many bumps as it needs
+        for attempt in range(4):
+            try:
+                out[k] = _upper_factor((h[k] + damp * 10 ** attempt * mean_diag[k] * eye)[None])[0]
+                break
+            except np.linalg.LinAlgError:
+                continue
+        else:
+            raise np.linalg.LinAlgError("H not positive definite even with dampening")
+    return out
+
+
+def gptq_stack(w: np.ndarray, h: np.ndarray, scale: np.ndarray, zp: np.ndarray, lo: int, hi: int,
+               damp: float = DAMP) -> np.ndarray:
+    """GPTQ on K independent problems at once: integer rows for float rows w (K, R, D) on the grids
+    (q - zp) * scale (scale, zp: (K, R), per row), q in [lo, hi], minimising (w - wq) H_k (w - wq)^T per row with
+    H (K, D, D). K is a layer's column chunks (one H each), or a depthwise conv's channels (R = 1).
+
+    GPTQ rounds column j of the weight after moving it by the errors of the columns before: in its usual form
+    w_j -= sum_{k<j} e_k U_kj, e_k = (w_k - wq_k) / U_kk, with H^-1 = U^T U. Written with V = U^-1 (H = V V^T, one
+    Cholesky and no inverse) the same recursion is w_j = w0_j + (sum_{k<j} d_k V_kj) / V_jj, d_k = w0_k - wq_k the
+    plain rounding error of column k (E U = D gives E = D V and V_jj U_jj = 1). The columns go in blocks: the sum
+    over earlier blocks is one batched matrix product a block, the sum inside a block a rank-1 update a column."""
+    kk, r, d_all = w.shape
+    v = _damped_factors(np.asarray(h, dtype=np.float64), damp)
+    w0 = np.ascontiguousarray(np.asarray(w, dtype=np.float64).transpose(0, 2, 1))    # (K, D, R): columns as rows
+    s = np.where(scale == 0, 1.0, scale).astype(np.float64).reshape(kk, r)
+    inv_s = 1.0 / s
+    z = np.asarray(zp, dtype=np.float64).reshape(kk, r)
+    inv_diag = 1.0 / np.diagonal(v, axis1=-2, axis2=-1)                              # (K, D)
+    acc = np.zeros_like(w0)                         # sum_{k<j} d_k V_kj, column by column
+    err = np.empty_like(w0)                         # d_j
+    q = np.empty((kk, d_all, r))
+    col = np.empty((kk, r))
+    for b0 in range(0, d_all, BLOCK):
+        b1 = min(b0 + BLOCK, d_all)
+        for j in range(b0, b1):
+            np.multiply(acc[:, j], inv_diag[:, j, None], out=col)
+            col += w0[:, j]
+            qj = q[:, j]
+            np.multiply(col, inv_s, out=qj)
+            qj += z
+            np.rint(qj, out=qj)
+            np.clip(qj, lo, hi, out=qj)
+            ej = err[:, j]
+            np.subtract(qj, z, out=ej)
+            ej *= s
+            np.subtract(w0[:, j], ej, out=ej)
+            if j + 1 < b1:
+                acc[:, j + 1:b1] += v[:, j, j + 1:b1, None] * ej[:, None, :]
+        if b1 < d_all:
+            acc[:, b1:] += np.matmul(v[:, b0:b1, b1:].transpose(0, 2, 1), err[:, b0:b1])
+    return q.transpose(0, 2, 1).astype(np.int64)
 
 
 def gptq(w: np.ndarray, h: np.ndarray, scale: np.ndarray, zp: np.ndarray, lo: int, hi: int,
          damp: float = DAMP) -> np.ndarray:
     """Integer rows for float rows w (R, D) on the grid (q - zp) * scale (per row), q in [lo, hi], minimising
     (w - wq) H (w - wq)^T per row: H (D, D) shared by the rows, or (R, D, D) one per row (depthwise)."""
-    w = w.astype(np.float64).copy()
-    h = h.astype(np.float64).copy()
-    per_row = h.ndim == 3
-    diag = np.diagonal(h, axis1=-2, axis2=-1)
-    dead = diag <= 0                                # inputs that never fire: plain rounding, no error to spread
-    eye = np.eye(h.shape[-1])
-    h = h + eye * np.where(dead, 1.0, 0.0)[..., None] if per_row else h + np.diag(dead.astype(np.float64))
-    mean_diag = np.diagonal(h, axis1=-2, axis2=-1).mean(-1)
-    for attempt in range(4):
-        try:
-            bump = (damp * 10 ** attempt) * mean_diag
-            hd = h + (bump[:, None, None] * eye if per_row else bump * eye)
-            u = _inverse_upper_factor(hd)
-            break
-        except np.linalg.LinAlgError:
-            continue
-    else:
-        raise np.linalg.LinAlgError("H not positive definite even with dampening")
-    s = np.where(scale == 0, 1.0, scale).astype(np.float64)
-    z = zp.astype(np.float64)
-    q = np.empty(w.shape, dtype=np.int64)
-    d_all = w.shape[1]
-    for b0 in range(0, d_all, BLOCK):       # GPTQ's lazy updates: columns in blocks, the rest updated once a block
-        b1 = min(b0 + BLOCK, d_all)
-        wb = w[:, b0:b1]                    # a view: updated in place
-        errs = np.empty_like(wb)
-        for j in range(b1 - b0):
-            i = b0 + j
-            col = wb[:, j]
-            qi = np.clip(np.round(col / s + z), lo, hi)
-            q[:, i] = qi
-            err = (col - (qi - z) * s) / (u[:, i, i] if per_row else u[i, i])
-            errs[:, j] = err
-            if j + 1 < b1 - b0:
-                wb[:, j + 1:] -= err[:, None] * (u[:, i, i + 1:b1] if per_row else u[i, i + 1:b1][None, :])
-        if b1 < d_all:
-            w[:, b1:] -= np.einsum("rj,rjk->rk", errs, u[:, b0:b1, b1:]) if per_row else errs @ u[b0:b1, b1:]
-    return q
+    r = w.shape[0]
+    if h.ndim == 3:                                 # one problem per row
+        return gptq_stack(w[:, None, :], h, np.asarray(scale).reshape(r, 1), np.asarray(zp).reshape(r, 1), lo, hi,
+                          damp)[:, 0, :]
+    return gptq_stack(w[None], h[None], np.asarray(scale).reshape(1, r), np.asarray(zp).reshape(1, r), lo, hi,
+                      damp)[0]
 
 
 def _chunks(width: int, window: int) -> list[slice]:
@@ -229,12 +253,45 @@ def _chunks(width: int, window: int) -> list[slice]:
     return [slice(a, min(a + step, width)) for a in range(0, width, step)]
 
 
-def _proxy_error(w: np.ndarray, wq: np.ndarray, h: np.ndarray) -> float:
-    """sum over rows of (w - wq) H (w - wq)^T: the layer's mean squared output error on the calibration inputs
-    (summed over column chunks: the block-diagonal part of H, the part GPTQ solves)."""
-    e = (wq - w).astype(np.float64)
-    eh = np.matmul(e[:, None, :], h)[:, 0, :] if h.ndim == 3 else e @ h      # BLAS, not einsum's loops
-    return float((eh * e).sum())
+def _problems(rows: np.ndarray, blocks: list, chunks: list[slice], depthwise: bool):
+    """A layer's GPTQ problems as stacks solved at once: (column ranges, w (K, R, D), H (K, D, D), row index (K, R)):
+    a depthwise conv's channels (one row and one H each), else the column chunks of equal width (one H each)."""
+    r = rows.shape[0]
+    if depthwise:
+        yield chunks, rows[:, None, :], blocks[0], np.arange(r)[:, None]
+        return
+    for width in dict.fromkeys(c.stop - c.start for c in chunks):
+        group = [(c, h) for c, h in zip(chunks, blocks, strict=True) if c.stop - c.start == width]
+        yield ([c for c, _ in group], np.stack([rows[:, c] for c, _ in group]), np.stack([h for _, h in group]),
+               np.broadcast_to(np.arange(r), (len(group), r)))
+
+
+def _stacked(a: np.ndarray, cols: list[slice], depthwise: bool) -> np.ndarray:
+    """(R, D) rows as _problems stacks them."""
+    return a[:, None, :] if depthwise else np.stack([a[:, c] for c in cols])
+
+
+def _proxy_error(e: np.ndarray, h: np.ndarray) -> float:
+    """sum over rows of e H e^T for stacks e (K, R, D), H (K, D, D): with e = w - wq, the layer's mean squared output
+    error on the calibration inputs (over column chunks: the block-diagonal part of H, the part GPTQ solves)."""
+    return float((np.matmul(e, h) * e).sum())
+
+
+def _round_layer(rows, blocks, chunks, depthwise, scale, zp, lo, hi, old):
+    """GPTQ's integer rows for one layer, and the output-error proxy of ORT's rows (old) and of GPTQ's."""
+    new = np.empty_like(old)
+    e_old = e_new = 0.0
+    for cols, w, h, idx in _problems(rows, blocks, chunks, depthwise):
+        s, z = scale[idx], zp[idx]
+        qs = gptq_stack(w, h, s, z, lo, hi)
+        if depthwise:
+            new[:] = qs[:, 0, :]
+        for k, c in enumerate([] if depthwise else cols):
+            new[:, c] = qs[k]
+        deq = lambda qi: (qi - z[..., None]) * s[..., None]  # noqa: E731
+        e_old += _proxy_error(w - deq(_stacked(old, cols, depthwise)), h)
+        e_new += _proxy_error(w - deq(qs), h)
+    return new, e_old, e_new
 
 
 def round_weights(source: Path, quantized: Path, calib, input_name: str, fixed: dict | None = None,
@@ -281,15 +338,11 @@ def round_weights(source: Path, quantized: Path, calib, input_name: str, fixed: 
         chunks = _layer_chunks(g, rows.shape[1])
         old = _rows(ly.kind, ly.node, w_int).astype(np.int64)
         try:
-            new = np.empty_like(old)
-            for cols, h in zip(chunks, blocks, strict=True):
-                new[:, cols] = gptq(rows[:, cols], h, scale, zp, int(w_int.min()), int(w_int.max()))
+            new, e_old, e_new = _round_layer(rows, blocks, chunks, g is not None and g["kind"] == "depthwise", scale,
+                                             zp, int(w_int.min()), int(w_int.max()), old)
         except np.linalg.LinAlgError:
             skipped += 1
             continue
-        deq = lambda qi: (qi - zp[:, None]) * scale[:, None]  # noqa: E731
-        err = lambda qi: sum(_proxy_error(rows[:, c], deq(qi)[:, c], h) for c, h in zip(chunks, blocks))  # noqa: E731
-        e_old, e_new = err(old), err(new)
         if e_new >= e_old:          # never make a layer worse on its own inputs
             new, e_new = old, e_old
         before, after = before + e_old, after + e_new
