@@ -98,7 +98,10 @@ def _accumulate(h: list | None, x: np.ndarray, g: dict | None) -> tuple[list, in
             v = _patches(x, g)                      # column order (C, kh, kw) = the weight's flattening
             X = np.ascontiguousarray(v.transpose(0, 2, 3, 1, 4, 5)).reshape(-1, v.shape[1] * v.shape[4] * v.shape[5])
         blocks, n = [X[:, c].T @ X[:, c] for c in _layer_chunks(g, X.shape[1])], len(X)
-    return (blocks if h is None else [a + b for a, b in zip(h, blocks)]), n
+    if h is not None:
+        for a, b in zip(h, blocks):
+            a += b
+    return (blocks if h is None else h), n
 
 
 def second_moments(source: Path, calib, input_name: str, nodes: dict, fixed: dict | None = None,
@@ -137,7 +140,10 @@ def second_moments(source: Path, calib, input_name: str, nodes: dict, fixed: dic
             batch = int(max(1, min(16, OUTPUT_BYTES // max(per_image, 1))))
         i += len(x)
         del outs
-    value = {k: [b / counts[k] for b in sums[k]] for k in sums}
+    for k, blocks in sums.items():
+        for b in blocks:
+            b /= counts[k]
+    value = sums
     _cache.clear()
     _cache.update(key=key, value=value)
     return value
