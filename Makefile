@@ -21,14 +21,17 @@ run: setup
 serve: setup
 	.venv/bin/qdeploy serve
 
+# Test workers (pytest-xdist): a test file runs whole on one worker, tests/distributed on one (tests/conftest.py).
+JOBS ?= 2
+
 # The whole suite (what .ci/run calls); the 15 slowest tests are listed at the end.
 test: setup
-	.venv/bin/python -m pytest -q --durations=15
+	.venv/bin/python -m pytest -q -n $(JOBS) --durations=15
 
 # The edit loop: every test that starts no server, browser, Ray cluster or venv, trains nothing and runs no
 # whole pipeline (markers in pyproject.toml; docs/testing.md).
 test-fast: setup
-	.venv/bin/python -m pytest -q -m "not slow" --durations=10
+	.venv/bin/python -m pytest -q -n $(JOBS) -m "not slow" --durations=10
 
 bench: setup
 	.venv/bin/python bench/pipeline_table.py

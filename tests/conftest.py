@@ -8,7 +8,10 @@ their fixtures, or a `pytestmark`); without ../shared they skip with one line an
 """
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +41,9 @@ FIXTURE_MARKS = {
 }
 # the kinds of work that make a test slow (each registered in pyproject's markers)
 SLOW_KINDS = ("pipeline", "server", "browser", "venv", "ray", "train", "search", "lite0")
+# Under pytest-xdist (`make test` runs two workers) a test file goes to one worker whole, so its module fixtures are
+# built once; tests/distributed (the files that start Ray) goes to one worker together: one cluster at a time.
+TOGETHER = ("tests/distributed/",)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -52,6 +58,42 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if not HAVE_SHARED and item.get_closest_marker("shared"):
             item.add_marker(pytest.mark.skip(reason=NO_SHARED))
+    # the slow files first: a worker that takes a long file at the end would leave the other idle
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
+
+
+def _scope(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return next((d for d in TOGETHER if path.startswith(d)), path)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Whole files to a worker (xdist's loadscope, scoped by _scope); the files come in collection order, slow first."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    return FileScheduling(config, log)
+
+
+def once(tmp_path_factory, name: str, build) -> dict:
+    """Build a session artifact once for the whole run, also across xdist workers: the first worker to get here
+    builds it in the run's shared base temp dir under a file lock (build(dir) -> a JSON-able record), the others
+    wait for it and read the record. A failed build leaves nothing marked done, so the next caller tries again."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    where, done = root / f"once-{name}", root / f"once-{name}.json"
+    with open(root / f"once-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.is_file():
+            shutil.rmtree(where, ignore_errors=True)
+            where.mkdir(parents=True)
+            record = build(where)
+            done.write_text(json.dumps(record))
+        return json.loads(done.read_text())
 
 
 def require_shared() -> Path:
@@ -131,12 +173,15 @@ def fp32_onnx(tmp_path_factory, fp32_model, calib_eval):
 def small_run(tmp_path_factory):
     """One real `qdeploy run` over 200 test images with three variants; the CLI's own output dir. Two of the variants
     (seed-lab5, dynamic) run ~20-30 ms an image here, so the evaluation set is kept small."""
-    out = tmp_path_factory.mktemp("run") / "r18"
-    res = run_cli("run", "--checkpoint", CKPT, "--data", CIFAR, "--out", out, "--variants",
-                  "default,seed-lab5,dynamic", "--eval-limit", SMALL_RUN_IMAGES, "--calib-size", 100, "--bench-runs", 30,
-                  "--bench-batches", "1,8", "--bench-seconds", 0.2)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return out, res
+    def build(where: Path) -> dict:
+        res = run_cli("run", "--checkpoint", CKPT, "--data", CIFAR, "--out", where / "r18", "--variants",
+                      "default,seed-lab5,dynamic", "--eval-limit", SMALL_RUN_IMAGES, "--calib-size", 100,
+                      "--bench-runs", 30, "--bench-batches", "1,8", "--bench-seconds", 0.2)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return {"out": str(where / "r18"), "args": res.args, "stdout": res.stdout, "stderr": res.stderr}
+
+    rec = once(tmp_path_factory, "small_run", build)
+    return Path(rec["out"]), subprocess.CompletedProcess(rec["args"], 0, rec["stdout"], rec["stderr"])
 
 
 @pytest.fixture(scope="session")
@@ -144,10 +189,14 @@ def r18_bundle(small_run, tmp_path_factory) -> Path:
     """`qdeploy bundle` of small_run: FP32 and default INT8 as Triton and OVMS layouts, model names r18-*. Shared,
     so never changed in place: tests that tamper with it copy it first."""
     run, _ = small_run
-    out = tmp_path_factory.mktemp("bundle") / "b"
-    r = run_cli("bundle", run, "--format", "triton,ovms", "--variants", "fp32,default", "--out", out, "--name", "r18")
-    assert r.returncode == 0, r.stderr[-2000:]
-    return out
+
+    def build(where: Path) -> dict:
+        r = run_cli("bundle", run, "--format", "triton,ovms", "--variants", "fp32,default", "--out", where / "b",
+                    "--name", "r18")
+        assert r.returncode == 0, r.stderr[-2000:]
+        return {"out": str(where / "b")}
+
+    return Path(once(tmp_path_factory, "r18_bundle", build)["out"])
 
 
 def tiny_imagefolder(root: Path, per_class: int = 3, split: str = "test", classes=CLASSES) -> Path:
@@ -203,6 +252,8 @@ def lite0_imagenet(tmp_path_factory):
     ev = np.concatenate([te.subset(balanced_indices(te.labels, 96, seed=2)).load(spec),
                          open_split(SHARED / "datasets" / "kodak24", None).load(spec)])
     names = (SHARED / "datasets" / "imagenet" / "imagenet_classes.txt").read_text().splitlines()
-    path, _ = export(load_model("efficientnet-lite0", weights), tmp_path_factory.mktemp("lite0") / "fp32.onnx",
-                     calib[:8], names, spec)
-    return path, calib, ev
+    def build(where: Path) -> dict:
+        path, _ = export(load_model("efficientnet-lite0", weights), where / "fp32.onnx", calib[:8], names, spec)
+        return {"path": str(path)}
+
+    return Path(once(tmp_path_factory, "lite0_imagenet", build)["path"]), calib, ev
