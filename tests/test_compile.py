@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from conftest import CIFAR, run_cli
 
-from qdeploy.artifacts import read_info, sha256
+from qdeploy.artifacts import read_info
+from qdeploy.formats.keys import sha256
 from qdeploy.errors import ConfigError, ModelFileError
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.shared]

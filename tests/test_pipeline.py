@@ -4,7 +4,8 @@ import json
 import pytest
 from conftest import SMALL_RUN_IMAGES, run_cli
 
-from qdeploy.artifacts import read_info, sha256
+from qdeploy.artifacts import read_info
+from qdeploy.formats.keys import sha256
 
 pytestmark = pytest.mark.shared
 

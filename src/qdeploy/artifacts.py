@@ -2,7 +2,6 @@
 get their final name. One writer (`write_onnx`) for every ONNX file qdeploy produces."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -15,16 +14,9 @@ import numpy as np
 
 from .data import PreprocessSpec
 from .errors import ModelFileError, OutputError
-
-META_PREFIX = "qdeploy."
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from .formats.ir import read_ir_meta
+from .formats.keys import META_PREFIX, unprefixed
+from .formats.offline import OFFLINE_SUFFIXES, read_offline_meta
 
 
 @contextmanager
@@ -126,11 +118,6 @@ class ModelInfo:
         return self.preprocess
 
 
-def unprefixed(pairs) -> dict[str, str]:
-    """qdeploy's entries of a (key, value) metadata listing, without the qdeploy. prefix."""
-    return {k[len(META_PREFIX):]: v for k, v in pairs if k.startswith(META_PREFIX)}
-
-
 def _info_from_meta(path: Path, meta: dict[str, str]) -> ModelInfo:
     """A model in another runtime's format (an offline artifact, an OpenVINO IR): the same metadata, as strings."""
     spec = PreprocessSpec.from_json(meta["preprocess"]) if meta.get("preprocess") else None
@@ -145,16 +132,10 @@ def raw_meta(path: str | Path) -> dict[str, str]:
     """qdeploy's metadata of any model file it writes, prefix dropped, values as stored (strings): an ONNX file's
     metadata_props, an nncf IR's rt_info, or an offline artifact's (compile/meta.py)."""
     path = Path(path)
-    if path.suffix in (".ort", ".blob", ".pt2"):
-        from .compile.meta import read_offline_meta
-
+    if path.suffix in OFFLINE_SUFFIXES:
         return read_offline_meta(path)
     if path.suffix == ".xml":
-        import openvino as ov
-
-        from .quantize.nncf_variant import ir_meta
-
-        return ir_meta(ov.Core().read_model(str(path)))
+        return read_ir_meta(path)
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
@@ -165,7 +146,7 @@ def read_info(path: str | Path) -> ModelInfo:
     import onnx
 
     path = Path(path)
-    if path.suffix in (".ort", ".blob", ".pt2") or (path.suffix == ".xml" and path.is_file()):
+    if path.suffix in OFFLINE_SUFFIXES or (path.suffix == ".xml" and path.is_file()):
         return _info_from_meta(path, raw_meta(path))
     if not path.is_file():
         raise ModelFileError(f"ONNX file {path} not found; pass a .onnx produced by 'qdeploy export' or 'qdeploy run'")

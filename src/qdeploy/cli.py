@@ -16,6 +16,7 @@ from .export import ExportConfig
 from .pipeline import DEFAULT_VARIANTS, RunConfig
 from .quantize.config import AutoConfig, TorchQuantConfig
 from .source import DEFAULT_ARCH
+from .targets import DEFAULT_TARGET, OPENVINO_CPU
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="qdeploy: checkpoint -> verified FP32 ONNX -> fast INT8 -> evaluated, benchmarked report.")
@@ -194,7 +195,7 @@ def run(
                                                    f"(default {default(AutoConfig, 'min_worst_psnr')} dB)."),
     op_types: Optional[str] = typer.Option(None, help="ORT static variants quantize only these op types, e.g. Conv "
                                            "(default: every op ORT can quantize; the conv-only variant: Conv)."),
-    targets: str = typer.Option("ort-cpu", help="Comma list of targets every variant is evaluated and timed on: "
+    targets: str = typer.Option(DEFAULT_TARGET, help="Comma list of targets every variant is evaluated and timed on: "
                                 "ort-cpu, openvino-cpu (OpenVINO runs the same ONNX files, f32 pinned)."),
     power_difference: bool = typer.Option(False, "--power-difference", help="image-to-image: seed 003's study, "
                                           "every (x-y)^2 as one PowerDifference op (native and NumPy), FP32 and INT8."),
@@ -451,7 +452,7 @@ def bench_cmd(
 @app.command("compile")
 def compile_cmd(
     run_dir: Path = typer.Argument(..., help="Run directory written by 'qdeploy run'."),
-    target: str = typer.Option("openvino-cpu", help="Comma list: ort-cpu (.ort), openvino-cpu (compiled blob), "
+    target: str = typer.Option(OPENVINO_CPU, help="Comma list: ort-cpu (.ort), openvino-cpu (compiled blob), "
                                "aoti-cpu (PyTorch AOTInductor .pt2, FP32 of --checkpoint runs)."),
     variants: Optional[str] = typer.Option(None, help="Comma list of the run's variants (default: every verified one)."),
     verify_images: int = typer.Option(128, help="Evaluation images each offline form is checked on."),

@@ -37,6 +37,10 @@ class ModelFileError(QDeployError):
     """An ONNX model file is missing, corrupt, or lacks qdeploy metadata."""
 
 
+class BundleError(QDeployError):
+    """A bundle is incomplete, tampered with, or disagrees with its own models."""
+
+
 # Optional dependencies by top-level module -> the extra that installs them. The core (ONNX files, ORT, serving
 # with qdeploy[serve]) needs none of the torch extra; a command that does says so instead of an ImportError.
 EXTRAS = {

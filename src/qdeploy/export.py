@@ -66,8 +66,7 @@ def _torch_export(model, example, cfg: ExportConfig) -> bytes:
 
 
 def check_parity(model, onnx_path: Path, batch: np.ndarray, cfg: ExportConfig) -> Parity:
-
-    from .quantize.torch_eager import torch_logits
+    from .models.logits import torch_logits   # torch: optional (serving installs have none)
 
     ref = torch_logits(model, batch).numpy()
     d = compare_outputs(ref, run_batched(open_session(onnx_path), batch))

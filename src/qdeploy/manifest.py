@@ -9,7 +9,8 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 from . import __version__
-from .artifacts import sha256, write_json
+from .artifacts import write_json
+from .formats.keys import sha256
 from .errors import ModelFileError
 
 

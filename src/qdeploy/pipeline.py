@@ -25,7 +25,7 @@ from .report import ReportConfig, report
 from .results import RunResult, TargetResult, TorchResult, VariantResult
 from .source import Source, SourceConfig, resolve_source
 from .targets import DEFAULT_TARGET
-from .targets.ort import cpu_session
+from .formats.sessions import cpu_session
 
 DEFAULT_VARIANTS = ("default",)
 
@@ -47,7 +47,7 @@ class RunConfig:
     fixed_inputs: list[str] = field(default_factory=list)  # NAME=onehot:K|file.npy|v1,v2,... (extra model inputs)
     min_psnr: float = 30.0          # image-to-image: the recommendation's quality floor (mean dB vs FP32)
     op_types: tuple[str, ...] | None = None  # ORT static variants quantize only these op types (None: presets' own)
-    targets: tuple[str, ...] = ("ort-cpu",)  # every ONNX variant also evaluated and timed on the others
+    targets: tuple[str, ...] = (DEFAULT_TARGET,)  # every ONNX variant also evaluated and timed on the others
     power_difference: bool = False  # seed 003's study: Sub+Pow -> PowerDifference (native / NumPy), FP32 and INT8
     study_images: int = 8           # evaluation images the PowerDifference study compares outputs on
     ray: RayConfig | None = None    # ORT variants built and evaluation sharded on a Ray cluster (distributed/)
@@ -311,7 +311,7 @@ def _runners(variants, ctx: VariantContext, threads, files: dict | None = None) 
             files[f"{v.name}@{target}"] = (ctx.out / v.file, target)
     for name, (qmodel, _) in ctx.torch_models.items():
         if name in fns:
-            from .quantize.torch_eager import torch_logits
+            from .models.logits import torch_logits
 
             fns[f"{name}@torch"] = lambda x, m=qmodel: torch_logits(m, x).numpy()
     return fns

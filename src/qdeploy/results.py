@@ -10,6 +10,7 @@ from .bench import BenchResult
 from .errors import ModelFileError
 from .tasks.classification import Metrics
 from .tasks.image import ImageMetrics
+from .targets import DEFAULT_TARGET
 
 SCHEMA_VERSION = 2
 
@@ -42,7 +43,7 @@ class VariantResult:
     file: str
     status: str = "ok"              # ok | failed (never written under its final name)
     error: str | None = None
-    target: str = "ort-cpu"
+    target: str = DEFAULT_TARGET
     config: dict = field(default_factory=dict)
     check: dict | None = None       # verification against FP32 before the file got its name
     metrics: Metrics | ImageMetrics | None = None   # the run's task decides which

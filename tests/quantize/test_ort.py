@@ -106,7 +106,7 @@ def test_nodes_kept_float_stay_float_at_run_time(lite0_imagenet, tmp_path):
 
     from qdeploy.compare import compare_outputs
     from qdeploy.targets import open_session, run_batched
-    from qdeploy.targets.ort import DISABLED_OPTIMIZERS
+    from qdeploy.formats.sessions import DISABLED_OPTIMIZERS
 
     fp32, calib, ev = lite0_imagenet
     ev = ev[::3]

@@ -11,7 +11,8 @@ import torch
 from qdeploy.compare import compare_outputs
 from qdeploy.errors import QuantizeError
 from qdeploy.quantize.config import TORCH_PRESETS
-from qdeploy.quantize.torch_eager import export_parity, ptq, quantizable_from, torch_logits
+from qdeploy.models.logits import torch_logits
+from qdeploy.quantize.torch_eager import export_parity, ptq, quantizable_from
 from qdeploy.quantize.torch_lite import RELU6_STEP
 
 

@@ -18,15 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, OutputError, QDeployError
-from .layouts import LAYOUTS, Placed
-
-MANIFEST = "manifest.json"
-GOLDEN_INPUTS = "golden/inputs.npy"
-
-
-class BundleError(QDeployError):
-    """A bundle is incomplete, tampered with, or disagrees with its own models."""
+from ..errors import BundleError, ConfigError, OutputError
+from .layouts import GOLDEN_INPUTS, LAYOUTS, MANIFEST, Placed
 
 
 @dataclass
@@ -132,7 +125,7 @@ def bundle_run(run_dir: str | Path, out: str | Path, cfg: BundleConfig | None = 
 
 
 def _hashes(root: Path) -> dict:
-    from ..artifacts import sha256
+    from ..formats.keys import sha256
 
     return {str(p.relative_to(root)): {"sha256": sha256(p), "bytes": p.stat().st_size}
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}

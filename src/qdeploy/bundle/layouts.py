@@ -14,6 +14,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+MANIFEST = "manifest.json"              # a bundle's record of itself, at its root
+GOLDEN_INPUTS = "golden/inputs.npy"     # the golden request's images
+
 # ONNX TensorProto element types -> Triton data types
 TRITON_TYPES = {1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 4: "TYPE_UINT16", 5: "TYPE_INT16", 6: "TYPE_INT32",
                 7: "TYPE_INT64", 9: "TYPE_BOOL", 10: "TYPE_FP16", 11: "TYPE_FP64"}

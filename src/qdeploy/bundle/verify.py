@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import MANIFEST, BundleError
-from .layouts import TRITON_TYPES, onnx_io
+from ..errors import BundleError
+from .layouts import MANIFEST, TRITON_TYPES, onnx_io
 
 FP32_RTOL, INT8_RTOL = 1e-4, 0.05   # x max(1, |expected|): float kernels differ in the last bits across CPUs
 
@@ -25,7 +25,7 @@ def _manifest(root: Path) -> dict:
 
 
 def check_files(root: Path, man: dict) -> None:
-    from ..artifacts import sha256
+    from ..formats.keys import sha256
 
     for rel, f in man["files"].items():
         p = root / rel

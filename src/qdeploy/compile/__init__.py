@@ -24,7 +24,7 @@ from ..bench import BenchConfig, BenchResult, Runner, benchmark_many, cpu_name
 from ..errors import ConfigError, ModelFileError, QuantizeError
 from ..manifest import load_run_manifest, run_eval_images
 from ..results import RunResult, VariantResult
-from ..targets import DEFAULT_TARGET, Session, check_targets, get_target
+from ..targets import DEFAULT_TARGET, OPENVINO_CPU, Session, check_targets, get_target
 from .compilers import COMPILERS, CompileContext, get_compiler
 
 FP32_TOL, INT8_IMAGE_TOL = 1e-5, 1e-3
@@ -32,7 +32,7 @@ FP32_TOL, INT8_IMAGE_TOL = 1e-5, 1e-3
 
 @dataclass
 class CompileConfig:
-    targets: tuple[str, ...] = ("openvino-cpu",)
+    targets: tuple[str, ...] = (OPENVINO_CPU,)
     variants: tuple[str, ...] | None = None     # None: every verified variant the target can take
     verify_images: int = 128                    # real evaluation images the offline form is checked on
     loads: int = 3                              # load time = median of this many opens
@@ -121,7 +121,8 @@ def _checkpoint(man: dict) -> dict | None:
 def _torch_model_builder(run_dir: Path, man: dict):
     """(fresh=False) -> the run's PyTorch model, from the checkpoint the manifest names (its sha256 checked once).
     fresh=True loads it again: the online form's load time is building the module and loading the weights."""
-    from ..artifacts import read_info, sha256
+    from ..artifacts import read_info
+    from ..formats.keys import sha256
     from ..models import load_model
 
     cache = {}
@@ -186,9 +187,9 @@ def _online(rows: _Rows, comp, v: VariantResult, ctx: CompileContext, loads: int
     x1 = rows.x[:1]
     s, load_s, first_ms = _timed_open(lambda: comp.online(v, ctx), x1, loads)
     out = run_batched(s, rows.x)
-    size = model_bytes(ctx.run_dir / v.file) if comp.target != "aoti-cpu" else Path(ctx.checkpoint["path"]).stat().st_size
+    size = model_bytes(ctx.run_dir / v.file) if not comp.from_checkpoint else Path(ctx.checkpoint["path"]).stat().st_size
     row = rows.add(CompiledForm(variant=v.name, target=comp.target, mode="online",
-                                file=v.file if comp.target != "aoti-cpu" else ctx.checkpoint["path"],
+                                file=v.file if not comp.from_checkpoint else ctx.checkpoint["path"],
                                 size_bytes=size, runtime=s.runtime, load_s=load_s, first_ms=first_ms,
                                 metrics=rows.score(out)), s)
     return row, out
@@ -197,7 +198,7 @@ def _online(rows: _Rows, comp, v: VariantResult, ctx: CompileContext, loads: int
 def _offline(rows: _Rows, comp, v: VariantResult, ctx: CompileContext, online: np.ndarray, loads: int, log
              ) -> CompiledForm:
     """Build into a scratch folder, verify against the online outputs, then give the files their names."""
-    from ..artifacts import sha256
+    from ..formats.keys import sha256
     from ..manifest import versions
     from ..targets import run_batched
 

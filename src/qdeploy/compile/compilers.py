@@ -22,8 +22,8 @@ import numpy as np
 
 from ..errors import ConfigError, ModelFileError
 from ..results import VariantResult
-from ..targets import Session, get_target
-from ..targets.ort import cpu_session
+from ..targets import AOTI_CPU, OPENVINO_CPU, ORT_CPU, Session, get_target
+from ..formats.sessions import cpu_session
 from .meta import COMPILED_KEY, add_to_pt2, write_sidecar
 
 
@@ -39,6 +39,7 @@ class CompileContext:
 class Compiler:
     target = ""
     suffix = ""
+    from_checkpoint = False     # built from the PyTorch checkpoint, not from the run's ONNX file
 
     def refuse(self, v: VariantResult, ctx: CompileContext) -> str | None:
         """Why this variant cannot be compiled for this target (None: it can)."""
@@ -62,7 +63,7 @@ def _facts_meta(src: Path, facts: dict) -> dict:
 
 
 class OrtCompiler(Compiler):
-    target, suffix = "ort-cpu", ".ort"
+    target, suffix = ORT_CPU, ".ort"
 
     def refuse(self, v, ctx):
         return None if v.file.endswith(".onnx") else f"{v.file} is not an ONNX file"
@@ -87,7 +88,7 @@ class OrtCompiler(Compiler):
 
 
 class OpenVinoCompiler(Compiler):
-    target, suffix = "openvino-cpu", ".blob"
+    target, suffix = OPENVINO_CPU, ".blob"
 
     def refuse(self, v, ctx):
         return None if v.file.endswith((".onnx", ".xml")) else f"OpenVINO does not read {v.file}"
@@ -107,7 +108,7 @@ class OpenVinoCompiler(Compiler):
 
 
 class AotiCompiler(Compiler):
-    target, suffix = "aoti-cpu", ".pt2"
+    target, suffix, from_checkpoint = AOTI_CPU, ".pt2", True
 
     def refuse(self, v, ctx):
         if v.kind != "fp32":

@@ -1,30 +1,22 @@
-"""What an offline (compiled) artifact says about itself: the source file's qdeploy metadata (classes,
-preprocessing, task, fixed inputs) plus how it was compiled (from which file and its sha256, runtime,
-CPU). Stored where each format allows: inside an .ort file's model metadata, inside a .pt2 package
-(extra/qdeploy.json), and beside an OpenVINO blob (X.blob.json, which also holds the blob's sha256: a blob
-that does not match its record is refused)."""
+"""Writing what an offline (compiled) artifact says about itself: the source file's qdeploy metadata (classes,
+preprocessing, task, fixed inputs) plus how it was compiled (from which file and its sha256, runtime, CPU), where
+each format allows (formats/offline.py reads it back): inside a .pt2 package (extra/qdeploy.json) and beside an
+OpenVINO blob (X.blob.json, which also holds the blob's sha256); an .ort file keeps it in its model metadata."""
 from __future__ import annotations
 
 import json
 import zipfile
 from pathlib import Path
 
-from ..artifacts import sha256, unprefixed
-from ..errors import ModelFileError
-from ..targets.ort import cpu_session
+from ..artifacts import write_json
+from ..formats.keys import sha256
+from ..formats.offline import PT2_ENTRY, sidecar
 
 COMPILED_KEY = "compiled"
-PT2_ENTRY = "extra/qdeploy.json"
-
-
-def sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
 
 
 def write_sidecar(blob: Path, final_name: str, meta: dict[str, str]) -> Path:
     """The record beside a blob, naming the blob's final name and sha256."""
-    from ..artifacts import write_json
-
     final = blob.with_name(final_name)
     return write_json(sidecar(final), {"meta": meta, "file": final_name, "sha256": sha256(blob)})
 
@@ -36,50 +28,3 @@ def add_to_pt2(package: Path, meta: dict[str, str]) -> None:
         z.writestr(f"{top}/{PT2_ENTRY}", json.dumps(meta))
 
 
-def _pt2_meta(path: Path) -> dict:
-    try:
-        with zipfile.ZipFile(path) as z:
-            entry = next((n for n in z.namelist() if n.endswith("/" + PT2_ENTRY)), None)
-            if entry is None:
-                raise ModelFileError(f"{path.name} carries no qdeploy metadata ({PT2_ENTRY}); build it with "
-                                     "'qdeploy compile --target aoti-cpu'")
-            return json.loads(z.read(entry))
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ModelFileError(f"{path.name} is not a readable .pt2 package ({exc}); re-run 'qdeploy compile'") from exc
-
-
-def _blob_meta(path: Path) -> dict:
-    side = sidecar(path)
-    try:
-        rec = json.loads(side.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelFileError(f"{path.name} has no readable record {side.name} beside it ({type(exc).__name__}); "
-                             "re-run 'qdeploy compile --target openvino-cpu'") from exc
-    if rec.get("sha256") != sha256(path):
-        raise ModelFileError(f"{path.name} does not match the sha256 in {side.name} (changed or truncated); "
-                             "re-run 'qdeploy compile --target openvino-cpu'")
-    return rec["meta"]
-
-
-def _ort_meta(path: Path) -> dict:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.add_session_config_entry("session.load_model_format", "ORT")
-    opts.log_severity_level = 3
-    try:
-        s = cpu_session(str(path), opts)
-    except Exception as exc:
-        raise ModelFileError(f"{path.name} is not a readable .ort model; re-run 'qdeploy compile --target ort-cpu'"
-                             ) from exc
-    return unprefixed(s.get_modelmeta().custom_metadata_map.items())
-
-
-def read_offline_meta(path: str | Path) -> dict[str, str]:
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path} not found; build it with 'qdeploy compile RUN_DIR --target ...'")
-    readers = {".pt2": _pt2_meta, ".blob": _blob_meta, ".ort": _ort_meta}
-    if path.suffix not in readers:
-        raise ModelFileError(f"{path.name} is not an offline artifact (.ort, .blob, .pt2)")
-    return readers[path.suffix](path)

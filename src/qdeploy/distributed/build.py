@@ -14,6 +14,7 @@ from pathlib import Path
 from ..errors import QDeployError, QuantizeError
 from ..quantize.base import VariantContext
 from ..quantize.config import QuantConfig
+from ..targets import DEFAULT_TARGET
 from .evaluate import materialize, put_models
 
 
@@ -46,7 +47,7 @@ def submit_builds(ray, items: dict, ctx: VariantContext, rcfg) -> dict:
     chosen = {n: c for n, c in items.items() if remote_buildable(c)}
     if not chosen:
         return {}
-    fp32 = put_models(ray, {"fp32": (ctx.fp32, "ort-cpu")})["fp32"][:3]
+    fp32 = put_models(ray, {"fp32": (ctx.fp32, DEFAULT_TARGET)})["fp32"][:3]
     calib = ray.put(ctx.calib_x)
     task = ray.remote(_build).options(num_cpus=rcfg.cpus_per_task, max_retries=rcfg.max_retries)
     return {n: task.remote(n, c, fp32, calib) for n, c in chosen.items()}

@@ -37,6 +37,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import ConfigError
 from ..registry import lookup
+from ..targets import DEFAULT_TARGET
 
 PATH_KEYS = ("checkpoint", "onnx", "data", "classes_file", "qat_from")
 RESERVED = ("out", "variants", "targets", "ray", "ray_address", "ray_cpus")
@@ -61,7 +62,7 @@ class SweepConfig:
     out: str
     models: dict[str, dict]
     variants: list[str]
-    targets: list[str] = field(default_factory=lambda: ["ort-cpu"])
+    targets: list[str] = field(default_factory=lambda: [DEFAULT_TARGET])
     defaults: dict = field(default_factory=dict)
     max_drop: float = 1.0
     min_psnr: float = 30.0
@@ -111,7 +112,7 @@ def load_sweep(path: str | Path, out: str | None = None) -> SweepConfig:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; use {', '.join(sorted(known))}")
     as_list = lambda v: [s.strip() for s in v.split(",")] if isinstance(v, str) else list(v or [])  # noqa: E731
     return SweepConfig(out=out or raw.get("out") or f"runs/sweep-{path.stem}", models=raw.get("models") or {},
-                       variants=as_list(raw.get("variants")), targets=as_list(raw.get("targets") or ["ort-cpu"]),
+                       variants=as_list(raw.get("variants")), targets=as_list(raw.get("targets") or [DEFAULT_TARGET]),
                        defaults=raw.get("defaults") or {}, max_drop=float(raw.get("max_drop", 1.0)),
                        min_psnr=float(raw.get("min_psnr", 30.0)), source=str(path))
 
@@ -119,7 +120,7 @@ def load_sweep(path: str | Path, out: str | None = None) -> SweepConfig:
 # --- cell keys: the hash of everything a cell's result depends on --------------------------------------------
 
 def _file_digest(p: Path) -> str:
-    from ..artifacts import sha256
+    from ..formats.keys import sha256
 
     return sha256(p) if p.is_file() else f"missing:{p}"
 
@@ -217,7 +218,7 @@ def summarize(run_dir: Path, cell: Cell) -> dict:
         return {"status": "FAILED", "reason": f"variant {cell.variant}: {why}"}
 
     def on_target(x):
-        if cell.target != "ort-cpu" and cell.target in x.on:
+        if cell.target != DEFAULT_TARGET and cell.target in x.on:
             t = x.on[cell.target]
             return t.metrics or x.metrics, t.bench
         return x.metrics, x.bench

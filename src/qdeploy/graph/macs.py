@@ -10,7 +10,7 @@ from math import prod
 from pathlib import Path
 
 from ..errors import ModelFileError
-from ..targets.ort import cpu_session
+from ..formats.sessions import cpu_session
 
 
 @dataclass

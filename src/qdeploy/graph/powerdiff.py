@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import QDeployError
-from ..targets.ort import cpu_session
+from ..formats.sessions import cpu_session
 
 DOMAIN = "ai.onnx.contrib"   # onnxruntime-extensions' default custom-op domain
 OP = "PowerDifference"

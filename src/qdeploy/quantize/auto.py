@@ -20,7 +20,7 @@ import numpy as np
 from ..artifacts import write_json, write_onnx
 from ..compare import compare_outputs
 from ..errors import QDeployError, QuantizeError
-from ..targets import DEFAULT_TARGET, open_session, run_batched
+from ..targets import DEFAULT_TARGET, get_target, open_session, run_batched
 from .base import QuantCheck, VariantContext, register
 from .config import WIDE_KERNELS, AutoConfig, QuantConfig, kernel_types
 from .ort import quantize, verify
@@ -39,7 +39,7 @@ class Candidate:
     psnr_min: float | None = None
     ssim: float | None = None
     p50_ms: float | None = None      # on the search's FP32 scale (ORT FP32 timed beside it), on `target`
-    target: str = "ort-cpu"
+    target: str = DEFAULT_TARGET
     screen_p50_ms: float | None = None   # the first, short timing; p50_ms is the confirmed one once re-timed
     confirmed: bool = False
     size_bytes: int | None = None
@@ -568,7 +568,7 @@ def _runtimes(outcomes) -> dict:
 def _runtime_of(target: str) -> str:
     import importlib.metadata as md
 
-    name = {"ort-cpu": "onnxruntime", "openvino-cpu": "openvino"}.get(target, target)
+    name = get_target(target).package or target
     try:
         return f"{name} {md.version(name)}"
     except md.PackageNotFoundError:
@@ -576,7 +576,7 @@ def _runtime_of(target: str) -> str:
 
 
 def _plots(record: dict, out: Path) -> None:
-    from ..report.plots import pyplot, save_png
+    from ..plotting import pyplot, save_png
 
     plt = pyplot()
     ok = [c for c in record["candidates"] if c["status"] == "ok"]

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..compare import compare_outputs
 from ..errors import QDeployError
+from ..targets import DEFAULT_TARGET
 
 # Modules whose handlers register themselves on import (loaded on first use: they import torch or ORT).
 HANDLER_MODULES = ("qdeploy.quantize.ort", "qdeploy.quantize.torch_variant", "qdeploy.quantize.auto",
@@ -86,7 +87,7 @@ class VariantContext:
     data: object = None                  # the run's DataConfig: QAT and auto draw their own disjoint sets
     model: object = None                 # FP32 torch model, None when the run started from ONNX
     torch_models: dict = field(default_factory=dict)  # name -> (INT8 torch model, size bytes), for bench
-    targets: tuple[str, ...] = ("ort-cpu",)  # where every variant is evaluated and timed
+    targets: tuple[str, ...] = (DEFAULT_TARGET,)  # where every variant is evaluated and timed
 
 
 def build_variant(name: str, cfg, ctx: VariantContext, man, log, handler=None):
@@ -95,7 +96,7 @@ def build_variant(name: str, cfg, ctx: VariantContext, man, log, handler=None):
     from ..results import VariantResult
 
     dst = ctx.out / f"int8_{name}{getattr(cfg, 'suffix', '.onnx')}"
-    target = getattr(cfg, "target", "ort-cpu")
+    target = getattr(cfg, "target", DEFAULT_TARGET)
     man.config(f"quantize:{name}", cfg)
     t0 = time.perf_counter()
     try:

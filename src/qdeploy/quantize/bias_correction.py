@@ -23,7 +23,7 @@ import numpy as np
 
 from .qlayers import attr as _attr
 from .qlayers import find_layers
-from ..targets.ort import cpu_session
+from ..formats.sessions import cpu_session
 
 
 def _mean_graph(model: Path, tensors: dict[str, int]):

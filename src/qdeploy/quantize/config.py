@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import ConfigError
+from ..targets import DEFAULT_TARGET, OPENVINO_CPU
 
 FORMATS = ("QDQ", "QOperator")
 TYPES = ("uint8", "int8", "uint16", "int16")
@@ -246,7 +247,7 @@ class NncfConfig:
     preset: str = "performance"          # performance (symmetric activations) | mixed
     fast_bias_correction: bool = True
     min_agreement: float = 0.80
-    target: str = "openvino-cpu"
+    target: str = OPENVINO_CPU
     suffix: str = ".xml"
     description: str = "OpenVINO NNCF post-training INT8 (nncf.quantize), same calibration images"
 
@@ -303,7 +304,7 @@ class AutoConfig:
     name: str = "auto"
     # targets the search scores and times every candidate on (the run's --targets); the pick is the fastest
     # (candidate, target) within the budget, and the record names the runtime to deploy with
-    targets: tuple[str, ...] = ("ort-cpu",)
+    targets: tuple[str, ...] = (DEFAULT_TARGET,)
 
     @property
     def image(self) -> bool:

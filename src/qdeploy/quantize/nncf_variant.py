@@ -13,23 +13,9 @@ from pathlib import Path
 
 from ..artifacts import model_bytes, read_info
 from ..errors import QuantizeError
+from ..formats.ir import META_KEY
 from .base import QuantCheck, VariantContext, register
 from .config import NncfConfig
-
-META_KEY = "qdeploy"
-
-
-def ir_meta(compiled_or_model) -> dict:
-    """qdeploy's metadata stored in an OpenVINO model's rt_info ({} when there is none)."""
-    try:
-        info = compiled_or_model.get_rt_info()
-        if META_KEY not in info:
-            return {}
-        node = info[META_KEY]
-        return {k: node[k].astype(str) for k in node.keys()} if hasattr(node, "keys") else {}
-    except Exception:
-        return {}
-
 
 def _dataset(ctx: VariantContext, fp32: Path):
     import nncf

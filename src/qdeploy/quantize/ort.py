@@ -22,7 +22,7 @@ from ..errors import QuantizeError
 from ..targets import open_session, run_batched
 from .base import QuantCheck, VariantContext, register
 from .config import QuantConfig
-from ..targets.ort import cpu_session
+from ..formats.sessions import cpu_session
 
 ENTROPY_BINS = {"num_bins": 2048, "num_quantized_bins": 128}
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..targets.ort import cpu_session
+from ..formats.sessions import cpu_session
 
 
 @dataclass

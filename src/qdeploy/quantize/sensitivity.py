@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..targets.ort import cpu_session
+from ..formats.sessions import cpu_session
 
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul", "Add")
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..models.logits import torch_logits
 from ..errors import QuantizeError
 from ..models.resnet_cifar import ResBlock, ResNet
 from .config import TORCH_PRESETS, TorchQuantConfig  # noqa: F401  (re-exported)
@@ -132,15 +133,6 @@ def qconfig_for(cfg: TorchQuantConfig, qat: bool, reduce_range: bool = True):
         return QConfig(activation=FakeQuantize.with_args(observer=act.p.func, **act.p.keywords, quant_min=0, quant_max=127),
                        weight=FakeQuantize.with_args(observer=wt.p.func, **wt.p.keywords, quant_min=-128, quant_max=127))
     return QConfig(activation=act, weight=wt)
-
-
-def torch_logits(model: nn.Module, x: np.ndarray, batch: int | None = None) -> torch.Tensor:
-    """`model` over normalised NCHW images in batches (default: by input bytes), without autograd."""
-    from ..data import batch_for
-
-    batch = batch or batch_for(x.shape[-1])
-    with torch.no_grad():
-        return torch.cat([model(torch.from_numpy(x[i:i + batch])) for i in range(0, len(x), batch)])
 
 
 def _calibrate(model, calib_x: np.ndarray, batch: int = 64) -> None:

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from .config import MEMORIZED_AT, TorchQuantConfig
-from .torch_eager import _calibrate, qconfig_for, quantizable_from, torch_logits
+from ..models.logits import torch_logits
+from .torch_eager import _calibrate, qconfig_for, quantizable_from
 
 
 def _device(cfg: TorchQuantConfig):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .qlayers import attr, find_layers
-from ..targets.ort import cpu_session
+from ..formats.sessions import cpu_session
 
 MAX_IMAGES = 64                 # calibration images whose layer inputs make H (each gives many patches)
 POSITIONS = 256                 # output positions per image that enter H (a regular grid of them: at 112 x 112

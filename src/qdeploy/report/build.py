@@ -7,6 +7,7 @@ from pathlib import Path
 from ..artifacts import atomic_path
 from ..errors import QDeployError
 from ..results import RunResult
+from ..targets import DEFAULT_TARGET
 from . import plots
 from .html import to_html
 from .tables import (
@@ -87,8 +88,8 @@ def _sections(res: RunResult) -> list[str]:
                   "one model alone gets right clearly outnumber the other's (exact McNemar test, p < 0.05).", "", pt, ""]
     name, _, on = (res.recommended or "").partition("@")
     rec = res.get(name)
-    target = on or (rec.target if rec is not None else "ort-cpu")
-    where = "" if target == "ort-cpu" else f" — deploy `{rec.file if rec else name}` with the `{target}` runtime"
+    target = on or (rec.target if rec is not None else DEFAULT_TARGET)
+    where = "" if target == DEFAULT_TARGET else f" — deploy `{rec.file if rec else name}` with the `{target}` runtime"
     if res.recommended and res.task == "image-to-image":
         parts += [f"**Recommended INT8 variant on this machine: `{res.recommended}`**{where} (fastest whose mean PSNR "
                   f"against the FP32 output is >= {res.min_psnr} dB).", ""]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..results import RunResult, VariantResult
+from ..targets import DEFAULT_TARGET
 
 
 def _f(v, fmt):
@@ -27,7 +28,7 @@ def comparison_rows(res: RunResult) -> list[dict]:
     out = []
     for v in (v for v in res.variants if v.measured):
         m, b = v.metrics, v.bench
-        label = v.name if v.target == "ort-cpu" else f"{v.name} ({v.target})"
+        label = v.name if v.target == DEFAULT_TARGET else f"{v.name} ({v.target})"
         row = {"name": label, "kind": v.kind, "size_mb": b.size_bytes / 1e6, **_quality(m),
                "p50_ms": b.p50_ms, "p90_ms": b.p90_ms, "p99_ms": b.p99_ms, "throughput": b.throughput}
         if fp32:
@@ -274,7 +275,7 @@ def power_difference_section(res: RunResult) -> list[str]:
 
 def targets_table(res: RunResult) -> str | None:
     """Every variant on every target of the run, timed in one process: quality, latency, load and cold start."""
-    rows = [v for v in res.variants if v.measured and (v.on or v.target != "ort-cpu")]
+    rows = [v for v in res.variants if v.measured and (v.on or v.target != DEFAULT_TARGET)]
     if not rows:
         return None
     fp32 = res.fp32

@@ -13,6 +13,7 @@ from .ort import ORT_SUFFIX, OrtCpu
 
 TARGETS: dict[str, type[Target]] = {OrtCpu.name: OrtCpu, OpenVinoCpu.name: OpenVinoCpu, AotiCpu.name: AotiCpu}
 DEFAULT_TARGET = OrtCpu.name
+ORT_CPU, OPENVINO_CPU, AOTI_CPU = OrtCpu.name, OpenVinoCpu.name, AotiCpu.name   # for code that names one
 # files only one target runs (a runtime's own format); .onnx runs on any target that reads ONNX
 OWN_FORMATS = {ORT_SUFFIX: OrtCpu.name, BLOB_SUFFIX: OpenVinoCpu.name, ".xml": OpenVinoCpu.name,
                PT2_SUFFIX: AotiCpu.name}
@@ -64,5 +65,5 @@ def open_session(path, threads: int | None = None, spinning: bool = True, target
     return get_target(name).open(path, threads=threads, spinning=spinning)
 
 
-__all__ = ["DEFAULT_TARGET", "OWN_FORMATS", "TARGETS", "Session", "Target", "check_targets", "get_target",
+__all__ = ["AOTI_CPU", "DEFAULT_TARGET", "OPENVINO_CPU", "ORT_CPU", "OWN_FORMATS", "TARGETS", "Session", "Target", "check_targets", "get_target",
            "open_session", "run_batched", "runs_on", "target_for"]

@@ -14,6 +14,7 @@ PT2_SUFFIX = ".pt2"
 
 class AotiCpu(Target):
     name = "aoti-cpu"
+    package = "torch"
     device = "cpu"
     mode = "offline"
 
@@ -27,7 +28,7 @@ class AotiCpu(Target):
             import torch
         except ImportError as exc:
             raise ModelFileError("the aoti-cpu target needs PyTorch; pip install 'qdeploy[torch]'") from exc
-        from ..compile.meta import read_offline_meta
+        from ..formats.offline import read_offline_meta
 
         path = Path(path)
         if path.suffix != PT2_SUFFIX:

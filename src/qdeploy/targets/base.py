@@ -25,6 +25,7 @@ class Target:
     name = ""
     device = "cpu"
     mode = "online"       # online: the runtime executes the graph; offline: a compiled artifact
+    package = ""          # the Python distribution of its runtime (its version goes in reports)
 
     def available(self) -> bool:
         return True

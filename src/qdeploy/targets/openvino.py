@@ -35,6 +35,7 @@ def precision_of(compiled) -> str:
 
 class OpenVinoCpu(Target):
     name = "openvino-cpu"
+    package = "openvino"
     device = "cpu"
     precision = "f32"    # "auto": OpenVINO's default (bf16 on CPUs that have it)
 
@@ -68,7 +69,7 @@ class OpenVinoCpu(Target):
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise ModelFileError(f"OpenVINO cannot load {path.name}: {first}") from exc
         if path.suffix == ".xml":   # the IR is read already: its rt_info holds qdeploy's metadata
-            from ..quantize.nncf_variant import ir_meta
+            from ..formats.ir import ir_meta
 
             meta = ir_meta(model)
         else:

@@ -6,25 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import ModelFileError
+from ..formats.sessions import cpu_session
 from .base import Session, Target
 
 ORT_SUFFIX = ".ort"   # ORT's own format: the graph after ORT_ENABLE_ALL, saved by `qdeploy compile`
-
-# ONNX Runtime's WeightBiasQuantization transformer (ORT_ENABLE_BASIC and up) quantizes, at load time, the float
-# weight of any Conv/Gemm that sits between a DequantizeLinear and a QuantizeLinear, to symmetric *per-tensor*
-# int8: exactly the nodes qdeploy keeps in FP32 on purpose (auto's fallback, --exclude). Measured on the ImageNet
-# EfficientNet-Lite0 with three depthwise convs kept float: rel-L2 from FP32 0.604 / agreement 38.8 % with it,
-# 0.109 / 87.5 % without (the same file with nothing kept float: 0.109 / 87.9 %). Off in every session qdeploy opens.
-DISABLED_OPTIMIZERS = ("WeightBiasQuantization",)
-
-
-def cpu_session(src, opts=None, providers=("CPUExecutionProvider",), **kwargs):
-    """ort.InferenceSession with DISABLED_OPTIMIZERS off: how qdeploy opens every ONNX Runtime session."""
-    import onnxruntime as ort
-
-    return ort.InferenceSession(src, opts, providers=list(providers), disabled_optimizers=list(DISABLED_OPTIMIZERS),
-                                **kwargs)
-
 
 @lru_cache(maxsize=None)
 def available_providers() -> tuple[str, ...]:
@@ -69,7 +54,7 @@ def session_runner(s):
     `fixed=` replaces stored values for one call (the app's style picker)."""
     import numpy as np
 
-    from ..artifacts import unprefixed
+    from ..formats.keys import unprefixed
     from ..fixed_inputs import arrays, from_metadata
 
     meta = unprefixed(s.get_modelmeta().custom_metadata_map.items())
@@ -88,6 +73,7 @@ def session_runner(s):
 
 class OrtCpu(Target):
     name = "ort-cpu"
+    package = "onnxruntime"
     provider = "CPUExecutionProvider"
 
     def available(self) -> bool:

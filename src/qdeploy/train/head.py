@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..artifacts import atomic_path, sha256, write_json
+from ..artifacts import atomic_path, write_json
+from ..formats.keys import sha256
 from ..data import ImageSet, PreprocessSpec, open_split
 from ..errors import ConfigError
 from .trainer import TrainResult, _save_state, curves, write_record

@@ -250,7 +250,7 @@ def write_record(out: Path, arch: str, classes: list[str], spec: PreprocessSpec,
 
 
 def curves(history: list[dict], path: Path) -> Path:
-    from ..report.plots import pyplot, save_png
+    from ..plotting import pyplot, save_png
 
     ep = [h["epoch"] for h in history]
     fig, (a, b) = pyplot().subplots(1, 2, figsize=(10, 3.6))
