@@ -21,6 +21,11 @@ import pytest
 
 from qdeploy.settings import shared_dir
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers on two cores: PyTorch's OpenMP pool (and every subprocess's) gets one thread each, or four
+    # spinning threads share two cores (QAT took 4x its one-process time so)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 _FOUND = shared_dir()
 SHARED = _FOUND or Path(__file__).resolve().parents[2] / "shared"
 CKPT = SHARED / "checkpoints" / "resnet18_cifar10.pth"
@@ -58,9 +63,25 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if not HAVE_SHARED and item.get_closest_marker("shared"):
             item.add_marker(pytest.mark.skip(reason=NO_SHARED))
-    # the slow files first: a worker that takes a long file at the end would leave the other idle
-    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
+    items.sort(key=_file_order(items))
+
+
+RUN_FIXTURES = ("small_run", "r18_bundle")
+
+
+def _file_order(items):
+    """Files in the order workers get them: the slow ones first (a long file handed out last leaves the other worker
+    idle), and of the files that read the session's pipeline run only one at the start, so the other worker has
+    something to do while that run is built (once()) instead of waiting for it."""
+    def file(item):
+        return item.nodeid.split("::")[0]
+
+    slow = {file(i) for i in items if i.get_closest_marker("slow")}
+    run = [file(i) for i in items if any(f in getattr(i, "fixturenames", ()) for f in RUN_FIXTURES)]
+    first = run[0] if run else None
+    rank = {f: (0 if f == first else 1 if f in slow and f not in run else 2 if f in slow else 3)
+            for f in {file(i) for i in items}}
+    return lambda item: rank[file(item)]
 
 
 def _scope(nodeid: str) -> str:
