@@ -1,6 +1,6 @@
 """The structure docs/architecture.md describes, checked on the code: imports point only downward through the
 layers declared in pyproject.toml (import-linter), no qdeploy module reaches itself through imports (counting the
-ones inside functions), and a target is named only by targets/."""
+ones inside functions), and a task or a target is named only by tasks/ or targets/."""
 from __future__ import annotations
 
 import ast
@@ -92,3 +92,14 @@ def test_targets_are_named_only_in_targets():
     assert _literals(src, set(TARGETS), src / "targets") == []
     # the check sees what it looks for: targets/ itself names each one
     assert len(_literals(src / "targets", set(TARGETS), src / "nowhere")) >= len(TARGETS)
+
+
+def test_tasks_are_named_only_in_tasks():
+    """No code outside tasks/ compares with (or defaults to) a task's name: it asks the task (get_task(name).check,
+    .gate, .has_classes, ...)."""
+    from qdeploy.tasks import TASKS
+
+    src = ROOT / "src" / "qdeploy"
+    assert len(TASKS) >= 2
+    assert _literals(src, set(TASKS), src / "tasks") == []
+    assert len(_literals(src / "tasks", set(TASKS), src / "nowhere")) >= len(TASKS)

@@ -189,9 +189,12 @@ def test_recommendation_weighs_every_target_of_the_run():
     """A QDQ file OpenVINO runs faster than ORT's FP32 at the PSNR floor is recommended with its runtime named;
     the same file in ORT (slower than FP32) is not."""
     from qdeploy.bench import BenchResult
-    from qdeploy.pipeline import recommend_images
+    from qdeploy.pipeline import recommend
     from qdeploy.results import TargetResult, VariantResult
+    from qdeploy.tasks import get_task
     from qdeploy.tasks.image import ImageMetrics
+
+    image = get_task("image-to-image")
 
     def bench(ms):
         return BenchResult(name="x", size_bytes=1, p50_ms=ms, p90_ms=ms, p99_ms=ms, mean_ms=ms, runs=10, throughput={},
@@ -204,7 +207,31 @@ def test_recommendation_weighs_every_target_of_the_run():
                                            bench=bench(94))
     low = VariantResult(name="nncf", kind="int8", file="int8_nncf.xml", target="openvino-cpu",
                         metrics=ImageMetrics(n=4, psnr_mean=21.5), bench=bench(75))
-    assert recommend_images([fp32, conv, low], 30.0) == "conv-inputs@openvino-cpu"
-    assert recommend_images([fp32, conv, low], 20.0) == "nncf"
+    assert recommend([fp32, conv, low], 30.0, image) == "conv-inputs@openvino-cpu"
+    assert recommend([fp32, conv, low], 20.0, image) == "nncf"
     conv.on.clear()
-    assert recommend_images([fp32, conv, low], 30.0) is None
+    assert recommend([fp32, conv, low], 30.0, image) is None
+
+
+def test_classifier_recommendation_is_the_fastest_within_the_drop():
+    """The task's rule: top-1 drop within the gate, faster than FP32; within 5 % of the fastest, the most accurate."""
+    from qdeploy.bench import BenchResult
+    from qdeploy.pipeline import recommend
+    from qdeploy.results import VariantResult
+    from qdeploy.tasks import get_task
+    from qdeploy.tasks.classification import Metrics
+
+    def bench(ms):
+        return BenchResult(name="x", size_bytes=1, p50_ms=ms, p90_ms=ms, p99_ms=ms, mean_ms=ms, runs=10, throughput={},
+                           threads=2, runtime="r", provider="p")
+
+    def v(name, kind, top1, ms):
+        return VariantResult(name=name, kind=kind, file=f"{name}.onnx", metrics=Metrics(n=100, top1=top1), bench=bench(ms))
+
+    fp32, close, fast, tied = v("fp32", "fp32", 0.90, 10.0), v("a", "int8", 0.897, 4.0), v("b", "int8", 0.85, 3.0), \
+        v("c", "int8", 0.899, 3.1)
+    task = get_task("classification")
+    assert recommend([fp32, close, fast], 1.0, task) == "a"          # b drops 5 points
+    assert recommend([fp32, close, fast], 10.0, task) == "b"         # within 10 points b is fastest
+    assert recommend([fp32, close, fast, tied], 10.0, task) == "c"   # 3.1 ms ties 3.0 ms; c is more accurate
+    assert recommend([fp32, v("slow", "int8", 0.9, 11.0)], 1.0, task) is None   # not faster than FP32

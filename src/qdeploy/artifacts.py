@@ -17,6 +17,7 @@ from .errors import ModelFileError, OutputError
 from .formats.ir import read_ir_meta
 from .formats.keys import META_PREFIX, unprefixed
 from .formats.offline import OFFLINE_SUFFIXES, read_offline_meta
+from .tasks import DEFAULT_TASK
 
 
 @contextmanager
@@ -103,7 +104,7 @@ class ModelInfo:
 
     @property
     def task(self) -> str:
-        return self.extra.get("task", "classification")
+        return self.extra.get("task", DEFAULT_TASK)
 
     @property
     def fixed_inputs(self) -> dict:

@@ -17,6 +17,7 @@ from .pipeline import DEFAULT_VARIANTS, RunConfig
 from .quantize.config import AutoConfig, TorchQuantConfig
 from .source import DEFAULT_ARCH
 from .targets import DEFAULT_TARGET, OPENVINO_CPU
+from .tasks import get_task
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="qdeploy: checkpoint -> verified FP32 ONNX -> fast INT8 -> evaluated, benchmarked report.")
@@ -216,7 +217,7 @@ def run(
     from .report import markdown_table
 
     spec, names = _spec(size, mean, std, resize, norm), _classes(classes, classes_file)
-    image = task == "image-to-image"
+    image = not get_task(task).has_classes
     if image and (max_drop is not None or max_rel_drop is not None):
         raise QDeployError("--max-drop/--max-rel-drop are top-1 budgets; an image-to-image run takes --min-psnr")
     if not image and (min_psnr is not None or min_worst_psnr is not None or min_ssim is not None):

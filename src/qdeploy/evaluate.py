@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from .data import ImageSet, PreprocessSpec
-from .tasks import get_task
+from .tasks import DEFAULT_TASK, get_task
 from .tasks.classification import Metrics, mcnemar_p, metrics_from_logits, paired
 
 __all__ = ["EvalConfig", "Metrics", "evaluate", "evaluate_many", "mcnemar_p",
@@ -26,7 +26,7 @@ class EvalConfig:
     workers: int | None = None     # decode threads (default: 2 per core, at most 8)
     prefetch: int = 2              # batches decoded ahead of inference
     progress: bool = True
-    task: str = "classification"
+    task: str = DEFAULT_TASK
 
     def __post_init__(self):
         from .errors import ConfigError

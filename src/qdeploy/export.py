@@ -13,6 +13,7 @@ from .compare import compare_outputs
 from .data import PreprocessSpec
 from .errors import ConfigError, ExportError
 from .targets import open_session, run_batched
+from .tasks import DEFAULT_TASK, get_task
 
 
 @dataclass
@@ -74,12 +75,12 @@ def check_parity(model, onnx_path: Path, batch: np.ndarray, cfg: ExportConfig) -
 
 
 def export(model, out: str | Path, batch: np.ndarray, classes: list[str], spec: PreprocessSpec,
-           cfg: ExportConfig | None = None, meta: dict | None = None, task: str = "classification") -> tuple[Path, Parity]:
+           cfg: ExportConfig | None = None, meta: dict | None = None, task: str = DEFAULT_TASK) -> tuple[Path, Parity]:
     """Export `model` to `out`, check it, verify parity on the real `batch`; raise ExportError past tolerance.
     An image-to-image model is checked on max |diff| of its output images alone (top-1 means nothing there)."""
     from dataclasses import replace
 
-    image = task == "image-to-image"
+    image = not get_task(task).has_classes
     import onnx
     import torch
 

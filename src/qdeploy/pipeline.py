@@ -25,6 +25,7 @@ from .report import ReportConfig, report
 from .results import RunResult, TargetResult, TorchResult, VariantResult
 from .source import Source, SourceConfig, resolve_source
 from .targets import DEFAULT_TARGET
+from .tasks import DEFAULT_TASK, Task, get_task
 from .formats.sessions import cpu_session
 
 DEFAULT_VARIANTS = ("default",)
@@ -43,7 +44,7 @@ class RunConfig:
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
-    task: str = "classification"   # or image-to-image: outputs judged by PSNR/SSIM against FP32's
+    task: str = DEFAULT_TASK   # or image-to-image: outputs judged by PSNR/SSIM against FP32's
     fixed_inputs: list[str] = field(default_factory=list)  # NAME=onehot:K|file.npy|v1,v2,... (extra model inputs)
     min_psnr: float = 30.0          # image-to-image: the recommendation's quality floor (mean dB vs FP32)
     op_types: tuple[str, ...] | None = None  # ORT static variants quantize only these op types (None: presets' own)
@@ -53,19 +54,17 @@ class RunConfig:
     ray: RayConfig | None = None    # ORT variants built and evaluation sharded on a Ray cluster (distributed/)
 
     def __post_init__(self):
-        from .tasks import get_task
-
-        get_task(self.task)  # one clear error for an unknown task, before any work
         from .targets import check_targets
 
         self.targets = check_targets(self.targets)
         self.evaluate = replace(self.evaluate, task=self.task)
         self.source = replace(self.source, task=self.task)
         self.variants = parse_variants(self.variants)
-        if self.task != "classification" and self.ray is not None:
+        task = get_task(self.task)  # one clear error for an unknown task, before any work
+        if not task.has_classes and self.ray is not None:
             raise ConfigError("--ray shards classification evaluation only; an image-to-image model's outputs are "
                               "images, which cost more to ship back than to compute: run it without --ray")
-        if self.task != "classification":
+        if not task.has_classes:
             torch_only = [v for v in self.variants if v in TORCH_VARIANTS]
             if torch_only:
                 raise ConfigError(f"variants {', '.join(torch_only)} are PyTorch classifier recipes; for "
@@ -162,7 +161,7 @@ def _prepare(cfg: RunConfig):
     data = replace(cfg.data, preprocess=src.preprocess, classes=src.classes,
                    holdout=cfg.auto.val_size if cfg.auto is not None else 0)
     calib, evalset = open_calib_eval(data)
-    if cfg.task != "classification":
+    if not get_task(cfg.task).has_classes:
         return src, model, data, calib, evalset, [], fixed  # outputs are images: no classes to match
     classes = _classes(src, calib, _model_outputs(cfg, model, src.preprocess.size))
     return (src, model, replace(data, classes=classes if calib.labelled else data.classes), calib, evalset, classes,
@@ -215,7 +214,7 @@ def _run(cfg: RunConfig, log) -> RunResult:
             variants += _build_all(cfg, ctx, man, log, ray)
         with man.stage("evaluate"):
             _evaluate(variants, ctx, evalset, cfg.evaluate, log, ray, cfg.ray)
-    if cfg.task == "image-to-image":
+    if not get_task(cfg.task).has_classes:   # outputs are images: FP32 and INT8 side by side
         with man.stage("grids"):
             _image_grids(variants, ctx, evalset, out, cfg.evaluate.threads)
     with man.stage("bench"):
@@ -470,13 +469,6 @@ def _options(variants: list[VariantResult]) -> list[_Option]:
     return out
 
 
-def _score(m) -> float:
-    """Top-1 where there are labels, else agreement with FP32 (FP32 itself: 1)."""
-    if m.top1 is not None:
-        return m.top1
-    return 1.0 if m.agreement is None else m.agreement
-
-
 def _pick(good: list[_Option], key, tie: float) -> str | None:
     if not good:
         return None
@@ -484,36 +476,28 @@ def _pick(good: list[_Option], key, tie: float) -> str | None:
     return max((o for o in good if o.bench.p50_ms <= fastest * (1 + tie)), key=key).label
 
 
-def recommend_images(variants: list[VariantResult], min_psnr: float, tie: float = 0.05) -> str | None:
-    """Fastest INT8 (variant, target) whose mean PSNR against FP32 is at least `min_psnr` and which beats ONNX
-    Runtime's FP32; among those within `tie` of the fastest, the highest PSNR."""
-    opts = _options(variants)
-    fp32 = next((o for o in opts if o.label == "fp32"), None)
-    good = [o for o in opts if fp32 and o.kind != "fp32" and o.metrics.psnr_mean is not None
-            and o.metrics.psnr_mean >= min_psnr and o.bench.p50_ms < fp32.bench.p50_ms]
-    return _pick(good, lambda o: o.metrics.psnr_mean, tie)
-
-
-def recommend(variants: list[VariantResult], max_drop_pt: float, tie: float = 0.05) -> str | None:
-    """Fastest INT8 (variant, target) whose top-1 drop (or, without labels, disagreement with FP32) stays within
-    `max_drop_pt` and which beats ONNX Runtime's FP32. Latencies within `tie` (5 %) of the fastest are timing
-    noise on a shared machine: among those, the most accurate wins."""
+def recommend(variants: list[VariantResult], gate: float, task: Task | None = None, tie: float = 0.05) -> str | None:
+    """Fastest INT8 (variant, target) that the task accepts within `gate` of FP32 (a classifier: top-1 drop, or
+    without labels disagreement, in points; image-to-image: mean PSNR in dB) and which beats ONNX Runtime's FP32.
+    Latencies within `tie` (5 %) of the fastest are timing noise on a shared machine: among those, the task's
+    rank_key wins (the most accurate, the highest PSNR)."""
+    task = task or get_task()
     opts = _options(variants)
     fp32 = next((o for o in opts if o.label == "fp32"), None)
     if fp32 is None:
         return None
-    good = [o for o in opts if o.kind != "fp32" and 100 * (_score(fp32.metrics) - _score(o.metrics)) <= max_drop_pt
+    good = [o for o in opts if o.kind != "fp32" and task.acceptable(o.metrics, fp32.metrics, gate)
             and o.bench.p50_ms < fp32.bench.p50_ms]
-    return _pick(good, lambda o: (_score(o.metrics), -o.bench.p50_ms), tie)
+    return _pick(good, lambda o: task.rank_key(o.metrics, o.bench.p50_ms), tie)
 
 
 def _result(cfg: RunConfig, variants, calib, evalset, classes, spec) -> RunResult:
     first = next((v.bench for v in variants if v.bench is not None), None)
+    task = get_task(cfg.task)
     return RunResult(
         variants=variants, classes=classes, task=cfg.task,
-        recommended=(recommend(variants, cfg.max_drop_pt) if cfg.task == "classification"
-                     else recommend_images(variants, cfg.min_psnr)),
-        max_drop_pt=cfg.max_drop_pt, min_psnr=cfg.min_psnr if cfg.task != "classification" else None,
+        recommended=recommend(variants, task.gate(cfg.max_drop_pt, cfg.min_psnr), task),
+        max_drop_pt=cfg.max_drop_pt, min_psnr=None if task.has_classes else cfg.min_psnr,
         data={"root": cfg.data.root, "calib_source": calib.source, "calib_images": len(calib),
               "eval_source": evalset.source, "eval_images": len(evalset), "labelled": evalset.labelled,
               "preprocess": spec.to_json()},

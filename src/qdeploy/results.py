@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .bench import BenchResult
 from .errors import ModelFileError
+from .tasks import DEFAULT_TASK, get_task
 from .tasks.classification import Metrics
 from .tasks.image import ImageMetrics
 from .targets import DEFAULT_TARGET
@@ -69,7 +70,7 @@ class VariantResult:
 class RunResult:
     variants: list[VariantResult]
     classes: list[str]
-    task: str = "classification"
+    task: str = DEFAULT_TASK
     recommended: str | None = None
     max_drop_pt: float = 1.0
     min_psnr: float | None = None   # image-to-image: the recommendation's quality floor (dB vs FP32)
@@ -104,7 +105,7 @@ class RunResult:
             raise ModelFileError(f"{source} was written by {'an older' if (version or 0) < SCHEMA_VERSION else 'a newer'} "
                                  f"qdeploy (report schema {version or 1}, this one reads {SCHEMA_VERSION}); re-run "
                                  "'qdeploy run' to rebuild it")
-        task = d.get("task", "classification")
+        task = d.get("task", DEFAULT_TASK)
         return cls(**{**d, "variants": [_variant(v, task) for v in d["variants"]]})
 
     @classmethod
@@ -123,9 +124,7 @@ def _bench(d: dict | None) -> BenchResult | None:
     return BenchResult(**{**d, "throughput": {int(k): v for k, v in d.get("throughput", {}).items()}})
 
 
-def _variant(d: dict, task: str = "classification") -> VariantResult:
-    from .tasks import get_task
-
+def _variant(d: dict, task: str = DEFAULT_TASK) -> VariantResult:
     known = {f.name for f in fields(VariantResult)}
     v = VariantResult(**{k: d[k] for k in known if k in d})
     v.metrics = get_task(task).metrics_type.from_dict(d["metrics"]) if d.get("metrics") else None

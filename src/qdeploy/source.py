@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .data import PreprocessFlags, PreprocessSpec
 from .errors import CheckpointError, ConfigError
+from .tasks import DEFAULT_TASK, get_task
 
 DEFAULT_ARCH = "resnet18-cifar"
 
@@ -28,7 +29,7 @@ class SourceConfig:
     classes: list[str] | None = None          # None: no --classes/--classes-file given
     override_preprocess: bool = False
     pretrained: str | None = None             # e.g. "imagenet": weights from an installed package, with --arch
-    task: str = "classification"              # image-to-image: pixels default to 0..1 (--norm unit)
+    task: str = DEFAULT_TASK                  # image-to-image: pixels default to 0..1 (--norm unit)
 
     def __post_init__(self):
         if sum(map(bool, (self.checkpoint, self.onnx, self.pretrained))) != 1:
@@ -101,7 +102,7 @@ def _flags(cfg: SourceConfig, stored) -> PreprocessFlags:
     from dataclasses import replace
 
     f = cfg.preprocess
-    if cfg.task != "image-to-image" or stored is not None:
+    if get_task(cfg.task).has_classes or stored is not None:
         return f
     if f.size is None:
         raise ConfigError("an image-to-image model carries no input size; give --size N (the square side the "

@@ -53,7 +53,7 @@ def test_logits_are_refused_with_a_hint():
 def test_check_flags_collapse_below_20_db():
     ref, out = _images()
     t = get_task("image-to-image")
-    assert not t.check(ref[:1], out[:1])["collapsed"]          # ~40 dB
+    assert not t.check(ref[:1], out[:1], 0.0).collapsed          # ~40 dB
     bad = np.clip(ref + 0.3, 0, 1)
-    f = t.check(ref, bad)
-    assert f["collapsed"] and f["psnr"] < 20
+    f = t.check(ref, bad, 0.0)
+    assert f.collapsed and f.psnr < 20 and f.agreement is None

@@ -12,6 +12,7 @@ from ..compare import compare_outputs
 from ..errors import ModelFileError
 from ..results import RunResult
 from ..targets import DEFAULT_TARGET, open_session, runs_on, target_for
+from ..tasks import get_task
 
 
 @dataclass
@@ -94,7 +95,7 @@ class Predictor:
                                     aliases=tuple(a for a in aliases.get(p, ()) if a != name)))
         first = variants[0].info
         spec = first.require_preprocess()  # serving cannot guess how images become inputs
-        if first.task == "image-to-image":
+        if not get_task(first.task).has_classes:
             for v in variants[1:]:
                 if v.info.preprocess != first.preprocess or v.info.task != first.task:
                     raise ModelFileError(f"{v.info.path.name} has different preprocessing or task than "

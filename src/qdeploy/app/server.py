@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import ConfigError
+from ..tasks import get_task
 from .images import ImageInputError, UploadLimits, load_image
 from .predictor import Predictor
 
@@ -131,7 +132,7 @@ def create_app(pred: Predictor, cfg: ServeConfig):
         PSNR/SSIM against FP32 (JSON), or one variant's PNG itself with ?variant=NAME; ?style=K picks another
         one-hot extra input (the style) than the run's. Each model runs once per request (latency_ms is that
         run); ?timing=1 adds a warm-up and reports the median of several runs, as the page does."""
-        if pred.task == "image-to-image":
+        if not get_task(pred.task).has_classes:
             choice = _choice(style)
             if variant is not None and variant not in [v.name for v in pred.variants]:
                 raise HTTPException(422, f"variant must be one of {', '.join(v.name for v in pred.variants)}")

@@ -6,6 +6,7 @@ import numpy as np
 from .batch import batch_handler
 from .images import ImageInputError, UploadLimits, load_image
 from .predictor import Predictor
+from ..tasks import get_task
 
 PAGE_CSS = """
 .qd-thumb img {image-rendering: pixelated; width: 128px !important; height: 128px !important; object-fit: contain}
@@ -167,7 +168,7 @@ def build_ui(pred: Predictor, limits: UploadLimits | None = None):
     from .examples import example_paths
 
     limits = limits or UploadLimits()
-    if pred.task == "image-to-image":
+    if not get_task(pred.task).has_classes:
         return build_image_ui(pred, limits)
     RawImage = _raw_image_component()
     names = [v.name for v in pred.variants]

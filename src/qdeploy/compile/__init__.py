@@ -25,6 +25,7 @@ from ..errors import ConfigError, ModelFileError, QuantizeError
 from ..manifest import load_run_manifest, run_eval_images
 from ..results import RunResult, VariantResult
 from ..targets import DEFAULT_TARGET, OPENVINO_CPU, Session, check_targets, get_target
+from ..tasks import get_task
 from .compilers import COMPILERS, CompileContext, get_compiler
 
 FP32_TOL, INT8_IMAGE_TOL = 1e-5, 1e-3
@@ -106,7 +107,7 @@ def _verify(kind: str, task: str, online: np.ndarray, offline: np.ndarray) -> tu
     scale = max(1.0, float(np.abs(online).max()))
     if kind == "fp32":
         bad = d.max_abs_diff > FP32_TOL * scale and f"max |diff| {d.max_abs_diff:.3g} > {FP32_TOL * scale:.3g}"
-    elif task == "classification":
+    elif get_task(task).has_classes:
         bad = d.agreement < 1.0 and f"top-1 differs from the online form on {d.n - round(d.agreement * d.n)} images"
     else:
         bad = d.max_abs_diff > INT8_IMAGE_TOL * scale and \
@@ -160,8 +161,6 @@ class _Rows:
     """The rows, the open sessions the bench times, and the scoring of every form's outputs."""
 
     def __init__(self, rep: RunResult, x, labels, names, ref, threads):
-        from ..tasks import get_task
-
         self.rep, self.x, self.labels, self.names, self.ref, self.threads = rep, x, labels, names, ref, threads
         self.task = get_task(rep.task)
         self.rows: list[CompiledForm] = []

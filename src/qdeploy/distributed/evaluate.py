@@ -108,7 +108,7 @@ def evaluate_sharded(files: dict[str, tuple[Path, str]], images: ImageSet, spec:
     """{name: scorer}, like evaluate.evaluate_many, for model files {name: (path, target)} (the first is the
     reference), evaluated on the connected Ray cluster."""
     task = get_task(cfg.task)
-    if task.name != "classification":
+    if not task.has_classes:
         raise ConfigError("--ray shards classification evaluation only; an image-to-image model's outputs are "
                           "images, which cost more to ship back than to compute: run it without --ray")
     names = list(files)

@@ -1,6 +1,7 @@
 """INT8 variants: one config dataclass per scheme (config.py), one handler per config type (base.py's
 registry: ORT static/dynamic, PyTorch eager PTQ/QAT/PoT, auto search)."""
-from .base import QuantCheck, VariantContext, build_variant, register
+from ..tasks import QuantCheck
+from .base import VariantContext, build_variant, register
 from .config import (
            PRESETS,
            VARIANTS,

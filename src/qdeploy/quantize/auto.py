@@ -21,7 +21,8 @@ from ..artifacts import write_json, write_onnx
 from ..compare import compare_outputs
 from ..errors import QDeployError, QuantizeError
 from ..targets import DEFAULT_TARGET, get_target, open_session, run_batched
-from .base import QuantCheck, VariantContext, register
+from ..tasks import QuantCheck
+from .base import VariantContext, register
 from .config import WIDE_KERNELS, AutoConfig, QuantConfig, kernel_types
 from .ort import quantize, verify
 from .sensitivity import node_sensitivity, tensor_sensitivity

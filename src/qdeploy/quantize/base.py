@@ -14,7 +14,6 @@ from typing import Callable
 
 import numpy as np
 
-from ..compare import compare_outputs
 from ..errors import QDeployError
 from ..targets import DEFAULT_TARGET
 
@@ -36,43 +35,6 @@ def handler_for(cfg) -> Callable:
         for mod in HANDLER_MODULES:
             importlib.import_module(mod)
     return _HANDLERS[type(cfg)]
-
-
-@dataclass
-class QuantCheck:
-    """An INT8 file against its reference on a real verification batch (never evaluation images): top-1
-    agreement for a classifier, PSNR/SSIM of the output images for an image-to-image model."""
-
-    agreement: float | None
-    rel_l2: float
-    max_abs_diff: float
-    n: int
-    collapsed: bool
-    psnr: float | None = None       # image-to-image: mean dB against the FP32 output ...
-    psnr_min: float | None = None   # ... and the worst image's
-    ssim: float | None = None
-    psnr_floor: float | None = None  # below this mean PSNR the variant is a collapse
-
-    @classmethod
-    def of(cls, ref: np.ndarray, out: np.ndarray, min_agreement: float, task: str = "classification") -> "QuantCheck":
-        d = compare_outputs(ref, out)
-        if task == "image-to-image":
-            from ..tasks.image import ImageToImageTask
-
-            t = ImageToImageTask()
-            f = t.check(ref, out)
-            return cls(agreement=None, rel_l2=d.rel_l2, max_abs_diff=d.max_abs_diff, n=d.n, collapsed=f["collapsed"],
-                       psnr=f["psnr"], psnr_min=f["psnr_min"], ssim=f["ssim"], psnr_floor=t.collapse_psnr)
-        return cls(agreement=d.agreement, rel_l2=d.rel_l2, max_abs_diff=d.max_abs_diff, n=d.n,
-                   collapsed=d.agreement < min_agreement)
-
-    def summary(self) -> str:
-        if self.psnr is not None:
-            return f"PSNR vs FP32 on {self.n} verification images {self.psnr:.1f} dB (worst {self.psnr_min:.1f})"
-        return f"agreement on {self.n} verification images {self.agreement:.1%}"
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

@@ -14,7 +14,8 @@ from pathlib import Path
 from ..artifacts import model_bytes, read_info
 from ..errors import QuantizeError
 from ..formats.ir import META_KEY
-from .base import QuantCheck, VariantContext, register
+from ..tasks import QuantCheck
+from .base import VariantContext, register
 from .config import NncfConfig
 
 def _dataset(ctx: VariantContext, fp32: Path):

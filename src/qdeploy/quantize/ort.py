@@ -20,7 +20,8 @@ import numpy as np
 from ..artifacts import read_info, write_onnx
 from ..errors import QuantizeError
 from ..targets import open_session, run_batched
-from .base import QuantCheck, VariantContext, register
+from ..tasks import QuantCheck, get_task
+from .base import VariantContext, register
 from .config import QuantConfig
 from ..formats.sessions import cpu_session
 
@@ -164,7 +165,7 @@ def verify(fp32: Path, int8: Path, batch: np.ndarray, min_agreement: float,
     already run."""
     ref = run_batched(open_session(fp32), batch) if ref is None else ref
     out = run_batched(open_session(int8), batch) if out is None else out
-    return QuantCheck.of(ref, out, min_agreement, read_info(fp32).task)
+    return get_task(read_info(fp32).task).check(ref, out, min_agreement)
 
 
 def quantize(fp32: str | Path, out: str | Path, cfg: QuantConfig, calib: np.ndarray | None,

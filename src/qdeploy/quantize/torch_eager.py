@@ -171,9 +171,9 @@ def export_parity(ref: np.ndarray, got: np.ndarray, fp32_out: np.ndarray | None,
     run by ORT fused and unfused disagrees with itself on 4-5 %), logits closer to the PyTorch INT8 model than
     PARITY_SHARE of that model's own distance from FP32. Returns (check, facts); raises when neither holds."""
     from ..compare import compare_outputs
-    from .base import QuantCheck
+    from ..tasks import get_task
 
-    c = QuantCheck.of(ref, got, min_agreement=PARITY_AGREEMENT)
+    c = get_task().check(ref, got, min_agreement=PARITY_AGREEMENT)
     facts = {"agreement": c.agreement, "rel_l2": c.rel_l2, "verified_on": c.n, "rule": "agreement"}
     if not c.collapsed:
         return c, facts

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import QuantizeError
-from .base import QuantCheck, VariantContext, register
+from ..tasks import QuantCheck
+from .base import VariantContext, register
 from .config import TorchQuantConfig
 
 

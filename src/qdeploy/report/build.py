@@ -8,6 +8,7 @@ from ..artifacts import atomic_path
 from ..errors import QDeployError
 from ..results import RunResult
 from ..targets import DEFAULT_TARGET
+from ..tasks import get_task
 from . import plots
 from .html import to_html
 from .tables import (
@@ -52,7 +53,7 @@ def _plots(res: RunResult, out: Path, cfg: ReportConfig) -> dict[str, Path]:
     for extra in ("search_pareto", "sensitivity"):
         if (pdir / f"{extra}.png").is_file():
             made[extra] = pdir / f"{extra}.png"
-    if res.task == "image-to-image":
+    if not get_task(res.task).has_classes:
         made["psnr_hist"] = plots.psnr_hist(rows, pdir / "psnr_hist.png")
         for v in rows:
             if (pdir / f"grid_{v.name}.png").is_file():
@@ -90,10 +91,10 @@ def _sections(res: RunResult) -> list[str]:
     rec = res.get(name)
     target = on or (rec.target if rec is not None else DEFAULT_TARGET)
     where = "" if target == DEFAULT_TARGET else f" — deploy `{rec.file if rec else name}` with the `{target}` runtime"
-    if res.recommended and res.task == "image-to-image":
+    if res.recommended and not get_task(res.task).has_classes:
         parts += [f"**Recommended INT8 variant on this machine: `{res.recommended}`**{where} (fastest whose mean PSNR "
                   f"against the FP32 output is >= {res.min_psnr} dB).", ""]
-    elif res.task == "image-to-image":
+    elif not get_task(res.task).has_classes:
         parts += [f"**No INT8 variant is recommended on this machine**: none is both faster than FP32 and at "
                   f">= {res.min_psnr} dB mean PSNR against the FP32 output. Ship FP32 here.", ""]
     elif res.recommended:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..results import RunResult, VariantResult
 from ..targets import DEFAULT_TARGET
+from ..tasks import get_task
 
 
 def _f(v, fmt):
@@ -74,7 +75,7 @@ def _failed_rows(res: RunResult, batches, cells: int, at: int, value, fmt) -> li
 
 
 def markdown_table(res: RunResult) -> str:
-    if res.task == "image-to-image":
+    if not get_task(res.task).has_classes:
         return image_table(res)
     rows = comparison_rows(res)
     batches = sorted({b for r in rows for b in r["throughput"]})
@@ -279,7 +280,7 @@ def targets_table(res: RunResult) -> str | None:
     if not rows:
         return None
     fp32 = res.fp32
-    image = res.task == "image-to-image"
+    image = not get_task(res.task).has_classes
     qual = "PSNR dB vs ORT FP32 | worst" if image else "top-1 % | agreement % vs ORT FP32"
     lines = [f"| variant | target | runtime | {qual} | b1 p50 ms | p99 ms | vs ORT FP32 | load s | first run ms |",
              "|---|---|---|---|---|---|---|---|---|"]

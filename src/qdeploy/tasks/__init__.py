@@ -3,7 +3,7 @@ here, registered in TASKS; evaluation streams batches into the task's scorer and
 from __future__ import annotations
 
 from ..registry import lookup
-from .base import Scorer, Task
+from .base import QuantCheck, Scorer, Task
 from .classification import ClassificationTask, Metrics
 from .image import ImageMetrics, ImageToImageTask
 
@@ -15,4 +15,4 @@ def get_task(name: str = DEFAULT_TASK) -> Task:
     return lookup(TASKS, name, "task")
 
 
-__all__ = ["DEFAULT_TASK", "TASKS", "ImageMetrics", "Metrics", "Scorer", "Task", "get_task"]
+__all__ = ["DEFAULT_TASK", "TASKS", "ImageMetrics", "Metrics", "QuantCheck", "Scorer", "Task", "get_task"]

@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..compare import DiffAccumulator
-from .base import Scorer, Task
+from ..compare import DiffAccumulator, compare_outputs
+from .base import QuantCheck, Scorer, Task
 
 
 @dataclass
@@ -127,6 +127,29 @@ class ClassificationTask(Task):
 
     def scorer(self, classes, labelled, with_reference, names=None) -> ClassificationScorer:
         return ClassificationScorer(classes, labelled, with_reference)
+
+    def gate(self, max_drop_pt: float, min_psnr: float) -> float:
+        return max_drop_pt
+
+    @staticmethod
+    def score(m) -> float:
+        """Top-1 where there are labels, else agreement with FP32 (FP32 itself: 1)."""
+        if m.top1 is not None:
+            return m.top1
+        return 1.0 if m.agreement is None else m.agreement
+
+    def acceptable(self, m, fp32, gate: float) -> bool:
+        """Top-1 drop (without labels: disagreement with FP32) of at most `gate` points."""
+        return 100 * (self.score(fp32) - self.score(m)) <= gate
+
+    def rank_key(self, m, p50_ms: float):
+        return self.score(m), -p50_ms
+
+    def check(self, ref, out, min_agreement) -> QuantCheck:
+        """Top-1 agreement with the reference; collapsed below min_agreement."""
+        d = compare_outputs(ref, out)
+        return QuantCheck(agreement=d.agreement, rel_l2=d.rel_l2, max_abs_diff=d.max_abs_diff, n=d.n,
+                          collapsed=d.agreement < min_agreement)
 
 
 def metrics_from_logits(logits: np.ndarray, labels: np.ndarray | None, classes: list[str],

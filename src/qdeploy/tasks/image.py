@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .base import Scorer, Task
+from ..compare import compare_outputs
+from .base import QuantCheck, Scorer, Task
 
 # A variant whose mean PSNR against FP32 is below this is a collapse: refused like a classifier below 80 %
 # agreement (no final-name file).
@@ -100,14 +101,28 @@ class ImageToImageTask(Task):
     name = "image-to-image"
     metrics_type = ImageMetrics
     collapse_psnr = COLLAPSE_PSNR_DB
+    has_classes = False           # outputs are images: no class names, ONNX recipes only, not sharded on Ray
+
+    def gate(self, max_drop_pt: float, min_psnr: float) -> float:
+        return min_psnr
+
+    def acceptable(self, m, fp32, gate: float) -> bool:
+        """Mean PSNR against FP32's outputs of at least `gate` dB."""
+        return m.psnr_mean is not None and m.psnr_mean >= gate
+
+    def rank_key(self, m, p50_ms: float):
+        return m.psnr_mean
 
     def scorer(self, classes, labelled, with_reference, names=None) -> ImageScorer:
         return ImageScorer(with_reference, names=names)
 
-    def check(self, ref: np.ndarray, out: np.ndarray) -> dict:
-        """The verification facts of an INT8 output batch against FP32; `collapsed` below COLLAPSE_PSNR_DB."""
+    def check(self, ref: np.ndarray, out: np.ndarray, min_agreement: float = 0.0) -> QuantCheck:
+        """PSNR / SSIM of an INT8 output batch against FP32's; collapsed below COLLAPSE_PSNR_DB (min_agreement, a
+        classifier's threshold, does not apply)."""
         s = self.scorer([], False, True)
         s.update(out, None, ref)
         m = s.result()
-        return {"psnr": m.psnr_mean, "psnr_min": m.psnr_min, "ssim": m.ssim_mean, "max_abs_diff": m.max_abs_diff,
-                "n": m.n, "collapsed": m.psnr_mean < self.collapse_psnr}
+        d = compare_outputs(ref, out)
+        return QuantCheck(agreement=None, rel_l2=d.rel_l2, max_abs_diff=d.max_abs_diff, n=d.n,
+                          collapsed=m.psnr_mean < self.collapse_psnr, psnr=m.psnr_mean, psnr_min=m.psnr_min,
+                          ssim=m.ssim_mean, psnr_floor=self.collapse_psnr)
