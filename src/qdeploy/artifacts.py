@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import onnx
 
 from .data import PreprocessSpec
 from .errors import ModelFileError, OutputError
+from .fixed_inputs import from_metadata
 from .formats.ir import read_ir_meta
 from .formats.keys import META_PREFIX, unprefixed
 from .formats.offline import OFFLINE_SUFFIXES, read_offline_meta
@@ -78,7 +80,6 @@ def write_onnx(model, out: str | Path, meta: dict, verify: Callable[[Path], obje
     """The one ONNX writer: stamp `meta`, save beside `out`, run `verify(tmp_path)` (it raises on a
     mismatch), and only then rename onto `out`. `model` is an onnx.ModelProto or a path to a file that
     a tool (ORT's quantizer) wrote. Returns (out, whatever verify returned)."""
-    import onnx
 
     out = Path(out)
     proto = onnx.load(str(model)) if isinstance(model, (str, Path)) else model
@@ -108,8 +109,6 @@ class ModelInfo:
 
     @property
     def fixed_inputs(self) -> dict:
-        from .fixed_inputs import from_metadata
-
         return from_metadata(self.extra)
 
     def require_preprocess(self) -> PreprocessSpec:
@@ -137,15 +136,12 @@ def raw_meta(path: str | Path) -> dict[str, str]:
         return read_offline_meta(path)
     if path.suffix == ".xml":
         return read_ir_meta(path)
-    import onnx
 
     model = onnx.load(str(path), load_external_data=False)
     return unprefixed((p.key, p.value) for p in model.metadata_props)
 
 
 def read_info(path: str | Path) -> ModelInfo:
-    import onnx
-
     path = Path(path)
     if path.suffix in OFFLINE_SUFFIXES or (path.suffix == ".xml" and path.is_file()):
         return _info_from_meta(path, raw_meta(path))

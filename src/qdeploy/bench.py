@@ -9,7 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .artifacts import model_bytes
+from .data import batch_for
 from .errors import ConfigError
+from .targets import open_session
 
 
 @dataclass
@@ -109,8 +112,6 @@ class Runner:
 
 def session_runner(path, threads: int | None = None, target: str | None = None) -> Runner:
     """A model file opened on a target (default: ONNX Runtime CPU)."""
-    from .artifacts import model_bytes
-    from .targets import open_session
 
     s = open_session(path, threads, target=target)
     return Runner(fn=s.run, size_bytes=model_bytes(path), runtime=s.runtime, provider=s.provider,
@@ -132,8 +133,6 @@ def torch_runner(model, size_bytes: int, threads: int | None = None) -> Runner:
 
 
 def default_batches(size: int) -> tuple[int, ...]:
-    from .data import batch_for
-
     # batch 32 is a throughput point up to 224 px; above that it is minutes of input per iteration
     return tuple(sorted({1, batch_for(size)} | ({32} if size <= 256 else set())))
 

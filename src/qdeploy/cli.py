@@ -1,22 +1,38 @@
 """Thin typer CLI: one command per library verb. Heavy imports happen inside the commands."""
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
-from .app.server import ServeConfig
-from .bench import BenchConfig
-from .data import DataConfig, PreprocessSpec
+from .app.server import ServeConfig, serve
+from .artifacts import read_info, write_json
+from .bench import BenchConfig, benchmark_many, session_runner
+from .bundle import BundleConfig, bundle_run
+from .bundle.verify import verify_bundle
+from .bundled import bundled_run_dir
+from .compile import CompileConfig, compile_run, table
+from .data import DataConfig, PreprocessFlags, PreprocessSpec, balanced_indices, open_calib, open_split
+from .distributed import RayConfig
+from .distributed.sweep import load_sweep, run_sweep
 from .errors import QDeployError, missing_extra
-from .export import ExportConfig
+from .evaluate import EvalConfig, evaluate
+from .export import ExportConfig, export
 from .pipeline import DEFAULT_VARIANTS, RunConfig
+from .pipeline import run as run_pipeline
+from .quantize import preset as get_preset
+from .quantize import quantize
+from .quantize.auto import auto_quantize_from
 from .quantize.config import AutoConfig, TorchQuantConfig
-from .source import DEFAULT_ARCH
-from .targets import DEFAULT_TARGET, OPENVINO_CPU
+from .report import markdown_table, report
+from .settings import default_checkpoint, default_data
+from .source import DEFAULT_ARCH, SourceConfig, resolve_source
+from .targets import DEFAULT_TARGET, OPENVINO_CPU, check_targets, target_for
 from .tasks import get_task
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -50,8 +66,6 @@ def default(cls, name: str):
 
 
 def _auto_cfg(max_drop, max_rel_drop, val_size, methods=None, fallback_steps=None):
-    from .quantize.config import AutoConfig
-
     if max_drop is None and max_rel_drop is None:
         max_drop = default(AutoConfig, "max_drop_pt")
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else default(AutoConfig, "methods")
@@ -62,7 +76,6 @@ def _auto_cfg(max_drop, max_rel_drop, val_size, methods=None, fallback_steps=Non
 
 def _image_auto_cfg(min_psnr, min_worst, val_size, methods=None, min_ssim=None):
     """--auto for image-to-image: the PSNR floors are the budget; the validation set defaults to a few photos."""
-    from .quantize.config import AutoConfig
 
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None
     if min_psnr is None and min_ssim is None:
@@ -73,7 +86,6 @@ def _image_auto_cfg(min_psnr, min_worst, val_size, methods=None, min_ssim=None):
 
 def _spec(size, mean, std, resize, norm):
     """The preprocessing flags as given (each None when absent): they adjust a stored spec field by field."""
-    from .data import PreprocessFlags
 
     width = None
     if isinstance(size, str):
@@ -104,8 +116,6 @@ def _classes(classes: str | None, classes_file: Path | None) -> list[str] | None
 
 
 def _data_root(data: Path | None) -> Path:
-    from .settings import default_data
-
     root = data or default_data()
     if root is None:
         raise QDeployError("no --data given and no ../shared/datasets/cifar10 found; pass --data path/to/images")
@@ -114,7 +124,6 @@ def _data_root(data: Path | None) -> Path:
 
 def _data_cfg(data, calib_split, eval_split, calib_size, eval_limit, classes):
     """Where images come from; the run fills in the preprocessing its source resolves to."""
-    from .data import DataConfig
 
     return DataConfig(root=str(_data_root(data)), calib_split=calib_split, eval_split=eval_split,
                       calib_size=calib_size, eval_limit=eval_limit, classes=classes)
@@ -212,9 +221,6 @@ def run(
     override_preprocess: bool = OVERRIDE,
 ):
     """The whole pipeline: export, calibrate, quantize, evaluate, bench, report."""
-    from .evaluate import EvalConfig
-    from .pipeline import run as run_pipeline
-    from .report import markdown_table
 
     spec, names = _spec(size, mean, std, resize, norm), _classes(classes, classes_file)
     image = not get_task(task).has_classes
@@ -245,8 +251,6 @@ def run(
 
 
 def _ray_cfg(ray: bool, address: str | None, cpus: int | None):
-    from .distributed import RayConfig
-
     if not (ray or address):
         if cpus is not None:
             raise QDeployError("--ray-cpus sizes the local Ray cluster; add --ray")
@@ -255,8 +259,6 @@ def _ray_cfg(ray: bool, address: str | None, cpus: int | None):
 
 
 def _source(checkpoint, onnx, pretrained, arch, arch_kwargs, spec, names, override):
-    from .source import SourceConfig
-
     checkpoint = checkpoint or (None if onnx or pretrained else _default_checkpoint())
     return SourceConfig(checkpoint=str(checkpoint) if checkpoint else None, onnx=str(onnx) if onnx else None,
                         arch=arch, arch_kwargs=_json_kwargs(arch_kwargs), preprocess=spec, classes=names,
@@ -264,8 +266,6 @@ def _source(checkpoint, onnx, pretrained, arch, arch_kwargs, spec, names, overri
 
 
 def _default_checkpoint() -> Path:
-    from .settings import default_checkpoint
-
     found = default_checkpoint()
     if found is None:
         raise QDeployError("no --checkpoint/--onnx given and no ../shared checkpoint found; pass --checkpoint")
@@ -273,8 +273,6 @@ def _default_checkpoint() -> Path:
 
 
 def _json_kwargs(text: str) -> dict:
-    import json
-
     try:
         return json.loads(text) if text.strip() else {}
     except json.JSONDecodeError as exc:
@@ -295,10 +293,7 @@ def export_cmd(
     override_preprocess: bool = OVERRIDE,
 ):
     """PyTorch checkpoint -> FP32 ONNX, verified against PyTorch on 64 real images."""
-    from .data import balanced_indices, open_split
-    from .export import export
     from .models import load_model
-    from .source import SourceConfig, resolve_source
 
     src = resolve_source(SourceConfig(checkpoint=str(checkpoint), arch=arch, arch_kwargs=_json_kwargs(arch_kwargs),
                                       preprocess=_spec(size, mean, std, resize, norm),
@@ -349,10 +344,6 @@ def quantize_cmd(
     data: Optional[Path] = DATA, calib_split: str = CALIB_SPLIT, calib_size: int = CALIB_SIZE,
 ):
     """FP32 ONNX -> INT8 ONNX, calibrated on real images (preprocessing read from the ONNX metadata)."""
-    from .artifacts import read_info
-    from .data import DataConfig, open_calib
-    from .quantize import preset as get_preset
-    from .quantize import quantize
 
     info = read_info(onnx)
     overrides = {k: v for k, v in dict(format=format, activation_type=activation_type, weight_type=weight_type,
@@ -374,8 +365,6 @@ def quantize_cmd(
 
 
 def _auto_quantize(onnx: Path, out: Path, dcfg, acfg) -> None:
-    from .quantize.auto import auto_quantize_from
-
     rec = auto_quantize_from(onnx, out, dcfg, acfg, log=lambda m: typer.echo(m, err=True))
     if not rec["met_budget"]:
         raise QDeployError(rec["message"] + f"; every candidate is in {out.parent / 'search.json'}")
@@ -392,9 +381,6 @@ def evaluate_cmd(
 ):
     """Top-1/top-5, agreement with the first model, rel-L2, per-class accuracy on the evaluation split
     (streamed; a plain photo folder is scored against the first model only)."""
-    from .artifacts import read_info, write_json
-    from .data import balanced_indices, open_split
-    from .evaluate import evaluate
 
     infos = [read_info(m) for m in models]
     spec = infos[0].require_preprocess()
@@ -422,11 +408,7 @@ def bench_cmd(
     threads: Optional[int] = typer.Option(None),
 ):
     """Size, batch-1 latency p50/p90/p99 and throughput; speedups relative to the first model."""
-    import numpy as np
 
-    from .artifacts import read_info
-    from .bench import BenchConfig, benchmark_many, session_runner
-    from .targets import check_targets, target_for
 
     if target:
         check_targets([target])
@@ -464,8 +446,6 @@ def compile_cmd(
 ):
     """Offline forms: compile a run's models ahead of time for a target, verify them against their online form,
     and print online vs offline side by side (compile, load, cold first inference, latency, throughput)."""
-    from .bench import BenchConfig
-    from .compile import CompileConfig, compile_run, table
 
     cfg = CompileConfig(targets=tuple(t.strip() for t in target.split(",") if t.strip()),
                         variants=tuple(v.strip() for v in variants.split(",") if v.strip()) if variants else None,
@@ -495,7 +475,6 @@ def bundle_cmd(
     """Deployment bundles: 'qdeploy bundle RUN_DIR --format triton,ovms --out bundle/' writes serving layouts,
     a manifest with hashes and a golden request; 'qdeploy bundle verify bundle/' re-checks them."""
     if what == "verify":
-        from .bundle.verify import verify_bundle
 
         if path is None:
             raise QDeployError("give the bundle to verify: qdeploy bundle verify BUNDLE_DIR")
@@ -503,7 +482,6 @@ def bundle_cmd(
         typer.echo(f"{path}: OK ({res['files']} files, models {', '.join(res['models'])}; golden request max |diff| "
                    + ", ".join(f"{k} {v:.2g}" for k, v in res["golden_max_abs_diff"].items()) + ")")
         return
-    from .bundle import BundleConfig, bundle_run
 
     run_dir = Path(what)
     if not (run_dir / "report.json").is_file():
@@ -533,8 +511,6 @@ def sweep_cmd(
     cpus_per_cell: float = typer.Option(1.0, help="ray: CPUs one cell holds."),
 ):
     """Models x variants x targets, every cell a full run (resumable), then one leaderboard (md/html/json)."""
-    from .distributed import RayConfig
-    from .distributed.sweep import load_sweep, run_sweep
 
     cfg = load_sweep(sweep_file, str(out) if out else None)
     if workers < 1:
@@ -640,8 +616,6 @@ def serve_cmd(
                                          "run's nncf IR). Compiled files (.ort, .blob, .pt2) run on their runtime."),
 ):
     """Web app: FP32 and INT8 side by side on any uploaded image, plus a JSON API."""
-    from .app.server import serve
-    from .bundled import bundled_run_dir
 
     if not targets:
         targets = [bundled_run_dir()]
@@ -657,7 +631,6 @@ def serve_cmd(
 @app.command("report")
 def report_cmd(run_dir: Path = typer.Argument(..., help="Run directory holding report.json.")):
     """(Re)build report.md, report.html and plots from a run's report.json."""
-    from .report import report
 
     paths = report(run_dir)
     typer.echo(f"{paths['md']}\n{paths['html']}")

@@ -12,6 +12,8 @@ from typing import Callable
 import numpy as np
 
 from .data import ImageSet, PreprocessSpec
+from .errors import ConfigError
+from .targets import open_session
 from .tasks import DEFAULT_TASK, get_task
 from .tasks.classification import Metrics, mcnemar_p, metrics_from_logits, paired
 
@@ -29,8 +31,6 @@ class EvalConfig:
     task: str = DEFAULT_TASK
 
     def __post_init__(self):
-        from .errors import ConfigError
-
         if (self.batch_size is not None and self.batch_size < 1) or self.prefetch < 0:
             raise ConfigError("evaluation batch size must be >= 1 and prefetch >= 0")
 
@@ -55,7 +55,6 @@ def evaluate_many(models: dict[str, Callable[[np.ndarray], np.ndarray]], images:
 def evaluate(paths: list, images: ImageSet, spec: PreprocessSpec, classes: list[str],
              cfg: EvalConfig | None = None) -> dict[str, Metrics]:
     """ONNX files (the first is the reference) on the default target -> {path: metrics}."""
-    from .targets import open_session
 
     cfg = cfg or EvalConfig()
     sessions = {str(p): open_session(p, cfg.threads).run for p in paths}

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from .artifacts import write_onnx
 from .compare import compare_outputs
@@ -67,7 +68,7 @@ def _torch_export(model, example, cfg: ExportConfig) -> bytes:
 
 
 def check_parity(model, onnx_path: Path, batch: np.ndarray, cfg: ExportConfig) -> Parity:
-    from .models.logits import torch_logits   # torch: optional (serving installs have none)
+    from .models.logits import torch_logits  # torch: optional (serving installs have none)
 
     ref = torch_logits(model, batch).numpy()
     d = compare_outputs(ref, run_batched(open_session(onnx_path), batch))
@@ -78,10 +79,8 @@ def export(model, out: str | Path, batch: np.ndarray, classes: list[str], spec: 
            cfg: ExportConfig | None = None, meta: dict | None = None, task: str = DEFAULT_TASK) -> tuple[Path, Parity]:
     """Export `model` to `out`, check it, verify parity on the real `batch`; raise ExportError past tolerance.
     An image-to-image model is checked on max |diff| of its output images alone (top-1 means nothing there)."""
-    from dataclasses import replace
 
     image = not get_task(task).has_classes
-    import onnx
     import torch
 
     cfg = cfg or ExportConfig()

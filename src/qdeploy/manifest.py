@@ -5,13 +5,16 @@ import json
 import platform
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, is_dataclass, replace
 from pathlib import Path
 
 from . import __version__
 from .artifacts import write_json
-from .formats.keys import sha256
+from .bench import cpu_name
+from .data import PreprocessSpec
+from .data.sampling import DataConfig, balanced_indices, open_calib_eval
 from .errors import ModelFileError
+from .formats.keys import sha256
 
 
 def versions() -> dict[str, str]:
@@ -28,8 +31,6 @@ class Manifest:
     """Accumulates what a run did; written atomically, merged with an existing manifest in `out`."""
 
     def __init__(self, out: str | Path):
-        from .bench import cpu_name
-
         self.path = Path(out) / "manifest.json"
         old = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self.data = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(),
@@ -75,10 +76,7 @@ def load_run_manifest(run_dir: str | Path) -> dict:
 def run_eval_images(man: dict, n: int, data_root: str | None = None):
     """The first n images of a class-balanced order over a run's own evaluation split (preprocessed, labels or
     None, file names or None): what offline forms are verified on and what a bundle's golden request holds."""
-    from dataclasses import replace
 
-    from .data import PreprocessSpec
-    from .data.sampling import DataConfig, balanced_indices, open_calib_eval
 
     cfg = dict(man["stages"]["data"]["config"])
     cfg["preprocess"] = PreprocessSpec(**cfg["preprocess"])

@@ -6,27 +6,38 @@ bounded batches through every variant at once, so memory is flat in the number o
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 
 from . import fixed_inputs
-from .bench import BenchConfig, benchmark_many, cpu_name
+from .artifacts import atomic_path, read_info, write_onnx
+from .bench import BenchConfig, Runner, benchmark_many, cpu_name, default_batches, session_runner, torch_runner
 from .data import DataConfig, ImageSet, open_calib_eval
+from .distributed import nodelock, ray_cluster
+from .distributed.build import fetched, submit_builds
 from .distributed.cluster import RayConfig
+from .distributed.evaluate import evaluate_sharded
 from .errors import ConfigError, DataError
 from .evaluate import EvalConfig, evaluate_many
 from .export import ExportConfig, export
+from .formats.sessions import cpu_session
+from .graph.powerdiff import rewrite, study
 from .manifest import Manifest
 from .quantize.base import VariantContext, build_variant
-from .quantize.config import TORCH_VARIANTS, AutoConfig, parse_variants, variant_config
+from .quantize.config import TORCH_VARIANTS, AutoConfig, QuantConfig, parse_variants, variant_config
 from .report import ReportConfig, report
+from .report.plots import image_grid
 from .results import RunResult, TargetResult, TorchResult, VariantResult
 from .source import Source, SourceConfig, resolve_source
-from .targets import DEFAULT_TARGET
+from .targets import DEFAULT_TARGET, check_targets, open_session
 from .tasks import DEFAULT_TASK, Task, get_task
-from .formats.sessions import cpu_session
+from .tasks.classification import paired
+from .tasks.image import psnr, to_uint8
 
 DEFAULT_VARIANTS = ("default",)
 
@@ -54,8 +65,6 @@ class RunConfig:
     ray: RayConfig | None = None    # ORT variants built and evaluation sharded on a Ray cluster (distributed/)
 
     def __post_init__(self):
-        from .targets import check_targets
-
         self.targets = check_targets(self.targets)
         self.evaluate = replace(self.evaluate, task=self.task)
         self.source = replace(self.source, task=self.task)
@@ -75,7 +84,6 @@ class RunConfig:
         # every variant's config is built now: bad --qat-* values fail before any heavy work
         self.configs = {name: variant_config(name, self.torch_overrides) for name in self.variants}
         if self.op_types:
-            from .quantize.config import QuantConfig
 
             self.configs = {k: c.with_(op_types=tuple(self.op_types)) if isinstance(c, QuantConfig) else c
                             for k, c in self.configs.items()}
@@ -85,7 +93,6 @@ class RunConfig:
 
 def _fixed(cfg: RunConfig) -> dict:
     """--fixed-input values checked against the ONNX file's inputs (every non-image input needs one)."""
-    from .artifacts import read_info
 
     if not cfg.source.onnx:
         return {}
@@ -98,16 +105,12 @@ def _fixed(cfg: RunConfig) -> dict:
 
 
 def _ort_session(path):
-    import onnxruntime as ort
-
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     return cpu_session(str(path), opts)
 
 
 def _fp32_from_onnx(cfg: RunConfig, src: Source, classes, out: Path, man: Manifest, fixed: dict) -> Path:
-    from .artifacts import write_onnx
-
     meta = {"variant": "fp32", "classes": classes, "preprocess": src.preprocess.to_json(), "task": cfg.task}
     if fixed:
         meta["fixed_inputs"] = fixed
@@ -140,8 +143,6 @@ def _classes(src: Source, calib: ImageSet, n_out: int) -> list[str]:
 
 
 def _check_writable(out: Path) -> None:
-    from .artifacts import atomic_path
-
     with atomic_path(out / ".write-test") as tmp:
         tmp.write_text("ok")
     (out / ".write-test").unlink()
@@ -170,7 +171,6 @@ def _prepare(cfg: RunConfig):
 
 def run(cfg: RunConfig, log=print) -> RunResult:
     """The whole pipeline; returns the typed result (also written as report.json)."""
-    from .distributed import nodelock
 
     with nodelock.working():   # a sweep's cell shares its machine; its benchmark below takes it alone
         return _run(cfg, log)
@@ -205,9 +205,7 @@ def _run(cfg: RunConfig, log) -> RunResult:
     variants = [VariantResult(name="fp32", kind="fp32", file=fp32.name)]
     ctx = VariantContext(fp32=fp32, out=out, calib_x=calib_x, classes=classes, spec=data.preprocess, data=data,
                          model=model, targets=cfg.targets)
-    from contextlib import nullcontext
 
-    from .distributed import ray_cluster
 
     with ray_cluster(cfg.ray, log) if cfg.ray else nullcontext(None) as ray:
         with man.stage("quantize"):
@@ -218,8 +216,6 @@ def _run(cfg: RunConfig, log) -> RunResult:
         with man.stage("grids"):
             _image_grids(variants, ctx, evalset, out, cfg.evaluate.threads)
     with man.stage("bench"):
-        from .bench import default_batches
-        from .distributed import nodelock
 
         most = max(cfg.bench.batch_sizes or default_batches(data.preprocess.side))
         sample = evalset.subset(range(min(most, len(evalset)))).load(data.preprocess)
@@ -245,9 +241,6 @@ GRID_IMAGES = 2  # the first evaluation images in each grid, plus the variant's 
 def _image_grids(variants, ctx: VariantContext, evalset: ImageSet, out: Path, threads) -> None:
     """Per INT8 variant: input | FP32 | INT8 | error heat map on a few evaluation images, its worst one included
     (recomputed here for those images only: evaluation keeps no outputs)."""
-    from .report.plots import image_grid
-    from .targets import open_session
-    from .tasks.image import psnr, to_uint8
 
     ref = open_session(out / "fp32.onnx", threads).run
     for v in variants:
@@ -269,9 +262,7 @@ def _image_grids(variants, ctx: VariantContext, evalset: ImageSet, out: Path, th
 
 def _power_difference(cfg: RunConfig, variants, evalset: ImageSet, data, out: Path, log) -> dict:
     """Seed 003's comparison on the FP32 file and the best-PSNR INT8 variant that still has its Sub->Pow pairs."""
-    import onnx
 
-    from .graph.powerdiff import rewrite, study
 
     def keeps_pairs(v):
         return rewrite(onnx.load(str(out / v.file)))[1] > 0
@@ -299,7 +290,6 @@ def _finish_manifest(man: Manifest, out: Path, variants, t_start: float) -> None
 def _runners(variants, ctx: VariantContext, threads, files: dict | None = None) -> dict:
     """name -> batch function: every ONNX variant (FP32 first, the reference) and every PyTorch INT8 model.
     `files`, when given, receives name -> (model file, target) for the runners that are model files."""
-    from .targets import open_session
 
     files = {} if files is None else files
     fns = {v.name: open_session(ctx.out / v.file, threads, target=v.target).run for v in variants if v.ok}
@@ -321,7 +311,6 @@ def _build_all(cfg: RunConfig, ctx: VariantContext, man, log, ray) -> list[Varia
     auto, nncf) build here."""
     refs = {}
     if ray is not None:
-        from .distributed.build import fetched, submit_builds
 
         refs = submit_builds(ray, cfg.configs, ctx, cfg.ray)
         if refs:
@@ -355,7 +344,6 @@ def _evaluate_on_ray(runners: dict, files: dict, ctx: VariantContext, evalset: I
                      ray, rcfg):
     """Model files sharded over Ray; what is not a file (PyTorch models) streams locally beside the FP32 file, as
     its reference. Same scorers, same order as evaluate_many: the metrics equal a local run's."""
-    from .distributed.evaluate import evaluate_sharded
 
     t0 = time.perf_counter()
     scorers = evaluate_sharded(files, evalset, ctx.spec, ctx.classes, cfg, rcfg, ray, progress=cfg.progress)
@@ -382,7 +370,6 @@ def _describe(m) -> str:
 
 def _qat_vs_ptq(by_name: dict, scorers: dict) -> None:
     """QAT starts from PTQ: whether it ends better is a paired question on the same images, per runtime."""
-    from .tasks.classification import paired
 
     qat = by_name.get("pt-qat")
     labels = scorers["pt-ptq"].seen_labels() if "pt-ptq" in scorers else None
@@ -404,7 +391,6 @@ def _other_targets(ctx: VariantContext, v: VariantResult) -> list[str]:
 
 def _open_timed(ctx: VariantContext, v: VariantResult, target: str, threads):
     """Open a variant's file on another target, recording load time and the cold first inference once."""
-    from .targets import open_session
 
     t0 = time.perf_counter()
     s = open_session(ctx.out / v.file, threads, target=target)
@@ -419,8 +405,6 @@ def _open_timed(ctx: VariantContext, v: VariantResult, target: str, threads):
 
 
 def _bench_all(variants, out: Path, sample, cfg: BenchConfig, ctx: VariantContext, log) -> None:
-    from .bench import Runner, session_runner, torch_runner
-
     ok = {v.name: v for v in variants if v.ok}
     models = {k: out / v.file if v.target == DEFAULT_TARGET else session_runner(out / v.file, cfg.threads, target=v.target)
               for k, v in ok.items()}

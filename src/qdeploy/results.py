@@ -6,12 +6,13 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .artifacts import write_json
 from .bench import BenchResult
 from .errors import ModelFileError
+from .targets import DEFAULT_TARGET
 from .tasks import DEFAULT_TASK, get_task
 from .tasks.classification import Metrics
 from .tasks.image import ImageMetrics
-from .targets import DEFAULT_TARGET
 
 SCHEMA_VERSION = 2
 
@@ -94,8 +95,6 @@ class RunResult:
         return asdict(self)
 
     def save(self, path: str | Path) -> Path:
-        from .artifacts import write_json
-
         return write_json(path, self.to_dict())
 
     @classmethod

@@ -9,9 +9,10 @@ metadata needs explicit flags; a bare checkpoint with neither falls back to the 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .artifacts import read_info
 from .data import PreprocessFlags, PreprocessSpec
 from .errors import CheckpointError, ConfigError
 from .tasks import DEFAULT_TASK, get_task
@@ -99,7 +100,6 @@ def _show(v) -> str:
 def _flags(cfg: SourceConfig, stored) -> PreprocessFlags:
     """The user's flags; an image-to-image model with nothing stored and no normalisation given reads 0..1
     pixels (--norm unit), the convention of such models, instead of the CIFAR default."""
-    from dataclasses import replace
 
     f = cfg.preprocess
     if get_task(cfg.task).has_classes or stored is not None:
@@ -111,8 +111,6 @@ def _flags(cfg: SourceConfig, stored) -> PreprocessFlags:
 
 
 def _from_onnx(cfg: SourceConfig) -> Source:
-    from .artifacts import read_info
-
     info = read_info(cfg.onnx)
     where = f"metadata of {Path(cfg.onnx).name}"
     spec, spec_from = _pick_spec(info.preprocess, _flags(cfg, info.preprocess), where, cfg.override_preprocess)

@@ -5,6 +5,9 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
 from ..errors import QDeployError
 
 
@@ -41,16 +44,13 @@ def _read(source, limits: UploadLimits) -> bytes:
 
 def _to_rgb(img):
     """Any PIL mode -> RGB: alpha composited on white, palette/CMYK/16-bit/grayscale converted."""
-    from PIL import Image
 
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        import numpy as np
 
         arr = np.asarray(img, dtype=np.float64)
         hi = arr.max() if arr.size and arr.max() > 255 else 255.0
         img = Image.fromarray((arr / hi * 255.0).clip(0, 255).astype("uint8"), "L")
     elif img.mode == "F":
-        import numpy as np
 
         arr = np.asarray(img, dtype=np.float64)
         lo, hi = arr.min(), arr.max()
@@ -65,7 +65,6 @@ def _to_rgb(img):
 
 def load_image(source, limits: UploadLimits | None = None):
     """bytes or a path -> RGB PIL image (EXIF rotation applied, first frame of animations)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
 
     limits = limits or UploadLimits()
     data = _read(source, limits)

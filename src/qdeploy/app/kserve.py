@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from .. import __version__
+
 V2_TYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32,
             "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}
 MAX_BATCH = 64
@@ -121,7 +123,6 @@ def add_v2_routes(app, pred, gate, check_auth, max_bytes: int, metrics=None) -> 
     from fastapi.responses import JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
 
-    from .. import __version__
 
     by_name = {n: v for v in pred.variants for n in (v.name, *v.aliases)}
 

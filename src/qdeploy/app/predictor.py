@@ -8,11 +8,14 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts import ModelInfo, model_bytes, read_info
+from ..bundle import bundle_models, is_bundle
 from ..compare import compare_outputs
 from ..errors import ModelFileError
 from ..results import RunResult
 from ..targets import DEFAULT_TARGET, open_session, runs_on, target_for
 from ..tasks import get_task
+from ..tasks.image import image_pair_metrics, to_uint8
+from .batching import DynamicBatcher
 
 
 @dataclass
@@ -49,7 +52,6 @@ def resolve_models(targets: list[str | Path], target: str = DEFAULT_TARGET, log=
     for t in map(Path, targets):
         if t.is_dir():
             rj = t / "report.json"
-            from ..bundle import bundle_models, is_bundle
 
             if is_bundle(t):
                 named = bundle_models(t, log=log)
@@ -102,7 +104,6 @@ class Predictor:
                                          f"{first.path.name}; serve models of one run together")
             return cls(variants=variants, report=report, latency_runs=latency_runs, facts=_facts(report, variants))
         if max_batch > 1:
-            from .batching import DynamicBatcher
 
             for v in variants:
                 v.batcher = DynamicBatcher(v.session.run, max_batch, batch_delay_ms / 1e3, v.name)
@@ -169,7 +170,6 @@ class Predictor:
     def transform(self, img, choice: dict | None = None, timed: bool = True) -> dict:
         """Image-to-image: every variant's output image for one photo (optionally another style), its
         latency (median of runs when `timed`), and PSNR/SSIM/max error against the first (FP32) variant's output."""
-        from ..tasks.image import image_pair_metrics, to_uint8
 
         seen = self.spec.resize_image(img)
         x = self.spec.normalize(np.asarray(seen))

@@ -5,15 +5,22 @@ No `from __future__ import annotations` here: FastAPI reads the route signatures
 
 import base64
 import io
+import os
 import secrets
 import threading
 from dataclasses import dataclass
 from typing import Optional
 
+from PIL import Image
+
 from ..errors import ConfigError
+from ..targets import check_targets
 from ..tasks import get_task
 from .images import ImageInputError, UploadLimits, load_image
+from .kserve import add_v2_routes
+from .metrics import ServeMetrics, add_metrics
 from .predictor import Predictor
+from .ui import PAGE_CSS, build_ui
 
 
 @dataclass
@@ -42,7 +49,6 @@ class ServeConfig:
         if self.max_batch < 1 or not 0 <= self.batch_delay_ms <= 1000:
             raise ConfigError("--max-batch must be >= 1 and --batch-delay-ms in 0..1000")
         if self.target is not None:
-            from ..targets import check_targets
 
             check_targets([self.target])
 
@@ -77,15 +83,12 @@ class Gate:
 
 
 def create_app(pred: Predictor, cfg: ServeConfig):
-    import os
-
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # a server calls nobody home
     import gradio as gr
     from fastapi import Depends, FastAPI, HTTPException, Request
     from fastapi.responses import JSONResponse
     from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
-    from .ui import PAGE_CSS, build_ui
 
     app = FastAPI(title="qdeploy", description="FP32 vs INT8 image classification API")
     # with dynamic batching a model run serves up to max_batch requests: admit that many more at once
@@ -101,8 +104,6 @@ def create_app(pred: Predictor, cfg: ServeConfig):
         if not ok:
             raise HTTPException(401, "authentication required", headers={"WWW-Authenticate": "Basic"})
 
-    from .kserve import add_v2_routes
-    from .metrics import ServeMetrics, add_metrics
 
     metrics = ServeMetrics(lambda: gate.waiting)
     metrics.batching(pred.variants)
@@ -196,8 +197,6 @@ def create_app(pred: Predictor, cfg: ServeConfig):
 
 
 def _png(arr) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     return buf.getvalue()
@@ -235,7 +234,6 @@ def serve(targets: list, cfg: ServeConfig, log=print) -> None:
     if cfg.share:
         log("WARNING: --share publishes this app on a public gradio.live URL that anyone with the link can open; "
             "the JSON API at /api/predict is not shared")
-        from .ui import PAGE_CSS, build_ui
 
         demo = build_ui(pred, cfg.limits)
         demo.queue(default_concurrency_limit=cfg.max_concurrency, max_size=cfg.max_queue)

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..tasks import get_task
 from .batch import batch_handler
+from .examples import example_paths
 from .images import ImageInputError, UploadLimits, load_image
 from .predictor import Predictor
-from ..tasks import get_task
 
 PAGE_CSS = """
 .qd-thumb img {image-rendering: pixelated; width: 128px !important; height: 128px !important; object-fit: contain}
@@ -120,7 +121,6 @@ def build_image_ui(pred: Predictor, limits: UploadLimits):
     """Image-to-image page: a photo and a style in, every variant's output image side by side with numbers."""
     import gradio as gr
 
-    from .examples import example_paths
 
     RawImage = _raw_image_component()
     names = [v.name for v in pred.variants]
@@ -165,7 +165,6 @@ def image_facts_markdown(pred: Predictor) -> str:
 def build_ui(pred: Predictor, limits: UploadLimits | None = None):
     import gradio as gr
 
-    from .examples import example_paths
 
     limits = limits or UploadLimits()
     if not get_task(pred.task).has_classes:

@@ -18,8 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts import read_info
 from ..errors import BundleError, ConfigError, OutputError
+from ..formats.keys import sha256
+from ..manifest import load_run_manifest, run_eval_images, versions
+from ..results import RunResult
+from ..targets import open_session, run_batched
 from .layouts import GOLDEN_INPUTS, LAYOUTS, MANIFEST, Placed
+from .readme import write_readme
+from .verify import verify_bundle
 
 
 @dataclass
@@ -56,9 +63,6 @@ def _chosen(rep, names) -> list:
 def _golden(root: Path, run_dir: Path, man: dict, placed: list[Placed], n: int) -> dict:
     """Real preprocessed images from the run's evaluation split and every model's outputs on them (ORT),
     plus the tolerance verify allows on another machine (float kernels differ in the last bits)."""
-    from ..artifacts import read_info
-    from ..manifest import run_eval_images
-    from ..targets import open_session, run_batched
 
     x, labels, names = run_eval_images(man, n)
     (root / "golden").mkdir(exist_ok=True)
@@ -78,9 +82,6 @@ def _golden(root: Path, run_dir: Path, man: dict, placed: list[Placed], n: int) 
 
 def bundle_run(run_dir: str | Path, out: str | Path, cfg: BundleConfig | None = None, log=print) -> dict:
     """Write the bundle for a run directory at `out` (which must not exist or be empty); returns its manifest."""
-    from ..artifacts import read_info
-    from ..manifest import load_run_manifest, versions
-    from ..results import RunResult
 
     cfg = cfg or BundleConfig()
     run_dir, out = Path(run_dir), Path(out)
@@ -108,12 +109,10 @@ def bundle_run(run_dir: str | Path, out: str | Path, cfg: BundleConfig | None = 
                               "; ".join(f"{s['variant']} ({s['format']}): {s['reason']}" for s in skipped))
         golden = _golden(root, run_dir, man, placed, cfg.golden_images)
         manifest = _manifest(root, run_dir, man, info, rep, cfg, placed, skipped, golden, extra, versions())
-        from .readme import write_readme
 
         write_readme(root, manifest)
         manifest["files"] = _hashes(root)
         (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        from .verify import verify_bundle
 
         verify_bundle(root)   # the bundle passes its own verification before it gets its name
         if out.exists():
@@ -125,8 +124,6 @@ def bundle_run(run_dir: str | Path, out: str | Path, cfg: BundleConfig | None = 
 
 
 def _hashes(root: Path) -> dict:
-    from ..formats.keys import sha256
-
     return {str(p.relative_to(root)): {"sha256": sha256(p), "bytes": p.stat().st_size}
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
@@ -147,7 +144,6 @@ def bundle_models(root: str | Path, log=print) -> dict[Path, tuple[str, ...]]:
     """The models a bundle serves, FP32 first, one file per variant (the layouts hold copies of the same file),
     each with the bundle's model names for its variant; only after the bundle passes `verify_bundle`: a tampered
     or incomplete bundle is never served."""
-    from .verify import verify_bundle
 
     root = Path(root)
     res = verify_bundle(root)

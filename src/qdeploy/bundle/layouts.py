@@ -14,6 +14,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnx
+
 MANIFEST = "manifest.json"              # a bundle's record of itself, at its root
 GOLDEN_INPUTS = "golden/inputs.npy"     # the golden request's images
 
@@ -41,8 +43,6 @@ class ModelIO:
 
 
 def onnx_io(path: Path) -> ModelIO:
-    import onnx
-
     g = onnx.load(str(path), load_external_data=False).graph
     inits = {i.name for i in g.initializer}
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BundleError
+from ..formats.keys import sha256
+from ..targets import open_session, run_batched
 from ..tasks import get_task
 from .layouts import MANIFEST, TRITON_TYPES, onnx_io
 
@@ -26,8 +28,6 @@ def _manifest(root: Path) -> dict:
 
 
 def check_files(root: Path, man: dict) -> None:
-    from ..formats.keys import sha256
-
     for rel, f in man["files"].items():
         p = root / rel
         if not p.is_file():
@@ -116,7 +116,6 @@ def check_ovms(root: Path, models: list[dict]) -> None:
 
 def check_golden(root: Path, man: dict) -> dict[str, float]:
     """Re-run the golden request on every model file; returns max |diff| per model."""
-    from ..targets import open_session, run_batched
 
     golden = man["golden"]
     x = np.load(root / golden["inputs"])

@@ -20,11 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bench import BenchConfig, BenchResult, Runner, benchmark_many, cpu_name
+from ..artifacts import atomic_path, model_bytes, read_info, write_json
+from ..bench import BenchConfig, BenchResult, Runner, benchmark_many, cpu_name, default_batches
+from ..compare import compare_outputs
 from ..errors import ConfigError, ModelFileError, QuantizeError
-from ..manifest import load_run_manifest, run_eval_images
+from ..formats.keys import sha256
+from ..manifest import load_run_manifest, run_eval_images, versions
 from ..results import RunResult, VariantResult
-from ..targets import DEFAULT_TARGET, OPENVINO_CPU, Session, check_targets, get_target
+from ..targets import DEFAULT_TARGET, OPENVINO_CPU, Session, check_targets, get_target, open_session, run_batched
 from ..tasks import get_task
 from .compilers import COMPILERS, CompileContext, get_compiler
 
@@ -101,8 +104,6 @@ def _timed_open(open_fn, x1: np.ndarray, loads: int) -> tuple[Session, float, fl
 
 
 def _verify(kind: str, task: str, online: np.ndarray, offline: np.ndarray) -> tuple[dict, str | None]:
-    from ..compare import compare_outputs
-
     d = compare_outputs(online, offline)
     scale = max(1.0, float(np.abs(online).max()))
     if kind == "fp32":
@@ -122,8 +123,6 @@ def _checkpoint(man: dict) -> dict | None:
 def _torch_model_builder(run_dir: Path, man: dict):
     """(fresh=False) -> the run's PyTorch model, from the checkpoint the manifest names (its sha256 checked once).
     fresh=True loads it again: the online form's load time is building the module and loading the weights."""
-    from ..artifacts import read_info
-    from ..formats.keys import sha256
     from ..models import load_model
 
     cache = {}
@@ -180,9 +179,6 @@ class _Rows:
 
 
 def _online(rows: _Rows, comp, v: VariantResult, ctx: CompileContext, loads: int) -> tuple[CompiledForm, np.ndarray]:
-    from ..artifacts import model_bytes
-    from ..targets import run_batched
-
     x1 = rows.x[:1]
     s, load_s, first_ms = _timed_open(lambda: comp.online(v, ctx), x1, loads)
     out = run_batched(s, rows.x)
@@ -197,9 +193,6 @@ def _online(rows: _Rows, comp, v: VariantResult, ctx: CompileContext, loads: int
 def _offline(rows: _Rows, comp, v: VariantResult, ctx: CompileContext, online: np.ndarray, loads: int, log
              ) -> CompiledForm:
     """Build into a scratch folder, verify against the online outputs, then give the files their names."""
-    from ..formats.keys import sha256
-    from ..manifest import versions
-    from ..targets import run_batched
 
     out_dir = ctx.run_dir / "compiled" / comp.target
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -237,8 +230,6 @@ def _offline(rows: _Rows, comp, v: VariantResult, ctx: CompileContext, online: n
 def compile_run(run_dir: str | Path, cfg: CompileConfig | None = None, data_root: str | None = None,
                 log=print) -> CompileResult:
     """Compile a run's verified variants for each target, verify, time online vs offline; write the table."""
-    from ..artifacts import write_json
-    from ..targets import open_session, run_batched
 
     cfg = cfg or CompileConfig()
     run_dir = Path(run_dir)
@@ -271,7 +262,6 @@ def compile_run(run_dir: str | Path, cfg: CompileConfig | None = None, data_root
     res = CompileResult(run_dir=str(run_dir), images=len(x), rows=rows.rows,
                         machine={"cpu": cpu_name(), "cores": os.cpu_count()})
     write_json(run_dir / "compiled" / "compile.json", res.to_dict())
-    from ..artifacts import atomic_path
 
     with atomic_path(run_dir / "compiled" / "compile.md") as tmp:
         tmp.write_text(table(res) + "\n")
@@ -279,8 +269,6 @@ def compile_run(run_dir: str | Path, cfg: CompileConfig | None = None, data_root
 
 
 def _bench(rows: _Rows, x: np.ndarray, cfg: BenchConfig, log) -> None:
-    from ..bench import default_batches
-
     most = max(cfg.batch_sizes or default_batches(x.shape[-1]))
     sample = np.resize(x, (most,) + x.shape[1:]) if len(x) < most else x[:most]
     results = benchmark_many(rows.runners, np.ascontiguousarray(sample), cfg)

@@ -14,16 +14,23 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 
+from ..artifacts import raw_meta, read_info, stamp_metadata
 from ..errors import ConfigError, ModelFileError
+from ..formats.sessions import cpu_session
+from ..registry import lookup
 from ..results import VariantResult
 from ..targets import AOTI_CPU, OPENVINO_CPU, ORT_CPU, Session, get_target
-from ..formats.sessions import cpu_session
+from ..targets.openvino import OpenVinoCpu, ov_config
 from .meta import COMPILED_KEY, add_to_pt2, write_sidecar
 
 
@@ -55,8 +62,6 @@ class Compiler:
 
 
 def _facts_meta(src: Path, facts: dict) -> dict:
-    from ..artifacts import raw_meta
-
     meta = raw_meta(src)
     meta[COMPILED_KEY] = json.dumps(facts)
     return meta
@@ -69,10 +74,7 @@ class OrtCompiler(Compiler):
         return None if v.file.endswith(".onnx") else f"{v.file} is not an ONNX file"
 
     def build(self, v, ctx, dst, facts):
-        import onnx
-        import onnxruntime as ort
 
-        from ..artifacts import stamp_metadata
 
         model = onnx.load(str(ctx.run_dir / v.file))
         stamp_metadata(model, {COMPILED_KEY: json.dumps(facts)})
@@ -96,7 +98,6 @@ class OpenVinoCompiler(Compiler):
     def build(self, v, ctx, dst, facts):
         import openvino as ov
 
-        from ..targets.openvino import OpenVinoCpu, ov_config
 
         src = ctx.run_dir / v.file
         compiled = ov.Core().compile_model(str(src), "CPU", ov_config(OpenVinoCpu.precision, ctx.threads))
@@ -115,7 +116,6 @@ class AotiCompiler(Compiler):
             return "AOTInductor compiles the PyTorch FP32 model; qdeploy's INT8 files are ONNX QDQ graphs"
         if ctx.checkpoint is None:
             return "the run started from an ONNX file; AOTInductor compiles a PyTorch model (--checkpoint runs)"
-        from ..artifacts import read_info
 
         if read_info(ctx.run_dir / v.file).fixed_inputs:
             return "models with fixed extra inputs are not compiled for aoti-cpu"
@@ -137,9 +137,6 @@ class AotiCompiler(Compiler):
                        threads=int(ctx.threads or torch.get_num_threads()))
 
     def build(self, v, ctx, dst, facts):
-        import shutil
-        import subprocess
-
         import torch
 
         if shutil.which(os.environ.get("CXX", "g++")) is None and shutil.which("c++") is None:
@@ -164,6 +161,4 @@ COMPILERS: dict[str, type[Compiler]] = {c.target: c for c in (OrtCompiler, OpenV
 
 
 def get_compiler(target: str) -> Compiler:
-    from ..registry import lookup
-
     return lookup(COMPILERS, target, "compile target")

@@ -5,17 +5,10 @@ from .preprocess import (
            IMAGENET_MEAN,
            IMAGENET_STD,
            PreprocessFlags,
-    PreprocessSpec,
+           PreprocessSpec,
            batch_for,
 )
-from .sampling import (
-           DataConfig,
-           balanced_indices,
-           open_calib,
-           open_calib_eval,
-           open_calib_val,
-           open_qat_sets,
-)
+from .sampling import DataConfig, balanced_indices, open_calib, open_calib_eval, open_calib_val, open_qat_sets
 from .sets import IMAGE_EXTENSIONS, Batch, ImageSet, is_cifar_pickle, open_split
 
 __all__ = ["batch_for", "CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "Batch", "DataConfig",

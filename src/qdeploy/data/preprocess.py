@@ -3,9 +3,10 @@ qdeploy produces, so calibration, evaluation and serving always run the same tra
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
+from PIL import Image
 
 from ..errors import ConfigError
 
@@ -98,7 +99,6 @@ class PreprocessSpec:
 
     def resize_image(self, img):
         """RGB PIL image -> the size x size PIL image the model sees."""
-        from PIL import Image
 
         resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}[self.interpolation]
         img = img.convert("RGB")
@@ -154,8 +154,6 @@ class PreprocessFlags:
         return any(v is not None for v in (self.size, self.mean, self.std, self.resize, self.norm))
 
     def apply(self, base: "PreprocessSpec | None" = None) -> "PreprocessSpec":
-        from dataclasses import replace
-
         spec = base or PreprocessSpec()
         if self.norm == "imagenet":
             ref = PreprocessSpec.imagenet(spec.size)

@@ -6,6 +6,7 @@ the number of images.
 """
 from __future__ import annotations
 
+import importlib
 import itertools
 import os
 import pickle
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
 from ..errors import DataError
 from .preprocess import PreprocessSpec, batch_for
@@ -62,7 +65,6 @@ class ImageSet:
 
     def decode(self, i: int, spec: PreprocessSpec) -> np.ndarray:
         """Image i as the (size,size,3) uint8 array the model sees, before normalisation."""
-        from PIL import Image
 
         if self.pixels is not None:
             p = self.pixels[i]
@@ -156,7 +158,6 @@ class Inputs:
 def _progress(total: int, desc: str | None):
     if not desc:
         return None
-    from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="img", leave=False, disable=None)
 
@@ -213,7 +214,6 @@ _PICKLE_ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multia
 
 def _unpickle(path: Path) -> dict:
     """CIFAR's format is a pickle of dicts and numpy arrays; refuse anything that would run other code."""
-    import importlib
 
     class _Safe(pickle.Unpickler):
         def find_class(self, module, name):

@@ -11,8 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..artifacts import atomic_path
 from ..errors import QDeployError, QuantizeError
-from ..quantize.base import VariantContext
+from ..quantize.base import VariantContext, handler_for
 from ..quantize.config import QuantConfig
 from ..targets import DEFAULT_TARGET
 from .evaluate import materialize, put_models
@@ -26,7 +27,6 @@ def _build(name: str, cfg, fp32: tuple, calib_x) -> dict:
     """In a Ray worker: the variant built in a scratch folder; its bytes and check, or the one-line failure."""
     import ray
 
-    from ..quantize.base import handler_for
 
     sha, ref, fname = fp32
     t0 = time.perf_counter()
@@ -56,7 +56,6 @@ def submit_builds(ray, items: dict, ctx: VariantContext, rcfg) -> dict:
 def fetched(ray, ref, log):
     """A handler for build_variant that takes the remote result: writes the verified file at dst (atomically),
     or raises the worker's error (with its details, so the report shows why)."""
-    from ..artifacts import atomic_path
 
     def handler(cfg, ctx, dst, _log):
         res = ray.get(ref)

@@ -16,9 +16,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from ..data import ImageSet, PreprocessSpec, batch_for
 from ..errors import ConfigError
+from ..targets import open_session
 from ..tasks import get_task
 from .cluster import RayConfig
 
@@ -68,8 +70,6 @@ def materialize(ray, sha: str, ref) -> Path:
 
 
 def _session(ray, sha: str, ref, name: str, target: str, threads: int):
-    from ..targets import open_session
-
     key = (sha, target, threads)
     if key not in _SESSIONS:
         _SESSIONS[key] = open_session(materialize(ray, sha, ref) / name, threads, spinning=False, target=target)
@@ -120,7 +120,6 @@ def evaluate_sharded(files: dict[str, tuple[Path, str]], images: ImageSet, spec:
     window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1) // rcfg.cpus_per_task))
     bar = None
     if progress:
-        from tqdm import tqdm
 
         bar = tqdm(total=len(images), desc=f"eval {len(names)} model(s) on ray, {len(ranges)} shards", unit="img",
                    leave=False)

@@ -34,10 +34,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+from tqdm import tqdm
+
 from .. import __version__
 from ..errors import ConfigError
+from ..formats.keys import sha256
 from ..registry import lookup
+from ..results import RunResult
 from ..targets import DEFAULT_TARGET
+from . import nodelock
+from .cluster import RayConfig, ray_cluster
+from .leaderboard import write_leaderboard
 
 PATH_KEYS = ("checkpoint", "onnx", "data", "classes_file", "qat_from")
 RESERVED = ("out", "variants", "targets", "ray", "ray_address", "ray_cpus")
@@ -95,8 +103,6 @@ class SweepConfig:
 
 
 def load_sweep(path: str | Path, out: str | None = None) -> SweepConfig:
-    import yaml
-
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -120,8 +126,6 @@ def load_sweep(path: str | Path, out: str | None = None) -> SweepConfig:
 # --- cell keys: the hash of everything a cell's result depends on --------------------------------------------
 
 def _file_digest(p: Path) -> str:
-    from ..formats.keys import sha256
-
     return sha256(p) if p.is_file() else f"missing:{p}"
 
 
@@ -176,7 +180,6 @@ def run_cell(cell: Cell, out: str, lock: str | None, timeout: float | None = Non
     final = Path(out) / "cells" / cell.name
     final.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{cell.name}.partial-", dir=final.parent))
-    from . import nodelock
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     t0 = time.perf_counter()
@@ -207,7 +210,6 @@ def run_cell(cell: Cell, out: str, lock: str | None, timeout: float | None = Non
 
 def summarize(run_dir: Path, cell: Cell) -> dict:
     """The leaderboard's facts from a cell's report.json (and whether its variant came out)."""
-    from ..results import RunResult
 
     rep = RunResult.load(run_dir / "report.json")
     man = json.loads((run_dir / "manifest.json").read_text())
@@ -271,8 +273,6 @@ class RayBackend(Backend):
     name = "ray"
 
     def map(self, cells, out, lock, on_done):
-        from .cluster import RayConfig, ray_cluster
-
         cfg = self.ray_cfg or RayConfig()
         with ray_cluster(cfg, self.log) as ray:
             task = ray.remote(run_cell).options(num_cpus=cfg.cpus_per_task, max_retries=cfg.max_retries)
@@ -296,7 +296,6 @@ BACKENDS = {"local": LocalBackend, "ray": RayBackend}
 
 def run_sweep(cfg: SweepConfig, backend: str = "local", workers: int = 1, ray_cfg=None, log=print) -> dict:
     """Every cell not already finished with the same key, then the leaderboard; returns the leaderboard dict."""
-    from .leaderboard import write_leaderboard
 
     be = lookup(BACKENDS, backend, "sweep backend")
     be.configure(workers, ray_cfg, log)
@@ -318,7 +317,6 @@ def run_sweep(cfg: SweepConfig, backend: str = "local", workers: int = 1, ray_cf
     lock = str(Path(tempfile.gettempdir()) / f"qdeploy-node-{hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:12]}.lock")
     bar = None
     if todo:
-        from tqdm import tqdm
 
         bar = tqdm(total=len(todo), desc="sweep", unit="cell")
 

@@ -20,6 +20,6 @@ def ir_meta(compiled_or_model) -> dict:
 
 def read_ir_meta(path: str | Path) -> dict:
     """ir_meta of an IR file (.xml beside its .bin)."""
-    import openvino as ov   # optional and heavy: only where an IR is read
+    import openvino as ov  # optional and heavy: only where an IR is read
 
     return ir_meta(ov.Core().read_model(str(path)))

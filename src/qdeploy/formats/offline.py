@@ -7,6 +7,8 @@ import json
 import zipfile
 from pathlib import Path
 
+import onnxruntime as ort
+
 from ..errors import ModelFileError
 from .keys import sha256, unprefixed
 from .sessions import cpu_session
@@ -45,8 +47,6 @@ def _blob_meta(path: Path) -> dict:
 
 
 def _ort_meta(path: Path) -> dict:
-    import onnxruntime as ort
-
     opts = ort.SessionOptions()
     opts.add_session_config_entry("session.load_model_format", "ORT")
     opts.log_severity_level = 3

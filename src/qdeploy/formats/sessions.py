@@ -2,6 +2,8 @@
 tools, compilers) has the same transformers turned off."""
 from __future__ import annotations
 
+import onnxruntime as ort
+
 # ONNX Runtime's WeightBiasQuantization transformer (ORT_ENABLE_BASIC and up) quantizes, at load time, the float
 # weight of any Conv/Gemm that sits between a DequantizeLinear and a QuantizeLinear, to symmetric *per-tensor*
 # int8: exactly the nodes qdeploy keeps in FP32 on purpose (auto's fallback, --exclude). Measured on the ImageNet
@@ -12,7 +14,6 @@ DISABLED_OPTIMIZERS = ("WeightBiasQuantization",)
 
 def cpu_session(src, opts=None, providers=("CPUExecutionProvider",), **kwargs):
     """ort.InferenceSession with DISABLED_OPTIMIZERS off: how qdeploy opens every ONNX Runtime session."""
-    import onnxruntime as ort
 
     return ort.InferenceSession(src, opts, providers=list(providers), disabled_optimizers=list(DISABLED_OPTIMIZERS),
                                 **kwargs)

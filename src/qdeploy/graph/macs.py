@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from math import prod
 from pathlib import Path
 
+import numpy as np
+import onnx
+
 from ..errors import ModelFileError
 from ..formats.sessions import cpu_session
 
@@ -21,8 +24,6 @@ class MacCount:
 
 
 def _shapes(model) -> dict[str, list[int]]:
-    import onnx
-
     inferred = onnx.shape_inference.infer_shapes(model)
     out = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
@@ -39,8 +40,6 @@ COUNTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 def _shapes_by_running(model) -> dict[str, list[int]]:
     """Shapes ONNX's inference leaves open (pads computed at run time, as in the style network): run the graph
     once on zeros in ONNX Runtime with every counted node's data input and output exposed."""
-    import numpy as np
-    import onnx
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -76,7 +75,6 @@ def _node_macs(node, shapes: dict[str, list[int]]) -> int:
 def count_macs(path: str | Path, image_shape: tuple[int, int, int] | None = None) -> MacCount:
     """MACs of one image through `path`: the batch dimension fixed at 1, and the image input's (C, H, W) set to
     `image_shape` where the graph leaves them open (a fully convolutional model)."""
-    import onnx
 
     try:
         model = onnx.load(str(path))

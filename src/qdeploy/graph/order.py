@@ -1,13 +1,14 @@
 """Node order for memory: reductions placed next to what they read."""
 from __future__ import annotations
 
+import onnx
+
 
 def place_after_producers(model, readers: list) -> None:
     """Put each node of `readers` (new nodes, or nodes of the graph, which are moved) right after the producer of
     its first input (or first, when that input is a graph input), in place. ORT runs nodes in this order and frees a tensor after its last
     reader: a reduction appended at the end of the graph keeps its tensor alive to the end of the run, one placed
     here lets it go as soon as its own consumers ran."""
-    import onnx
 
     pending: dict[str, list] = {}
     for n in readers:

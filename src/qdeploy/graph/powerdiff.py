@@ -16,9 +16,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnx.numpy_helper as nh
+import onnxruntime as ort
+from onnx import helper
 
+from ..artifacts import read_info, write_onnx
+from ..bench import BenchConfig, Runner, benchmark_many
 from ..errors import QDeployError
 from ..formats.sessions import cpu_session
+from ..targets import open_session
+from ..targets.ort import session_runner
+from ..tasks.image import ImageScorer
 
 DOMAIN = "ai.onnx.contrib"   # onnxruntime-extensions' default custom-op domain
 OP = "PowerDifference"
@@ -26,8 +35,6 @@ IMPLEMENTATIONS = ("native", "numpy")
 
 
 def _const_value(model, name: str):
-    import onnx.numpy_helper as nh
-
     for init in model.graph.initializer:
         if init.name == name:
             return nh.to_array(init)
@@ -40,8 +47,6 @@ def _const_value(model, name: str):
 def rewrite(model, implementation: str = "native"):
     """A copy of `model` (onnx.ModelProto) with each Sub -> Pow(., 2) pair as one PowerDifference node.
     Returns (model, number of nodes rewritten)."""
-    import onnx
-    from onnx import helper
 
     if implementation not in IMPLEMENTATIONS:
         raise QDeployError(f"PowerDifference implementation '{implementation}' is unknown; use native or numpy")
@@ -103,7 +108,6 @@ def _register_numpy_op() -> None:
 
 def session(path: str | Path, implementation: str, threads: int | None = None):
     """An ORT session for a rewritten model (the NumPy one with the extensions library registered)."""
-    import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
@@ -119,10 +123,8 @@ def session(path: str | Path, implementation: str, threads: int | None = None):
 
 def _runner(path: Path, implementation: str | None, fixed: dict, threads: int | None):
     """x -> first output, image by image (the style graph takes one image), fixed inputs fed."""
-    from ..targets.ort import session_runner
 
     if implementation is None:
-        from ..targets import open_session
 
         return open_session(path, threads).run
     return session_runner(session(path, implementation, threads))
@@ -133,11 +135,7 @@ def study(fp32: Path, int8: Path | None, images: np.ndarray, out: Path, runs: in
     """Seed 003's three-model comparison: original / PowerDifference-native / PowerDifference-NumPy, each in
     FP32 and (when an INT8 file keeps its Sub->Pow pairs) INT8. Every output is compared with the original
     FP32 output on `images` (PSNR, SSIM, max |error|); latency is timed interleaved, batch 1."""
-    import onnx
 
-    from ..artifacts import read_info, write_onnx
-    from ..bench import BenchConfig, Runner, benchmark_many
-    from ..tasks.image import ImageScorer
 
     fixed = read_info(fp32).fixed_inputs
     files: dict[str, tuple[Path, str | None]] = {"fp32": (fp32, None)}

@@ -1,6 +1,7 @@
 """Resolve an architecture (built-in name or `file.py:ClassName`) and load a state_dict into it."""
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import sys
@@ -10,6 +11,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from ..data import PreprocessSpec
 from ..errors import ArchitectureError, CheckpointError
 from .efficientnet_lite import efficientnet_lite0, imagenet_weights
 from .mobilenetv2_cifar import mobilenetv2_cifar
@@ -25,7 +27,6 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
 
 
 def _lite_imagenet_spec():
-    from ..data import PreprocessSpec
     from .efficientnet_lite import LITE_MEAN, LITE_STD
 
     return PreprocessSpec(size=224, mean=LITE_MEAN, std=LITE_STD, resize="shorter-side-crop", interpolation="bilinear")
@@ -116,7 +117,6 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 def _mismatch_message(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
     """Missing/unexpected/mis-shaped keys as torch itself judges them (BatchNorm's fill-in of old state
     dicts included), on a throw-away copy of the model."""
-    import copy
 
     expected = model.state_dict()
     shaped = [f"{k} {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"

@@ -10,22 +10,29 @@ Selection uses a validation split carved from the calibration split, never the t
 """
 from __future__ import annotations
 
+import importlib.metadata as md
 import itertools
+import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from ..artifacts import write_json, write_onnx
+from ..bench import BenchConfig, benchmark_many, session_runner
 from ..compare import compare_outputs
+from ..data import open_calib_val
 from ..errors import QDeployError, QuantizeError
+from ..plotting import pyplot, save_png
 from ..targets import DEFAULT_TARGET, get_target, open_session, run_batched
 from ..tasks import QuantCheck
+from ..tasks.image import COLLAPSE_PSNR_DB, ImageScorer
 from .base import VariantContext, register
 from .config import WIDE_KERNELS, AutoConfig, QuantConfig, kernel_types
 from .ort import quantize, verify
-from .sensitivity import node_sensitivity, tensor_sensitivity
+from .sensitivity import by_kind, node_sensitivity, tensor_sensitivity
 
 
 @dataclass
@@ -112,8 +119,6 @@ class _Search:
         return {"fp32_val_top1": self.fp32_top1, "label_free": self.label_free}
 
     def _bench(self, models: dict, runs: int | None = None):
-        from ..bench import BenchConfig, benchmark_many
-
         return benchmark_many(models, self.val_x[:8], BenchConfig(runs=runs or self.cfg.bench_runs, warmup=10,
                                                                   batch_sizes=(1,), min_seconds=0.0, min_iters=1))
 
@@ -121,7 +126,6 @@ class _Search:
         """Candidate latency on the search's target, timed interleaved with ORT FP32 and expressed on the FP32
         reference's scale, so that drift of a shared machine between candidates does not reorder them and
         searches on different targets compare."""
-        from ..bench import session_runner
 
         r = self._bench({"fp32": self.fp32, "m": session_runner(path, target=self.target)}, runs)
         return self.fp32_ms * r["m"].p50_ms / r["fp32"].p50_ms
@@ -186,16 +190,12 @@ class _ImageSearch(_Search):
         self.metric = "psnr"
 
     def score(self, c: Candidate, outputs: np.ndarray) -> None:
-        from ..tasks.image import ImageScorer
-
         sc = ImageScorer(with_reference=True)
         sc.update(outputs, None, self.ref_logits)
         m = sc.result()
         c.psnr, c.psnr_min, c.ssim = m.psnr_mean, m.psnr_min, m.ssim_mean
 
     def collapsed(self, c: Candidate) -> str | None:
-        from ..tasks.image import COLLAPSE_PSNR_DB
-
         if c.psnr < COLLAPSE_PSNR_DB:
             return f"mean PSNR vs FP32 {c.psnr:.1f} dB (< {COLLAPSE_PSNR_DB:.0f}): never selected"
         return None
@@ -259,7 +259,6 @@ def auto_quantize_from(fp32: str | Path, out: str | Path, data, cfg: AutoConfig,
     (--calib-size of them, the largest size swept) and a disjoint validation set (--val-size), both decoded
     once and held as uint8 (normalised batch by batch) for the whole search; the evaluation split stays for
     the final report."""
-    from ..data import open_calib_val
 
     calib, val = open_calib_val(data, cfg.val_size)
     log(f"auto: {len(calib)} calibration and {len(val)} validation images from {val.source} (disjoint from each "
@@ -433,8 +432,6 @@ def _image_search(s: "_ImageSearch") -> tuple[Candidate | None, float, list[dict
 
 
 def _end_convs(fp32: Path) -> list[str]:
-    import onnx
-
     convs = [n.name for n in onnx.load(str(fp32), load_external_data=False).graph.node if n.op_type == "Conv"]
     return list(dict.fromkeys(convs[:1] + convs[-1:]))
 
@@ -516,7 +513,6 @@ def _tensor_fallback(s: _Search, base: Candidate, rows: list[dict], budget: floa
 
 def _finish(outcomes: list, best: tuple, out: Path, cfg: AutoConfig, seconds: float):
     """One record for every target searched; `best` = (search, chosen or None, budget, sensitivity)."""
-    import shutil
 
     s, chosen, budget, sens = best
     record = {"budget_pt": budget, "metric": s.metric, "calib_pool": len(s.pool),
@@ -567,8 +563,6 @@ def _runtimes(outcomes) -> dict:
 
 
 def _runtime_of(target: str) -> str:
-    import importlib.metadata as md
-
     name = get_target(target).package or target
     try:
         return f"{name} {md.version(name)}"
@@ -577,8 +571,6 @@ def _runtime_of(target: str) -> str:
 
 
 def _plots(record: dict, out: Path) -> None:
-    from ..plotting import pyplot, save_png
-
     plt = pyplot()
     ok = [c for c in record["candidates"] if c["status"] == "ok"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -614,7 +606,6 @@ def summary(rec: dict) -> dict:
             "message", "fp32_val_top1", "calib_sizes", "calib_pool", "min_psnr", "min_worst_psnr", "floors", "fp32_p50_ms",
             "val_images", "targets", "chosen_target", "per_target", "label_free")
     out = {k: rec.get(k) for k in keys}
-    from .sensitivity import by_kind
 
     chosen = next((c for c in rec["candidates"] if c["name"] == rec.get("chosen")), None)
     if chosen and rec.get("metric") == "psnr":
@@ -629,7 +620,6 @@ def summary(rec: dict) -> dict:
 @register(AutoConfig)
 def build_auto(cfg: AutoConfig, ctx: VariantContext, dst: Path, log) -> tuple[QuantCheck, dict]:
     """The auto variant: search on a validation split carved from the calibration split."""
-    from dataclasses import replace
 
     rec = auto_quantize_from(ctx.fp32, dst, replace(ctx.data, classes=ctx.classes), cfg, log)
     extra = {"search": summary(rec)}

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import QDeployError
+from ..results import VariantResult
 from ..targets import DEFAULT_TARGET
 
 # Modules whose handlers register themselves on import (loaded on first use: they import torch or ORT).
@@ -55,7 +56,6 @@ class VariantContext:
 def build_variant(name: str, cfg, ctx: VariantContext, man, log, handler=None):
     """Build one variant into ctx.out; failures are recorded in the returned result, never half-written.
     handler: how (default: the config's registered builder; distributed.build fetches one built on Ray)."""
-    from ..results import VariantResult
 
     dst = ctx.out / f"int8_{name}{getattr(cfg, 'suffix', '.onnx')}"
     target = getattr(cfg, "target", DEFAULT_TARGET)

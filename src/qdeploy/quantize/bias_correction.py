@@ -20,10 +20,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper, numpy_helper
 
+from ..data import batch_for
+from ..formats.sessions import cpu_session
+from ..graph.order import place_after_producers
 from .qlayers import attr as _attr
 from .qlayers import find_layers
-from ..formats.sessions import cpu_session
 
 
 def _mean_graph(model: Path, tensors: dict[str, int]):
@@ -31,10 +36,7 @@ def _mean_graph(model: Path, tensors: dict[str, int]):
     tensor (tensors: name -> rank), its (C,) result a graph output. Placed there, and not at the end of the graph,
     each tensor is freed as soon as its own consumers ran (graph.order, as in calibration's lean session); nothing
     larger than a channel vector leaves the session."""
-    import onnx
-    from onnx import helper
 
-    from ..graph.order import place_after_producers
 
     m = onnx.load(str(model))
     opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 13)
@@ -59,9 +61,7 @@ def input_means(model: Path, calib, input_name: str, tensors: dict[str, int], fi
                 batch_one: bool = False) -> dict[str, np.ndarray]:
     """Per-channel mean of each named tensor (name -> rank) over the calibration images: every axis but the
     channel one averaged (a conv's own zero padding is not counted, a small approximation at the borders)."""
-    import onnxruntime as ort
 
-    from ..data import batch_for
 
     m = _mean_graph(model, tensors)
     opts = ort.SessionOptions()
@@ -97,8 +97,6 @@ def correct_biases(source: Path, quantized: Path, calib, input_name: str, fixed:
     """Rewrite the INT32 biases of `quantized` (in place) so each layer's mean output over the calibration images
     matches `source`'s despite rounded weights. Returns what was done: layers corrected, layers skipped (no
     initializer bias or weight to correct), the mean and largest |shift| removed (output units)."""
-    import onnx
-    from onnx import numpy_helper
 
     src = onnx.load(str(source))
     float_w = {i.name: i for i in src.graph.initializer}

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import ConfigError
 from ..targets import DEFAULT_TARGET, OPENVINO_CPU
+from ..targets.ort import cpu_has_vnni
 
 FORMATS = ("QDQ", "QOperator")
 TYPES = ("uint8", "int8", "uint16", "int16")
@@ -29,7 +30,6 @@ def kernel_types(kernel: str, vnni: bool | None = None) -> dict:
     if kernel not in table:
         raise ConfigError(f"integer kernel '{kernel}' is unknown; use one of {', '.join(table)}")
     if vnni is None:
-        from ..targets.ort import cpu_has_vnni
 
         vnni = cpu_has_vnni()
     act, weight = table[kernel]
@@ -116,7 +116,6 @@ class QuantConfig:
         Bias correction (free at run time) removes the mean output shift the rounded weights add: measured on the
         ImageNet EfficientNet-Lite0 in ImageNet mode, agreement with FP32 58.3 % -> 80.3 % with it. GPTQ weight
         rounding (also free at run time, weight_rounding.py) takes it on to 86.0 % (bench/bias_correction.py)."""
-        from ..targets.ort import cpu_has_vnni
 
         vnni = cpu_has_vnni()
         return cls(name="default", **kernel_types("u8s8", vnni), bias_correction=True, weight_rounding="gptq",

@@ -12,11 +12,11 @@ The KL divergence itself is scipy's `entropy(p, q)` arithmetic without scipy's a
 from __future__ import annotations
 
 import numpy as np
+from onnxruntime.quantization.calibrate import smooth_distribution
 
 
 def entropy_threshold(histogram, num_quantized_bins: int, fallback=None):
     """(low, high) threshold minimising KL(p || q) for one tensor's histogram = (hist, edges, min, max, ...)."""
-    from onnxruntime.quantization.calibrate import smooth_distribution
 
     hist, edges = histogram[0], histogram[1]
     if not np.issubdtype(hist.dtype, np.integer):

@@ -13,16 +13,18 @@ from pathlib import Path
 
 from ..artifacts import model_bytes, read_info
 from ..errors import QuantizeError
+from ..fixed_inputs import arrays
 from ..formats.ir import META_KEY
+from ..targets import open_session, run_batched
 from ..tasks import QuantCheck
 from .base import VariantContext, register
 from .config import NncfConfig
+from .ort import batch_one, collapse_guard
+
 
 def _dataset(ctx: VariantContext, fp32: Path):
     import nncf
 
-    from ..fixed_inputs import arrays
-    from .ort import batch_one
 
     info = read_info(fp32)
     fixed = arrays(info.fixed_inputs)
@@ -39,8 +41,6 @@ def build_nncf(cfg: NncfConfig, ctx: VariantContext, dst: Path, log) -> tuple[Qu
         import openvino as ov
     except ImportError as exc:
         raise QuantizeError("the nncf variant needs OpenVINO and NNCF; pip install 'qdeploy[openvino]'") from exc
-    from ..targets import open_session, run_batched
-    from .ort import collapse_guard
 
     info = read_info(ctx.fp32)
     dataset, n = _dataset(ctx, ctx.fp32)

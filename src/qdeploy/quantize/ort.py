@@ -16,14 +16,27 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ..artifacts import read_info, write_onnx
+from ..data import batch_for
 from ..errors import QuantizeError
+from ..fixed_inputs import arrays
+from ..formats.sessions import cpu_session
+from ..graph.order import place_after_producers
 from ..targets import open_session, run_batched
 from ..tasks import QuantCheck, get_task
 from .base import VariantContext, register
+from .bias_correction import correct_biases
 from .config import QuantConfig
-from ..formats.sessions import cpu_session
+from .entropy import use_fast_entropy
+from .output_tuning import TuningConfig, tune_outputs
+from .sensitivity import by_kind, node_sensitivity
+from .weight_rounding import round_weights
 
 ENTROPY_BINS = {"num_bins": 2048, "num_quantized_bins": 128}
 
@@ -34,7 +47,6 @@ class _Reader:
     def __init__(self, x: np.ndarray, input_name: str, batch_size: int | None = None, fixed: dict | None = None):
         # Equal-sized batches: ORT's histogram calibrators (Entropy, Percentile) fail on a ragged last
         # batch ("inhomogeneous shape"), so use the largest divisor of len(x) up to batch_size.
-        from ..data import batch_for
 
         batch_size = batch_size or batch_for(x.shape[-1], cap=32)
         self.fixed = fixed or {}
@@ -53,15 +65,11 @@ class _Reader:
 
 
 def _qtype(name: str):
-    from onnxruntime.quantization import QuantType
-
     return {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8, "uint16": QuantType.QUInt16,
             "int16": QuantType.QInt16}[name]
 
 
 def _method(cfg: QuantConfig):
-    from onnxruntime.quantization import CalibrationMethod
-
     return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
             "percentile": CalibrationMethod.Percentile}[cfg.method]
 
@@ -77,15 +85,12 @@ def _lean_session(calibrator) -> None:
     Measured on the style network at 768x512 (4 photos): 2,080 MB as ORT builds it, 1,644 MB without the
     arena, 1,091 MB with each reduction moved next to its tensor's producer and no arena. Ranges are the
     same (the same reductions on the same tensors)."""
-    import onnx
-    import onnxruntime as ort
 
     path = calibrator.augmented_model_path
     m = onnx.load(path)
     reduce_ops = [n for n in m.graph.node if n.op_type in ("ReduceMin", "ReduceMax")
                   and n.name.endswith(("_ReduceMin", "_ReduceMax"))]
     if reduce_ops:
-        from ..graph.order import place_after_producers
 
         place_after_producers(m, reduce_ops)
         onnx.save(m, path)
@@ -100,7 +105,6 @@ def calibration_ranges(model: Path, calib: np.ndarray, input_name: str, cfg: Qua
                        fixed: dict | None = None, batch_one: bool = False) -> Path:
     """Run ORT's calibrator for cfg.method over `calib`; returns ORT's calibration cache file. `fixed`: the
     model's other inputs (a style vector); `batch_one`: the graph takes one image at a time."""
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
 
     options = {"minmax": {}, "entropy": dict(ENTROPY_BINS), "percentile": {"percentile": cfg.percentile}}[cfg.method]
     calibrator = create_calibrator(model, None, augmented_model_path=str(work / "augmented.onnx"),
@@ -113,14 +117,12 @@ def calibration_ranges(model: Path, calib: np.ndarray, input_name: str, cfg: Qua
     # MinMax also holds every tensor of every batch it is given until the end of the call: at 512 px the
     # style network's tensors are ~1 GB per image, so large inputs go one inference batch per call too
     # (ranges merge across calls for every calibrator).
-    from ..data import batch_for
 
     per_call = 1 if batch_one else min(64, batch_for(calib.shape[-1]))
     chunk = len(calib) if cfg.method == "minmax" and calib.shape[-1] <= 64 else per_call
     for i in range(0, len(calib), chunk):
         calibrator.collect_data(_Reader(calib[i:i + chunk], input_name, 1 if batch_one else None, fixed))
     if cfg.method == "entropy":
-        from .entropy import use_fast_entropy
 
         use_fast_entropy(calibrator)
     cache = work / "ranges.json"
@@ -130,7 +132,6 @@ def calibration_ranges(model: Path, calib: np.ndarray, input_name: str, cfg: Qua
 
 def batch_one(model: Path) -> bool:
     """The graph's batch dimension is fixed at 1 (the style network): it takes one image per run."""
-    import onnx
 
     dim = onnx.load(str(model), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
     return bool(dim) and dim[0].HasField("dim_value") and dim[0].dim_value == 1
@@ -138,8 +139,6 @@ def batch_one(model: Path) -> bool:
 
 def _run_quantizer(fp32: Path, out: Path, calib: np.ndarray | None, input_name: str, cfg: QuantConfig, work: Path,
                    fixed: dict | None = None):
-    from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
-
     if cfg.mode == "dynamic":
         quantize_dynamic(str(fp32), str(out), weight_type=_qtype(cfg.weight_type), per_channel=cfg.per_channel,
                          reduce_range=cfg.reduce_range, nodes_to_exclude=cfg.nodes_to_exclude or None)
@@ -175,7 +174,6 @@ def quantize(fp32: str | Path, out: str | Path, cfg: QuantConfig, calib: np.ndar
 
     The output only appears under its final name once it has passed verification.
     """
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     fp32, out = Path(fp32), Path(out)
     info = read_info(fp32)
@@ -218,28 +216,22 @@ def _rounds(cfg: QuantConfig) -> bool:
 
 def _weight_rounding(pre: Path, raw: Path, calib, input_name: str, fixed: dict) -> dict:
     """GPTQ on the file's integer weights (before bias correction, which then corrects the new integers)."""
-    from .weight_rounding import round_weights
 
     return round_weights(pre, raw, calib, input_name, fixed, batch_one(pre))
 
 
 def _bias_correction(pre: Path, raw: Path, calib, input_name: str, fixed: dict) -> dict:
-    from .bias_correction import correct_biases
-
     return correct_biases(pre, raw, calib, input_name, fixed, batch_one(pre))
 
 
 def _output_tuning(pre: Path, raw: Path, calib, input_name: str, fixed: dict, cfg: QuantConfig) -> dict:
     """Biases and activation scales fitted to FP32's outputs (after GPTQ and bias correction, from where they
     left the file)."""
-    from .output_tuning import TuningConfig, tune_outputs
 
     return tune_outputs(pre, raw, calib, input_name, fixed, TuningConfig(epochs=cfg.tune_epochs))
 
 
 def _fixed_arrays(info) -> dict:
-    from ..fixed_inputs import arrays
-
     return arrays(info.fixed_inputs)
 
 
@@ -256,7 +248,6 @@ DIAGNOSE_IMAGES = 32
 def diagnose(fp32: Path, int8: Path, batch: np.ndarray) -> dict:
     """Why a variant collapsed: the error each kind of quantized node adds (depthwise, pointwise, ...) and the
     worst nodes, on a few of the verification images. Empty when the graph cannot be compared node by node."""
-    from .sensitivity import by_kind, node_sensitivity
 
     try:
         rows = node_sensitivity(fp32, int8, batch[:DIAGNOSE_IMAGES])

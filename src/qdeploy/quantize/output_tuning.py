@@ -22,9 +22,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 
+from ..compare import DiffAccumulator
+from ..data import batch_for
 from ..errors import ConfigError
 from ..formats.sessions import cpu_session
+from .qdq_torch import QDQModule, Unsupported
 
 
 @dataclass
@@ -47,8 +52,6 @@ class TuningConfig:
 
 
 def _outputs(path_or_bytes, x: np.ndarray, input_name: str, fixed: dict, batch: int) -> list[np.ndarray]:
-    import onnxruntime as ort
-
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     opts.enable_cpu_mem_arena = False
@@ -59,7 +62,6 @@ def _outputs(path_or_bytes, x: np.ndarray, input_name: str, fixed: dict, batch: 
 
 def _rel_error(ref: list[np.ndarray], out: list[np.ndarray]) -> float:
     """rel-L2 over every output together (compare.py's one comparison)."""
-    from ..compare import DiffAccumulator
 
     acc = DiffAccumulator()
     for r, o in zip(ref, out):
@@ -71,11 +73,8 @@ def tune_outputs(source: Path, quantized: Path, calib: np.ndarray, input_name: s
                  cfg: TuningConfig | None = None) -> dict:
     """Tune `quantized` (a QDQ file, in place) against `source` (its FP32 graph) on `calib`. Returns what was done:
     images fitted/held out, epochs, loss per epoch, held-out rel-L2 vs FP32 before/after, accepted, seconds."""
-    import onnx
     import torch
 
-    from ..data import batch_for
-    from .qdq_torch import QDQModule, Unsupported
 
     cfg = cfg or TuningConfig()
     fixed = fixed or {}

@@ -14,6 +14,7 @@ straight-through gradients they flipped and made the output worse (measured), an
 from __future__ import annotations
 
 import numpy as np
+from onnx import helper, numpy_helper
 
 from ..errors import QuantizeError
 
@@ -23,8 +24,6 @@ class Unsupported(QuantizeError):
 
 
 def _attrs(node) -> dict:
-    from onnx import helper
-
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
@@ -130,7 +129,6 @@ class QDQModule:
 
     def __init__(self, model, fixed: dict | None = None):
         import torch
-        from onnx import numpy_helper
 
         self.nodes = list(model.graph.node)
         self.attrs = [_attrs(n) for n in self.nodes]
@@ -214,7 +212,6 @@ class QDQModule:
         """The trained scales, and each bias as an integer of its layer's new scale (input scale x weight scale,
         as ORT's fused kernels assume), into `model`'s initializers."""
         import torch
-        from onnx import numpy_helper
 
         inits = {i.name: i for i in model.graph.initializer}
         with torch.no_grad():

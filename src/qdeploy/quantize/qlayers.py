@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from onnx import numpy_helper
 
 
 def attr(node, name: str, default):
@@ -43,7 +44,6 @@ class QLayer:
 
 def find_layers(src, q) -> tuple[list[QLayer], int]:
     """(layers, skipped) for the loaded ONNX models `src` (float) and `q` (its quantized file)."""
-    from onnx import numpy_helper
 
     float_w = {i.name for i in src.graph.initializer}
     src_nodes = {n.name: n for n in src.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 1

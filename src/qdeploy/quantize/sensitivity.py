@@ -17,15 +17,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper, numpy_helper
 
+from ..artifacts import read_info
+from ..data import batch_for
+from ..fixed_inputs import arrays
 from ..formats.sessions import cpu_session
 
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul", "Add")
 
 
 def _expose(model, names: list[str]):
-    import onnx
-
     have = {o.name for o in model.graph.output}
     for n in names:
         if n not in have:
@@ -34,9 +38,6 @@ def _expose(model, names: list[str]):
 
 
 def _exposed_session(path: Path, names: list[str]):
-    import onnx
-    import onnxruntime as ort
-
     m = _expose(onnx.load(str(path)), names)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
@@ -46,10 +47,7 @@ def _exposed_session(path: Path, names: list[str]):
 def _relative_errors(fp32: Path, qdq: Path, pairs: list[tuple[str, str]], x: np.ndarray) -> dict[str, float]:
     """||q - ref|| / ||ref|| per (ref tensor, quantized tensor) pair, accumulated over bounded batches: every
     exposed intermediate of a 224-px EfficientNet is ~30 MB per image, so whole-set runs would not fit."""
-    from ..data import batch_for
 
-    from ..artifacts import read_info
-    from ..fixed_inputs import arrays
 
     fixed = arrays(read_info(fp32).fixed_inputs)  # a style vector etc., fed beside the image
     ref_s, q_s = _exposed_session(fp32, [r for r, _ in pairs]), _exposed_session(qdq, [q for _, q in pairs])
@@ -115,7 +113,6 @@ def _units(model) -> list[tuple[object, str]]:
 
 def node_sensitivity(fp32: Path, qdq: Path, x: np.ndarray) -> list[dict]:
     """Quantized compute nodes ranked by the output error they add, largest first."""
-    import onnx
 
     ref_model = onnx.load(str(fp32))
     q_graph = onnx.load(str(qdq)).graph
@@ -169,7 +166,6 @@ VALUE_PRESERVING = ("Pad", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsque
 def quantized_activations(qdq_graph, fp32_tensors: set[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """FP32-graph tensor name -> (scale, zero point) of every activation the QDQ graph quantizes. ORT renames a
     graph output it quantizes to `<name>_QuantizeLinear_Input`; a fused Conv+Clip keeps the Clip's name."""
-    from onnx import numpy_helper
 
     consts = {i.name: numpy_helper.to_array(i) for i in qdq_graph.initializer}
     out = {}
@@ -219,8 +215,6 @@ def float_site_nodes(model, tensors: list[str]) -> list[str]:
 
 def _fake_quantized(model, tensors: list[str], params: dict):
     """A copy of the FP32 graph in which these tensors alone pass through QuantizeLinear -> DequantizeLinear."""
-    import onnx
-    from onnx import helper, numpy_helper
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -253,11 +247,7 @@ def tensor_sensitivity(fp32: Path, qdq: Path, x: np.ndarray, log=None) -> list[d
     the stem's ReLU6 output (values ~3 +- 0.5 in a [0, 6] range, fed to a depthwise conv that takes differences)
     costs 10 points of agreement alone while its own relative error is tiny. Each row also names the nodes to keep
     unquantized for the tensor to stay float (float_site_nodes)."""
-    import onnx
-    import onnxruntime as ort
 
-    from ..artifacts import read_info
-    from ..fixed_inputs import arrays
 
     model = onnx.load(str(fp32))
     tensors = {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.input}

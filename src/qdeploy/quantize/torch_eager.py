@@ -7,17 +7,25 @@ quantizable twin in torch_lite (fixed ReLU6 grids, 8-bit activations); _quantiza
 from __future__ import annotations
 
 import copy
+import io
 import warnings
 from dataclasses import replace
 
 import numpy as np
+import onnx
 import torch
 import torch.nn as nn
+from onnx import numpy_helper
 
-from ..models.logits import torch_logits
+from ..artifacts import atomic_path, write_onnx
+from ..compare import compare_outputs
 from ..errors import QuantizeError
+from ..models.logits import torch_logits
 from ..models.resnet_cifar import ResBlock, ResNet
+from ..targets import open_session, run_batched
+from ..tasks import get_task
 from .config import TORCH_PRESETS, TorchQuantConfig  # noqa: F401  (re-exported)
+from .ort import collapse_guard
 
 
 class QuantBlock(ResBlock):
@@ -99,11 +107,7 @@ def _prepare_qconfig(q: nn.Module, cfg: TorchQuantConfig, qat: bool) -> None:
 def qconfig_for(cfg: TorchQuantConfig, qat: bool, reduce_range: bool = True):
     """The scheme's qconfig. reduce_range=True: the x86 qconfig's 7-bit activations (the CIFAR ResNets' tables
     were measured so); False: 8-bit activations, what an exported QDQ file runs (see torch_lite)."""
-    from torch.ao.quantization import (
-        QConfig,
-        get_default_qat_qconfig,
-        get_default_qconfig,
-    )
+    from torch.ao.quantization import QConfig, get_default_qat_qconfig, get_default_qconfig
 
     if cfg.observer == "default" and not reduce_range and not qat:
         from torch.ao.quantization import HistogramObserver
@@ -154,8 +158,6 @@ def ptq(model_fp32: nn.Module, calib_x: np.ndarray, cfg: TorchQuantConfig) -> nn
 
 
 def size_bytes(model: nn.Module) -> int:
-    import io
-
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     return buf.getbuffer().nbytes
@@ -170,8 +172,6 @@ def export_parity(ref: np.ndarray, got: np.ndarray, fp32_out: np.ndarray | None,
     images, or, where the model's top-1 is decided by near-ties (ImageNet classes on photos: the same INT8 file
     run by ORT fused and unfused disagrees with itself on 4-5 %), logits closer to the PyTorch INT8 model than
     PARITY_SHARE of that model's own distance from FP32. Returns (check, facts); raises when neither holds."""
-    from ..compare import compare_outputs
-    from ..tasks import get_task
 
     c = get_task().check(ref, got, min_agreement=PARITY_AGREEMENT)
     facts = {"agreement": c.agreement, "rel_l2": c.rel_l2, "verified_on": c.n, "rule": "agreement"}
@@ -191,7 +191,6 @@ def export_parity(ref: np.ndarray, got: np.ndarray, fp32_out: np.ndarray | None,
 def int8_onnx_bytes(qmodel: nn.Module, sample: np.ndarray, opset: int = 17) -> bytes:
     """A converted INT8 model as a QDQ ONNX file in memory (input "input", output "logits", dynamic batch), with
     the quantized pad/clamp symbolics (torch_lite) registered while exporting."""
-    import io
 
     from .torch_lite import quantized_symbolics
 
@@ -210,10 +209,7 @@ def export_quantized(qmodel: nn.Module, out, calib_x: np.ndarray, verify_x: np.n
     with FP32 on verify_x >= cfg.min_agreement. Parity alone cannot see a collapse: a PyTorch INT8 model that lost
     the classifier exports faithfully and agrees with itself. `facts`, when given, receives how parity held and
     the file's check against FP32."""
-    import onnx
 
-    from ..artifacts import write_onnx
-    from ..targets import open_session, run_batched
 
     try:
         onnx_bytes = int8_onnx_bytes(qmodel, calib_x[:1])
@@ -229,7 +225,6 @@ def export_quantized(qmodel: nn.Module, out, calib_x: np.ndarray, verify_x: np.n
         fp32_out = run_batched(open_session(fp32), verify_x) if fp32 is not None else None
         c, facts["export_parity"] = export_parity(ref, got, fp32_out, cfg.name)
         if fp32 is not None:
-            from .ort import collapse_guard
 
             # raises, with a per-node diagnosis, when collapsed against FP32
             facts["vs_fp32"] = collapse_guard(fp32, tmp, verify_x, cfg, got, fp32_out).as_dict()
@@ -243,8 +238,6 @@ def onnx_scales(path, bias: bool = True) -> list[float]:
 
     bias=False leaves out the int32 bias scales, which are products (input scale x weight scale):
     powers of two as well, but outside the observers' clamp range by construction."""
-    import onnx
-    from onnx import numpy_helper
 
     m = onnx.load(str(path))
     consts = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
@@ -264,7 +257,6 @@ def onnx_scales(path, bias: bool = True) -> list[float]:
 
 def save_converted(qmodel: nn.Module, path) -> None:
     """Save a converted INT8 model's state_dict (quantized tensors; loads with weights_only=True)."""
-    from ..artifacts import atomic_path
 
     with atomic_path(path) as tmp:
         torch.save(qmodel.state_dict(), tmp)

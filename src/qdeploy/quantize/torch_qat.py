@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import MEMORIZED_AT, TorchQuantConfig
 from ..models.logits import torch_logits
+from .config import MEMORIZED_AT, TorchQuantConfig
 from .torch_eager import _calibrate, qconfig_for, quantizable_from
 
 

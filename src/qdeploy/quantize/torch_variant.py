@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import open_qat_sets
 from ..errors import QuantizeError
 from ..tasks import QuantCheck
 from .base import VariantContext, register
@@ -16,7 +17,6 @@ from .config import TorchQuantConfig
 
 def _qat_model(cfg: TorchQuantConfig, ctx: VariantContext, extra: dict, log):
     """Train here, or load the converted weights of a QAT run elsewhere (--qat-from)."""
-    from ..data import open_qat_sets
 
     if cfg.qat_from:
         from .torch_eager import load_converted

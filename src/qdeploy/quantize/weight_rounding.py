@@ -23,9 +23,12 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper
 
-from .qlayers import attr, find_layers
 from ..formats.sessions import cpu_session
+from .qlayers import attr, find_layers
 
 MAX_IMAGES = 64                 # calibration images whose layer inputs make H (each gives many patches)
 POSITIONS = 256                 # output positions per image that enter H (a regular grid of them: at 112 x 112
@@ -109,8 +112,6 @@ def second_moments(source: Path, calib, input_name: str, nodes: dict, fixed: dic
     """E[x x^T] of each node's input patches over the calibration images (name -> blocks, one per column chunk):
     nodes maps a node name to (node, conv geometry or None for a Gemm). Cached for the last (graph, images): the auto search quantizes the
     same pre-processed graph with the same images many times (other formats, kernels, nodes kept in FP32)."""
-    import onnx
-    import onnxruntime as ort
 
     key = (hashlib.sha256(Path(source).read_bytes()).hexdigest(), hashlib.sha256(np.ascontiguousarray(calib)).hexdigest())
     if _cache.get("key") == key and set(nodes) <= set(_cache["value"]):
@@ -306,8 +307,6 @@ def round_weights(source: Path, quantized: Path, calib, input_name: str, fixed: 
     `max_images` calibration images. Returns what was done: layers, skipped, the share of integer weights that
     differ from ORT's nearest rounding, and the layers' summed output-error proxy (w - wq) H (w - wq)^T before and
     after (GPTQ lowers it; a layer where it would not is left as ORT wrote it)."""
-    import onnx
-    from onnx import numpy_helper
 
     src = onnx.load(str(source))
     float_w = {i.name: numpy_helper.to_array(i) for i in src.graph.initializer}

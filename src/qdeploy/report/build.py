@@ -19,8 +19,8 @@ from .tables import (
     paired_table,
     per_class_table,
     power_difference_section,
-    targets_table,
     qat_section,
+    targets_table,
     torch_table,
 )
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
 
 
@@ -47,8 +48,6 @@ def to_html(md_text: str, images: dict[str, Path], out: Path, title: str) -> str
 
 
 def _inline(text: str) -> str:
-    import re
-
     t = html.escape(text)
     t = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", t)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", t)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..registry import lookup
 from .aoti import PT2_SUFFIX, AotiCpu
 from .base import Session, Target, run_batched
@@ -28,7 +29,6 @@ def target_for(path, requested: str | None = None) -> str:
     """The target that runs `path`: its own runtime for a runtime-specific format, else `requested`."""
     own = OWN_FORMATS.get(Path(path).suffix)
     if own and requested and requested != own:
-        from ..errors import ConfigError
 
         raise ConfigError(f"{Path(path).name} is {own}'s own format; run it with --target {own} (or pass the .onnx)")
     return own or requested or DEFAULT_TARGET
@@ -45,7 +45,6 @@ def runs_on(path, target: str) -> bool:
 def check_targets(names, online: bool = True) -> tuple[str, ...]:
     """Known and installed targets, or one clear error saying what to install. online=True: targets that run
     ONNX files as they are (`qdeploy run --targets`); an offline-only target is reached through `qdeploy compile`."""
-    from ..errors import ConfigError
 
     out = []
     for n in names:

@@ -3,10 +3,12 @@ writes a .pt2 package (C++ kernels compiled ahead of time into a shared library 
 it with `aoti_load_package`, in a process that never imports the model's Python class."""
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
 from ..errors import ModelFileError
+from ..formats.offline import read_offline_meta
 from .base import Session, Target
 
 PT2_SUFFIX = ".pt2"
@@ -19,8 +21,6 @@ class AotiCpu(Target):
     mode = "offline"
 
     def available(self) -> bool:
-        import importlib.util
-
         return importlib.util.find_spec("torch") is not None
 
     def open(self, path, threads: int | None = None, spinning: bool = True) -> Session:
@@ -28,7 +28,6 @@ class AotiCpu(Target):
             import torch
         except ImportError as exc:
             raise ModelFileError("the aoti-cpu target needs PyTorch; pip install 'qdeploy[torch]'") from exc
-        from ..formats.offline import read_offline_meta
 
         path = Path(path)
         if path.suffix != PT2_SUFFIX:

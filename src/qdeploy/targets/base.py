@@ -7,6 +7,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..data import batch_for
+
 
 @dataclass
 class Session:
@@ -37,7 +39,6 @@ class Target:
 def run_batched(session: Session, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
     """Outputs for a bounded in-memory batch (calibration pool, verification batch), `batch_size` at a time
     (default: by input bytes, data.batch_for)."""
-    from ..data import batch_for
 
     batch_size = batch_size or batch_for(x.shape[-1])
     outs = [session.run(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]

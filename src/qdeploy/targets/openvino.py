@@ -8,10 +8,17 @@ model reports in every Session; `precision="auto"` keeps OpenVINO's own choice a
 """
 from __future__ import annotations
 
+import importlib.util
+import io
 import os
 from pathlib import Path
 
+import numpy as np
+
+from ..artifacts import raw_meta
 from ..errors import ModelFileError
+from ..fixed_inputs import arrays, from_metadata
+from ..formats.ir import ir_meta
 from .base import Session, Target
 
 BLOB_SUFFIX = ".blob"
@@ -40,27 +47,21 @@ class OpenVinoCpu(Target):
     precision = "f32"    # "auto": OpenVINO's default (bf16 on CPUs that have it)
 
     def available(self) -> bool:
-        import importlib.util
-
         return importlib.util.find_spec("openvino") is not None
 
     def _load(self, core, path: Path, config: dict):
         """(model or None, compiled): read + compile a graph, or import a compiled blob."""
         if path.suffix == BLOB_SUFFIX:
-            import io
 
             return None, core.import_model(io.BytesIO(path.read_bytes()), "CPU", config)
         model = core.read_model(str(path))
         return model, core.compile_model(model, "CPU", config)
 
     def open(self, path, threads: int | None = None, spinning: bool = True) -> Session:
-        import numpy as np
-
         try:
             import openvino as ov
         except ImportError as exc:
             raise ModelFileError("the openvino-cpu target needs OpenVINO; pip install 'qdeploy[openvino]'") from exc
-        from ..fixed_inputs import arrays, from_metadata
 
         path = Path(path)
         try:
@@ -69,11 +70,9 @@ class OpenVinoCpu(Target):
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise ModelFileError(f"OpenVINO cannot load {path.name}: {first}") from exc
         if path.suffix == ".xml":   # the IR is read already: its rt_info holds qdeploy's metadata
-            from ..formats.ir import ir_meta
 
             meta = ir_meta(model)
         else:
-            from ..artifacts import raw_meta
 
             meta = raw_meta(path)
         stored = arrays(from_metadata(meta))

@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import os
+import platform
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort
+
 from ..errors import ModelFileError
+from ..fixed_inputs import arrays, from_metadata
+from ..formats.keys import unprefixed
 from ..formats.sessions import cpu_session
 from .base import Session, Target
 
@@ -13,8 +19,6 @@ ORT_SUFFIX = ".ort"   # ORT's own format: the graph after ORT_ENABLE_ALL, saved 
 
 @lru_cache(maxsize=None)
 def available_providers() -> tuple[str, ...]:
-    import onnxruntime as ort
-
     return tuple(ort.get_available_providers())
 
 
@@ -31,7 +35,6 @@ def cpu_flags() -> frozenset[str]:
 
 def cpu_has_vnni() -> bool:
     """x86 VNNI (AVX-512 or AVX) multiplies u8 x s8 into int32 without the int16 saturation of AVX2."""
-    import platform
 
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return True  # ARM's dot-product kernels do not have the AVX2 problem
@@ -52,10 +55,7 @@ def session_runner(s):
     """x (n,3,h,w) -> the first output, feeding the fixed inputs stored in the model's metadata (a style
     vector, see fixed_inputs) and looping image by image when the graph's batch dimension is fixed at 1.
     `fixed=` replaces stored values for one call (the app's style picker)."""
-    import numpy as np
 
-    from ..formats.keys import unprefixed
-    from ..fixed_inputs import arrays, from_metadata
 
     meta = unprefixed(s.get_modelmeta().custom_metadata_map.items())
     stored = arrays(from_metadata(meta))
@@ -83,7 +83,6 @@ class OrtCpu(Target):
         """threads=None lets ORT use every physical core. spinning=False stops idle pool threads from
         busy-waiting: right for a server holding several sessions, whose spinning threads would
         otherwise steal the cores from the one running."""
-        import onnxruntime as ort
 
         opts = ort.SessionOptions()
         if not spinning:
@@ -102,7 +101,6 @@ def exact_math_session(path, threads: int | None = None) -> Session:
     op, QuantizeLinear): no fused integer kernel and no load-time rewrite touches it, so its outputs are the
     quantization's own math, the same on any CPU (a QOperator file's QLinear* nodes stay integer kernels). For
     checks that must tell a recipe from what a CPU's integer kernels do with it."""
-    import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -110,8 +108,6 @@ def exact_math_session(path, threads: int | None = None) -> Session:
 
 
 def _session(path, opts, threads: int | None, provider: str) -> Session:
-    import onnxruntime as ort
-
     if threads:
         opts.intra_op_num_threads = int(threads)
     opts.log_severity_level = 3

@@ -14,7 +14,9 @@ last-block 83.7 % test top-1 (same images, same cache).
 """
 from __future__ import annotations
 
+import copy
 import hashlib
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -23,11 +25,12 @@ import numpy as np
 import torch
 
 from ..artifacts import atomic_path, write_json
-from ..formats.keys import sha256
 from ..data import ImageSet, PreprocessSpec, open_split
 from ..errors import ConfigError
+from ..export import ExportConfig, _torch_export
+from ..formats.keys import sha256
+from ..targets import open_session
 from .trainer import TrainResult, _save_state, curves, write_record
-
 
 TUNES = ("fc", "head", "last-block")
 _EPOCHS = {"fc": 30, "head": 6, "last-block": 3}
@@ -99,8 +102,6 @@ def _cut(model, tune: str) -> int | None:
 
 def _trunk_session(model, cut: int | None, spec: PreprocessSpec, work: Path):
     """The frozen trunk as an ONNX Runtime session (faster than eager PyTorch on a CPU)."""
-    from ..export import ExportConfig, _torch_export
-    from ..targets import open_session
 
     path = work / "trunk.onnx"
     example = torch.zeros(1, 3, spec.size, spec.size)
@@ -168,7 +169,6 @@ def predict(tail: _Tail, x: np.ndarray, chunk: int = 100) -> np.ndarray:
 
 def _fit(cfg: HeadConfig, tail: _Tail, xtr, ytr, xva, yva, log):
     """Train the tail on cached trunk outputs; returns (best model state, history, best epoch, best val acc)."""
-    import copy
 
     import torch.nn.functional as F
 
@@ -218,7 +218,6 @@ def _fit(cfg: HeadConfig, tail: _Tail, xtr, ytr, xva, yva, log):
 def train_head(cfg: HeadConfig, data_root: str | Path, out: str | Path, spec: PreprocessSpec | None = None,
                test_split: str | None = "test", log=print) -> TrainResult:
     """Frozen pretrained trunk + a trained tail for root/train's classes; best.pth + best.json."""
-    import tempfile
 
     from ..models import build_model, load_model, pretrained
     from .trainer import _split

@@ -12,6 +12,7 @@ import numpy as np
 from ..artifacts import atomic_path, write_json
 from ..data import PreprocessSpec, balanced_indices, open_split
 from ..errors import CheckpointError, ConfigError
+from ..plotting import pyplot, save_png
 from .augment import augment
 from .config import TrainConfig
 
@@ -250,8 +251,6 @@ def write_record(out: Path, arch: str, classes: list[str], spec: PreprocessSpec,
 
 
 def curves(history: list[dict], path: Path) -> Path:
-    from ..plotting import pyplot, save_png
-
     ep = [h["epoch"] for h in history]
     fig, (a, b) = pyplot().subplots(1, 2, figsize=(10, 3.6))
     a.plot(ep, [h["train_loss"] for h in history], label="train")
