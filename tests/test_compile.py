@@ -200,7 +200,7 @@ def test_serve_target_runs_the_run_on_openvino_and_compiled_files_on_their_runti
     from PIL import Image
 
     from qdeploy.app.predictor import Predictor
-    from qdeploy.app.server import ServeConfig
+    from qdeploy.app.config import ServeConfig
 
     img = Image.open(next((CIFAR / "test" / "cat").iterdir())).convert("RGB")
     ov = Predictor.load([r20_run], target="openvino-cpu")

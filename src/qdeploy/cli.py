@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 import typer
 
-from .app.server import ServeConfig, serve
+from .app.config import ServeConfig
 from .artifacts import read_info, write_json
 from .bench import BenchConfig, benchmark_many, session_runner
 from .bundle import BundleConfig, bundle_run
@@ -616,6 +616,7 @@ def serve_cmd(
                                          "run's nncf IR). Compiled files (.ort, .blob, .pt2) run on their runtime."),
 ):
     """Web app: FP32 and INT8 side by side on any uploaded image, plus a JSON API."""
+    from .app.server import serve  # FastAPI and Gradio: extra [serve], loaded only to serve
 
     if not targets:
         targets = [bundled_run_dir()]

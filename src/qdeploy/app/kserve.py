@@ -13,12 +13,17 @@ import json
 import time
 
 import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
+from .deps import BUSY, ServeState, check_auth, served
 
 V2_TYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32,
             "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}
 MAX_BATCH = 64
+router = APIRouter()
 
 
 class TensorError(ValueError):
@@ -118,66 +123,72 @@ def encode_outputs(req: dict, name: str, out: np.ndarray, model: str) -> "tuple[
     return head, {"Content-Type": "application/json"}
 
 
-def add_v2_routes(app, pred, gate, check_auth, max_bytes: int, metrics=None) -> None:
-    from fastapi import Depends, HTTPException, Request
-    from fastapi.responses import JSONResponse, Response
-    from starlette.concurrency import run_in_threadpool
+def _model(s: ServeState, name: str):
+    by_name = {n: v for v in s.pred.variants for n in (v.name, *v.aliases)}
+    if name not in by_name:
+        raise HTTPException(404, f"model '{name}' is not served here; models: {', '.join(by_name)}")
+    return by_name[name]
 
 
-    by_name = {n: v for v in pred.variants for n in (v.name, *v.aliases)}
+@router.get("/v2")
+def server_metadata():
+    return {"name": "qdeploy", "version": __version__, "extensions": ["binary_tensor_data"]}
 
-    def model(name: str):
-        if name not in by_name:
-            raise HTTPException(404, f"model '{name}' is not served here; models: {', '.join(by_name)}")
-        return by_name[name]
 
-    @app.get("/v2")
-    def server_metadata():
-        return {"name": "qdeploy", "version": __version__, "extensions": ["binary_tensor_data"]}
+@router.get("/v2/health/live")
+def live():
+    return {"live": True}
 
-    @app.get("/v2/health/live")
-    def live():
-        return {"live": True}
 
-    @app.get("/v2/health/ready")
-    def ready():
-        return {"ready": True}
+@router.get("/v2/health/ready")
+def ready():
+    return {"ready": True}
 
-    @app.get("/v2/models/{name}", dependencies=[Depends(check_auth)])
-    def metadata(name: str):
-        return {**model_metadata(model(name), pred.spec), "name": name}
 
-    @app.get("/v2/models/{name}/ready", dependencies=[Depends(check_auth)])
-    def model_ready(name: str):
-        model(name)
-        return {"name": name, "ready": True}
+@router.get("/v2/models/{name}", dependencies=[Depends(check_auth)])
+def metadata(name: str, s: ServeState = Depends(served)):
+    return {**model_metadata(_model(s, name), s.pred.spec), "name": name}
 
-    @app.post("/v2/models/{name}/infer", dependencies=[Depends(check_auth)])
-    async def infer(name: str, request: Request):
-        v = model(name)
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_bytes:
-                return JSONResponse({"error": f"request body exceeds the {max_bytes / 2 ** 20:.0f} MB limit; send "
-                                              "fewer images per request"}, status_code=400)
-        try:
-            req, tail = parse_request(body, request.headers.get("inference-header-content-length"))
-            x, fixed = decode_inputs(req, tail, v, pred.spec)
-        except TensorError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
 
-        def run():
-            with gate:
-                t0 = time.perf_counter()
-                out = v.outputs(x, fixed or None)
-                if metrics is not None:
-                    metrics.observe("/v2/models/{name}/infer", v.name, time.perf_counter() - t0)
-                return out
+@router.get("/v2/models/{name}/ready", dependencies=[Depends(check_auth)])
+def model_ready(name: str, s: ServeState = Depends(served)):
+    _model(s, name)
+    return {"name": name, "ready": True}
 
-        try:
-            out = await run_in_threadpool(run)
-        except OverflowError:
-            return JSONResponse({"error": "server busy: too many requests waiting; retry shortly"}, status_code=503)
-        content, headers = encode_outputs(req, v.info.output_name, out, name)
-        return Response(content, headers=headers)
+
+async def _body(request: Request, max_bytes: int) -> "bytes | None":
+    """The request body, or None once it passes max_bytes (the rest is not read)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            return None
+    return body
+
+
+@router.post("/v2/models/{name}/infer", dependencies=[Depends(check_auth)])
+async def infer(name: str, request: Request, s: ServeState = Depends(served)):
+    v = _model(s, name)
+    body = await _body(request, s.limits.max_bytes)
+    if body is None:
+        return JSONResponse({"error": f"request body exceeds the {s.limits.max_bytes / 2 ** 20:.0f} MB limit; send "
+                                      "fewer images per request"}, status_code=400)
+    try:
+        req, tail = parse_request(body, request.headers.get("inference-header-content-length"))
+        x, fixed = decode_inputs(req, tail, v, s.pred.spec)
+    except TensorError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    def run():
+        with s.gate:
+            t0 = time.perf_counter()
+            out = v.outputs(x, fixed or None)
+            s.metrics.observe("/v2/models/{name}/infer", v.name, time.perf_counter() - t0)
+            return out
+
+    try:
+        out = await run_in_threadpool(run)
+    except OverflowError:
+        return JSONResponse(BUSY, status_code=503)
+    content, headers = encode_outputs(req, v.info.output_name, out, name)
+    return Response(content, headers=headers)

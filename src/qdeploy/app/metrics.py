@@ -54,13 +54,10 @@ class ServeMetrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-def add_metrics(app, metrics: ServeMetrics, check_auth) -> None:
-    """The /metrics route and a middleware that counts every request under its route template."""
-    from fastapi import Depends
-    from fastapi.responses import Response
-
+def count_requests(app, metrics: ServeMetrics) -> None:
+    """A middleware that counts every request under its route template (GET /metrics serves the counts)."""
     @app.middleware("http")
-    async def count_requests(request, call_next):
+    async def _count(request, call_next):
         try:
             response = await call_next(request)
             status = response.status_code
@@ -72,8 +69,3 @@ def add_metrics(app, metrics: ServeMetrics, check_auth) -> None:
             path = getattr(route, "path", None)
             metrics.count(path if path and path != "/" and not path.startswith("/gradio") else "other", status)
         return response
-
-    @app.get("/metrics", dependencies=[Depends(check_auth)])
-    def metrics_route():
-        body, ctype = metrics.text()
-        return Response(body, media_type=ctype)

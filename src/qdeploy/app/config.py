@@ -1,0 +1,69 @@
+"""`qdeploy serve`'s settings and its admission gate: no web framework imported here, so the CLI reads the defaults
+without loading FastAPI."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Optional
+
+from ..errors import ConfigError
+from ..targets import check_targets
+from .images import UploadLimits
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    auth: Optional[str] = None      # "user:pass"
+    max_concurrency: int = 4        # inferences at once (with batching: batches of up to max_batch) ...
+    max_queue: int = 64             # ... up to this many more wait, then 503
+    max_batch: int = 16             # classifiers: concurrent requests share one run of up to this many (1: off)
+    batch_delay_ms: float = 2.0     # under load, how long a lone request waits for company
+    max_upload_mb: float = 10.0
+    max_megapixels: float = 40.0
+    threads: Optional[int] = None
+    latency_runs: int = 5
+    target: Optional[str] = None    # where ONNX files run (None: ort-cpu); see targets.TARGETS
+
+    def __post_init__(self):
+        if not (0 <= self.port <= 65535):
+            raise ConfigError(f"port {self.port} is out of range 0..65535")
+        if self.auth is not None and (":" not in self.auth or not self.auth.split(":", 1)[0]):
+            raise ConfigError("--auth must look like user:password")
+        if self.max_concurrency < 1 or self.max_queue < 0:
+            raise ConfigError("max concurrency must be >= 1 and max queue >= 0")
+        if self.max_batch < 1 or not 0 <= self.batch_delay_ms <= 1000:
+            raise ConfigError("--max-batch must be >= 1 and --batch-delay-ms in 0..1000")
+        if self.target is not None:
+            check_targets([self.target])
+
+    @property
+    def limits(self) -> UploadLimits:
+        return UploadLimits(max_bytes=int(self.max_upload_mb * 1024 * 1024), max_pixels=int(self.max_megapixels * 1e6))
+
+    @property
+    def credentials(self) -> Optional[tuple]:
+        return tuple(self.auth.split(":", 1)) if self.auth else None
+
+
+class Gate:
+    """Bounded concurrency with a bounded waiting line: overload answers 503 at once, never piles up."""
+
+    def __init__(self, running: int, waiting: int):
+        self.sem = threading.BoundedSemaphore(running)
+        self.lock, self.waiting, self.max_waiting = threading.Lock(), 0, waiting
+
+    def __enter__(self):
+        with self.lock:
+            if self.waiting >= self.max_waiting + 1:
+                raise OverflowError
+            self.waiting += 1
+        self.sem.acquire()
+        with self.lock:
+            self.waiting -= 1
+        return self
+
+    def __exit__(self, *exc):
+        self.sem.release()
