@@ -1,39 +1,38 @@
-"""Thin typer CLI: one command per library verb. Heavy imports happen inside the commands."""
+"""Thin typer CLI: one command per library verb. Options are shared typed aliases (options.py); heavy imports
+happen inside the commands."""
 from __future__ import annotations
 
-import json
 import sys
-from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import typer
 
-from .app.config import ServeConfig
-from .artifacts import read_info, write_json
-from .bench import BenchConfig, benchmark_many, session_runner
-from .bundle import BundleConfig, bundle_run
-from .bundle.verify import verify_bundle
-from .bundled import bundled_run_dir
-from .compile import CompileConfig, compile_run, table
-from .data import DataConfig, PreprocessFlags, PreprocessSpec, balanced_indices, open_calib, open_split
-from .distributed import RayConfig
-from .distributed.sweep import load_sweep, run_sweep
-from .errors import QDeployError, missing_extra
-from .evaluate import EvalConfig, evaluate
-from .export import ExportConfig, export
-from .pipeline import DEFAULT_VARIANTS, RunConfig
-from .pipeline import run as run_pipeline
-from .quantize import preset as get_preset
-from .quantize import quantize
-from .quantize.auto import auto_quantize_from
-from .quantize.config import AutoConfig, TorchQuantConfig
-from .report import markdown_table, report
-from .settings import default_checkpoint, default_data
-from .source import DEFAULT_ARCH, SourceConfig, resolve_source
-from .targets import DEFAULT_TARGET, OPENVINO_CPU, check_targets, target_for
-from .tasks import get_task
+from ..app.config import ServeConfig
+from ..artifacts import read_info, write_json
+from ..bench import BenchConfig, benchmark_many, session_runner
+from ..bundle import BundleConfig, bundle_run
+from ..bundle.verify import verify_bundle
+from ..bundled import bundled_run_dir
+from ..compile import CompileConfig, compile_run, table
+from ..data import DataConfig, balanced_indices, open_calib, open_split
+from ..distributed import RayConfig
+from ..distributed.sweep import load_sweep, run_sweep
+from ..errors import QDeployError, missing_extra
+from ..evaluate import EvalConfig, evaluate
+from ..export import ExportConfig, export
+from ..pipeline import DEFAULT_VARIANTS, RunConfig
+from ..pipeline import run as run_pipeline
+from ..quantize import preset as get_preset
+from ..quantize import quantize
+from ..quantize.auto import auto_quantize_from
+from ..report import markdown_table, report
+from ..source import DEFAULT_ARCH, SourceConfig, resolve_source
+from ..targets import DEFAULT_TARGET, OPENVINO_CPU, check_targets, target_for
+from ..tasks import get_task
+from . import options as o
+from .options import default
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="qdeploy: checkpoint -> verified FP32 ONNX -> fast INT8 -> evaluated, benchmarked report.")
@@ -45,238 +44,64 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show full traceback
     _state["debug"] = debug
 
 
-def _floats(text: str, what: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise QDeployError(f"--{what} '{text}' is not a comma-separated list of numbers, e.g. 0.4914,0.4822,0.4465")
-
-
-def _ints(text: str, what: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise QDeployError(f"--{what} '{text}' is not a comma-separated list of integers, e.g. 1,32,256")
-
-
-def default(cls, name: str):
-    """A config dataclass's own default for one field: the CLI never repeats a default."""
-    f = next(f for f in fields(cls) if f.name == name)
-    return f.default_factory() if f.default_factory is not MISSING else f.default
-
-
-def _auto_cfg(max_drop, max_rel_drop, val_size, methods=None, fallback_steps=None):
-    if max_drop is None and max_rel_drop is None:
-        max_drop = default(AutoConfig, "max_drop_pt")
-    chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else default(AutoConfig, "methods")
-    steps = default(AutoConfig, "max_fallback_steps") if fallback_steps is None else fallback_steps
-    return AutoConfig(max_drop_pt=max_drop, max_rel_drop=max_rel_drop, val_size=val_size, methods=chosen,
-                      max_fallback_steps=steps)
-
-
-def _image_auto_cfg(min_psnr, min_worst, val_size, methods=None, min_ssim=None):
-    """--auto for image-to-image: the PSNR floors are the budget; the validation set defaults to a few photos."""
-
-    chosen = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None
-    if min_psnr is None and min_ssim is None:
-        min_psnr = default(RunConfig, "min_psnr")
-    return AutoConfig.for_images(min_psnr, min_worst, None if val_size == default(AutoConfig, "val_size") else val_size,
-                                 chosen, min_ssim)
-
-
-def _spec(size, mean, std, resize, norm):
-    """The preprocessing flags as given (each None when absent): they adjust a stored spec field by field."""
-
-    width = None
-    if isinstance(size, str):
-        w, sep, h = size.lower().partition("x")
-        try:
-            size, width = (int(h), int(w)) if sep else (int(size), None)
-        except ValueError:
-            raise QDeployError(f"--size '{size}' is not N or WIDTHxHEIGHT, e.g. 224 or 768x512") from None
-        if width == size:
-            width = None
-    return PreprocessFlags(size=size, mean=mean and _floats(mean, "mean"), std=std and _floats(std, "std"),
-                           resize=resize, norm=norm, width=width)
-
-
-def _classes(classes: str | None, classes_file: Path | None) -> list[str] | None:
-    if classes and classes_file:
-        raise QDeployError("give --classes or --classes-file, not both")
-    if classes_file:
-        try:
-            names = [line.strip() for line in classes_file.read_text().splitlines() if line.strip()]
-        except OSError as exc:
-            raise QDeployError(f"cannot read --classes-file {classes_file} ({exc.strerror}); pass a text file, "
-                               "one class name per line") from exc
-        if not names:
-            raise QDeployError(f"--classes-file {classes_file} is empty; one class name per line")
-        return names
-    return [c.strip() for c in classes.split(",")] if classes else None
-
-
-def _data_root(data: Path | None) -> Path:
-    root = data or default_data()
-    if root is None:
-        raise QDeployError("no --data given and no ../shared/datasets/cifar10 found; pass --data path/to/images")
-    return root
-
-
-def _data_cfg(data, calib_split, eval_split, calib_size, eval_limit, classes):
-    """Where images come from; the run fills in the preprocessing its source resolves to."""
-
-    return DataConfig(root=str(_data_root(data)), calib_split=calib_split, eval_split=eval_split,
-                      calib_size=calib_size, eval_limit=eval_limit, classes=classes)
-
-
-# Options shared by the commands that read images; defaults come from the config dataclasses.
-DATA = typer.Option(None, "--data", help="ImageFolder root (train/ test/), a folder of photos (label-free), or a "
-                    "cifar-10-batches-py dir. Default: ../shared/datasets/cifar10 ($QDEPLOY_SHARED).")
-CALIB_SPLIT = typer.Option(default(DataConfig, "calib_split"), help="Split the calibration images are drawn from "
-                           "('' = root itself).")
-EVAL_SPLIT = typer.Option(default(DataConfig, "eval_split"), help="Split evaluated on ('' = root itself; disjoint "
-                          "from calibration).")
-CALIB_SIZE = typer.Option(default(DataConfig, "calib_size"), help="Calibration images, sampled class-balanced.")
-EVAL_LIMIT = typer.Option(None, help="Evaluate on at most this many images (class-balanced); default all.")
-CLASSES = typer.Option(None, help="Comma-separated class names (default: from the model's metadata or the data).")
-CLASSES_FILE = typer.Option(None, help="Class names, one per line (e.g. imagenet_classes.txt).")
-SIZE = typer.Option(None, help=f"Model input size: N (square) or WIDTHxHEIGHT (e.g. 768x512, image-to-image). "
-                    f"Default: from the model's metadata or record, else {default(PreprocessSpec, 'size')}.")
-MEAN = typer.Option(None, help="Normalisation mean (R,G,B). Default: as --size.")
-STD = typer.Option(None, help="Normalisation std (R,G,B). Default: as --size.")
-RESIZE = typer.Option(None, help="resize (stretch, as the seed) or shorter-side-crop. Default: as --size.")
-NORM = typer.Option(None, help="Preset for mean/std/resize: cifar10 or imagenet.")
-OVERRIDE = typer.Option(False, "--override-preprocess", help="Use the flags even where they contradict the "
-                        "preprocessing/classes stored in the model file or checkpoint record.")
-
-
 @app.command()
 def run(
-    checkpoint: Optional[Path] = typer.Option(None, help="state_dict file (default: ../shared's ResNet18); a "
-                                              "best.json beside it (qdeploy train) gives arch, classes, preprocessing."),
-    onnx: Optional[Path] = typer.Option(None, help="Start from this FP32 ONNX instead of a checkpoint."),
-    pretrained: Optional[str] = typer.Option(None, help="With --arch: weights from an installed package, e.g. "
-                                             "--arch efficientnet-lite0 --pretrained imagenet."),
-    arch: Optional[str] = typer.Option(None, help=f"Built-in name or path/to/file.py:ClassName (default: the "
-                                       f"checkpoint's record, else {DEFAULT_ARCH})."),
-    arch_kwargs: str = typer.Option("", help="JSON keyword arguments for the architecture."),
+    checkpoint: o.Checkpoint = None, onnx: o.Onnx = None, pretrained: o.Pretrained = None, arch: o.Arch = None,
+    arch_kwargs: o.ArchKwargs = "",
     out: Path = typer.Option(Path("runs/r18"), help="Output directory."),
     variants: str = typer.Option(",".join(DEFAULT_VARIANTS), help="Comma list of INT8 variants, or 'all'."),
-    max_drop: Optional[float] = typer.Option(None, help=f"Accuracy budget: max top-1 drop in points (default "
-                                             f"{default(RunConfig, 'max_drop_pt')} for the recommendation, "
-                                             f"{default(AutoConfig, 'max_drop_pt')} with --auto)."),
-    max_rel_drop: Optional[float] = typer.Option(None, help="Budget as a fraction of FP32 top-1 (with --auto)."),
-    auto: bool = typer.Option(False, "--auto", help="Also search for the fastest INT8 within the budget."),
-    val_size: int = typer.Option(default(AutoConfig, "val_size"), help="--auto: validation images carved from the "
-                                 "calibration split."),
-    auto_methods: Optional[str] = typer.Option(None, help="--auto: calibration methods swept (default "
-                                               "minmax,entropy,percentile; the histogram ones cost minutes per "
-                                               "candidate at 224 px on 2 cores)."),
-    auto_fallback_steps: Optional[int] = typer.Option(None, help="--auto: most fallback steps (one more activation "
-                                                      f"kept float each) when no recipe meets the budget (default "
-                                                      f"{default(AutoConfig, 'max_fallback_steps')})."),
-    bench_runs: int = typer.Option(default(BenchConfig, "runs"), help="Timed batch-1 runs for the latency percentiles."),
-    bench_batches: Optional[str] = typer.Option(None, help="Batch sizes for the throughput table (default: 1,32,256 at "
-                                                "32 px, fewer images per batch for larger inputs)."),
-    bench_seconds: float = typer.Option(default(BenchConfig, "min_seconds"), help="Minimum seconds per throughput point."),
-    threads: Optional[int] = typer.Option(None, help="ORT intra-op threads (default: all cores)."),
-    qat_epochs: Optional[int] = typer.Option(None, help=f"pt-qat: fine-tuning epochs (default "
-                                             f"{default(TorchQuantConfig, 'qat_epochs')})."),
-    qat_train_limit: Optional[int] = typer.Option(None, help=f"pt-qat: training images (default "
-                                                  f"{default(TorchQuantConfig, 'qat_train_limit')}; 0 = all)."),
-    qat_val_size: Optional[int] = typer.Option(None, help="pt-qat: held-out training images that choose the best "
-                                               f"epoch, the PTQ start included (default "
-                                               f"{default(TorchQuantConfig, 'qat_val_size')}; 0 = last epoch)."),
-    qat_init: Optional[str] = typer.Option(None, help="pt-qat activation grids: ptq (PTQ's calibrated ranges, "
-                                           "default) | observe (moving-average observers while training)."),
-    device: str = typer.Option(default(TorchQuantConfig, "device"), help="pt-qat training device: auto | cpu | cuda."),
-    qat_from: Optional[Path] = typer.Option(None, help="pt-qat: converted INT8 weights from a QAT run elsewhere "
-                                            "(bench/gpu/qat_r18.py); skips training here."),
-    task: str = typer.Option(default(RunConfig, "task"), help="classification | image-to-image (outputs are "
-                             "images, judged by PSNR/SSIM against the FP32 output)."),
-    fixed_input: Optional[list[str]] = typer.Option(None, help="Extra model input fixed for the run, repeatable: "
-                                                    "NAME=onehot:K | NAME=file.npy | NAME=v1,v2,... (stored in "
-                                                    "every ONNX file's metadata)."),
-    min_psnr: Optional[float] = typer.Option(None, help=f"image-to-image: quality floor, mean PSNR (dB) vs FP32 "
-                                             f"(default {default(RunConfig, 'min_psnr')}; with --auto, its budget)."),
-    min_ssim: Optional[float] = typer.Option(None, help="image-to-image --auto: mean SSIM floor vs FP32 (with or "
-                                             "instead of --min-psnr), e.g. 0.95."),
-    min_worst_psnr: Optional[float] = typer.Option(None, help="image-to-image --auto: also the worst image's PSNR "
-                                                   f"(default {default(AutoConfig, 'min_worst_psnr')} dB)."),
-    op_types: Optional[str] = typer.Option(None, help="ORT static variants quantize only these op types, e.g. Conv "
-                                           "(default: every op ORT can quantize; the conv-only variant: Conv)."),
-    targets: str = typer.Option(DEFAULT_TARGET, help="Comma list of targets every variant is evaluated and timed on: "
-                                "ort-cpu, openvino-cpu (OpenVINO runs the same ONNX files, f32 pinned)."),
-    power_difference: bool = typer.Option(False, "--power-difference", help="image-to-image: seed 003's study, "
-                                          "every (x-y)^2 as one PowerDifference op (native and NumPy), FP32 and INT8."),
-    ray: bool = typer.Option(False, "--ray", help="Build ONNX Runtime variants and shard the evaluation on a Ray "
-                             "cluster (local unless --ray-address); timing stays serial on this machine."),
-    ray_address: Optional[str] = typer.Option(None, help="Join this Ray cluster: auto | ray://host:10001 "
-                                              "(implies --ray; RAY_AUTH_TOKEN for a token-protected one)."),
-    ray_cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray cluster (default: every core)."),
-    data: Optional[Path] = DATA, calib_split: str = CALIB_SPLIT, eval_split: str = EVAL_SPLIT,
-    calib_size: int = CALIB_SIZE, eval_limit: Optional[int] = EVAL_LIMIT, classes: Optional[str] = CLASSES,
-    classes_file: Optional[Path] = CLASSES_FILE, size: Optional[str] = SIZE, mean: Optional[str] = MEAN,
-    std: Optional[str] = STD, resize: Optional[str] = RESIZE, norm: Optional[str] = NORM,
-    override_preprocess: bool = OVERRIDE,
+    max_drop: o.MaxDrop = None, max_rel_drop: o.MaxRelDrop = None, auto: o.Auto = False,
+    val_size: o.ValSize = o.VAL_SIZE, auto_methods: o.AutoMethods = None, auto_fallback_steps: o.AutoFallbackSteps = None,
+    bench_runs: o.BenchRuns = o.BENCH_RUNS, bench_batches: o.BenchBatches = None,
+    bench_seconds: o.BenchSeconds = o.BENCH_SECONDS, threads: o.Threads = None,
+    qat_epochs: o.QatEpochs = None, qat_train_limit: o.QatTrainLimit = None, qat_val_size: o.QatValSize = None,
+    qat_init: o.QatInit = None, device: o.Device = o.DEVICE, qat_from: o.QatFrom = None,
+    task: o.Task = default(RunConfig, "task"), fixed_input: o.FixedInput = None, min_psnr: o.MinPsnr = None,
+    min_ssim: o.MinSsim = None, min_worst_psnr: o.MinWorstPsnr = None, op_types: o.OpTypes = None,
+    targets: o.Targets = DEFAULT_TARGET, power_difference: o.PowerDifference = False,
+    ray: o.Ray = False, ray_address: o.RayAddress = None, ray_cpus: o.RayCpus = None,
+    data: o.Data = None, calib_split: o.CalibSplit = o.CALIB_SPLIT, eval_split: o.EvalSplit = o.EVAL_SPLIT,
+    calib_size: o.CalibSize = o.CALIB_SIZE, eval_limit: o.EvalLimit = None, classes: o.Classes = None,
+    classes_file: o.ClassesFile = None, size: o.Size = None, mean: o.Mean = None, std: o.Std = None,
+    resize: o.Resize = None, norm: o.Norm = None, override_preprocess: o.Override = False,
 ):
     """The whole pipeline: export, calibrate, quantize, evaluate, bench, report."""
+    spec, names = o.spec_flags(size, mean, std, resize, norm), o.class_names(classes, classes_file)
+    auto_cfg = _budget(task, auto, max_drop, max_rel_drop, min_psnr, min_worst_psnr, min_ssim, val_size, auto_methods,
+                       auto_fallback_steps)
+    cfg = RunConfig(out=str(out), data=DataConfig(root=str(o.data_root(data)), calib_split=calib_split,
+                                                  eval_split=eval_split, calib_size=calib_size, eval_limit=eval_limit,
+                                                  classes=names),
+                    source=o.source_cfg(checkpoint, onnx, pretrained, arch, arch_kwargs, spec, names,
+                                        override_preprocess),
+                    variants=variants,
+                    max_drop_pt=max_drop if max_drop is not None else default(RunConfig, "max_drop_pt"),
+                    auto=auto_cfg, task=task, fixed_inputs=list(fixed_input or []), power_difference=power_difference,
+                    targets=o.names(targets),
+                    min_psnr=min_psnr if min_psnr is not None else default(RunConfig, "min_psnr"),
+                    op_types=o.names(op_types) or None,
+                    evaluate=EvalConfig(threads=threads), ray=o.ray_cfg(ray, ray_address, ray_cpus),
+                    torch_overrides=dict(qat_epochs=qat_epochs, device=device, qat_train_limit=qat_train_limit,
+                                         qat_val_size=qat_val_size, qat_init=qat_init,
+                                         qat_from=str(qat_from) if qat_from else None),
+                    bench=BenchConfig(runs=bench_runs, threads=threads, min_seconds=bench_seconds,
+                                      batch_sizes=o.ints(bench_batches, "bench-batches") if bench_batches else None))
+    result = run_pipeline(cfg, log=lambda m: typer.echo(m, err=True))
+    typer.echo(markdown_table(result) + f"\n\nrecommended: {result.recommended}\nreport: {out / 'report.html'}")
 
-    spec, names = _spec(size, mean, std, resize, norm), _classes(classes, classes_file)
+
+def _budget(task, auto, max_drop, max_rel_drop, min_psnr, min_worst_psnr, min_ssim, val_size, methods, steps):
+    """The --auto search's config (None without --auto), after refusing the other task's budget flags."""
     image = not get_task(task).has_classes
     if image and (max_drop is not None or max_rel_drop is not None):
         raise QDeployError("--max-drop/--max-rel-drop are top-1 budgets; an image-to-image run takes --min-psnr")
     if not image and (min_psnr is not None or min_worst_psnr is not None or min_ssim is not None):
         raise QDeployError("--min-psnr/--min-worst-psnr/--min-ssim judge image outputs; add --task image-to-image")
-    auto_cfg = None
-    if auto:
-        auto_cfg = (_image_auto_cfg(min_psnr, min_worst_psnr, val_size, auto_methods, min_ssim) if image
-                    else _auto_cfg(max_drop, max_rel_drop, val_size, auto_methods, auto_fallback_steps))
-    cfg = RunConfig(out=str(out), data=_data_cfg(data, calib_split, eval_split, calib_size, eval_limit, names),
-                    source=_source(checkpoint, onnx, pretrained, arch, arch_kwargs, spec, names, override_preprocess),
-                    variants=variants,
-                    max_drop_pt=max_drop if max_drop is not None else default(RunConfig, "max_drop_pt"),
-                    auto=auto_cfg, task=task, fixed_inputs=list(fixed_input or []), power_difference=power_difference,
-                    targets=tuple(t.strip() for t in targets.split(",") if t.strip()),
-                    min_psnr=min_psnr if min_psnr is not None else default(RunConfig, "min_psnr"),
-                    op_types=tuple(t.strip() for t in op_types.split(",") if t.strip()) if op_types else None,
-                    evaluate=EvalConfig(threads=threads), ray=_ray_cfg(ray, ray_address, ray_cpus),
-                    torch_overrides=dict(qat_epochs=qat_epochs, device=device, qat_train_limit=qat_train_limit,
-                                         qat_val_size=qat_val_size, qat_init=qat_init,
-                                         qat_from=str(qat_from) if qat_from else None),
-                    bench=BenchConfig(runs=bench_runs, threads=threads, min_seconds=bench_seconds,
-                                      batch_sizes=_ints(bench_batches, "bench-batches") if bench_batches else None))
-    result = run_pipeline(cfg, log=lambda m: typer.echo(m, err=True))
-    typer.echo(markdown_table(result) + f"\n\nrecommended: {result.recommended}\nreport: {out / 'report.html'}")
-
-
-def _ray_cfg(ray: bool, address: str | None, cpus: int | None):
-    if not (ray or address):
-        if cpus is not None:
-            raise QDeployError("--ray-cpus sizes the local Ray cluster; add --ray")
+    if not auto:
         return None
-    return RayConfig(address=address, num_cpus=cpus)
-
-
-def _source(checkpoint, onnx, pretrained, arch, arch_kwargs, spec, names, override):
-    checkpoint = checkpoint or (None if onnx or pretrained else _default_checkpoint())
-    return SourceConfig(checkpoint=str(checkpoint) if checkpoint else None, onnx=str(onnx) if onnx else None,
-                        arch=arch, arch_kwargs=_json_kwargs(arch_kwargs), preprocess=spec, classes=names,
-                        override_preprocess=override, pretrained=pretrained)
-
-
-def _default_checkpoint() -> Path:
-    found = default_checkpoint()
-    if found is None:
-        raise QDeployError("no --checkpoint/--onnx given and no ../shared checkpoint found; pass --checkpoint")
-    return found
-
-
-def _json_kwargs(text: str) -> dict:
-    try:
-        return json.loads(text) if text.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise QDeployError(f"--arch-kwargs is not valid JSON ({exc.msg}); pass e.g. '{{\"width\": 2}}'") from exc
+    if image:
+        return o.image_auto_cfg(min_psnr, min_worst_psnr, val_size, methods, min_ssim)
+    return o.auto_cfg(max_drop, max_rel_drop, val_size, methods, steps)
 
 
 @app.command("export")
@@ -287,18 +112,18 @@ def export_cmd(
     arch_kwargs: str = typer.Option(""),
     opset: int = typer.Option(default(ExportConfig, "opset")),
     atol: float = typer.Option(default(ExportConfig, "atol"), help="Max |torch - onnx| logit difference."),
-    data: Optional[Path] = DATA, calib_split: str = CALIB_SPLIT, classes: Optional[str] = CLASSES,
-    classes_file: Optional[Path] = CLASSES_FILE, size: Optional[int] = SIZE, mean: Optional[str] = MEAN,
-    std: Optional[str] = STD, resize: Optional[str] = RESIZE, norm: Optional[str] = NORM,
-    override_preprocess: bool = OVERRIDE,
+    data: o.Data = None, calib_split: o.CalibSplit = o.CALIB_SPLIT, classes: o.Classes = None,
+    classes_file: o.ClassesFile = None, size: o.Size = None, mean: o.Mean = None,
+    std: o.Std = None, resize: o.Resize = None, norm: o.Norm = None,
+    override_preprocess: o.Override = False,
 ):
     """PyTorch checkpoint -> FP32 ONNX, verified against PyTorch on 64 real images."""
-    from .models import load_model
+    from ..models import load_model
 
-    src = resolve_source(SourceConfig(checkpoint=str(checkpoint), arch=arch, arch_kwargs=_json_kwargs(arch_kwargs),
-                                      preprocess=_spec(size, mean, std, resize, norm),
-                                      classes=_classes(classes, classes_file), override_preprocess=override_preprocess))
-    images = open_split(_data_root(data), calib_split or None, src.classes)
+    src = resolve_source(SourceConfig(checkpoint=str(checkpoint), arch=arch, arch_kwargs=o.json_kwargs(arch_kwargs),
+                                      preprocess=o.spec_flags(size, mean, std, resize, norm),
+                                      classes=o.class_names(classes, classes_file), override_preprocess=override_preprocess))
+    images = open_split(o.data_root(data), calib_split or None, src.classes)
     x = images.subset(balanced_indices(images.labels, 64, size=len(images))).load(src.preprocess)
     model = load_model(src.arch, checkpoint, arch_kwargs=src.arch_kwargs)
     names = images.classes if images.labelled else src.classes
@@ -329,19 +154,9 @@ def quantize_cmd(
     tune_epochs: Optional[int] = typer.Option(None, help="Override: epochs of output tuning (INT32 biases and "
                                               "activation scales fitted to FP32's outputs on the calibration images; "
                                               "QDQ; 0 = off; preset 'tuned': 2)."),
-    auto: bool = typer.Option(False, "--auto", help="Search for the fastest INT8 that meets --max-drop."),
-    max_drop: Optional[float] = typer.Option(None, help=f"--auto: max top-1 drop in points (default "
-                                             f"{default(AutoConfig, 'max_drop_pt')})."),
-    max_rel_drop: Optional[float] = typer.Option(None, help="--auto: max drop as a fraction of FP32 top-1."),
-    val_size: int = typer.Option(default(AutoConfig, "val_size"), help="--auto: validation images carved from the "
-                                 "calibration split."),
-    auto_methods: Optional[str] = typer.Option(None, help="--auto: calibration methods swept (default "
-                                               "minmax,entropy,percentile; the histogram ones cost minutes per "
-                                               "candidate at 224 px on 2 cores)."),
-    auto_fallback_steps: Optional[int] = typer.Option(None, help="--auto: most fallback steps (one more activation "
-                                                      f"kept float each) when no recipe meets the budget (default "
-                                                      f"{default(AutoConfig, 'max_fallback_steps')})."),
-    data: Optional[Path] = DATA, calib_split: str = CALIB_SPLIT, calib_size: int = CALIB_SIZE,
+    auto: o.Auto = False, max_drop: o.MaxDrop = None, max_rel_drop: o.MaxRelDrop = None,
+    val_size: o.ValSize = o.VAL_SIZE, auto_methods: o.AutoMethods = None, auto_fallback_steps: o.AutoFallbackSteps = None,
+    data: o.Data = None, calib_split: o.CalibSplit = o.CALIB_SPLIT, calib_size: o.CalibSize = o.CALIB_SIZE,
 ):
     """FP32 ONNX -> INT8 ONNX, calibrated on real images (preprocessing read from the ONNX metadata)."""
 
@@ -352,10 +167,10 @@ def quantize_cmd(
                                        tune_epochs=tune_epochs).items()
                  if v is not None}
     qcfg = get_preset(preset).with_(**overrides)
-    dcfg = DataConfig(root=str(_data_root(data)), calib_split=calib_split, calib_size=calib_size,
+    dcfg = DataConfig(root=str(o.data_root(data)), calib_split=calib_split, calib_size=calib_size,
                       preprocess=info.require_preprocess(), classes=info.classes)
     if auto:
-        _auto_quantize(onnx, out, dcfg, _auto_cfg(max_drop, max_rel_drop, val_size, auto_methods,
+        _auto_quantize(onnx, out, dcfg, o.auto_cfg(max_drop, max_rel_drop, val_size, auto_methods,
                                                    auto_fallback_steps))
         return
     calib = open_calib(dcfg)
@@ -376,7 +191,7 @@ def _auto_quantize(onnx: Path, out: Path, dcfg, acfg) -> None:
 @app.command("evaluate")
 def evaluate_cmd(
     models: list[Path] = typer.Argument(..., help="ONNX files; the first is the reference for agreement."),
-    data: Optional[Path] = DATA, eval_split: str = EVAL_SPLIT, eval_limit: Optional[int] = EVAL_LIMIT,
+    data: o.Data = None, eval_split: o.EvalSplit = o.EVAL_SPLIT, eval_limit: o.EvalLimit = None,
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write metrics as JSON here."),
 ):
     """Top-1/top-5, agreement with the first model, rel-L2, per-class accuracy on the evaluation split
@@ -384,7 +199,7 @@ def evaluate_cmd(
 
     infos = [read_info(m) for m in models]
     spec = infos[0].require_preprocess()
-    images = open_split(_data_root(data), eval_split or None, infos[0].classes)
+    images = open_split(o.data_root(data), eval_split or None, infos[0].classes)
     if eval_limit and eval_limit < len(images):
         images = images.subset(balanced_indices(images.labels, eval_limit, size=len(images)))
     classes = images.classes if images.labelled else (infos[0].classes or [])
@@ -413,7 +228,7 @@ def bench_cmd(
     if target:
         check_targets([target])
     cfg = BenchConfig(runs=runs, warmup=warmup, threads=threads,
-                      batch_sizes=_ints(batch_sizes, "batch-sizes") if batch_sizes else None)
+                      batch_sizes=o.ints(batch_sizes, "batch-sizes") if batch_sizes else None)
     info = read_info(models[0])
     # Latency does not depend on pixel values; the input shape comes from the model's metadata.
     spec = info.require_preprocess()
@@ -451,7 +266,7 @@ def compile_cmd(
                         variants=tuple(v.strip() for v in variants.split(",") if v.strip()) if variants else None,
                         verify_images=verify_images, threads=threads,
                         bench=BenchConfig(runs=runs, threads=threads,
-                                          batch_sizes=_ints(bench_batches, "bench-batches") if bench_batches else None))
+                                          batch_sizes=o.ints(bench_batches, "bench-batches") if bench_batches else None))
     if not (run_dir / "report.json").is_file():
         raise QDeployError(f"{run_dir} holds no report.json; pass a directory written by 'qdeploy run'")
     res = compile_run(run_dir, cfg, data_root=str(data) if data else None, log=lambda m: typer.echo(m, err=True))
@@ -545,15 +360,15 @@ def train_cmd(
                                              "efficientnet-lite0): frozen backbone, cached features, a new head."),
     tune: Optional[str] = typer.Option(None, help="With --pretrained: fc (linear probe) | head (+ head conv) | "
                                        "last-block (+ the last MBConv block; default)."),
-    data: Optional[Path] = DATA, test_split: str = typer.Option("test", help="Reported once at the end ('' = none)."),
-    size: Optional[int] = SIZE, mean: Optional[str] = MEAN, std: Optional[str] = STD, resize: Optional[str] = RESIZE,
-    norm: Optional[str] = NORM,
+    data: o.Data = None, test_split: str = typer.Option("test", help="Reported once at the end ('' = none)."),
+    size: o.Size = None, mean: o.Mean = None, std: o.Std = None, resize: o.Resize = None,
+    norm: o.Norm = None,
 ):
     """Train a CIFAR model (seed 002 recipe available), or a new head on a pretrained backbone, -> best.pth
     and best.json that feed 'qdeploy run'."""
-    from .train import PRESETS, train
+    from ..train import PRESETS, train
 
-    flags = _spec(size, mean, std, resize, norm)
+    flags = o.spec_flags(size, mean, std, resize, norm)
     if pretrained:
         _train_head(arch, pretrained, out, flags, data, test_split,
                     dict(tune=tune, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
@@ -566,11 +381,11 @@ def train_cmd(
                      color_jitter=color_jitter, rotation=rotation, translate=translate, erasing_p=erasing,
                      val_size=val_size, train_limit=train_limit, patience=patience, device=device, seed=seed)
     cfg = PRESETS[preset](arch=arch).with_(**{k: v for k, v in overrides.items() if v is not None})
-    from .models import ARCHITECTURES
+    from ..models import ARCHITECTURES
 
     if arch not in ARCHITECTURES:
         raise QDeployError(f"unknown architecture '{arch}' for training; use one of {', '.join(ARCHITECTURES)}")
-    root = _data_root(data)
+    root = o.data_root(data)
     res = train(cfg, root, out, spec=flags.apply(), resume=resume, test_split=test_split or None,
                 log=lambda m: typer.echo(m, err=True))
     _trained(res)
@@ -583,13 +398,13 @@ def _trained(res) -> None:
 
 
 def _train_head(arch, pretrained, out, flags, data, test_split, overrides) -> None:
-    from .models import pretrained as find_pretrained
-    from .train.head import HeadConfig, train_head
+    from ..models import pretrained as find_pretrained
+    from ..train.head import HeadConfig, train_head
 
     _, stored = find_pretrained(arch, pretrained)
     # one construction, so per-tune defaults (epochs, lr) follow --tune
     cfg = HeadConfig(arch=arch, pretrained=pretrained, **{k: v for k, v in overrides.items() if v is not None})
-    res = train_head(cfg, _data_root(data), out, spec=flags.apply(stored), test_split=test_split or None,
+    res = train_head(cfg, o.data_root(data), out, spec=flags.apply(stored), test_split=test_split or None,
                      log=lambda m: typer.echo(m, err=True))
     _trained(res)
 
@@ -616,7 +431,7 @@ def serve_cmd(
                                          "run's nncf IR). Compiled files (.ort, .blob, .pt2) run on their runtime."),
 ):
     """Web app: FP32 and INT8 side by side on any uploaded image, plus a JSON API."""
-    from .app.server import serve  # FastAPI and Gradio: extra [serve], loaded only to serve
+    from ..app.server import serve  # FastAPI and Gradio: extra [serve], loaded only to serve
 
     if not targets:
         targets = [bundled_run_dir()]
