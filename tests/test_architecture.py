@@ -193,3 +193,20 @@ def test_imports_inside_functions_are_only_the_optional_heavy_ones():
     bad, n_lazy = _lazy_import_offences()
     assert n_lazy > 20  # the check sees the lazy imports there are (torch's, gradio's, ...)
     assert bad == []
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_is_longer_than_a_screen():
+    """Every function in src/ (signature, docstring and body) fits in 60 lines."""
+    src, long, seen = ROOT / "src" / "qdeploy", [], 0
+    for f in sorted(src.rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                seen += 1
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{f.relative_to(ROOT)}:{node.lineno} {node.name} is {lines} lines")
+    assert seen > 500
+    assert long == []

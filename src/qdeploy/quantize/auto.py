@@ -292,53 +292,12 @@ def auto_quantize(fp32: str | Path, out: str | Path, calib_pool: np.ndarray, val
 def _classify_search(s: "_Search") -> tuple[Candidate | None, float, list[dict]]:
     """Classification: speed screen, accuracy sweep on the survivors, sensitivity fallback. (chosen, budget,
     sensitivity)."""
-    cfg, log, calib_pool = s.cfg, s.log, s.pool
-    budget = s.budget()
-    if s.label_free:
-        log(f"auto: {len(s.val_x)} label-free validation images: budget {budget:.2f} pt of disagreement with FP32 "
-            f"(agreement >= {100 - budget:.2f} %), FP32 {s.fp32_ms:.2f} ms")
-    else:
-        log(f"auto: FP32 val top-1 {100 * s.fp32_top1:.2f} % on {len(s.val_y)} validation images, budget {budget:.2f} "
-            f"pt, FP32 {s.fp32_ms:.2f} ms")
-    if s.metric == "disagreement" and not s.label_free:
-        log(f"auto: FP32 gets {100 * s.fp32_top1:.1f} % of the validation images right (seen in training): the budget "
-            "applies to INT8/FP32 disagreement instead, an upper bound on the top-1 drop")
-    sizes = cfg.calib_sizes(len(calib_pool))
-    base_n = max(sizes)
-    log(f"auto: calibration sizes {', '.join(map(str, sizes))} (fractions of the {len(calib_pool)} calibration images)")
-    # 1. speed screen: every (format, integer kernel) with MinMax; the fastest non-dominated one is kept, and the
-    # most accurate one too when that is another (a kernel that saturates on this CPU is fast and useless)
-    screen = [s.measure(QuantConfig(name="auto", format=f, **kernel_types(k)), base_n, "speed")
-              for f, k in itertools.product(cfg.formats, cfg.kernels)]
-    live = [c for c in screen if c.status == "ok"]
-    fastest = min((c.p50_ms for c in live), default=None)
-    fine = [c for c in live if c.p50_ms < s.fp32_ms and c.p50_ms <= fastest * cfg.dominated_ratio]
-    keep = sorted(fine, key=lambda c: c.p50_ms)[:1]
-    most_accurate = min(fine, key=lambda c: (s.drop_pt(c), c.p50_ms), default=None)
-    if cfg.keep_most_accurate and most_accurate is not None and most_accurate not in keep:
-        keep.append(most_accurate)
-    for c in live:
-        if c in keep:
-            continue
-        if c.p50_ms >= s.fp32_ms or c.p50_ms > fastest * cfg.dominated_ratio:
-            c.note = c.note or f"dominated: {c.p50_ms:.2f} ms vs fastest {fastest:.2f} ms / FP32 {s.fp32_ms:.2f} ms"
-        else:
-            c.note = c.note or (f"not swept: neither the fastest nor the most accurate kernel ({c.p50_ms:.2f} ms, "
-                                f"{s.metric} {s.drop_pt(c):.2f} pt)")
-    # 2. accuracy sweep on the kept formats, coordinate-wise instead of a full grid: calibration
-    # method x weight granularity first, then calibration size for the best of those. Latency is
-    # re-measured only when the graph changes (per-tensor weights); calibration does not change it.
-    for k in keep:
-        fmt = {f: k.config[f] for f in ("format", "activation_type", "weight_type", "reduce_range")}
-        sweep = [k]
-        for method, pc in itertools.product(cfg.methods, cfg.per_channel):
-            if (method, pc) != ("minmax", True):
-                sweep.append(s.measure(QuantConfig(name="auto", per_channel=pc, method=method, **fmt), base_n,
-                                       "accuracy", latency=k.p50_ms if pc else None))
-        ok = [c for c in sweep if c.status == "ok"]
-        best = min(ok, key=lambda c: (s.drop_pt(c), c.p50_ms)) if ok else None
-        for n in (n for n in sizes if best and n != base_n):
-            s.measure(QuantConfig(**{**best.config, "name": "auto"}), n, "accuracy", latency=best.p50_ms)
+    log, budget = s.log, s.budget()
+    _log_budget(s, budget)
+    sizes = s.cfg.calib_sizes(len(s.pool))
+    log(f"auto: calibration sizes {', '.join(map(str, sizes))} (fractions of the {len(s.pool)} calibration images)")
+    keep = _speed_screen(s, max(sizes))
+    _accuracy_sweep(s, keep, sizes)
     chosen = _best(s, s.cands, budget)
     ok = [c for c in s.cands if c.status == "ok" and (c in keep or c.stage == "accuracy")]
     base = chosen or (min(ok, key=lambda c: (s.drop_pt(c), c.p50_ms)) if ok else None)
@@ -356,6 +315,60 @@ def _classify_search(s: "_Search") -> tuple[Candidate | None, float, list[dict]]
     if chosen is None:
         chosen = _tuning(s, budget)
     return chosen, budget, sens
+
+
+def _log_budget(s: "_Search", budget: float) -> None:
+    if s.label_free:
+        s.log(f"auto: {len(s.val_x)} label-free validation images: budget {budget:.2f} pt of disagreement with FP32 "
+              f"(agreement >= {100 - budget:.2f} %), FP32 {s.fp32_ms:.2f} ms")
+    else:
+        s.log(f"auto: FP32 val top-1 {100 * s.fp32_top1:.2f} % on {len(s.val_y)} validation images, budget "
+              f"{budget:.2f} pt, FP32 {s.fp32_ms:.2f} ms")
+    if s.metric == "disagreement" and not s.label_free:
+        s.log(f"auto: FP32 gets {100 * s.fp32_top1:.1f} % of the validation images right (seen in training): the "
+              "budget applies to INT8/FP32 disagreement instead, an upper bound on the top-1 drop")
+
+
+def _speed_screen(s: "_Search", base_n: int) -> list[Candidate]:
+    """Every (format, integer kernel) with MinMax; the fastest non-dominated one is kept, and the most accurate one
+    too when that is another (a kernel that saturates on this CPU is fast and useless)."""
+    cfg = s.cfg
+    screen = [s.measure(QuantConfig(name="auto", format=f, **kernel_types(k)), base_n, "speed")
+              for f, k in itertools.product(cfg.formats, cfg.kernels)]
+    live = [c for c in screen if c.status == "ok"]
+    fastest = min((c.p50_ms for c in live), default=None)
+    fine = [c for c in live if c.p50_ms < s.fp32_ms and c.p50_ms <= fastest * cfg.dominated_ratio]
+    keep = sorted(fine, key=lambda c: c.p50_ms)[:1]
+    most_accurate = min(fine, key=lambda c: (s.drop_pt(c), c.p50_ms), default=None)
+    if cfg.keep_most_accurate and most_accurate is not None and most_accurate not in keep:
+        keep.append(most_accurate)
+    for c in live:
+        if c in keep:
+            continue
+        if c.p50_ms >= s.fp32_ms or c.p50_ms > fastest * cfg.dominated_ratio:
+            c.note = c.note or f"dominated: {c.p50_ms:.2f} ms vs fastest {fastest:.2f} ms / FP32 {s.fp32_ms:.2f} ms"
+        else:
+            c.note = c.note or (f"not swept: neither the fastest nor the most accurate kernel ({c.p50_ms:.2f} ms, "
+                                f"{s.metric} {s.drop_pt(c):.2f} pt)")
+    return keep
+
+
+def _accuracy_sweep(s: "_Search", keep: list[Candidate], sizes: list[int]) -> None:
+    """On the kept formats, coordinate-wise instead of a full grid: calibration method x weight granularity first,
+    then calibration size for the best of those. Latency is re-measured only when the graph changes (per-tensor
+    weights); calibration does not change it."""
+    base_n = max(sizes)
+    for k in keep:
+        fmt = {f: k.config[f] for f in ("format", "activation_type", "weight_type", "reduce_range")}
+        sweep = [k]
+        for method, pc in itertools.product(s.cfg.methods, s.cfg.per_channel):
+            if (method, pc) != ("minmax", True):
+                sweep.append(s.measure(QuantConfig(name="auto", per_channel=pc, method=method, **fmt), base_n,
+                                       "accuracy", latency=k.p50_ms if pc else None))
+        ok = [c for c in sweep if c.status == "ok"]
+        best = min(ok, key=lambda c: (s.drop_pt(c), c.p50_ms)) if ok else None
+        for n in (n for n in sizes if best and n != base_n):
+            s.measure(QuantConfig(**{**best.config, "name": "auto"}), n, "accuracy", latency=best.p50_ms)
 
 
 def _tuning(s: _Search, budget: float) -> Candidate | None:

@@ -99,6 +99,26 @@ def tune_outputs(source: Path, quantized: Path, calib: np.ndarray, input_name: s
     before = _rel_error(ref_hold, _outputs(str(quantized), calib[hold], input_name, fixed, batch))
     # each output's loss is relative to its FP32 energy, so logits and images weigh alike
     norms = [float(t.pow(2).mean()) + 1e-12 for t in teacher]
+    params, losses = _fit(sim, calib, fit, teacher, norms, cfg)
+    sim.write(model)       # only initializers change; the module holds its own copies of them
+    blob = model.SerializeToString()
+    after = _rel_error(ref_hold, _outputs(blob, calib[hold], input_name, fixed, batch))
+    accepted = after < before
+    if accepted:
+        onnx.save(model, str(quantized))
+    shrunk = [float(np.exp(p.detach().numpy())) for p in params["scale"]]
+    return {"fit_images": int(len(fit)), "held_out_images": int(len(hold)), "epochs": cfg.epochs,
+            "loss_per_epoch": [round(v, 6) for v in losses], "held_out_rel_l2_before": before,
+            "held_out_rel_l2_after": after, "accepted": bool(accepted), "biases": len(params["bias"]),
+            "activation_scales": len(shrunk), "scales_shrunk": int(sum(s < 0.999 for s in shrunk)),
+            "smallest_scale_multiplier": min(shrunk, default=1.0), "seconds": round(time.perf_counter() - t0, 1),
+            "config": asdict(cfg)}
+
+
+def _fit(sim, calib: np.ndarray, fit: np.ndarray, teacher: list, norms: list, cfg: TuningConfig):
+    """Adam on the biases and activation scales against the FP32 outputs; (parameters, mean loss per epoch)."""
+    import torch
+
     params = sim.parameters()
     opt = torch.optim.Adam([{"params": params["bias"], "lr": cfg.lr_bias},
                             {"params": params["scale"], "lr": cfg.lr_scale}])
@@ -127,16 +147,4 @@ def tune_outputs(source: Path, quantized: Path, calib: np.ndarray, input_name: s
                 sim.project()
                 total, steps = total + loss, steps + 1
             losses.append(total / max(steps, 1))
-    sim.write(model)       # only initializers change; the module holds its own copies of them
-    blob = model.SerializeToString()
-    after = _rel_error(ref_hold, _outputs(blob, calib[hold], input_name, fixed, batch))
-    accepted = after < before
-    if accepted:
-        onnx.save(model, str(quantized))
-    shrunk = [float(np.exp(p.detach().numpy())) for p in params["scale"]]
-    return {"fit_images": int(len(fit)), "held_out_images": int(len(hold)), "epochs": cfg.epochs,
-            "loss_per_epoch": [round(v, 6) for v in losses], "held_out_rel_l2_before": before,
-            "held_out_rel_l2_after": after, "accepted": bool(accepted), "biases": len(params["bias"]),
-            "activation_scales": len(shrunk), "scales_shrunk": int(sum(s < 0.999 for s in shrunk)),
-            "smallest_scale_multiplier": min(shrunk, default=1.0), "seconds": round(time.perf_counter() - t0, 1),
-            "config": asdict(cfg)}
+    return params, losses
