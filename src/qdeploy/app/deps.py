@@ -3,6 +3,7 @@
 FastAPI reads the signatures' annotations at run time, so this module does not use postponed annotations."""
 import secrets
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Optional
 
 from fastapi import Depends, HTTPException, Request
@@ -19,8 +20,16 @@ class ServeState:
     pred: Predictor
     cfg: ServeConfig
     gate: Gate
-    limits: UploadLimits
     metrics: ServeMetrics
+
+    @cached_property
+    def limits(self) -> UploadLimits:
+        return self.cfg.limits
+
+    @cached_property
+    def by_name(self) -> dict:
+        """Each served model under its variant name and its aliases (a bundle's model names)."""
+        return {n: v for v in self.pred.variants for n in (v.name, *v.aliases)}
 
     def variant_names(self) -> list:
         return [v.name for v in self.pred.variants]
@@ -41,6 +50,16 @@ def check_auth(request: Request, creds: Optional[HTTPBasicCredentials] = Depends
         secrets.compare_digest(creds.password, want[1])
     if not ok:
         raise HTTPException(401, "authentication required", headers={"WWW-Authenticate": "Basic"})
+
+
+async def read_capped(request: Request, max_bytes: int) -> "bytes | None":
+    """The raw request body, or None once it passes max_bytes (the rest is not read)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            return None
+    return body
 
 
 BUSY = {"error": "server busy: too many requests waiting; retry shortly"}

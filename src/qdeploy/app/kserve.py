@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
-from .deps import BUSY, ServeState, check_auth, served
+from .deps import BUSY, ServeState, check_auth, read_capped, served
 
 V2_TYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32,
             "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}
@@ -124,10 +124,9 @@ def encode_outputs(req: dict, name: str, out: np.ndarray, model: str) -> "tuple[
 
 
 def _model(s: ServeState, name: str):
-    by_name = {n: v for v in s.pred.variants for n in (v.name, *v.aliases)}
-    if name not in by_name:
-        raise HTTPException(404, f"model '{name}' is not served here; models: {', '.join(by_name)}")
-    return by_name[name]
+    if name not in s.by_name:
+        raise HTTPException(404, f"model '{name}' is not served here; models: {', '.join(s.by_name)}")
+    return s.by_name[name]
 
 
 @router.get("/v2")
@@ -156,20 +155,10 @@ def model_ready(name: str, s: ServeState = Depends(served)):
     return {"name": name, "ready": True}
 
 
-async def _body(request: Request, max_bytes: int) -> "bytes | None":
-    """The request body, or None once it passes max_bytes (the rest is not read)."""
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            return None
-    return body
-
-
 @router.post("/v2/models/{name}/infer", dependencies=[Depends(check_auth)])
 async def infer(name: str, request: Request, s: ServeState = Depends(served)):
     v = _model(s, name)
-    body = await _body(request, s.limits.max_bytes)
+    body = await read_capped(request, s.limits.max_bytes)
     if body is None:
         return JSONResponse({"error": f"request body exceeds the {s.limits.max_bytes / 2 ** 20:.0f} MB limit; send "
                                       "fewer images per request"}, status_code=400)

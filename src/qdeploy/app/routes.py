@@ -11,7 +11,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from ..tasks import get_task
-from .deps import BUSY, ServeState, check_auth, served
+from .deps import BUSY, ServeState, check_auth, read_capped, served
 from .images import load_image
 
 router = APIRouter()
@@ -113,12 +113,8 @@ async def read_upload(request: Request, max_bytes: int) -> bytes:
             raise HTTPException(400, "send the image as multipart field 'file' (curl -F file=@photo.jpg)")
         data = await f.read(max_bytes + 1)
     else:
-        data = b""
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > max_bytes:
-                break
-    if len(data) > max_bytes:
+        data = await read_capped(request, max_bytes)
+    if data is None or len(data) > max_bytes:
         raise HTTPException(413, f"upload exceeds the {max_bytes / 1024 / 1024:.0f} MB limit; resize or compress it")
     if not data:
         raise HTTPException(400, "empty request: send an image (curl -F file=@photo.jpg URL/api/predict)")

@@ -31,7 +31,7 @@ def create_app(pred: Predictor, cfg: ServeConfig):
     gate = Gate(cfg.max_concurrency * (cfg.max_batch if batched else 1), cfg.max_queue)
     metrics = ServeMetrics(lambda: gate.waiting)
     metrics.batching(pred.variants)
-    app.state.qdeploy = ServeState(pred=pred, cfg=cfg, gate=gate, limits=cfg.limits, metrics=metrics)
+    app.state.qdeploy = ServeState(pred=pred, cfg=cfg, gate=gate, metrics=metrics)
     count_requests(app, metrics)
     app.add_exception_handler(ImageInputError, _bad_image)
     app.include_router(routes.router)
