@@ -28,7 +28,7 @@ from ..quantize import preset as get_preset
 from ..quantize import quantize
 from ..quantize.auto import auto_quantize_from
 from ..report import markdown_table, report
-from ..source import DEFAULT_ARCH, SourceConfig, resolve_source
+from ..source import SourceConfig, resolve_source
 from ..targets import DEFAULT_TARGET, OPENVINO_CPU, check_targets, target_for
 from ..tasks import get_task
 from . import options as o
@@ -51,7 +51,8 @@ def run(
     out: Path = typer.Option(Path("runs/r18"), help="Output directory."),
     variants: str = typer.Option(",".join(DEFAULT_VARIANTS), help="Comma list of INT8 variants, or 'all'."),
     max_drop: o.MaxDrop = None, max_rel_drop: o.MaxRelDrop = None, auto: o.Auto = False,
-    val_size: o.ValSize = o.VAL_SIZE, auto_methods: o.AutoMethods = None, auto_fallback_steps: o.AutoFallbackSteps = None,
+    val_size: o.ValSize = o.VAL_SIZE, auto_methods: o.AutoMethods = None,
+    auto_fallback_steps: o.AutoFallbackSteps = None,
     bench_runs: o.BenchRuns = o.BENCH_RUNS, bench_batches: o.BenchBatches = None,
     bench_seconds: o.BenchSeconds = o.BENCH_SECONDS, threads: o.Threads = None,
     qat_epochs: o.QatEpochs = None, qat_train_limit: o.QatTrainLimit = None, qat_val_size: o.QatValSize = None,
@@ -108,8 +109,7 @@ def _budget(task, auto, max_drop, max_rel_drop, min_psnr, min_worst_psnr, min_ss
 def export_cmd(
     checkpoint: Path = typer.Option(..., help="state_dict file."),
     out: Path = typer.Option(Path("fp32.onnx"), help="Output ONNX file."),
-    arch: Optional[str] = typer.Option(None, help=f"Default: the checkpoint's record, else {DEFAULT_ARCH}."),
-    arch_kwargs: str = typer.Option(""),
+    arch: o.Arch = None, arch_kwargs: o.ArchKwargs = "",
     opset: int = typer.Option(default(ExportConfig, "opset")),
     atol: float = typer.Option(default(ExportConfig, "atol"), help="Max |torch - onnx| logit difference."),
     data: o.Data = None, calib_split: o.CalibSplit = o.CALIB_SPLIT, classes: o.Classes = None,
@@ -122,7 +122,8 @@ def export_cmd(
 
     src = resolve_source(SourceConfig(checkpoint=str(checkpoint), arch=arch, arch_kwargs=o.json_kwargs(arch_kwargs),
                                       preprocess=o.spec_flags(size, mean, std, resize, norm),
-                                      classes=o.class_names(classes, classes_file), override_preprocess=override_preprocess))
+                                      classes=o.class_names(classes, classes_file),
+                                      override_preprocess=override_preprocess))
     images = open_split(o.data_root(data), calib_split or None, src.classes)
     x = images.subset(balanced_indices(images.labels, 64, size=len(images))).load(src.preprocess)
     model = load_model(src.arch, checkpoint, arch_kwargs=src.arch_kwargs)
@@ -155,7 +156,8 @@ def quantize_cmd(
                                               "activation scales fitted to FP32's outputs on the calibration images; "
                                               "QDQ; 0 = off; preset 'tuned': 2)."),
     auto: o.Auto = False, max_drop: o.MaxDrop = None, max_rel_drop: o.MaxRelDrop = None,
-    val_size: o.ValSize = o.VAL_SIZE, auto_methods: o.AutoMethods = None, auto_fallback_steps: o.AutoFallbackSteps = None,
+    val_size: o.ValSize = o.VAL_SIZE, auto_methods: o.AutoMethods = None,
+    auto_fallback_steps: o.AutoFallbackSteps = None,
     data: o.Data = None, calib_split: o.CalibSplit = o.CALIB_SPLIT, calib_size: o.CalibSize = o.CALIB_SIZE,
 ):
     """FP32 ONNX -> INT8 ONNX, calibrated on real images (preprocessing read from the ONNX metadata)."""

@@ -1,4 +1,4 @@
-"""The command line's options, each defined once as a typed alias (`Annotated[type, typer.Option(...)]`) that every
+"""The command line's options, each defined once as a typed alias (`Annotated[type, Option(...)]`) that every
 command taking it shares, and the parsers that turn option text into config dataclasses. Defaults are read from the
 config dataclasses (`default`), never repeated here.
 
@@ -8,7 +8,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Annotated, Optional
 
-import typer
+from typer import Option
 
 from ..bench import BenchConfig
 from ..data import DataConfig, PreprocessFlags, PreprocessSpec
@@ -26,105 +26,102 @@ def default(cls, name: str):
     return f.default_factory() if f.default_factory is not MISSING else f.default
 
 
-def _opt(*names, **kw):
-    return typer.Option(*names, **kw)
-
-
 # -- where the model comes from
-Checkpoint = Annotated[Optional[Path], _opt(help="state_dict file (default: ../shared's ResNet18); a best.json beside "
-                                            "it (qdeploy train) gives arch, classes, preprocessing.")]
-Onnx = Annotated[Optional[Path], _opt(help="Start from this FP32 ONNX instead of a checkpoint.")]
-Pretrained = Annotated[Optional[str], _opt(help="With --arch: weights from an installed package, e.g. --arch "
-                                           "efficientnet-lite0 --pretrained imagenet.")]
-Arch = Annotated[Optional[str], _opt(help=f"Built-in name or path/to/file.py:ClassName (default: the checkpoint's "
-                                     f"record, else {DEFAULT_ARCH}).")]
-ArchKwargs = Annotated[str, _opt(help="JSON keyword arguments for the architecture.")]
+Checkpoint = Annotated[Optional[Path], Option(help="state_dict file (default: ../shared's ResNet18); a best.json "
+                                              "beside it (qdeploy train) gives arch, classes, preprocessing.")]
+Onnx = Annotated[Optional[Path], Option(help="Start from this FP32 ONNX instead of a checkpoint.")]
+Pretrained = Annotated[Optional[str], Option(help="With --arch: weights from an installed package, e.g. --arch "
+                                             "efficientnet-lite0 --pretrained imagenet.")]
+Arch = Annotated[Optional[str], Option(help=f"Built-in name or path/to/file.py:ClassName (default: the checkpoint's "
+                                       f"record, else {DEFAULT_ARCH}).")]
+ArchKwargs = Annotated[str, Option(help="JSON keyword arguments for the architecture.")]
 
 # -- images: where they are, how they are preprocessed
-Data = Annotated[Optional[Path], _opt("--data", help="ImageFolder root (train/ test/), a folder of photos (label-free), "
-                                      "or a cifar-10-batches-py dir. Default: ../shared/datasets/cifar10 "
-                                      "($QDEPLOY_SHARED).")]
-CalibSplit = Annotated[str, _opt(help="Split the calibration images are drawn from ('' = root itself).")]
-EvalSplit = Annotated[str, _opt(help="Split evaluated on ('' = root itself; disjoint from calibration).")]
-CalibSize = Annotated[int, _opt(help="Calibration images, sampled class-balanced.")]
-EvalLimit = Annotated[Optional[int], _opt(help="Evaluate on at most this many images (class-balanced); default all.")]
-Classes = Annotated[Optional[str], _opt(help="Comma-separated class names (default: from the model's metadata or the "
-                                        "data).")]
-ClassesFile = Annotated[Optional[Path], _opt(help="Class names, one per line (e.g. imagenet_classes.txt).")]
-Size = Annotated[Optional[str], _opt(help=f"Model input size: N (square) or WIDTHxHEIGHT (e.g. 768x512, "
-                                     f"image-to-image). Default: from the model's metadata or record, else "
-                                     f"{default(PreprocessSpec, 'size')}.")]
-Mean = Annotated[Optional[str], _opt(help="Normalisation mean (R,G,B). Default: as --size.")]
-Std = Annotated[Optional[str], _opt(help="Normalisation std (R,G,B). Default: as --size.")]
-Resize = Annotated[Optional[str], _opt(help="resize (stretch, as the seed) or shorter-side-crop. Default: as --size.")]
-Norm = Annotated[Optional[str], _opt(help="Preset for mean/std/resize: cifar10 or imagenet.")]
-Override = Annotated[bool, _opt("--override-preprocess", help="Use the flags even where they contradict the "
-                                "preprocessing/classes stored in the model file or checkpoint record.")]
+Data = Annotated[Optional[Path], Option("--data", help="ImageFolder root (train/ test/), a folder of photos "
+                                        "(label-free), or a cifar-10-batches-py dir. Default: "
+                                        "../shared/datasets/cifar10 ($QDEPLOY_SHARED).")]
+CalibSplit = Annotated[str, Option(help="Split the calibration images are drawn from ('' = root itself).")]
+EvalSplit = Annotated[str, Option(help="Split evaluated on ('' = root itself; disjoint from calibration).")]
+CalibSize = Annotated[int, Option(help="Calibration images, sampled class-balanced.")]
+EvalLimit = Annotated[Optional[int], Option(help="Evaluate on at most this many images (class-balanced); default all.")]
+Classes = Annotated[Optional[str], Option(help="Comma-separated class names (default: from the model's metadata or the "
+                                          "data).")]
+ClassesFile = Annotated[Optional[Path], Option(help="Class names, one per line (e.g. imagenet_classes.txt).")]
+Size = Annotated[Optional[str], Option(help=f"Model input size: N (square) or WIDTHxHEIGHT (e.g. 768x512, "
+                                       f"image-to-image). Default: from the model's metadata or record, else "
+                                       f"{default(PreprocessSpec, 'size')}.")]
+Mean = Annotated[Optional[str], Option(help="Normalisation mean (R,G,B). Default: as --size.")]
+Std = Annotated[Optional[str], Option(help="Normalisation std (R,G,B). Default: as --size.")]
+Resize = Annotated[Optional[str], Option(help="resize (stretch, as the seed) or shorter-side-crop. Default: as "
+                                         "--size.")]
+Norm = Annotated[Optional[str], Option(help="Preset for mean/std/resize: cifar10 or imagenet.")]
+Override = Annotated[bool, Option("--override-preprocess", help="Use the flags even where they contradict the "
+                                  "preprocessing/classes stored in the model file or checkpoint record.")]
 CALIB_SPLIT, EVAL_SPLIT = default(DataConfig, "calib_split"), default(DataConfig, "eval_split")
 CALIB_SIZE = default(DataConfig, "calib_size")
 
 # -- the accuracy / quality budget and the --auto search
-MaxDrop = Annotated[Optional[float], _opt(help=f"Accuracy budget: max top-1 drop in points (default "
-                                          f"{default(RunConfig, 'max_drop_pt')} for run's recommendation, "
-                                          f"{default(AutoConfig, 'max_drop_pt')} with --auto).")]
-MaxRelDrop = Annotated[Optional[float], _opt(help="--auto: budget as a fraction of FP32 top-1.")]
-Auto = Annotated[bool, _opt("--auto", help="Search for the fastest INT8 within the budget (run: beside the listed "
-                            "variants).")]
-ValSize = Annotated[int, _opt(help="--auto: validation images carved from the calibration split.")]
-AutoMethods = Annotated[Optional[str], _opt(help="--auto: calibration methods swept (default minmax,entropy,"
-                                            "percentile; the histogram ones cost minutes per candidate at 224 px on "
-                                            "2 cores).")]
-AutoFallbackSteps = Annotated[Optional[int], _opt(help=f"--auto: most fallback steps (one more activation kept float "
-                                                  f"each) when no recipe meets the budget (default "
-                                                  f"{default(AutoConfig, 'max_fallback_steps')}).")]
+MaxDrop = Annotated[Optional[float], Option(help=f"Accuracy budget: max top-1 drop in points (default "
+                                            f"{default(RunConfig, 'max_drop_pt')} for run's recommendation, "
+                                            f"{default(AutoConfig, 'max_drop_pt')} with --auto).")]
+MaxRelDrop = Annotated[Optional[float], Option(help="--auto: budget as a fraction of FP32 top-1.")]
+Auto = Annotated[bool, Option("--auto", help="Search for the fastest INT8 within the budget (run: beside the listed "
+                              "variants).")]
+ValSize = Annotated[int, Option(help="--auto: validation images carved from the calibration split.")]
+AutoMethods = Annotated[Optional[str], Option(help="--auto: calibration methods swept (default minmax,entropy,"
+                                              "percentile; the histogram ones cost minutes per candidate at 224 px on "
+                                              "2 cores).")]
+AutoFallbackSteps = Annotated[Optional[int], Option(help=f"--auto: most fallback steps (one more activation kept float "
+                                                    f"each) when no recipe meets the budget (default "
+                                                    f"{default(AutoConfig, 'max_fallback_steps')}).")]
 VAL_SIZE = default(AutoConfig, "val_size")
-MinPsnr = Annotated[Optional[float], _opt(help=f"image-to-image: quality floor, mean PSNR (dB) vs FP32 (default "
-                                          f"{default(RunConfig, 'min_psnr')}; with --auto, its budget).")]
-MinSsim = Annotated[Optional[float], _opt(help="image-to-image --auto: mean SSIM floor vs FP32 (with or instead of "
-                                          "--min-psnr), e.g. 0.95.")]
-MinWorstPsnr = Annotated[Optional[float], _opt(help=f"image-to-image --auto: also the worst image's PSNR (default "
-                                               f"{default(AutoConfig, 'min_worst_psnr')} dB).")]
+MinPsnr = Annotated[Optional[float], Option(help=f"image-to-image: quality floor, mean PSNR (dB) vs FP32 (default "
+                                            f"{default(RunConfig, 'min_psnr')}; with --auto, its budget).")]
+MinSsim = Annotated[Optional[float], Option(help="image-to-image --auto: mean SSIM floor vs FP32 (with or instead of "
+                                            "--min-psnr), e.g. 0.95.")]
+MinWorstPsnr = Annotated[Optional[float], Option(help=f"image-to-image --auto: also the worst image's PSNR (default "
+                                                 f"{default(AutoConfig, 'min_worst_psnr')} dB).")]
 
 # -- timing
-BenchRuns = Annotated[int, _opt(help="Timed batch-1 runs for the latency percentiles.")]
-BenchBatches = Annotated[Optional[str], _opt(help="Batch sizes for the throughput table (default: 1,32,256 at 32 px, "
-                                             "fewer images per batch for larger inputs).")]
-BenchSeconds = Annotated[float, _opt(help="Minimum seconds per throughput point.")]
-Threads = Annotated[Optional[int], _opt(help="ORT intra-op threads (default: all cores).")]
+BenchRuns = Annotated[int, Option(help="Timed batch-1 runs for the latency percentiles.")]
+BenchBatches = Annotated[Optional[str], Option(help="Batch sizes for the throughput table (default: 1,32,256 at 32 px, "
+                                               "fewer images per batch for larger inputs).")]
+BenchSeconds = Annotated[float, Option(help="Minimum seconds per throughput point.")]
+Threads = Annotated[Optional[int], Option(help="ORT intra-op threads (default: all cores).")]
 BENCH_RUNS, BENCH_SECONDS = default(BenchConfig, "runs"), default(BenchConfig, "min_seconds")
 
 # -- PyTorch QAT (the pt-qat variant)
-QatEpochs = Annotated[Optional[int], _opt(help=f"pt-qat: fine-tuning epochs (default "
-                                          f"{default(TorchQuantConfig, 'qat_epochs')}).")]
-QatTrainLimit = Annotated[Optional[int], _opt(help=f"pt-qat: training images (default "
-                                              f"{default(TorchQuantConfig, 'qat_train_limit')}; 0 = all).")]
-QatValSize = Annotated[Optional[int], _opt(help=f"pt-qat: held-out training images that choose the best epoch, the "
-                                           f"PTQ start included (default {default(TorchQuantConfig, 'qat_val_size')}; "
-                                           f"0 = last epoch).")]
-QatInit = Annotated[Optional[str], _opt(help="pt-qat activation grids: ptq (PTQ's calibrated ranges, default) | "
-                                        "observe (moving-average observers while training).")]
-Device = Annotated[str, _opt(help="pt-qat training device: auto | cpu | cuda.")]
-QatFrom = Annotated[Optional[Path], _opt(help="pt-qat: converted INT8 weights from a QAT run elsewhere "
-                                         "(bench/gpu/qat_r18.py); skips training here.")]
+QatEpochs = Annotated[Optional[int], Option(help=f"pt-qat: fine-tuning epochs (default "
+                                            f"{default(TorchQuantConfig, 'qat_epochs')}).")]
+QatTrainLimit = Annotated[Optional[int], Option(help=f"pt-qat: training images (default "
+                                                f"{default(TorchQuantConfig, 'qat_train_limit')}; 0 = all).")]
+QatValSize = Annotated[Optional[int], Option(help=f"pt-qat: held-out training images that choose the best epoch, the "
+                                             f"PTQ start included (default "
+                                             f"{default(TorchQuantConfig, 'qat_val_size')}; 0 = last epoch).")]
+QatInit = Annotated[Optional[str], Option(help="pt-qat activation grids: ptq (PTQ's calibrated ranges, default) | "
+                                          "observe (moving-average observers while training).")]
+Device = Annotated[str, Option(help="pt-qat training device: auto | cpu | cuda.")]
+QatFrom = Annotated[Optional[Path], Option(help="pt-qat: converted INT8 weights from a QAT run elsewhere "
+                                           "(bench/gpu/qat_r18.py); skips training here.")]
 DEVICE = default(TorchQuantConfig, "device")
 
 # -- what the run does
-Task = Annotated[str, _opt(help="classification | image-to-image (outputs are images, judged by PSNR/SSIM against "
-                           "the FP32 output).")]
-FixedInput = Annotated[Optional[list[str]], _opt(help="Extra model input fixed for the run, repeatable: "
-                                                 "NAME=onehot:K | NAME=file.npy | NAME=v1,v2,... (stored in every ONNX "
-                                                 "file's metadata).")]
-OpTypes = Annotated[Optional[str], _opt(help="ORT static variants quantize only these op types, e.g. Conv (default: "
-                                        "every op ORT can quantize; the conv-only variant: Conv).")]
-Targets = Annotated[str, _opt(help="Comma list of targets every variant is evaluated and timed on: ort-cpu, "
-                              "openvino-cpu (OpenVINO runs the same ONNX files, f32 pinned).")]
-PowerDifference = Annotated[bool, _opt("--power-difference", help="image-to-image: seed 003's study, every (x-y)^2 as "
-                                       "one PowerDifference op (native and NumPy), FP32 and INT8.")]
-Ray = Annotated[bool, _opt("--ray", help="Build ONNX Runtime variants and shard the evaluation on a Ray cluster "
-                           "(local unless --ray-address); timing stays serial on this machine.")]
-RayAddress = Annotated[Optional[str], _opt(help="Join this Ray cluster: auto | ray://host:10001 (implies --ray; "
-                                           "RAY_AUTH_TOKEN for a token-protected one).")]
-RayCpus = Annotated[Optional[int], _opt(help="CPUs of the local Ray cluster (default: every core).")]
+Task = Annotated[str, Option(help="classification | image-to-image (outputs are images, judged by PSNR/SSIM against "
+                             "the FP32 output).")]
+FixedInput = Annotated[Optional[list[str]], Option(help="Extra model input fixed for the run, repeatable: "
+                                                   "NAME=onehot:K | NAME=file.npy | NAME=v1,v2,... (stored in every "
+                                                   "ONNX file's metadata).")]
+OpTypes = Annotated[Optional[str], Option(help="ORT static variants quantize only these op types, e.g. Conv (default: "
+                                          "every op ORT can quantize; the conv-only variant: Conv).")]
+Targets = Annotated[str, Option(help="Comma list of targets every variant is evaluated and timed on: ort-cpu, "
+                                "openvino-cpu (OpenVINO runs the same ONNX files, f32 pinned).")]
+PowerDifference = Annotated[bool, Option("--power-difference", help="image-to-image: seed 003's study, every "
+                                         "(x-y)^2 as one PowerDifference op (native and NumPy), FP32 and INT8.")]
+Ray = Annotated[bool, Option("--ray", help="Build ONNX Runtime variants and shard the evaluation on a Ray cluster "
+                             "(local unless --ray-address); timing stays serial on this machine.")]
+RayAddress = Annotated[Optional[str], Option(help="Join this Ray cluster: auto | ray://host:10001 (implies --ray; "
+                                             "RAY_AUTH_TOKEN for a token-protected one).")]
+RayCpus = Annotated[Optional[int], Option(help="CPUs of the local Ray cluster (default: every core).")]
 
 
 def floats(text: str, what: str) -> tuple[float, ...]:
