@@ -35,8 +35,8 @@ def main() -> int:
     res = run(cfg, log=lambda m: print(m, file=sys.stderr))
     rows = [v for v in res.variants if v.measured]
     fp32 = res.fp32
-    print(f"\nqdeploy pipeline table: {res.data['eval_images']} test images, {res.environment['cpu']}, "
-          f"{res.environment['threads']} threads, {res.environment['runtime']}")
+    print(f"\nqdeploy pipeline table: {res.data.eval_images} test images, {res.environment.cpu}, "
+          f"{res.environment.threads} threads, {res.environment.runtime}")
     print("| variant | size MB | % of FP32 | top-1 % | drop pt | agreement % | b1 p50 ms | b1 p99 ms | speedup vs FP32 |")
     print("|---|---|---|---|---|---|---|---|---|")  # ONNX Runtime rows; PyTorch-runtime rows follow
     for v in rows:
@@ -55,10 +55,9 @@ def main() -> int:
         print("\nPyTorch-native INT8, measured in PyTorch in the same process:\n" + tt)
     print("\nEach INT8 variant against FP32, image by image (exact McNemar test):\n" + (paired_table(res) or "–"))
     for v in res.variants:
-        for rt, p in (v.extra.get("vs_ptq") or {}).items():
-            print(f"{v.name} vs pt-ptq ({rt}): QAT alone right on {p['only_this']}, PTQ alone on {p['only_ref']}, "
-                  f"net {p['diff_pt']:+.2f} pt, McNemar p = {p['p_value']:.3f}; QAT returned epoch "
-                  f"{v.extra.get('qat_epoch')}")
+        for rt, p in v.facts.vs_ptq.items():
+            print(f"{v.name} vs pt-ptq ({rt}): QAT alone right on {p.only_this}, PTQ alone on {p.only_ref}, "
+                  f"net {p.diff_pt:+.2f} pt, McNemar p = {p.p_value:.3f}; QAT returned epoch {v.facts.qat_epoch}")
     print(f"\nrecommended: {res.recommended}; wall time {time.perf_counter() - t0:.0f} s")
     return 0
 

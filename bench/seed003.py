@@ -54,15 +54,15 @@ def main() -> int:
         mb, sec = peak_rss(cmd)
         res = RunResult.load(out / "report.json")
         env = res.environment
-        print(f"\nseed 003 study: {res.data['eval_images']} evaluation photos at {args.size or 512} px, style "
-              f"{args.style}, {env.get('cpu')}, {env.get('threads')} threads, {env.get('runtime')}; whole run {sec:.0f} s, "
+        print(f"\nseed 003 study: {res.data.eval_images} evaluation photos at {args.size or 512} px, style "
+              f"{args.style}, {env.cpu}, {env.threads} threads, {env.runtime}; whole run {sec:.0f} s, "
               f"peak RSS {mb:.0f} MB\n")
         print(markdown_table(res))
         auto = next((v for v in res.variants if v.name == "auto"), None)
-        if auto is not None:
-            s = auto.extra.get("search") or {}
-            print(f"\nauto: {'met' if s.get('met_budget') else 'did NOT meet'} the PSNR floors; chosen {s.get('chosen')}; "
-                  f"{s.get('message') or ''}")
+        if auto is not None and auto.facts.search is not None:
+            s = auto.facts.search
+            print(f"\nauto: {'met' if s.met_budget else 'did NOT meet'} the PSNR floors; chosen {s.chosen}; "
+                  f"{s.message or ''}")
         print("\n" + "\n".join(power_difference_section(res)))
         print(f"recommended: {res.recommended}")
         return 0
@@ -75,7 +75,7 @@ def main() -> int:
                 "--bench-seconds", "0.5"]
             mb, sec = peak_rss(cmd)
             res = RunResult.load(out / "report.json")
-            rows.append((res.data["eval_images"], mb, sec))
+            rows.append((res.data.eval_images, mb, sec))
     print(f"\n| evaluation photos at {args.size or '768x512'} | peak RSS MB | wall s |\n|---|---|---|")
     for n, mb, sec in rows:
         print(f"| {n} | {mb:.0f} | {sec:.0f} |")

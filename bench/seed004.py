@@ -18,6 +18,7 @@ Agreement, top-5 overlap, KL and rel-L2 are measured against FP32.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -89,19 +90,18 @@ def main() -> int:
         mb, sec = peak_rss(cmd)
     res = RunResult.load(out / "report.json")
     env = res.environment
-    print(f"\nseed 004 ({args.mode}): {res.data['eval_images']} evaluation images at {res.data.get('size', 224)} px, "
-          f"{env.get('cpu')}, {env.get('threads')} threads, {env.get('runtime')}; whole run {sec:.0f} s, "
+    print(f"\nseed 004 ({args.mode}): {res.data.eval_images} evaluation images at {json.loads(res.data.preprocess)['size']} px, "
+          f"{env.cpu}, {env.threads} threads, {env.runtime}; whole run {sec:.0f} s, "
           f"peak RSS {mb:.0f} MB")
     print(markdown_table(res))  # the report's own table: FAILED rows carry the agreement reached
     auto = next((v for v in res.variants if v.name == "auto"), None)
-    if auto is not None:
-        s = auto.extra.get("search") or {}
-        print(f"\nauto: {'met' if s.get('met_budget') else 'did NOT meet'} the budget of {s.get('budget_pt')} pt "
-              f"({s.get('metric')}); chosen {s.get('chosen')}, FP32 nodes kept {s.get('fp32_nodes_kept')}; "
-              f"{s.get('message') or ''}")
-        for k in s.get("sensitivity_by_kind") or []:
-            print(f"  {k['kind']}: {k['nodes']} nodes, mean added error {k['mean_added_error']:.4f}, "
-                  f"max {k['max_added_error']:.4f}")
+    if auto is not None and auto.facts.search is not None:
+        s = auto.facts.search
+        print(f"\nauto: {'met' if s.met_budget else 'did NOT meet'} the budget of {s.budget_pt} pt "
+              f"({s.metric}); chosen {s.chosen}, FP32 nodes kept {s.fp32_nodes_kept}; {s.message or ''}")
+        for k in s.sensitivity_by_kind:
+            print(f"  {k.kind}: {k.nodes} nodes, mean added error {k.mean_added_error:.4f}, "
+                  f"max {k.max_added_error:.4f}")
     return 0
 
 

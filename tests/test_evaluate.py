@@ -4,6 +4,7 @@ from conftest import CLASSES
 
 from qdeploy.data import PreprocessSpec
 from qdeploy.evaluate import mcnemar_p, metrics_from_logits, paired
+from qdeploy.tasks.classification import Paired
 
 
 def test_metrics_on_known_logits():
@@ -18,7 +19,7 @@ def test_metrics_on_known_logits():
     m2 = metrics_from_logits(logits, labels, ["a", "b", "c"], reference=ref)
     assert m2.agreement == 0.75 and m2.max_abs_diff == 5.0
     assert m2.rel_l2 == pytest.approx(np.linalg.norm(logits - ref) / np.linalg.norm(ref))
-    assert m2.paired == {"only_this": 0, "only_ref": 1, "diff_pt": -25.0, "p_value": 1.0}
+    assert m2.paired == Paired(only_this=0, only_ref=1, diff_pt=-25.0, p_value=1.0)
 
 
 def test_mcnemar_exact_values():
@@ -32,8 +33,8 @@ def test_paired_counts_only_discordant_images():
     labels = np.array([0, 1, 2, 3, 4, 5])
     a = np.array([0, 1, 2, 0, 0, 5])   # right on 0,1,2,5
     b = np.array([0, 0, 0, 3, 4, 5])   # right on 0,3,4,5
-    assert paired(a, b, labels) == {"only_this": 2, "only_ref": 2, "diff_pt": 0.0, "p_value": 1.0}
-    assert paired(a, labels, labels)["only_ref"] == 2 and paired(a, labels, labels)["diff_pt"] == pytest.approx(-100 / 3)
+    assert paired(a, b, labels) == Paired(only_this=2, only_ref=2, diff_pt=0.0, p_value=1.0)
+    assert paired(a, labels, labels).only_ref == 2 and paired(a, labels, labels).diff_pt == pytest.approx(-100 / 3)
 
 
 def test_fp32_accuracy_on_real_images(fp32_onnx, calib_eval):
@@ -42,7 +43,7 @@ def test_fp32_accuracy_on_real_images(fp32_onnx, calib_eval):
     assert m.n == 500 and 0.88 <= m.top1 <= 0.97 and m.top5 > 0.97
     assert sum(map(sum, m.confusion)) == 500 and len(m.per_class) == 10
     assert same.agreement == 1.0 and same.rel_l2 == 0.0 and same.kl_ref == 0.0 and same.top5_overlap == 1.0
-    assert same.paired["only_this"] == same.paired["only_ref"] == 0
+    assert same.paired.only_this == same.paired.only_ref == 0
 
 
 def _twice(path, ev):

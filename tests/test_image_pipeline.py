@@ -81,18 +81,18 @@ def test_fixed_inputs_travel_in_every_file_and_psnr_is_what_the_files_give(style
 @pytest.mark.pipeline
 def test_power_difference_study_outputs_equal_and_numpy_really_ran(style_run):
     out, _ = style_run
-    st = RunResult.load(out / "report.json").studies["power_difference"]
-    rows = st["rows"]
-    assert st["rewritten_nodes"]["fp32"] == 18          # every instance norm's (x - mean)^2
+    st = RunResult.load(out / "report.json").power_difference
+    rows = st.rows
+    assert st.rewritten_nodes["fp32"] == 18          # every instance norm's (x - mean)^2
     for k in ("fp32 PowerDifference-native", "fp32 PowerDifference-numpy"):
-        assert rows[k]["max_abs_diff"] <= 1e-4
-    assert rows["fp32 PowerDifference-numpy"]["numpy_calls"] == 18 * st["images"]
-    assert rows["fp32 PowerDifference-native"]["numpy_calls"] == 0
-    assert st["int8_variant"] == "conv-inputs"           # default wraps Sub/Pow in Q/DQ: no pairs left
-    assert rows["int8 PowerDifference-numpy"]["max_abs_diff"] <= 1e-4 + rows["int8"]["max_abs_diff"]
+        assert rows[k].max_abs_diff <= 1e-4
+    assert rows["fp32 PowerDifference-numpy"].numpy_calls == 18 * st.images
+    assert rows["fp32 PowerDifference-native"].numpy_calls == 0
+    assert st.int8_variant == "conv-inputs"           # default wraps Sub/Pow in Q/DQ: no pairs left
+    assert rows["int8 PowerDifference-numpy"].max_abs_diff <= 1e-4 + rows["int8"].max_abs_diff
     import onnx
 
-    g = onnx.load(str(out / rows["fp32 PowerDifference-native"]["file"]))
+    g = onnx.load(str(out / rows["fp32 PowerDifference-native"].file))
     assert not [n for n in g.graph.node if n.op_type == "Pow"] and [f.name for f in g.functions] == ["PowerDifference"]
     assert "Seed 003's custom operator" in (out / "report.md").read_text()
 
@@ -146,7 +146,7 @@ def test_pytorch_image_model_exports_checks_parity_and_collapses_are_refused(tmp
     if amplify == 1.0:
         assert v.ok and v.metrics.psnr_mean > 30 and (out / "int8_default.onnx").is_file()
     else:
-        assert not v.ok and "collapsed" in v.error and v.extra["psnr"] < 20
+        assert not v.ok and "collapsed" in v.error and v.check.psnr < 20
         assert not (out / "int8_default.onnx").exists()
         assert "FAILED, not written" in (out / "report.md").read_text()
 

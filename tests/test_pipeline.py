@@ -99,16 +99,16 @@ def test_run_with_pytorch_variants_and_auto(tmp_path, cifar):
     for name in ("pt-ptq", "pt-qat", "pot"):
         assert v[name]["status"] == "ok" and v[name]["torch"]["bench"]["p50_ms"] > 0
         assert v[name]["torch"]["metrics"]["n"] == 300 and v[name]["metrics"]["agreement"] >= 0.9
-    assert v["pot"]["extra"]["pot_scales"]["all_power_of_two"]
+    assert v["pot"]["facts"]["pot_scales"]["all_power_of_two"]
     qat = v["pt-qat"]
-    assert [h["epoch"] for h in qat["extra"]["qat_history"]] == [0, 1] and qat["extra"]["qat_epoch"] in (0, 1)
+    assert [h["epoch"] for h in qat["facts"]["qat_history"]] == [0, 1] and qat["facts"]["qat_epoch"] in (0, 1)
     for rt in ("onnxruntime", "torch"):  # QAT vs the PTQ it started from, image by image
-        p = qat["extra"]["vs_ptq"][rt]
+        p = qat["facts"]["vs_ptq"][rt]
         own = qat["metrics"] if rt == "onnxruntime" else qat["torch"]["metrics"]
         ptq = v["pt-ptq"]["metrics"] if rt == "onnxruntime" else v["pt-ptq"]["torch"]["metrics"]
         assert p["diff_pt"] == pytest.approx(100 * (own["top1"] - ptq["top1"])) and 0 < p["p_value"] <= 1
     assert v["fp32"]["torch"]["bench"]["runtime"].startswith("torch")
-    assert v["auto"]["extra"]["search"]["candidates"] >= 5 and (out / "search.json").is_file()
+    assert v["auto"]["facts"]["search"]["candidates"] >= 5 and (out / "search.json").is_file()
     md = (out / "report.md").read_text()
     assert "PyTorch-native INT8" in md and "## Auto-quantization" in md and "search_pareto.png" in md
     assert "| 0 | – (PTQ start) |" in md and "Against `pt-ptq` (torch)" in md and "McNemar" in md
@@ -135,7 +135,7 @@ def test_run_on_a_plain_photo_folder_is_label_free(tmp_path):
                 "--bench-runs", 10, "--bench-batches", "1", "--bench-seconds", 0.05)
     assert r.returncode == 0, r.stderr[-3000:]
     res = RunResult.load(out / "report.json")
-    assert res.data["labelled"] is False and res.data["calib_images"] == 4 and res.data["eval_images"] == 8
+    assert res.data.labelled is False and res.data.calib_images == 4 and res.data.eval_images == 8
     d = res.get("default")
     assert res.fp32.metrics.top1 is None and d.metrics.n == 8 and d.metrics.agreement is not None
     assert d.metrics.top5_overlap is not None and d.metrics.kl_ref is not None and d.metrics.paired is None
@@ -161,12 +161,12 @@ def test_imagenet_mode_on_photos(tmp_path):
     # per-tensor weights on a BN-folded depthwise network: refused, with the agreement it reached in the
     # table and, below it, which kinds of node add the error
     pt = res.get("per-tensor")
-    assert not pt.ok and pt.extra["agreement"] < 0.8 and not (out / "int8_per-tensor.onnx").exists()
+    assert not pt.ok and pt.check.agreement < 0.8 and not (out / "int8_per-tensor.onnx").exists()
     md = (out / "report.md").read_text()
-    assert f"| per-tensor | FAILED, not written | – | – | – | {100 * pt.extra['agreement']:.2f} (on 8 verification" in md
-    kinds = {k["kind"] for k in pt.extra["sensitivity_by_kind"]}
+    assert f"| per-tensor | FAILED, not written | – | – | – | {100 * pt.check.agreement:.2f} (on 8 verification" in md
+    kinds = {k.kind for k in pt.facts.diagnosis.by_kind}
     assert {"depthwise", "pointwise", "conv"} <= kinds and "### Why `per-tensor` collapsed" in md
-    assert len(res.classes) == 1000 and res.classes[88] == "macaw" and res.data["eval_images"] == 16
+    assert len(res.classes) == 1000 and res.classes[88] == "macaw" and res.data.eval_images == 16
     assert read_info(out / "int8_default.onnx").preprocess.size == 224
     d = res.get("default")
     assert d.ok and d.metrics.top1 is None and 0.5 <= d.metrics.agreement <= 1.0 and d.metrics.top5_overlap > 0.5
@@ -177,11 +177,11 @@ def test_imagenet_mode_on_photos(tmp_path):
 
     p = res.get("pt-ptq")
     if not cpu_has_vnni():
-        assert not p.ok and p.extra["agreement"] < 0.8 and not (out / "int8_pt-ptq.onnx").exists()
+        assert not p.ok and p.check.agreement < 0.8 and not (out / "int8_pt-ptq.onnx").exists()
         assert "| pt-ptq | FAILED, not written |" in md
         return
-    assert p.ok and p.metrics.agreement >= 0.5 and p.extra["export_parity"]["verified_on"] == 8
-    assert p.extra["vs_fp32"]["agreement"] >= 0.8 and "| pt-ptq | torch " in md
+    assert p.ok and p.metrics.agreement >= 0.5 and p.facts.export_parity.verified_on == 8
+    assert p.facts.vs_fp32.agreement >= 0.8 and "| pt-ptq | torch " in md
     assert "Export of `pt-ptq`: the ONNX file matches its PyTorch INT8 model on 8 verification images" in md
 
 

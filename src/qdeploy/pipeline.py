@@ -32,7 +32,7 @@ from .quantize.base import VariantContext, build_variant
 from .quantize.config import TORCH_VARIANTS, AutoConfig, QuantConfig, parse_variants, variant_config
 from .report import ReportConfig, report
 from .report.plots import image_grid
-from .results import RunResult, TargetResult, TorchResult, VariantResult
+from .results import Environment, PowerDifferenceStudy, RunData, RunResult, TargetResult, TorchResult, VariantResult
 from .source import Source, SourceConfig, resolve_source
 from .targets import DEFAULT_TARGET, check_targets, open_session
 from .tasks import DEFAULT_TASK, Task, get_task
@@ -69,7 +69,7 @@ class RunConfig:
         self.evaluate = replace(self.evaluate, task=self.task)
         self.source = replace(self.source, task=self.task)
         self.variants = parse_variants(self.variants)
-        task = get_task(self.task)  # one clear error for an unknown task, before any work
+        task = self.task_def  # one clear error for an unknown task, before any work
         if not task.has_classes and self.ray is not None:
             raise ConfigError("--ray shards classification evaluation only; an image-to-image model's outputs are "
                               "images, which cost more to ship back than to compute: run it without --ray")
@@ -89,6 +89,12 @@ class RunConfig:
                             for k, c in self.configs.items()}
         if self.auto is not None:
             self.configs["auto"] = replace(self.auto, targets=self.targets)
+
+
+    @property
+    def task_def(self) -> Task:
+        """The registered Task named by `task` (tasks.TASKS)."""
+        return get_task(self.task)
 
 
 def _fixed(cfg: RunConfig) -> dict:
@@ -148,9 +154,22 @@ def _check_writable(out: Path) -> None:
     (out / ".write-test").unlink()
 
 
-def _prepare(cfg: RunConfig):
+@dataclass
+class _Prepared:
+    """What the cheap checks before heavy work found (see _prepare)."""
+
+    src: Source
+    model: object            # the FP32 torch model, None when the run starts from ONNX
+    data: DataConfig         # the run's data config, with the source's preprocessing and classes
+    calib: ImageSet
+    evalset: ImageSet
+    classes: list[str]       # [] when outputs are images
+    fixed: dict              # --fixed-input name -> array
+
+
+def _prepare(cfg: RunConfig) -> _Prepared:
     """Cheap checks before heavy work: output writable, source resolved, checkpoint fits, data found,
-    class count. Returns (source, torch model or None, data config, calib, eval, classes)."""
+    class count."""
     _check_writable(Path(cfg.out))
     src = resolve_source(cfg.source)
     model = None
@@ -162,11 +181,11 @@ def _prepare(cfg: RunConfig):
     data = replace(cfg.data, preprocess=src.preprocess, classes=src.classes,
                    holdout=cfg.auto.val_size if cfg.auto is not None else 0)
     calib, evalset = open_calib_eval(data)
-    if not get_task(cfg.task).has_classes:
-        return src, model, data, calib, evalset, [], fixed  # outputs are images: no classes to match
+    if not cfg.task_def.has_classes:
+        return _Prepared(src, model, data, calib, evalset, [], fixed)  # outputs are images: no classes to match
     classes = _classes(src, calib, _model_outputs(cfg, model, src.preprocess.size))
-    return (src, model, replace(data, classes=classes if calib.labelled else data.classes), calib, evalset, classes,
-            fixed)
+    return _Prepared(src, model, replace(data, classes=classes if calib.labelled else data.classes), calib, evalset,
+                     classes, fixed)
 
 
 def run(cfg: RunConfig, log=print) -> RunResult:
@@ -179,7 +198,8 @@ def run(cfg: RunConfig, log=print) -> RunResult:
 def _run(cfg: RunConfig, log) -> RunResult:
     t_start = time.perf_counter()
     out = Path(cfg.out)
-    src, model, data, calib, evalset, classes, fixed = _prepare(cfg)
+    p = _prepare(cfg)
+    src, model, data, calib, evalset, classes, fixed = p.src, p.model, p.data, p.calib, p.evalset, p.classes, p.fixed
     log(f"source: {src.arch or Path(cfg.source.onnx).name}; " + ", ".join(f"{k} from {v}" for k, v in src.origin.items())
         + (f"; fixed inputs {fixed_inputs.describe(fixed)}" if fixed else ""))
     man = Manifest(out)
@@ -212,7 +232,7 @@ def _run(cfg: RunConfig, log) -> RunResult:
             variants += _build_all(cfg, ctx, man, log, ray)
         with man.stage("evaluate"):
             _evaluate(variants, ctx, evalset, cfg.evaluate, log, ray, cfg.ray)
-    if not get_task(cfg.task).has_classes:   # outputs are images: FP32 and INT8 side by side
+    if not cfg.task_def.has_classes:   # outputs are images: FP32 and INT8 side by side
         with man.stage("grids"):
             _image_grids(variants, ctx, evalset, out, cfg.evaluate.threads)
     with man.stage("bench"):
@@ -227,7 +247,7 @@ def _run(cfg: RunConfig, log) -> RunResult:
     result = _result(cfg, variants, calib, evalset, classes, data.preprocess)
     if cfg.power_difference:
         with man.stage("power-difference"):
-            result.studies["power_difference"] = _power_difference(cfg, variants, evalset, data, out, log)
+            result.power_difference = _power_difference(cfg, variants, evalset, data, out, log)
     result.save(out / "report.json")
     with man.stage("report"):
         report(out / "report.json", out, cfg.report)
@@ -260,7 +280,7 @@ def _image_grids(variants, ctx: VariantContext, evalset: ImageSet, out: Path, th
         image_grid(rows, f"{v.name}: input | FP32 | INT8 | error", out / "plots" / f"grid_{v.name}.png")
 
 
-def _power_difference(cfg: RunConfig, variants, evalset: ImageSet, data, out: Path, log) -> dict:
+def _power_difference(cfg: RunConfig, variants, evalset: ImageSet, data, out: Path, log) -> PowerDifferenceStudy:
     """Seed 003's comparison on the FP32 file and the best-PSNR INT8 variant that still has its Sub->Pow pairs."""
 
 
@@ -273,7 +293,7 @@ def _power_difference(cfg: RunConfig, variants, evalset: ImageSet, data, out: Pa
     images = evalset.subset(range(min(cfg.study_images, len(evalset)))).load(data.preprocess)
     rec = study(out / "fp32.onnx", out / int8[0].file if int8 else None, images, out,
                 runs=max(10, min(cfg.bench.runs, 30)), threads=cfg.bench.threads, log=log)
-    rec["int8_variant"] = int8[0].name if int8 else None
+    rec.int8_variant = int8[0].name if int8 else None
     return rec
 
 
@@ -375,10 +395,9 @@ def _qat_vs_ptq(by_name: dict, scorers: dict) -> None:
     labels = scorers["pt-ptq"].seen_labels() if "pt-ptq" in scorers else None
     if qat is None or not qat.ok or labels is None:
         return
-    qat.extra["vs_ptq"] = {rt: paired(scorers["pt-qat" + sfx].predictions(), scorers["pt-ptq" + sfx].predictions(),
-                                      labels)
-                           for rt, sfx in (("onnxruntime", ""), ("torch", "@torch"))
-                           if "pt-qat" + sfx in scorers and "pt-ptq" + sfx in scorers}
+    qat.facts.vs_ptq = {rt: paired(scorers["pt-qat" + sfx].predictions(), scorers["pt-ptq" + sfx].predictions(), labels)
+                        for rt, sfx in (("onnxruntime", ""), ("torch", "@torch"))
+                        if "pt-qat" + sfx in scorers and "pt-ptq" + sfx in scorers}
 
 
 def _other_targets(ctx: VariantContext, v: VariantResult) -> list[str]:
@@ -477,15 +496,15 @@ def recommend(variants: list[VariantResult], gate: float, task: Task | None = No
 
 def _result(cfg: RunConfig, variants, calib, evalset, classes, spec) -> RunResult:
     first = next((v.bench for v in variants if v.bench is not None), None)
-    task = get_task(cfg.task)
+    task = cfg.task_def
     return RunResult(
         variants=variants, classes=classes, task=cfg.task,
         recommended=recommend(variants, task.gate(cfg.max_drop_pt, cfg.min_psnr), task),
         max_drop_pt=cfg.max_drop_pt, min_psnr=None if task.has_classes else cfg.min_psnr,
-        data={"root": cfg.data.root, "calib_source": calib.source, "calib_images": len(calib),
-              "eval_source": evalset.source, "eval_images": len(evalset), "labelled": evalset.labelled,
-              "preprocess": spec.to_json()},
-        environment={"cpu": cpu_name(), "threads": first.threads if first else None,
-                     "runtime": first.runtime if first else None, "provider": first.provider if first else None,
-                     "runs": cfg.bench.runs})
+        data=RunData(root=cfg.data.root, calib_source=calib.source, calib_images=len(calib),
+                     eval_source=evalset.source, eval_images=len(evalset), labelled=evalset.labelled,
+                     preprocess=spec.to_json()),
+        environment=Environment(cpu=cpu_name(), threads=first.threads if first else None,
+                                runtime=first.runtime if first else None,
+                                provider=first.provider if first else None, runs=cfg.bench.runs))
 

@@ -3,18 +3,159 @@ with a schema version. The report, the app, auto search and the CLI read these t
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .artifacts import write_json
 from .bench import BenchResult
 from .errors import ModelFileError
+from .records import RecordError, from_json
 from .targets import DEFAULT_TARGET
-from .tasks import DEFAULT_TASK, get_task
-from .tasks.classification import Metrics
+from .tasks import DEFAULT_TASK, QuantCheck, get_task
+from .tasks.classification import Metrics, Paired
 from .tasks.image import ImageMetrics
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3   # 3: VariantResult.extra -> typed `facts`; check, paired, data, environment, studies typed
+
+
+@dataclass
+class NodeError:
+    """One quantized node's cost (quantize/sensitivity.node_sensitivity): the output's relative error with this
+    node quantized, and what it adds over what its input already carried."""
+
+    node: str
+    op: str
+    kind: str
+    tensor: str
+    output_rel_error: float
+    added_error: float
+
+
+@dataclass
+class KindError:
+    """Node errors summed by kind of node (depthwise, pointwise, dense, ...)."""
+
+    kind: str
+    nodes: int
+    mean_added_error: float
+    max_added_error: float
+
+
+@dataclass
+class TensorError:
+    """One activation quantized alone in the FP32 graph: the output's relative error, top-1 flips (classifiers)."""
+
+    tensor: str
+    kind: str
+    output_rel_error: float
+    flips: float | None = None
+
+
+@dataclass
+class Diagnosis:
+    """Why a variant collapsed, on a few of its verification images (empty lists: no node-by-node comparison)."""
+
+    images: int = 0
+    by_kind: list[KindError] = field(default_factory=list)
+    worst: list[NodeError] = field(default_factory=list)
+    error: str | None = None           # the diagnosis itself failed (never hides the collapse)
+
+
+@dataclass
+class Parity:
+    """A PyTorch INT8 model's ONNX export against the model itself (quantize/torch_eager.export_parity)."""
+
+    agreement: float | None
+    rel_l2: float
+    verified_on: int
+    rule: str                                  # agreement | rel-l2 (near-tied logits: within a share of ...
+    int8_vs_fp32_rel_l2: float | None = None   # ... the INT8 model's own distance from FP32)
+
+
+@dataclass
+class PotScales:
+    """A power-of-two variant's scales: every one an exact power of two, or the file is not kept."""
+
+    count: int
+    all_power_of_two: bool
+    min_exp: int
+    max_exp: int
+
+
+@dataclass
+class QatEpoch:
+    """One row of QAT's history; epoch 0 is the PTQ starting point (no training figures)."""
+
+    epoch: int
+    note: str | None = None
+    train_loss: float | None = None
+    train_acc: float | None = None
+    sec: float | None = None
+    images: int | None = None
+    device: str | None = None
+    val_top1: float | None = None
+    val_loss: float | None = None
+    val_agreement: float | None = None
+    val_kl_fp32: float | None = None
+
+
+@dataclass
+class TargetPick:
+    """What an auto search found on one target."""
+
+    chosen: str
+    p50_ms: float
+    drop_pt: float | None = None
+
+
+@dataclass
+class SearchSummary:
+    """The part of an auto search's record a run's report carries (every candidate is in search.json)."""
+
+    metric: str                          # drop | disagreement | psnr
+    met_budget: bool
+    candidates: int
+    seconds: float
+    budget_pt: float | None = None
+    chosen: str | None = None
+    chosen_target: str | None = None
+    chosen_drop_pt: float | None = None
+    chosen_p50_ms: float | None = None
+    chosen_psnr: float | None = None
+    chosen_psnr_min: float | None = None
+    fp32_nodes_kept: int | None = None
+    message: str | None = None
+    fp32_val_top1: float | None = None
+    label_free: bool | None = None
+    min_psnr: float | None = None
+    min_worst_psnr: float | None = None
+    min_ssim: float | None = None
+    floors: str | None = None
+    fp32_p50_ms: float | None = None
+    val_images: int | None = None
+    calib_pool: int | None = None
+    calib_sizes: list[int] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
+    per_target: dict[str, TargetPick | None] = field(default_factory=dict)
+    top_sensitive: list[NodeError] = field(default_factory=list)
+    top_tensors: list[TensorError] = field(default_factory=list)
+    sensitivity_by_kind: list[KindError] = field(default_factory=list)
+
+
+@dataclass
+class VariantFacts:
+    """What a recipe knows about the file it built, beyond the shared check: each handler fills its own fields."""
+
+    ir_bytes: int | None = None                # OpenVINO IR (nncf): .xml + .bin
+    calibration_items: int | None = None       # nncf
+    export_parity: Parity | None = None        # PyTorch recipes: the ONNX file is the PyTorch INT8 model ...
+    vs_fp32: QuantCheck | None = None          # ... and passes the collapse guard against FP32
+    qat_history: list[QatEpoch] = field(default_factory=list)
+    qat_epoch: int | None = None               # the epoch QAT returned (0 = the PTQ start)
+    vs_ptq: dict[str, Paired] = field(default_factory=dict)  # pt-qat against pt-ptq, per runtime
+    pot_scales: PotScales | None = None
+    search: SearchSummary | None = None        # auto
+    diagnosis: Diagnosis | None = None         # a refused variant: where its error comes from
 
 
 @dataclass
@@ -40,19 +181,21 @@ class TargetResult:
 
 @dataclass
 class VariantResult:
-    name: str
+    """One variant: its file, how it was checked, and what it measured on the run's first target."""
+
+    name: str                       # fp32, default, auto, pt-qat, ...
     kind: str                       # fp32 | int8
-    file: str
+    file: str                       # beside report.json (ONNX, OpenVINO IR or a compiled form)
     status: str = "ok"              # ok | failed (never written under its final name)
-    error: str | None = None
-    target: str = DEFAULT_TARGET
-    config: dict = field(default_factory=dict)
-    check: dict | None = None       # verification against FP32 before the file got its name
+    error: str | None = None        # why it was refused (one line)
+    target: str = DEFAULT_TARGET    # where the row's metrics and bench were measured
+    config: dict = field(default_factory=dict)  # the recipe's config as written (quantize/config.py's dataclass)
+    check: QuantCheck | None = None  # verification against FP32 before the file got its name (or why it was refused)
     metrics: Metrics | ImageMetrics | None = None   # the run's task decides which
-    bench: BenchResult | None = None
-    torch: TorchResult | None = None
+    bench: BenchResult | None = None   # latency and throughput on `target`
+    torch: TorchResult | None = None   # PyTorch-native recipes: the INT8 model measured in PyTorch
     on: dict[str, TargetResult] = field(default_factory=dict)  # other targets, by name (ort-cpu is the row itself)
-    extra: dict = field(default_factory=dict)  # scheme facts: qat_history, qat_epoch, vs_ptq, pot_scales, search
+    facts: VariantFacts = field(default_factory=VariantFacts)   # what its recipe knows beyond the check
 
     @property
     def ok(self) -> bool:
@@ -63,22 +206,77 @@ class VariantResult:
         return self.ok and self.metrics is not None and self.bench is not None
 
     @classmethod
-    def failed(cls, name: str, file: str, error: str, **extra) -> "VariantResult":
-        return cls(name=name, kind="int8", file=file, status="failed", error=error, extra=extra)
+    def failed(cls, name: str, file: str, error: str, check: QuantCheck | None = None,
+               facts: VariantFacts | None = None) -> "VariantResult":
+        return cls(name=name, kind="int8", file=file, status="failed", error=error, check=check,
+                   facts=facts or VariantFacts())
+
+
+@dataclass
+class StudyRow:
+    """One model of the PowerDifference study against the original FP32 output, and its batch-1 latency."""
+
+    file: str
+    psnr: float | None
+    psnr_min: float | None
+    ssim: float | None
+    max_abs_diff: float | None
+    numpy_calls: int
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+
+@dataclass
+class PowerDifferenceStudy:
+    """Seed 003's custom operator: every (x - y)^2 as one PowerDifference node, native and NumPy, FP32 and INT8."""
+
+    images: int
+    rewritten_nodes: dict[str, int]      # fp32 / int8 -> Sub->Pow pairs rewritten
+    rows: dict[str, StudyRow]            # model -> its row, "fp32" (the reference) first
+    native: str                          # how each implementation runs
+    numpy: str
+    int8_file: str | None = None
+    int8_variant: str | None = None      # the best-PSNR INT8 variant that kept its Sub->Pow pairs
+
+
+@dataclass
+class RunData:
+    """What a run was calibrated and evaluated on."""
+
+    root: str | None = None
+    calib_source: str | None = None
+    calib_images: int = 0
+    eval_source: str | None = None
+    eval_images: int = 0
+    labelled: bool = True
+    preprocess: str | None = None    # the PreprocessSpec as JSON
+
+
+@dataclass
+class Environment:
+    """The machine and runtime the latencies were measured on."""
+
+    cpu: str | None = None
+    threads: int | None = None
+    runtime: str | None = None
+    provider: str | None = None
+    runs: int | None = None
 
 
 @dataclass
 class RunResult:
-    variants: list[VariantResult]
-    classes: list[str]
-    task: str = DEFAULT_TASK
-    recommended: str | None = None
-    max_drop_pt: float = 1.0
+    """One `qdeploy run`: every variant measured, what to deploy, what it was measured on."""
+
+    variants: list[VariantResult]   # FP32 first, then each INT8 variant (refused ones too)
+    classes: list[str]              # class names in output order ([] for image-to-image)
+    task: str = DEFAULT_TASK        # a name in tasks.TASKS
+    recommended: str | None = None  # the fastest verified variant within the gate ("name" or "name@target")
+    max_drop_pt: float = 1.0        # the classification gate: top-1 (or agreement) drop in points
     min_psnr: float | None = None   # image-to-image: the recommendation's quality floor (dB vs FP32)
-    data: dict = field(default_factory=dict)
-    environment: dict = field(default_factory=dict)
-    studies: dict = field(default_factory=dict)   # e.g. power_difference: seed 003's custom-operator comparison
-    schema_version: int = SCHEMA_VERSION
+    data: RunData = field(default_factory=RunData)
+    environment: Environment = field(default_factory=Environment)
+    power_difference: PowerDifferenceStudy | None = None   # --power-difference: seed 003's study
+    schema_version: int = SCHEMA_VERSION   # this file's layout (docs/report-schema.md)
 
     def get(self, name: str) -> VariantResult | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -105,7 +303,15 @@ class RunResult:
                                  f"qdeploy (report schema {version or 1}, this one reads {SCHEMA_VERSION}); re-run "
                                  "'qdeploy run' to rebuild it")
         task = d.get("task", DEFAULT_TASK)
-        return cls(**{**d, "variants": [_variant(v, task) for v in d["variants"]]})
+        try:
+            return cls(**{**d, "variants": [_variant(v, task) for v in d["variants"]],
+                          "data": from_json(RunData, d.get("data") or {}, where="data"),
+                          "environment": from_json(Environment, d.get("environment") or {}, where="environment"),
+                          "power_difference": from_json(PowerDifferenceStudy, d.get("power_difference"),
+                                                        where="power_difference")})
+        except (RecordError, TypeError) as exc:
+            raise ModelFileError(f"{source} does not match report schema {SCHEMA_VERSION} ({exc}); re-run "
+                                 "'qdeploy run' to rebuild it") from exc
 
     @classmethod
     def load(cls, path: str | Path) -> "RunResult":
@@ -117,23 +323,12 @@ class RunResult:
         return cls.from_dict(data, source=str(path))
 
 
-def _bench(d: dict | None) -> BenchResult | None:
-    if d is None:
-        return None
-    return BenchResult(**{**d, "throughput": {int(k): v for k, v in d.get("throughput", {}).items()}})
-
-
 def _variant(d: dict, task: str = DEFAULT_TASK) -> VariantResult:
-    known = {f.name for f in fields(VariantResult)}
-    v = VariantResult(**{k: d[k] for k in known if k in d})
-    v.metrics = get_task(task).metrics_type.from_dict(d["metrics"]) if d.get("metrics") else None
-    v.bench = _bench(d.get("bench"))
+    """A variant as report.json holds it; metrics by the run's task (a classifier's or an image model's)."""
+    metrics_type = get_task(task).metrics_type
+    on = {name: {**t, "metrics": None} for name, t in (d.get("on") or {}).items()}
+    v = from_json(VariantResult, {**d, "metrics": None, "on": on}, where=f"variant {d.get('name')}")
+    v.metrics = metrics_type.from_dict(d["metrics"]) if d.get("metrics") else None
     for name, t in (d.get("on") or {}).items():
-        v.on[name] = TargetResult(target=t["target"], load_s=t.get("load_s"), first_ms=t.get("first_ms"),
-                                  runtime=t.get("runtime"), bench=_bench(t.get("bench")),
-                                  metrics=get_task(task).metrics_type.from_dict(t["metrics"]) if t.get("metrics") else None)
-    if d.get("torch"):
-        t = d["torch"]
-        v.torch = TorchResult(metrics=Metrics.from_dict(t["metrics"]) if t.get("metrics") else None,
-                              bench=_bench(t.get("bench")), size_bytes=t.get("size_bytes"))
+        v.on[name].metrics = metrics_type.from_dict(t["metrics"]) if t.get("metrics") else None
     return v

@@ -75,12 +75,12 @@ def test_collapse_is_refused_and_not_written(tmp_path, fp32_onnx, calib_eval):
         quantize(fp32_onnx[0], out, preset("default"), bad_calib, verify_batch=calib_eval[1])
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
     # the refusal says how far it got and where the error comes from, node by node
-    d = caught.value.details
-    assert d["agreement"] < 0.8 and d["verified_on"] == len(calib_eval[1])
-    kinds = {k["kind"]: k for k in d["sensitivity_by_kind"]}
+    c, d = caught.value.check, caught.value.facts.diagnosis
+    assert c.agreement < 0.8 and c.n == len(calib_eval[1]) and d.images == min(c.n, 32)
+    kinds = {k.kind: k for k in d.by_kind}
     assert {"conv", "add", "gemm"} <= set(kinds)  # ResNet18: 3x3 convs (+ReLU) are measured too
-    worst = d["worst_nodes"][0]
-    assert worst["added_error"] == max(k["max_added_error"] for k in kinds.values()) and worst["output_rel_error"] > 0.3
+    worst = d.worst[0]
+    assert worst.added_error == max(k.max_added_error for k in kinds.values()) and worst.output_rel_error > 0.3
 
 
 @pytest.mark.parametrize("kwargs", [{"format": "QDQX"}, {"activation_type": "int4"}, {"method": "kl"},

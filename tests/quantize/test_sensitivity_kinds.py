@@ -40,7 +40,7 @@ def test_conv_kinds_from_a_real_export():
     rows = [{"kind": "depthwise", "added_error": 0.3}, {"kind": "depthwise", "added_error": 0.1},
             {"kind": "pointwise", "added_error": 0.05}]
     summary = by_kind(rows)
-    assert summary[0]["kind"] == "depthwise" and summary[0]["nodes"] == 2 and abs(summary[0]["mean_added_error"] - 0.2) < 1e-9
+    assert summary[0].kind == "depthwise" and summary[0].nodes == 2 and abs(summary[0].mean_added_error - 0.2) < 1e-9
 
 
 @pytest.fixture(scope="module")

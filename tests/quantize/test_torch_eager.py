@@ -170,7 +170,7 @@ def test_a_collapsed_pytorch_int8_model_is_refused_not_written(fp32_model, fp32_
                          spec=PreprocessSpec(), model=fp32_model)
     with pytest.raises(QuantizeError, match=r"collapsed: top-1 agreement with FP32 is .* not written") as exc:
         build_torch(TORCH_PRESETS["pt-ptq"](), ctx, tmp_path / "int8_pt-ptq.onnx", log=lambda m: None)
-    assert exc.value.details["agreement"] < 0.5 and exc.value.details["verified_on"] == 64
+    assert exc.value.check.agreement < 0.5 and exc.value.check.n == 64
     assert not (tmp_path / "int8_pt-ptq.onnx").exists()
     # the same call with the real model passes both checks and writes the file
     monkeypatch.setattr(te, "ptq", real_ptq)

@@ -116,21 +116,21 @@ def test_pt_ptq_exports_verified_and_pot_is_refused(lite, lite0_imagenet, tmp_pa
     if not cpu_has_vnni():   # AVX2's saturating u8 x s8 kernels (test above): ORT's run of the file collapses
         with pytest.raises(QuantizeError, match="'pt-ptq' collapsed: top-1 agreement with FP32") as exc:
             build_torch(TORCH_PRESETS["pt-ptq"](), ctx, tmp_path / "int8_pt-ptq.onnx", log=lambda m: None)
-        assert exc.value.details["agreement"] < 0.8 and not (tmp_path / "int8_pt-ptq.onnx").exists()
+        assert exc.value.check.agreement < 0.8 and not (tmp_path / "int8_pt-ptq.onnx").exists()
     else:
-        check, extra = build_torch(TORCH_PRESETS["pt-ptq"](), ctx, tmp_path / "int8_pt-ptq.onnx", log=lambda m: None)
+        check, facts = build_torch(TORCH_PRESETS["pt-ptq"](), ctx, tmp_path / "int8_pt-ptq.onnx", log=lambda m: None)
         g = onnx.load(str(tmp_path / "int8_pt-ptq.onnx")).graph
         ops = {n.op_type for n in g.node}
         assert {"QuantizeLinear", "DequantizeLinear", "Pad", "Clip", "Conv"} <= ops
-        par = extra["export_parity"]
-        assert not check.collapsed and par["verified_on"] == 24
-        assert par["agreement"] >= 0.98 or par["rel_l2"] <= 0.5 * par["int8_vs_fp32_rel_l2"]
-        assert extra["vs_fp32"]["agreement"] >= 0.8 and extra["vs_fp32"]["n"] == 24
+        par = facts.export_parity
+        assert not check.collapsed and par.verified_on == 24
+        assert par.agreement >= 0.98 or par.rel_l2 <= 0.5 * par.int8_vs_fp32_rel_l2
+        assert facts.vs_fp32.agreement >= 0.8 and facts.vs_fp32.n == 24
         assert "pt-ptq" in ctx.torch_models
     with pytest.raises(QuantizeError, match="'pot' collapsed: top-1 agreement with FP32") as exc:
         build_torch(TORCH_PRESETS["pot"](), ctx, tmp_path / "int8_pot.onnx", log=lambda m: None)
-    assert exc.value.details["agreement"] < 0.5 and not (tmp_path / "int8_pot.onnx").exists()
-    assert exc.value.details["worst_nodes"]   # the per-node diagnosis of every ORT variant
+    assert exc.value.check.agreement < 0.5 and not (tmp_path / "int8_pot.onnx").exists()
+    assert exc.value.facts.diagnosis.worst   # the per-node diagnosis of every ORT variant
 
 
 def test_pt_qat_refuses_lite0_in_one_line(lite, tmp_path):
@@ -150,9 +150,9 @@ def test_export_parity_rule():
     near = int8 + 0.05 * rng.normal(size=fp32.shape).astype(np.float32)    # its faithful export, near-ties flip
     far = int8 + 0.15 * rng.normal(size=fp32.shape).astype(np.float32)     # an export that is another model
     c, facts = export_parity(int8, near, fp32, "x")
-    assert facts["agreement"] < 0.98 and facts["rule"] == "rel-l2" and not c.collapsed
+    assert facts.agreement < 0.98 and facts.rule == "rel-l2" and not c.collapsed
     with pytest.raises(QuantizeError, match="disagrees with the PyTorch INT8 model: top-1 agreement"):
         export_parity(int8, far, fp32, "x")
     with pytest.raises(QuantizeError):   # without FP32 outputs only the agreement rule can pass
         export_parity(int8, near, None, "x")
-    assert export_parity(int8, int8.copy(), None, "x")[1]["rule"] == "agreement"
+    assert export_parity(int8, int8.copy(), None, "x")[1].rule == "agreement"

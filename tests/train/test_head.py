@@ -76,12 +76,12 @@ def test_fine_tuned_lite0_runs_through_the_pipeline_from_its_record(tmp_path, ro
     assert r.returncode == 0, r.stderr[-3000:]
     assert "arch from record best.json" in r.stderr and "preprocess from record best.json" in r.stderr
     run = RunResult.load(out / "report.json")
-    assert run.classes == CLASSES and run.fp32.metrics.top1 is not None and run.data["eval_images"] == 30
+    assert run.classes == CLASSES and run.fp32.metrics.top1 is not None and run.data.eval_images == 30
     md = (out / "report.md").read_text()
     for name in ("default", "dynamic", "per-tensor"):
         v = run.get(name)
         if v.ok:
             assert v.measured and (out / f"int8_{name}.onnx").is_file() and f"| {name} | " in md
         else:
-            assert not (out / f"int8_{name}.onnx").exists() and v.extra["agreement"] < 0.8
+            assert not (out / f"int8_{name}.onnx").exists() and v.check.agreement < 0.8
             assert f"| {name} | FAILED, not written |" in md

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..artifacts import atomic_path
 from ..errors import QDeployError, QuantizeError
-from ..quantize.base import VariantContext, handler_for
+from ..quantize.base import VariantContext, handler_for, refusal, refuse
 from ..quantize.config import QuantConfig
 from ..targets import DEFAULT_TARGET
 from .evaluate import materialize, put_models
@@ -35,10 +35,10 @@ def _build(name: str, cfg, fp32: tuple, calib_x) -> dict:
         ctx = VariantContext(fp32=materialize(ray, sha, ref) / fname, out=Path(tmp), calib_x=calib_x, classes=[],
                              spec=None)
         try:
-            check, extra = handler_for(cfg)(cfg, ctx, dst, lambda m: None)
+            check, facts = handler_for(cfg)(cfg, ctx, dst, lambda m: None)
         except QDeployError as exc:
-            return {"error": str(exc), "details": getattr(exc, "details", {})}
-        return {"check": check, "extra": extra, "file": dst.read_bytes(), "seconds": time.perf_counter() - t0,
+            return {"error": str(exc), **refusal(exc)}
+        return {"check": check, "facts": facts, "file": dst.read_bytes(), "seconds": time.perf_counter() - t0,
                 "node": socket.gethostname()}
 
 
@@ -55,17 +55,15 @@ def submit_builds(ray, items: dict, ctx: VariantContext, rcfg) -> dict:
 
 def fetched(ray, ref, log):
     """A handler for build_variant that takes the remote result: writes the verified file at dst (atomically),
-    or raises the worker's error (with its details, so the report shows why)."""
+    or raises the worker's error (with its check and facts, so the report shows why)."""
 
     def handler(cfg, ctx, dst, _log):
         res = ray.get(ref)
         if "error" in res:
-            exc = QuantizeError(res["error"])
-            exc.details = res["details"]
-            raise exc
+            raise refuse(QuantizeError(res["error"]), res["check"], res["facts"])
         with atomic_path(dst) as tmp:
             tmp.write_bytes(res["file"])
         log(f"quantize {cfg.name}: built on ray ({res['node']}, {res['seconds']:.1f}s)")
-        return res["check"], res["extra"]
+        return res["check"], res["facts"]
 
     return handler

@@ -25,6 +25,7 @@ from ..artifacts import read_info, write_onnx
 from ..bench import BenchConfig, Runner, benchmark_many
 from ..errors import QDeployError
 from ..formats.sessions import cpu_session
+from ..results import PowerDifferenceStudy, StudyRow
 from ..targets import open_session
 from ..targets.ort import session_runner
 from ..tasks.image import ImageScorer
@@ -131,7 +132,7 @@ def _runner(path: Path, implementation: str | None, fixed: dict, threads: int | 
 
 
 def study(fp32: Path, int8: Path | None, images: np.ndarray, out: Path, runs: int = 30,
-          threads: int | None = None, log=print) -> dict:
+          threads: int | None = None, log=print) -> PowerDifferenceStudy:
     """Seed 003's three-model comparison: original / PowerDifference-native / PowerDifference-NumPy, each in
     FP32 and (when an INT8 file keeps its Sub->Pow pairs) INT8. Every output is compared with the original
     FP32 output on `images` (PSNR, SSIM, max |error|); latency is timed interleaved, batch 1."""
@@ -162,8 +163,8 @@ def study(fp32: Path, int8: Path | None, images: np.ndarray, out: Path, runs: in
         sc = ImageScorer(with_reference=True)
         sc.update(got, None, ref)
         m = sc.result()
-        rows[k] = {"file": files[k][0].name, "psnr": m.psnr_mean, "psnr_min": m.psnr_min, "ssim": m.ssim_mean,
-                   "max_abs_diff": m.max_abs_diff, "numpy_calls": CALLS["numpy"] - before}
+        rows[k] = StudyRow(file=files[k][0].name, psnr=m.psnr_mean, psnr_min=m.psnr_min, ssim=m.ssim_mean,
+                           max_abs_diff=m.max_abs_diff, numpy_calls=CALLS["numpy"] - before)
         log(f"PowerDifference study {k}: max |diff| vs original FP32 {m.max_abs_diff:.2e}, PSNR {m.psnr_mean:.2f} dB")
     timed = {k: Runner(fn=fn, size_bytes=files[k][0].stat().st_size, runtime="onnxruntime"
                        + (" + onnxruntime-extensions (NumPy)" if files[k][1] == "numpy" else ""))
@@ -171,7 +172,8 @@ def study(fp32: Path, int8: Path | None, images: np.ndarray, out: Path, runs: in
     bench = benchmark_many(timed, images[:1], BenchConfig(runs=runs, warmup=3, batch_sizes=(1,), min_seconds=0.0,
                                                           min_iters=1))
     for k, b in bench.items():
-        rows[k].update(p50_ms=b.p50_ms, p99_ms=b.p99_ms)
-    return {"images": len(images), "rewritten_nodes": counts, "int8_file": int8.name if int8 else None,
-            "native": "ONNX model-local function (Sub, Mul) inlined by ONNX Runtime: its own compiled kernels",
-            "numpy": "onnxruntime-extensions Python op: ORT calls a NumPy function per node", "rows": rows}
+        rows[k].p50_ms, rows[k].p99_ms = b.p50_ms, b.p99_ms
+    return PowerDifferenceStudy(
+        images=len(images), rewritten_nodes=counts, rows=rows, int8_file=int8.name if int8 else None,
+        native="ONNX model-local function (Sub, Mul) inlined by ONNX Runtime: its own compiled kernels",
+        numpy="onnxruntime-extensions Python op: ORT calls a NumPy function per node")

@@ -26,13 +26,14 @@ from ..compare import compare_outputs
 from ..data import open_calib_val
 from ..errors import QDeployError, QuantizeError
 from ..plotting import pyplot, save_png
+from ..results import SearchSummary, TargetPick, VariantFacts
 from ..targets import DEFAULT_TARGET, get_target, open_session, run_batched
 from ..tasks import QuantCheck
 from ..tasks.image import COLLAPSE_PSNR_DB, ImageScorer
-from .base import VariantContext, register
+from .base import VariantContext, refuse, register
 from .config import WIDE_KERNELS, AutoConfig, QuantConfig, kernel_types
 from .ort import quantize, verify
-from .sensitivity import by_kind, node_sensitivity, tensor_sensitivity
+from .sensitivity import by_kind, node_errors, node_sensitivity, tensor_errors, tensor_sensitivity
 
 
 @dataclass
@@ -613,32 +614,31 @@ def _plots(record: dict, out: Path) -> None:
         save_png(fig, out / "plots" / "sensitivity.png")
 
 
-def summary(rec: dict) -> dict:
-    """The part of a search record a run's report carries (the rest is in search.json)."""
-    keys = ("budget_pt", "metric", "met_budget", "chosen", "chosen_drop_pt", "fp32_nodes_kept", "seconds",
-            "message", "fp32_val_top1", "calib_sizes", "calib_pool", "min_psnr", "min_worst_psnr", "floors", "fp32_p50_ms",
-            "val_images", "targets", "chosen_target", "per_target", "label_free")
-    out = {k: rec.get(k) for k in keys}
+SUMMARY_KEYS = ("budget_pt", "metric", "met_budget", "chosen", "chosen_drop_pt", "chosen_p50_ms", "fp32_nodes_kept",
+                "seconds", "message", "fp32_val_top1", "calib_sizes", "calib_pool", "min_psnr", "min_worst_psnr",
+                "min_ssim", "floors", "fp32_p50_ms", "val_images", "targets", "chosen_target", "label_free")
 
+
+def summary(rec: dict) -> SearchSummary:
+    """The part of a search record a run's report carries (the rest is in search.json)."""
+    out = SearchSummary(candidates=len(rec["candidates"]), **{k: rec.get(k) for k in SUMMARY_KEYS},
+                        per_target={t: None if p is None else TargetPick(**p) for t, p in rec["per_target"].items()},
+                        top_sensitive=node_errors(rec["sensitivity"][:5]),
+                        top_tensors=tensor_errors((rec.get("tensor_sensitivity") or [])[:5]),
+                        sensitivity_by_kind=by_kind(rec["sensitivity"]))
     chosen = next((c for c in rec["candidates"] if c["name"] == rec.get("chosen")), None)
     if chosen and rec.get("metric") == "psnr":
-        out.update(chosen_psnr=chosen["psnr"], chosen_psnr_min=chosen["psnr_min"], chosen_p50_ms=chosen["p50_ms"])
-    out.update(candidates=len(rec["candidates"]), top_sensitive=rec["sensitivity"][:5],
-               top_tensors=[{k: r[k] for k in ("tensor", "kind", "output_rel_error", "flips") if k in r}
-                            for r in rec.get("tensor_sensitivity") or []][:5],
-               sensitivity_by_kind=by_kind(rec["sensitivity"]))
+        out.chosen_psnr, out.chosen_psnr_min = chosen["psnr"], chosen["psnr_min"]
     return out
 
 
 @register(AutoConfig)
-def build_auto(cfg: AutoConfig, ctx: VariantContext, dst: Path, log) -> tuple[QuantCheck, dict]:
-    """The auto variant: search on a validation split carved from the calibration split."""
+def build_auto(cfg: AutoConfig, ctx: VariantContext, dst: Path, log) -> tuple[QuantCheck, VariantFacts]:
+    """The auto variant: search on a validation split carved from the calibration split (every candidate's
+    config and figures are in search.json; the file's metadata names the chosen one)."""
 
     rec = auto_quantize_from(ctx.fp32, dst, replace(ctx.data, classes=ctx.classes), cfg, log)
-    extra = {"search": summary(rec)}
+    facts = VariantFacts(search=summary(rec))
     if not rec["met_budget"]:
-        exc = QuantizeError(rec["message"])
-        exc.details = extra
-        raise exc
-    extra["config"] = next(c for c in rec["candidates"] if c["name"] == rec["chosen"])["config"]
-    return verify(ctx.fp32, dst, ctx.calib_x, 0.0), extra
+        raise refuse(QuantizeError(rec["message"]), facts=facts)
+    return verify(ctx.fp32, dst, ctx.calib_x, 0.0), facts

@@ -1,7 +1,7 @@
 """The quantizer registry, keyed by config type (torchao's `quantize_(model, config)` shape).
 
 Each scheme is one config dataclass (quantize/config.py) and one handler registered for its type:
-`@register(QuantConfig) def build_ort(cfg, ctx, dst, log) -> (QuantCheck, extra)`. `build_variant`
+`@register(QuantConfig) def build_ort(cfg, ctx, dst, log) -> (QuantCheck, VariantFacts)`. `build_variant`
 dispatches on the config's type; there is no string dispatch and no if/elif over schemes.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import QDeployError
-from ..results import VariantResult
+from ..results import VariantFacts, VariantResult
 from ..targets import DEFAULT_TARGET
 
 # Modules whose handlers register themselves on import (loaded on first use: they import torch or ORT).
@@ -62,13 +62,24 @@ def build_variant(name: str, cfg, ctx: VariantContext, man, log, handler=None):
     man.config(f"quantize:{name}", cfg)
     t0 = time.perf_counter()
     try:
-        check, extra = (handler or handler_for(cfg))(cfg, ctx, dst, log)
+        check, facts = (handler or handler_for(cfg))(cfg, ctx, dst, log)
     except QDeployError as exc:
         log(f"quantize {name}: FAILED: {exc}")
-        failed = VariantResult.failed(name, dst.name, str(exc), **getattr(exc, "details", {}))
+        failed = VariantResult.failed(name, dst.name, str(exc), **refusal(exc))
         failed.target = target
         return failed
     man.note(f"quantize:{name}", seconds=round(time.perf_counter() - t0, 3), check=check.as_dict())
-    log(f"quantize {name}: {dst} ({extra.get('ir_bytes', dst.stat().st_size) / 1e6:.1f} MB, {check.summary()})")
-    return VariantResult(name=name, kind="int8", file=dst.name, config=asdict(cfg), check=check.as_dict(),
-                         extra=extra, target=target)
+    log(f"quantize {name}: {dst} ({(facts.ir_bytes or dst.stat().st_size) / 1e6:.1f} MB, {check.summary()})")
+    return VariantResult(name=name, kind="int8", file=dst.name, config=asdict(cfg), check=check, facts=facts,
+                         target=target)
+
+
+def refuse(exc: QDeployError, check=None, facts: VariantFacts | None = None) -> QDeployError:
+    """`exc` carrying what the refused file reached (its check against FP32) and why (facts.diagnosis)."""
+    exc.check, exc.facts = check, facts
+    return exc
+
+
+def refusal(exc: QDeployError) -> dict:
+    """The check and facts a refusal carries (see refuse), as VariantResult.failed's keywords."""
+    return {"check": getattr(exc, "check", None), "facts": getattr(exc, "facts", None)}

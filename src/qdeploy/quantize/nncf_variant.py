@@ -15,6 +15,7 @@ from ..artifacts import model_bytes, read_info
 from ..errors import QuantizeError
 from ..fixed_inputs import arrays
 from ..formats.ir import META_KEY
+from ..results import VariantFacts
 from ..targets import open_session, run_batched
 from ..tasks import QuantCheck
 from .base import VariantContext, register
@@ -35,7 +36,7 @@ def _dataset(ctx: VariantContext, fp32: Path):
 
 
 @register(NncfConfig)
-def build_nncf(cfg: NncfConfig, ctx: VariantContext, dst: Path, log) -> tuple[QuantCheck, dict]:
+def build_nncf(cfg: NncfConfig, ctx: VariantContext, dst: Path, log) -> tuple[QuantCheck, VariantFacts]:
     try:
         import nncf
         import openvino as ov
@@ -63,4 +64,4 @@ def build_nncf(cfg: NncfConfig, ctx: VariantContext, dst: Path, log) -> tuple[Qu
         check = collapse_guard(ctx.fp32, tmp_xml, ctx.calib_x, cfg, out=got, ref=ref, diagnosis=False)
         os.replace(tmp_xml.with_suffix(".bin"), dst.with_suffix(".bin"))
         os.replace(tmp_xml, dst)
-    return check, {"calibration_items": n, "ir_bytes": model_bytes(dst)}
+    return check, VariantFacts(calibration_items=n, ir_bytes=model_bytes(dst))

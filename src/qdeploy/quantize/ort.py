@@ -28,14 +28,15 @@ from ..errors import QuantizeError
 from ..fixed_inputs import arrays
 from ..formats.sessions import cpu_session
 from ..graph.order import place_after_producers
+from ..results import Diagnosis, VariantFacts
 from ..targets import open_session, run_batched
 from ..tasks import QuantCheck, get_task
-from .base import VariantContext, register
+from .base import VariantContext, refuse, register
 from .bias_correction import correct_biases
 from .config import QuantConfig
 from .entropy import use_fast_entropy
 from .output_tuning import TuningConfig, tune_outputs
-from .sensitivity import by_kind, node_sensitivity
+from .sensitivity import by_kind, node_errors, node_sensitivity
 from .weight_rounding import round_weights
 
 ENTROPY_BINS = {"num_bins": 2048, "num_quantized_bins": 128}
@@ -245,18 +246,17 @@ def _carried_meta(info) -> dict:
 DIAGNOSE_IMAGES = 32
 
 
-def diagnose(fp32: Path, int8: Path, batch: np.ndarray) -> dict:
+def diagnose(fp32: Path, int8: Path, batch: np.ndarray) -> Diagnosis | None:
     """Why a variant collapsed: the error each kind of quantized node adds (depthwise, pointwise, ...) and the
-    worst nodes, on a few of the verification images. Empty when the graph cannot be compared node by node."""
+    worst nodes, on a few of the verification images. None when the graph cannot be compared node by node."""
 
     try:
         rows = node_sensitivity(fp32, int8, batch[:DIAGNOSE_IMAGES])
     except Exception as exc:  # a diagnosis must never hide the collapse itself
-        return {"diagnosis_error": f"{type(exc).__name__}: {str(exc)[:160]}"}
+        return Diagnosis(error=f"{type(exc).__name__}: {str(exc)[:160]}")
     if not rows:
-        return {}
-    return {"sensitivity_by_kind": by_kind(rows), "worst_nodes": rows[:5],
-            "diagnosed_on": min(len(batch), DIAGNOSE_IMAGES)}
+        return None
+    return Diagnosis(images=min(len(batch), DIAGNOSE_IMAGES), by_kind=by_kind(rows), worst=node_errors(rows[:5]))
 
 
 def collapse_guard(fp32: Path, tmp: Path, batch: np.ndarray, cfg, out: np.ndarray | None = None,
@@ -267,15 +267,13 @@ def collapse_guard(fp32: Path, tmp: Path, batch: np.ndarray, cfg, out: np.ndarra
     out / ref: the INT8 / FP32 outputs on batch, when already computed."""
     check = verify(fp32, tmp, batch, cfg.min_agreement, out, ref)
     # node_sensitivity reads ONNX graphs only: an OpenVINO IR collapse is reported without it
-    diag = (lambda: diagnose(fp32, tmp, batch)) if diagnosis else dict
+    diag = (lambda: VariantFacts(diagnosis=diagnose(fp32, tmp, batch))) if diagnosis else VariantFacts
     if check.collapsed and check.psnr is not None:
         exc = QuantizeError(
             f"variant '{cfg.name}' collapsed: mean PSNR against the FP32 output is {check.psnr:.1f} dB on {check.n} "
             f"real images (needs >= {check.psnr_floor:.0f} dB); not written. Try --op-types Conv, --auto, or "
             "keeping the first/last layers in FP32")
-        exc.details = {"psnr": check.psnr, "psnr_min": check.psnr_min, "verified_on": check.n,
-                       **diag()}
-        raise exc
+        raise refuse(exc, check, diag())
     if check.collapsed:
         exc = QuantizeError(
             f"variant '{cfg.name}' collapsed: top-1 agreement with FP32 is {check.agreement:.1%} on "
@@ -283,12 +281,11 @@ def collapse_guard(fp32: Path, tmp: Path, batch: np.ndarray, cfg, out: np.ndarra
             + ("Try --auto (it keeps the most sensitive nodes in FP32)" if cfg.name == "default" else
                "Try the default preset, per-channel weights, or --auto")
         )
-        exc.details = {"agreement": check.agreement, "verified_on": check.n, **diag()}
-        raise exc
+        raise refuse(exc, check, diag())
     return check
 
 
 @register(QuantConfig)
-def build_ort(cfg: QuantConfig, ctx: VariantContext, dst: Path, log) -> tuple[QuantCheck, dict]:
+def build_ort(cfg: QuantConfig, ctx: VariantContext, dst: Path, log) -> tuple[QuantCheck, VariantFacts]:
     _, check = quantize(ctx.fp32, dst, cfg, ctx.calib_x)
-    return check, {}
+    return check, VariantFacts()

@@ -25,6 +25,7 @@ from ..artifacts import read_info
 from ..data import batch_for
 from ..fixed_inputs import arrays
 from ..formats.sessions import cpu_session
+from ..results import KindError, NodeError, TensorError
 
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul", "Add")
 
@@ -80,14 +81,26 @@ def conv_kind(node, weights: dict) -> str:
     return "conv"
 
 
-def by_kind(rows: list[dict]) -> list[dict]:
+def by_kind(rows: list[dict]) -> list[KindError]:
     """Sensitivity summed up per kind of node: seed 004's "EfficientNet is sensitive", made concrete."""
     kinds = {}
     for r in rows:
         kinds.setdefault(r["kind"], []).append(r["added_error"])
-    return sorted(({"kind": k, "nodes": len(v), "mean_added_error": float(np.mean(v)),
-                    "max_added_error": float(np.max(v))} for k, v in kinds.items()),
-                  key=lambda r: -r["mean_added_error"])
+    return sorted((KindError(kind=k, nodes=len(v), mean_added_error=float(np.mean(v)),
+                             max_added_error=float(np.max(v))) for k, v in kinds.items()),
+                  key=lambda r: -r.mean_added_error)
+
+
+def node_errors(rows: list[dict]) -> list[NodeError]:
+    """node_sensitivity's rows as the typed records a report carries."""
+    return [NodeError(**{k: r[k] for k in ("node", "op", "kind", "tensor", "output_rel_error", "added_error")})
+            for r in rows]
+
+
+def tensor_errors(rows: list[dict]) -> list[TensorError]:
+    """tensor_sensitivity's rows as the typed records a report carries (without the tensor groups)."""
+    return [TensorError(tensor=r["tensor"], kind=r["kind"], output_rel_error=r["output_rel_error"],
+                        flips=r.get("flips")) for r in rows]
 
 
 PASS_THROUGH = ("Clip", "Relu", "Pad", "Flatten", "GlobalAveragePool", "AveragePool", "MaxPool", "Reshape",

@@ -22,6 +22,7 @@ from ..compare import compare_outputs
 from ..errors import QuantizeError
 from ..models.logits import torch_logits
 from ..models.resnet_cifar import ResBlock, ResNet
+from ..results import Parity, VariantFacts
 from ..targets import open_session, run_batched
 from ..tasks import get_task
 from .config import TORCH_PRESETS, TorchQuantConfig  # noqa: F401  (re-exported)
@@ -171,16 +172,15 @@ def export_parity(ref: np.ndarray, got: np.ndarray, fp32_out: np.ndarray | None,
     """Is the exported file the PyTorch INT8 model it came from? Top-1 agreement >= 98 % on the verification
     images, or, where the model's top-1 is decided by near-ties (ImageNet classes on photos: the same INT8 file
     run by ORT fused and unfused disagrees with itself on 4-5 %), logits closer to the PyTorch INT8 model than
-    PARITY_SHARE of that model's own distance from FP32. Returns (check, facts); raises when neither holds."""
+    PARITY_SHARE of that model's own distance from FP32. Returns (check, Parity); raises when neither holds."""
 
     c = get_task().check(ref, got, min_agreement=PARITY_AGREEMENT)
-    facts = {"agreement": c.agreement, "rel_l2": c.rel_l2, "verified_on": c.n, "rule": "agreement"}
+    facts = Parity(agreement=c.agreement, rel_l2=c.rel_l2, verified_on=c.n, rule="agreement")
     if not c.collapsed:
         return c, facts
     own = compare_outputs(fp32_out, ref).rel_l2 if fp32_out is not None else None
-    facts["int8_vs_fp32_rel_l2"] = own
     if own is not None and c.rel_l2 <= PARITY_SHARE * own:
-        return replace(c, collapsed=False), {**facts, "rule": "rel-l2"}
+        return replace(c, collapsed=False), replace(facts, rule="rel-l2", int8_vs_fp32_rel_l2=own)
     within = (f"rel-L2 {c.rel_l2:.3f} vs the INT8 model's own {own:.3f} from FP32 (needs <= {PARITY_SHARE:.0%} of it)"
               if own is not None else f"rel-L2 {c.rel_l2:.3f}")
     raise QuantizeError(f"ONNX export of '{name}' disagrees with the PyTorch INT8 model: top-1 agreement "
@@ -203,7 +203,7 @@ def int8_onnx_bytes(qmodel: nn.Module, sample: np.ndarray, opset: int = 17) -> b
 
 
 def export_quantized(qmodel: nn.Module, out, calib_x: np.ndarray, verify_x: np.ndarray, classes, spec, cfg,
-                     extra_meta: dict | None = None, fp32=None, facts: dict | None = None):
+                     extra_meta: dict | None = None, fp32=None, facts: VariantFacts | None = None):
     """Export a converted INT8 model to ONNX (QDQ) and check parity with the PyTorch INT8 model (export_parity);
     given the FP32 ONNX file (fp32), also the collapse guard every INT8 variant passes (ort.collapse_guard): top-1 agreement
     with FP32 on verify_x >= cfg.min_agreement. Parity alone cannot see a collapse: a PyTorch INT8 model that lost
@@ -218,16 +218,16 @@ def export_quantized(qmodel: nn.Module, out, calib_x: np.ndarray, verify_x: np.n
     meta = {"variant": cfg.name, "classes": classes, "preprocess": spec.to_json(), "quant_config": cfg.as_dict(),
             **(extra_meta or {})}
     ref = torch_logits(qmodel, verify_x).numpy()
-    facts = {} if facts is None else facts
+    facts = VariantFacts() if facts is None else facts
 
     def check(tmp):
         got = run_batched(open_session(tmp), verify_x)
         fp32_out = run_batched(open_session(fp32), verify_x) if fp32 is not None else None
-        c, facts["export_parity"] = export_parity(ref, got, fp32_out, cfg.name)
+        c, facts.export_parity = export_parity(ref, got, fp32_out, cfg.name)
         if fp32 is not None:
 
             # raises, with a per-node diagnosis, when collapsed against FP32
-            facts["vs_fp32"] = collapse_guard(fp32, tmp, verify_x, cfg, got, fp32_out).as_dict()
+            facts.vs_fp32 = collapse_guard(fp32, tmp, verify_x, cfg, got, fp32_out)
         return c
 
     return write_onnx(onnx.load_from_string(onnx_bytes), out, meta, verify=check)

@@ -10,12 +10,14 @@ import numpy as np
 
 from ..data import open_qat_sets
 from ..errors import QuantizeError
+from ..records import RecordError, from_json
+from ..results import PotScales, QatEpoch, VariantFacts
 from ..tasks import QuantCheck
 from .base import VariantContext, register
 from .config import TorchQuantConfig
 
 
-def _qat_model(cfg: TorchQuantConfig, ctx: VariantContext, extra: dict, log):
+def _qat_model(cfg: TorchQuantConfig, ctx: VariantContext, facts: VariantFacts, log):
     """Train here, or load the converted weights of a QAT run elsewhere (--qat-from)."""
 
     if cfg.qat_from:
@@ -24,9 +26,12 @@ def _qat_model(cfg: TorchQuantConfig, ctx: VariantContext, extra: dict, log):
         side = Path(cfg.qat_from).with_suffix(".json")
         if side.is_file():
             record = json.loads(side.read_text())
-            extra["qat_history"] = record.get("history", [])
-            if "qat_epoch" in record:
-                extra["qat_epoch"] = record["qat_epoch"]
+            try:
+                facts.qat_history = from_json(list[QatEpoch], record.get("history", []), where=str(side))
+            except RecordError as exc:
+                raise QuantizeError(f"{side}: not a QAT history qdeploy wrote ({exc}); remove it or re-run the QAT "
+                                    "script") from exc
+            facts.qat_epoch = record.get("qat_epoch")
         log(f"quantize {cfg.name}: INT8 weights from the QAT run in {cfg.qat_from}")
         return load_converted(ctx.model, cfg.qat_from, cfg)
     from .torch_qat import qat
@@ -34,11 +39,11 @@ def _qat_model(cfg: TorchQuantConfig, ctx: VariantContext, extra: dict, log):
     _, train, val = open_qat_sets(replace(ctx.data, classes=ctx.classes), cfg.qat_train_limit, cfg.qat_val_size)
     qmodel, history, chosen = qat(ctx.model, train.pixels_uint8(ctx.spec, progress=True), train.labels, ctx.spec, cfg,
                                   ctx.calib_x, val=(val.load(ctx.spec), val.labels) if len(val) else None, log=log)
-    extra.update(qat_history=history, qat_epoch=chosen)
+    facts.qat_history, facts.qat_epoch = [QatEpoch(**r) for r in history], chosen
     return qmodel
 
 
-def _pot_facts(dst: Path) -> dict:
+def _pot_facts(dst: Path) -> PotScales:
     """Every scale in the exported file must be an exact power of two, or the file is not kept."""
     from .pot import is_power_of_two
     from .torch_eager import onnx_scales
@@ -48,22 +53,22 @@ def _pot_facts(dst: Path) -> dict:
     if bad:
         dst.unlink()
         raise QuantizeError(f"{len(bad)} of {len(scales)} scales in the PoT ONNX file are not powers of two")
-    return {"count": len(scales), "all_power_of_two": True,
-            "min_exp": int(np.log2(min(scales))), "max_exp": int(np.log2(max(scales)))}
+    return PotScales(count=len(scales), all_power_of_two=True, min_exp=int(np.log2(min(scales))),
+                     max_exp=int(np.log2(max(scales))))
 
 
 @register(TorchQuantConfig)
-def build_torch(cfg: TorchQuantConfig, ctx: VariantContext, dst: Path, log) -> tuple[QuantCheck, dict]:
+def build_torch(cfg: TorchQuantConfig, ctx: VariantContext, dst: Path, log) -> tuple[QuantCheck, VariantFacts]:
     from .torch_eager import export_quantized, ptq, size_bytes
 
     if ctx.model is None:
         raise QuantizeError(f"variant '{cfg.name}' quantizes the PyTorch model; start the run from --checkpoint, "
                             "not --onnx")
-    extra: dict = {}
-    qmodel = ptq(ctx.model, ctx.calib_x, cfg) if cfg.method == "ptq" else _qat_model(cfg, ctx, extra, log)
+    facts = VariantFacts()
+    qmodel = ptq(ctx.model, ctx.calib_x, cfg) if cfg.method == "ptq" else _qat_model(cfg, ctx, facts, log)
     _, check = export_quantized(qmodel, dst, ctx.calib_x, ctx.calib_x[:256], ctx.classes, ctx.spec, cfg,
-                                fp32=ctx.fp32, facts=extra)
+                                fp32=ctx.fp32, facts=facts)
     if cfg.observer == "pot":
-        extra["pot_scales"] = _pot_facts(dst)
+        facts.pot_scales = _pot_facts(dst)
     ctx.torch_models[cfg.name] = (qmodel, size_bytes(qmodel))
-    return check, extra
+    return check, facts

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..artifacts import atomic_path
 from ..errors import QDeployError
-from ..results import RunResult
+from ..results import RunResult, VariantResult
 from ..targets import DEFAULT_TARGET
 from ..tasks import get_task
 from . import plots
@@ -66,13 +66,12 @@ def _plots(res: RunResult, out: Path, cfg: ReportConfig) -> dict[str, Path]:
 
 def _header(res: RunResult, cfg: ReportConfig) -> list[str]:
     d, env = res.data, res.environment
-    scored = "" if d.get("labelled", True) else " (no labels: every variant is scored against FP32)"
+    scored = "" if d.labelled else " (no labels: every variant is scored against FP32)"
     return [f"# {cfg.title}", "",
-            f"Evaluated on **{d['eval_images']}** images of `{d['eval_source']}`{scored}; calibrated on "
-            f"{d['calib_images']} {'class-balanced images' if d.get('labelled', True) else 'photos'} of "
-            f"`{d['calib_source']}`.",
-            f"Machine: {env.get('cpu', '?')}, {env.get('threads', '?')} threads, {env.get('runtime', '')} "
-            f"({env.get('provider', '')}). Latency: batch 1, p50/p99 over {env.get('runs', '?')} runs after warm-up.",
+            f"Evaluated on **{d.eval_images}** images of `{d.eval_source}`{scored}; calibrated on "
+            f"{d.calib_images} {'class-balanced images' if d.labelled else 'photos'} of `{d.calib_source}`.",
+            f"Machine: {env.cpu or '?'}, {env.threads or '?'} threads, {env.runtime or ''} "
+            f"({env.provider or ''}). Latency: batch 1, p50/p99 over {env.runs or '?'} runs after warm-up.",
             "", markdown_table(res), ""]
 
 
@@ -104,22 +103,7 @@ def _sections(res: RunResult) -> list[str]:
     if tt:
         parts += ["## PyTorch-native INT8 (measured in PyTorch, same process)", "", tt, ""]
         for v in res.variants:
-            if v.extra.get("qat_history"):
-                parts += qat_section(v)
-            par = v.extra.get("export_parity")
-            if par:
-                how = (f"top-1 agreement {100 * par['agreement']:.1f} %" if par["rule"] == "agreement" else
-                       f"top-1 agreement {100 * par['agreement']:.1f} % (near-ties), logits rel-L2 {par['rel_l2']:.3f} "
-                       f"within half its INT8 model's own {par['int8_vs_fp32_rel_l2']:.3f} from FP32")
-                vs = v.extra.get("vs_fp32") or {}
-                parts += [f"Export of `{v.name}`: the ONNX file matches its PyTorch INT8 model on {par['verified_on']} "
-                          f"verification images ({how})"
-                          + (f"; against FP32 {100 * vs['agreement']:.1f} % agreement." if vs.get("agreement") is not None
-                             else "."), ""]
-            if v.extra.get("pot_scales"):
-                p = v.extra["pot_scales"]
-                parts += [f"PoT `{v.name}`: all {p['count']} scales in the ONNX file are exact powers of two "
-                          f"(2^{p['min_exp']} .. 2^{p['max_exp']}).", ""]
+            parts += _torch_facts(v)
     tg = targets_table(res)
     if tg:
         parts += ["## Targets: the same files on every runtime of the run", "",
@@ -127,9 +111,30 @@ def _sections(res: RunResult) -> list[str]:
                   "latencies are interleaved in one process. OpenVINO's precision is in its runtime column (f32 "
                   "pinned: on CPUs with bf16 its default \"FP32\" is bf16).", "", tg, ""]
     parts += power_difference_section(res)
-    auto = next((v for v in res.variants if v.extra.get("search")), None)
+    auto = next((v for v in res.variants if v.facts.search is not None), None)
     if auto:
-        parts += auto_section(auto.extra["search"])
+        parts += auto_section(auto.facts.search)
+    return parts
+
+
+def _torch_facts(v: VariantResult) -> list[str]:
+    """A PyTorch recipe's own facts: QAT's epochs, the export's parity with its PyTorch model, PoT's scales."""
+    f, parts = v.facts, []
+    if f.qat_history:
+        parts += qat_section(v)
+    par = f.export_parity
+    if par:
+        how = (f"top-1 agreement {100 * par.agreement:.1f} %" if par.rule == "agreement" else
+               f"top-1 agreement {100 * par.agreement:.1f} % (near-ties), logits rel-L2 {par.rel_l2:.3f} "
+               f"within half its INT8 model's own {par.int8_vs_fp32_rel_l2:.3f} from FP32")
+        vs = f.vs_fp32.agreement if f.vs_fp32 is not None else None
+        parts += [f"Export of `{v.name}`: the ONNX file matches its PyTorch INT8 model on {par.verified_on} "
+                  f"verification images ({how})" + (f"; against FP32 {100 * vs:.1f} % agreement." if vs is not None
+                                                    else "."), ""]
+    if f.pot_scales:
+        p = f.pot_scales
+        parts += [f"PoT `{v.name}`: all {p.count} scales in the ONNX file are exact powers of two "
+                  f"(2^{p.min_exp} .. 2^{p.max_exp}).", ""]
     return parts
 
 

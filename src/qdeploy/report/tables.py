@@ -1,9 +1,10 @@
 """The tables the seeds wrote by hand, from a typed RunResult."""
 from __future__ import annotations
 
-from ..results import RunResult, VariantResult
+from ..results import KindError, RunResult, SearchSummary, TensorError, VariantResult
 from ..targets import DEFAULT_TARGET
 from ..tasks import get_task
+from ..tasks.classification import Paired
 
 
 def _f(v, fmt):
@@ -56,7 +57,7 @@ def image_table(res: RunResult) -> str:
         lines.append(f"| {r['name']} | {r['size_mb']:.2f} | {_f(r.get('compression'), '.2f')}x | {q} | "
                      f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {_f(r.get('speedup'), '.2f')}x | "
                      + " | ".join(_f(t.get(b), ".1f") for b in batches) + " |")
-    p_seen = lambda v: v.extra.get("psnr")  # noqa: E731
+    p_seen = lambda v: v.check.psnr if v.check is not None else None  # noqa: E731
     return "\n".join(lines + _failed_rows(res, batches, 10, 1, p_seen, lambda p: f"{p:.2f}"))
 
 
@@ -67,7 +68,7 @@ def _failed_rows(res: RunResult, batches, cells: int, at: int, value, fmt) -> li
     for v in res.variants:
         if v.ok:
             continue
-        x, n = value(v), v.extra.get("verified_on")
+        x, n = value(v), v.check.n if v.check is not None else None
         row = ["–"] * cells + ["–" for _ in batches]
         row[at] = f"{fmt(x)} (on {n} verification images)" if x is not None else "–"
         rows.append(f"| {v.name} | FAILED, not written | " + " | ".join(row) + " |")
@@ -90,7 +91,7 @@ def markdown_table(res: RunResult) -> str:
             f"{_f(r['rel_l2'], '.4f')} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {_f(r.get('speedup'), '.2f')}x | "
             + " | ".join(_f(t.get(b), ".0f") for b in batches) + " |"
         )
-    a_seen = lambda v: v.extra.get("agreement")  # noqa: E731
+    a_seen = lambda v: v.check.agreement if v.check is not None else None  # noqa: E731
     return "\n".join(lines + _failed_rows(res, batches, 9, 3, a_seen, lambda a: f"{100 * a:.2f}"))
 
 
@@ -98,18 +99,17 @@ def failure_section(res: RunResult) -> list[str]:
     """Why each refused variant collapsed: the error its quantized nodes add, by kind and worst first."""
     parts = []
     for v in res.variants:
-        kinds = v.extra.get("sensitivity_by_kind")
-        if v.ok or not kinds:
+        d = v.facts.diagnosis
+        if v.ok or d is None or not d.by_kind:
             continue
         parts += [f"### Why `{v.name}` collapsed", "",
                   f"Relative output error each quantized node adds over what its input already carried, on "
-                  f"{v.extra.get('diagnosed_on', '?')} verification images, summed by kind of node:", ""]
-        parts += _kind_table(kinds)
-        worst = v.extra.get("worst_nodes") or []
-        if worst:
+                  f"{d.images} verification images, summed by kind of node:", ""]
+        parts += _kind_table(d.by_kind)
+        if d.worst:
             parts += ["| worst nodes | kind | output rel. error | added |", "|---|---|---|---|"] + [
-                f"| `{w['node']}` | {w['kind']} | {w['output_rel_error']:.3f} | {w['added_error']:.3f} |"
-                for w in worst] + [""]
+                f"| `{w.node}` | {w.kind} | {w.output_rel_error:.3f} | {w.added_error:.3f} |"
+                for w in d.worst] + [""]
     return (["## Refused variants: where the error comes from", ""] + parts) if parts else []
 
 
@@ -130,10 +130,10 @@ def torch_table(res: RunResult) -> str | None:
     return "\n".join(lines)
 
 
-def verdict(p: dict, alpha: float = 0.05) -> str:
-    if p["p_value"] >= alpha:
+def verdict(p: Paired, alpha: float = 0.05) -> str:
+    if p.p_value >= alpha:
         return "no detectable difference"
-    return "better" if p["diff_pt"] > 0 else "worse"
+    return "better" if p.diff_pt > 0 else "worse"
 
 
 def paired_table(res: RunResult) -> str | None:
@@ -146,7 +146,7 @@ def paired_table(res: RunResult) -> str | None:
              "|---|---|---|---|---|---|"]
     for v in rows:
         p = v.metrics.paired
-        lines.append(f"| {v.name} | {p['only_ref']} | {p['only_this']} | {p['diff_pt']:+.2f} | {p['p_value']:.3f} | "
+        lines.append(f"| {v.name} | {p.only_ref} | {p.only_this} | {p.diff_pt:+.2f} | {p.p_value:.3f} | "
                      f"{verdict(p)} |")
     return "\n".join(lines)
 
@@ -164,111 +164,110 @@ def per_class_table(res: RunResult) -> str | None:
 
 def qat_section(v: VariantResult) -> list[str]:
     """QAT's per-epoch table; epoch 0 is the PTQ starting point, and the chosen epoch is marked."""
-    h = v.extra["qat_history"]
-    trained = [r for r in h if r["epoch"] > 0]
-    chosen = v.extra.get("qat_epoch", trained[-1]["epoch"])  # runs from --qat-from may not record it
-    lines = [f"QAT `{v.name}`: {len(trained)} epoch(s) on {trained[-1]['images']} training images "
-             f"({trained[-1]['device']}); returned the INT8 model of epoch {chosen}"
+    h = v.facts.qat_history
+    trained = [r for r in h if r.epoch > 0]
+    chosen = v.facts.qat_epoch if v.facts.qat_epoch is not None else trained[-1].epoch  # --qat-from may not say
+    lines = [f"QAT `{v.name}`: {len(trained)} epoch(s) on {trained[-1].images} training images "
+             f"({trained[-1].device}); returned the INT8 model of epoch {chosen}"
              + (" (the PTQ starting point: no trained epoch validated better)" if chosen == 0 else "") + ".", ""]
-    for rt, p in (v.extra.get("vs_ptq") or {}).items():
-        lines += [f"Against `pt-ptq` ({rt}), same evaluation images: QAT alone right on {p['only_this']}, PTQ alone "
-                  f"right on {p['only_ref']}; net {p['diff_pt']:+.2f} pt, McNemar p = {p['p_value']:.3f} "
+    for rt, p in v.facts.vs_ptq.items():
+        lines += [f"Against `pt-ptq` ({rt}), same evaluation images: QAT alone right on {p.only_this}, PTQ alone "
+                  f"right on {p.only_ref}; net {p.diff_pt:+.2f} pt, McNemar p = {p.p_value:.3f} "
                   f"({verdict(p)}).", ""]
-    if any("val_top1" in r for r in h):
+    if any(r.val_top1 is not None for r in h):
         lines += ["| epoch | train loss | train acc % | val top-1 % | val agreement % | val KL(FP32‖INT8) | chosen |",
                   "|---|---|---|---|---|---|---|"]
         for r in h:
-            tl = f"{r['train_loss']:.4f}" if "train_loss" in r else "– (PTQ start)"
-            ta = f"{100 * r['train_acc']:.2f}" if "train_acc" in r else "–"
-            lines.append(f"| {r['epoch']} | {tl} | {ta} | {100 * r['val_top1']:.2f} | {100 * r['val_agreement']:.2f} | "
-                         f"{r['val_kl_fp32']:.5f} | {'✓' if r['epoch'] == chosen else ''} |")
+            tl = f"{r.train_loss:.4f}" if r.train_loss is not None else "– (PTQ start)"
+            ta = f"{100 * r.train_acc:.2f}" if r.train_acc is not None else "–"
+            lines.append(f"| {r.epoch} | {tl} | {ta} | {100 * r.val_top1:.2f} | {100 * r.val_agreement:.2f} | "
+                         f"{r.val_kl_fp32:.5f} | {'✓' if r.epoch == chosen else ''} |")
         lines.append("")
     return lines
 
 
-def _targets_note(a: dict) -> str:
+def _targets_note(a: SearchSummary) -> str:
     """A search over several targets: what each found, and which runtime the chosen file was picked for."""
-    targets = a.get("targets") or []
-    if len(targets) < 2:
+    if len(a.targets) < 2:
         return ""
-    per = a.get("per_target") or {}
-    found = "; ".join(f"{t}: `{p['chosen']}` {p['p50_ms']:.2f} ms" if p else f"{t}: none within budget"
-                      for t, p in per.items())
-    pick = f" The pick was timed and scored on **{a['chosen_target']}**: deploy it there." if a.get("chosen_target") \
-        else ""
-    return f" Searched on {', '.join(targets)}, every candidate scored and timed on each ({found}).{pick}"
+    found = "; ".join(f"{t}: `{p.chosen}` {p.p50_ms:.2f} ms" if p else f"{t}: none within budget"
+                      for t, p in a.per_target.items())
+    pick = f" The pick was timed and scored on **{a.chosen_target}**: deploy it there." if a.chosen_target else ""
+    return f" Searched on {', '.join(a.targets)}, every candidate scored and timed on each ({found}).{pick}"
 
 
-def _image_auto_section(a: dict) -> list[str]:
-    sizes = ", ".join(map(str, a.get("calib_sizes") or []))
-    head = (f"Budget: {a.get('floors')} against the FP32 "
-            f"outputs of {a.get('val_images')} validation photos (disjoint from calibration and evaluation), and "
-            f"faster than FP32 ({a.get('fp32_p50_ms') or 0:.1f} ms); calibration sizes tried: {sizes} of "
-            f"{a.get('calib_pool')}; {a['candidates']} candidates in {a['seconds']:.0f} s. ")
-    head += (f"Chose `{a['chosen']}`: {a['chosen_psnr']:.2f} dB mean, worst {a['chosen_psnr_min']:.2f} dB, "
-             f"{a['fp32_nodes_kept']} node(s) kept in FP32." if a["met_budget"] else f"**{a['message']}**")
+def _sensitive_nodes(a: SearchSummary) -> str:
+    return "Every candidate: `search.json`. Most sensitive nodes: " + ", ".join(
+        f"`{r.node}` ({r.kind or r.op}, +{r.added_error:.3f})" for r in a.top_sensitive)
+
+
+def _image_auto_section(a: SearchSummary) -> list[str]:
+    sizes = ", ".join(map(str, a.calib_sizes))
+    head = (f"Budget: {a.floors} against the FP32 "
+            f"outputs of {a.val_images} validation photos (disjoint from calibration and evaluation), and "
+            f"faster than FP32 ({a.fp32_p50_ms or 0:.1f} ms); calibration sizes tried: {sizes} of "
+            f"{a.calib_pool}; {a.candidates} candidates in {a.seconds:.0f} s. ")
+    head += (f"Chose `{a.chosen}`: {a.chosen_psnr:.2f} dB mean, worst {a.chosen_psnr_min:.2f} dB, "
+             f"{a.fp32_nodes_kept} node(s) kept in FP32." if a.met_budget else f"**{a.message}**")
     head += _targets_note(a)
-    return ["## Auto-quantization", "", head, "", "Every candidate: `search.json`. Most sensitive nodes: " +
-            ", ".join(f"`{r['node']}` ({r.get('kind', r['op'])}, +{r['added_error']:.3f})" for r in a["top_sensitive"]),
-            ""] + _kind_table(a.get("sensitivity_by_kind") or [])
+    return ["## Auto-quantization", "", head, "", _sensitive_nodes(a), ""] + _kind_table(a.sensitivity_by_kind)
 
 
-def auto_section(a: dict) -> list[str]:
-    if a.get("metric") == "psnr":
+def auto_section(a: SearchSummary) -> list[str]:
+    if a.metric == "psnr":
         return _image_auto_section(a)
-    sizes = ", ".join(map(str, a.get("calib_sizes") or []))
+    sizes = ", ".join(map(str, a.calib_sizes))
     return ["## Auto-quantization", "",
-            f"Budget {a['budget_pt']:.2f} pt, measured as {a['metric']} on a validation split carved from the "
+            f"Budget {a.budget_pt:.2f} pt, measured as {a.metric} on a validation split carved from the "
             + ("calibration split (label-free images: INT8/FP32 disagreement, an upper bound on the drop on any "
-               "labelled set like them, is the measure" if a.get("label_free") else
-               f"calibration split (FP32 top-1 there {100 * a['fp32_val_top1']:.2f} %"
+               "labelled set like them, is the measure" if a.label_free else
+               f"calibration split (FP32 top-1 there {100 * a.fp32_val_top1:.2f} %"
                + ("; the model has seen these images, so INT8/FP32 disagreement, an upper bound on the drop, is "
-                  "the measure" if a["metric"] == "disagreement" else ""))
-            + f"); calibration sizes tried: {sizes} of {a.get('calib_pool')}; {a['candidates']} candidates measured in "
-            f"{a['seconds']:.0f} s. " + (f"Chose `{a['chosen']}`: validation drop {a['chosen_drop_pt']:.2f} pt, "
-                                       f"{a['fp32_nodes_kept']} node(s) kept in FP32." if a["met_budget"]
-                                       else f"**{a['message']}**") + _targets_note(a),
-            "Every candidate: `search.json`. Most sensitive nodes: " +
-            ", ".join(f"`{r['node']}` ({r.get('kind', r['op'])}, +{r['added_error']:.3f})" for r in a["top_sensitive"]),
-            ""] + _kind_table(a.get("sensitivity_by_kind") or []) + _tensor_lines(a.get("top_tensors") or [])
+                  "the measure" if a.metric == "disagreement" else ""))
+            + f"); calibration sizes tried: {sizes} of {a.calib_pool}; {a.candidates} candidates measured in "
+            f"{a.seconds:.0f} s. " + (f"Chose `{a.chosen}`: validation drop {a.chosen_drop_pt:.2f} pt, "
+                                      f"{a.fp32_nodes_kept} node(s) kept in FP32." if a.met_budget
+                                      else f"**{a.message}**") + _targets_note(a),
+            _sensitive_nodes(a), ""] + _kind_table(a.sensitivity_by_kind) + _tensor_lines(a.top_tensors)
 
 
-def _tensor_lines(rows: list[dict]) -> list[str]:
+def _tensor_lines(rows: list[TensorError]) -> list[str]:
     """The activations that cost the output most when quantized alone (what the fallback kept float first)."""
     if not rows:
         return []
     return ["Costliest activations, each quantized alone in the FP32 graph (output rel-L2 vs FP32; top-1 flips "
             "on the sensitivity images): " + ", ".join(
-                f"`{r['tensor']}` ({r['kind']}, {r['output_rel_error']:.4f}"
-                + (f", {100 * r['flips']:.1f} % flips" if "flips" in r else "") + ")" for r in rows), ""]
+                f"`{r.tensor}` ({r.kind}, {r.output_rel_error:.4f}"
+                + (f", {100 * r.flips:.1f} % flips" if r.flips is not None else "") + ")" for r in rows), ""]
 
 
-def _kind_table(rows: list[dict]) -> list[str]:
+def _kind_table(rows: list[KindError]) -> list[str]:
     """Relative output error each kind of quantized node adds, on the search's sensitivity batch."""
     if not rows:
         return []
     return ["| node kind | nodes | mean added error | max added error |", "|---|---|---|---|"] + [
-        f"| {r['kind']} | {r['nodes']} | {r['mean_added_error']:.4f} | {r['max_added_error']:.4f} |" for r in rows] + [""]
+        f"| {r.kind} | {r.nodes} | {r.mean_added_error:.4f} | {r.max_added_error:.4f} |" for r in rows] + [""]
 
 
 def power_difference_section(res: RunResult) -> list[str]:
     """Seed 003's three models, FP32 and INT8, against the original FP32 output."""
-    st = res.studies.get("power_difference")
-    if not st:
+    st = res.power_difference
+    if st is None:
         return []
-    rows = st["rows"]
-    base = rows["fp32"]["p50_ms"]
+    rows = st.rows
+    base = rows["fp32"].p50_ms
     lines = ["## Seed 003's custom operator: original vs PowerDifference (native, NumPy)", "",
-             f"Each `(x - y)^2` (Sub then Pow) rewritten into one `PowerDifference` node ({st['rewritten_nodes'].get('fp32', 0)} "
-             f"in the FP32 graph). native = {st['native']}; numpy = {st['numpy']}. Outputs compared with the original "
-             f"FP32 model's on {st['images']} evaluation images; INT8 = `{st.get('int8_variant') or 'none'}`.", "",
+             f"Each `(x - y)^2` (Sub then Pow) rewritten into one `PowerDifference` node "
+             f"({st.rewritten_nodes.get('fp32', 0)} in the FP32 graph). native = {st.native}; numpy = {st.numpy}. "
+             f"Outputs compared with the original FP32 model's on {st.images} evaluation images; INT8 = "
+             f"`{st.int8_variant or 'none'}`.", "",
              "| model | file | PSNR dB vs original FP32 | worst | SSIM | max abs err | NumPy calls | b1 p50 ms | p99 ms | "
              "vs original FP32 |", "|---|---|---|---|---|---|---|---|---|---|"]
     for k, r in rows.items():
-        lines.append(f"| {k} | `{r['file']}` | {_f(r['psnr'], '.2f')} | {_f(r['psnr_min'], '.2f')} | {_f(r['ssim'], '.4f')} | "
-                     f"{r['max_abs_diff']:.2e} | {r['numpy_calls']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-                     f"{base / r['p50_ms']:.2f}x |")
-    if st.get("int8_variant") is None:
+        lines.append(f"| {k} | `{r.file}` | {_f(r.psnr, '.2f')} | {_f(r.psnr_min, '.2f')} | {_f(r.ssim, '.4f')} | "
+                     f"{r.max_abs_diff:.2e} | {r.numpy_calls} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | "
+                     f"{base / r.p50_ms:.2f}x |")
+    if st.int8_variant is None:
         lines += ["", "No INT8 variant kept its Sub->Pow pairs (the quantizer wrapped them in Q/DQ), so only FP32 "
                   "is compared."]
     return lines + [""]

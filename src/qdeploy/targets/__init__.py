@@ -64,5 +64,5 @@ def open_session(path, threads: int | None = None, spinning: bool = True, target
     return get_target(name).open(path, threads=threads, spinning=spinning)
 
 
-__all__ = ["AOTI_CPU", "DEFAULT_TARGET", "OPENVINO_CPU", "ORT_CPU", "OWN_FORMATS", "TARGETS", "Session", "Target", "check_targets", "get_target",
-           "open_session", "run_batched", "runs_on", "target_for"]
+__all__ = ["AOTI_CPU", "DEFAULT_TARGET", "OPENVINO_CPU", "ORT_CPU", "OWN_FORMATS", "TARGETS", "Session", "Target",
+           "check_targets", "get_target", "open_session", "run_batched", "runs_on", "target_for"]

@@ -8,7 +8,18 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..compare import DiffAccumulator, compare_outputs
+from ..records import from_json
 from .base import QuantCheck, Scorer, Task
+
+
+@dataclass
+class Paired:
+    """Two models' top-1 on the same labelled images: how many only one gets right, and the exact McNemar p."""
+
+    only_this: int
+    only_ref: int
+    diff_pt: float
+    p_value: float
 
 
 @dataclass
@@ -22,7 +33,7 @@ class Metrics:
     kl_ref: float | None = None     # mean KL(reference ‖ this) of the softmax outputs
     rel_l2: float | None = None     # ||logits - ref|| / ||ref|| over the whole set
     max_abs_diff: float | None = None
-    paired: dict | None = None      # vs the reference: images only one of them gets right, McNemar p (see `paired`)
+    paired: Paired | None = None    # vs the reference: images only one of them gets right, McNemar p
     per_class: dict[str, float] = field(default_factory=dict)
     confusion: list[list[int]] = field(default_factory=list)
 
@@ -31,7 +42,7 @@ class Metrics:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Metrics":
-        return cls(**d)
+        return from_json(cls, d)
 
 
 def mcnemar_p(b: int, c: int) -> float:
@@ -45,12 +56,12 @@ def mcnemar_p(b: int, c: int) -> float:
     return min(1.0, 2 * math.exp(top) * sum(math.exp(v - top) for v in logs))
 
 
-def paired(pred: np.ndarray, ref_pred: np.ndarray, labels: np.ndarray) -> dict:
+def paired(pred: np.ndarray, ref_pred: np.ndarray, labels: np.ndarray) -> Paired:
     """Paired accuracy comparison on the same images: is a top-1 difference more than chance?"""
     right, ref_right = pred == labels, ref_pred == labels
     only, ref_only = int((right & ~ref_right).sum()), int((ref_right & ~right).sum())
-    return {"only_this": only, "only_ref": ref_only, "diff_pt": 100 * (only - ref_only) / max(len(labels), 1),
-            "p_value": mcnemar_p(only, ref_only)}
+    return Paired(only_this=only, only_ref=ref_only, diff_pt=100 * (only - ref_only) / max(len(labels), 1),
+                  p_value=mcnemar_p(only, ref_only))
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
