@@ -66,7 +66,12 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=_file_order(items))
 
 
-RUN_FIXTURES = ("small_run", "r18_bundle")
+# the fixtures that read the session's pipeline run (its `pipeline` mark says so)
+RUN_FIXTURES = tuple(f for f, marks in FIXTURE_MARKS.items() if "pipeline" in marks)
+
+
+def _file(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
 
 
 def _file_order(items):
@@ -74,7 +79,7 @@ def _file_order(items):
     idle), and of the files that read the session's pipeline run only one at the start, so the other worker has
     something to do while that run is built (once()) instead of waiting for it."""
     def file(item):
-        return item.nodeid.split("::")[0]
+        return _file(item.nodeid)
 
     slow = {file(i) for i in items if i.get_closest_marker("slow")}
     run = [file(i) for i in items if any(f in getattr(i, "fixturenames", ()) for f in RUN_FIXTURES)]
@@ -85,7 +90,7 @@ def _file_order(items):
 
 
 def _scope(nodeid: str) -> str:
-    path = nodeid.split("::", 1)[0]
+    path = _file(nodeid)
     return next((d for d in TOGETHER if path.startswith(d)), path)
 
 

@@ -151,11 +151,13 @@ def _imports(tree: ast.Module, mod: str, is_pkg: bool):
             pkg = mod.split(".") if is_pkg else mod.split(".")[:-1]
             base = ".".join(pkg[: len(pkg) - node.level + 1])
             names = [f"{base}.{node.module}"] if node.module else [f"{base}.{a.name}" for a in node.names]
-        a, inside = parents.get(node), False
+        a, inside, typing_only = parents.get(node), False, False
         while a is not None and not inside:
             inside = isinstance(a, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            typing_only |= isinstance(a, ast.If) and isinstance(a.test, ast.Name) and a.test.id == "TYPE_CHECKING"
             a = parents.get(a)
-        yield node, names, inside
+        if not typing_only:   # `if TYPE_CHECKING:` imports never run
+            yield node, names, inside
 
 
 def _lazy_import_offences() -> tuple[list[str], int]:

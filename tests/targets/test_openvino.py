@@ -61,7 +61,7 @@ def test_nncf_variant_is_ir_verified_and_in_the_report(tmp_path):
     v = rep.get("nncf")
     assert v.ok and v.target == "openvino-cpu" and v.file == "int8_nncf.xml"
     assert (out / "int8_nncf.xml").is_file() and (out / "int8_nncf.bin").is_file()
-    assert v.check["n"] == 32 and v.check["agreement"] >= 0.8           # verified before it got its name
+    assert v.check.n == 32 and v.check.agreement >= 0.8           # verified before it got its name
     assert v.metrics.agreement >= 0.9 and "openvino" in v.bench.runtime
     # the .bin holds INT8 weights: about a quarter of FP32's ONNX
     assert v.bench.size_bytes < 0.4 * (out / "fp32.onnx").stat().st_size

@@ -14,7 +14,6 @@ from .keys import sha256, unprefixed
 from .sessions import cpu_session
 
 PT2_ENTRY = "extra/qdeploy.json"
-OFFLINE_SUFFIXES = (".ort", ".blob", ".pt2")
 
 
 def sidecar(path: Path) -> Path:
@@ -58,11 +57,14 @@ def _ort_meta(path: Path) -> dict:
     return unprefixed(s.get_modelmeta().custom_metadata_map.items())
 
 
+READERS = {".ort": _ort_meta, ".blob": _blob_meta, ".pt2": _pt2_meta}   # suffix -> where its metadata lives
+OFFLINE_SUFFIXES = tuple(READERS)
+
+
 def read_offline_meta(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path} not found; build it with 'qdeploy compile RUN_DIR --target ...'")
-    readers = {".pt2": _pt2_meta, ".blob": _blob_meta, ".ort": _ort_meta}
-    if path.suffix not in readers:
-        raise ModelFileError(f"{path.name} is not an offline artifact (.ort, .blob, .pt2)")
-    return readers[path.suffix](path)
+    if path.suffix not in READERS:
+        raise ModelFileError(f"{path.name} is not an offline artifact ({', '.join(OFFLINE_SUFFIXES)})")
+    return READERS[path.suffix](path)

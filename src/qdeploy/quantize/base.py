@@ -10,13 +10,17 @@ import importlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from ..data import DataConfig, PreprocessSpec
 from ..errors import QDeployError
 from ..results import VariantFacts, VariantResult
 from ..targets import DEFAULT_TARGET
+
+if TYPE_CHECKING:   # annotations only: torch is imported where a recipe needs it
+    from torch import nn
 
 # Modules whose handlers register themselves on import (loaded on first use: they import torch or ORT).
 HANDLER_MODULES = ("qdeploy.quantize.ort", "qdeploy.quantize.torch_variant", "qdeploy.quantize.auto",
@@ -46,9 +50,9 @@ class VariantContext:
     out: Path
     calib_x: np.ndarray
     classes: list[str]
-    spec: object
-    data: object = None                  # the run's DataConfig: QAT and auto draw their own disjoint sets
-    model: object = None                 # FP32 torch model, None when the run started from ONNX
+    spec: PreprocessSpec | None
+    data: DataConfig | None = None       # the run's data: QAT and auto draw their own disjoint sets
+    model: nn.Module | None = None       # FP32 torch model, None when the run started from ONNX
     torch_models: dict = field(default_factory=dict)  # name -> (INT8 torch model, size bytes), for bench
     targets: tuple[str, ...] = (DEFAULT_TARGET,)  # where every variant is evaluated and timed
 

@@ -260,22 +260,33 @@ def _chunks(width: int, window: int) -> list[slice]:
     return [slice(a, min(a + step, width)) for a in range(0, width, step)]
 
 
+def _stacked(a: np.ndarray, cols: list[slice], depthwise: bool) -> np.ndarray:
+    """(R, D) rows as the stacks GPTQ solves at once, (K, R, D): the column ranges `cols` side by side, or a depthwise
+    conv's channels as R stacks of one row."""
+    return a[:, None, :] if depthwise else np.stack([a[:, c] for c in cols])
+
+
+def _unstack(out: np.ndarray, qs: np.ndarray, cols: list[slice], depthwise: bool) -> None:
+    """Stacks qs (K, R, D) written back into the rows `out` (R, D): _stacked's inverse."""
+    if depthwise:
+        out[:] = qs[:, 0, :]
+        return
+    for k, c in enumerate(cols):
+        out[:, c] = qs[k]
+
+
 def _problems(rows: np.ndarray, blocks: list, chunks: list[slice], depthwise: bool):
     """A layer's GPTQ problems as stacks solved at once: (column ranges, w (K, R, D), H (K, D, D), row index (K, R)):
     a depthwise conv's channels (one row and one H each), else the column chunks of equal width (one H each)."""
     r = rows.shape[0]
     if depthwise:
-        yield chunks, rows[:, None, :], blocks[0], np.arange(r)[:, None]
+        yield chunks, _stacked(rows, chunks, True), blocks[0], np.arange(r)[:, None]
         return
     for width in dict.fromkeys(c.stop - c.start for c in chunks):
         group = [(c, h) for c, h in zip(chunks, blocks, strict=True) if c.stop - c.start == width]
-        yield ([c for c, _ in group], np.stack([rows[:, c] for c, _ in group]), np.stack([h for _, h in group]),
+        cols = [c for c, _ in group]
+        yield (cols, _stacked(rows, cols, False), np.stack([h for _, h in group]),
                np.broadcast_to(np.arange(r), (len(group), r)))
-
-
-def _stacked(a: np.ndarray, cols: list[slice], depthwise: bool) -> np.ndarray:
-    """(R, D) rows as _problems stacks them."""
-    return a[:, None, :] if depthwise else np.stack([a[:, c] for c in cols])
 
 
 def _proxy_error(e: np.ndarray, h: np.ndarray) -> float:
@@ -291,10 +302,7 @@ def _round_layer(rows, blocks, chunks, depthwise, scale, zp, lo, hi, old):
     for cols, w, h, idx in _problems(rows, blocks, chunks, depthwise):
         s, z = scale[idx], zp[idx]
         qs = gptq_stack(w, h, s, z, lo, hi)
-        if depthwise:
-            new[:] = qs[:, 0, :]
-        for k, c in enumerate([] if depthwise else cols):
-            new[:, c] = qs[k]
+        _unstack(new, qs, cols, depthwise)
         deq = lambda qi: (qi - z[..., None]) * s[..., None]  # noqa: E731
         e_old += _proxy_error(w - deq(_stacked(old, cols, depthwise)), h)
         e_new += _proxy_error(w - deq(qs), h)
