@@ -356,7 +356,7 @@ def _evaluate(variants, ctx: VariantContext, evalset: ImageSet, cfg: EvalConfig,
             by_name[name].torch = TorchResult(metrics=m, size_bytes=ctx.torch_models[name][1])
         else:
             by_name[name].metrics = m
-        log(f"evaluate {key}: {_describe(m)}")
+        log(f"evaluate {key}: {get_task(cfg.task).describe(m)}")
     _qat_vs_ptq(by_name, scorers)
 
 
@@ -377,15 +377,6 @@ def _evaluate_on_ray(runners: dict, files: dict, ctx: VariantContext, evalset: I
                              ctx.classes, cfg)
         scorers.update({k: mine[k] for k in local})
     return {k: scorers[k] for k in runners}
-
-
-def _describe(m) -> str:
-    if hasattr(m, "psnr_mean"):
-        return ("reference" if m.psnr_mean is None else
-                f"PSNR vs FP32 {m.psnr_mean:.2f} dB (worst {m.psnr_min:.2f}), SSIM {m.ssim_mean:.4f}")
-    acc = "" if m.top1 is None else f"top-1 {m.top1:.2%}"
-    agree = "" if m.agreement is None else f", agreement {m.agreement:.2%}"
-    return f"{acc or 'no labels'}{agree}"
 
 
 def _qat_vs_ptq(by_name: dict, scorers: dict) -> None:

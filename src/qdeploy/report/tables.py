@@ -15,84 +15,56 @@ def _pct(v):
     return None if v is None else 100 * v
 
 
-def _quality(m) -> dict:
-    """The task's numbers for one variant: accuracy and agreement for a classifier, PSNR/SSIM for images."""
-    if hasattr(m, "psnr_mean"):
-        return {"psnr": m.psnr_mean, "psnr_min": m.psnr_min, "ssim": m.ssim_mean, "ssim_min": m.ssim_min,
-                "max_abs": m.max_abs_diff, "worst": m.worst_name, "top1": None, "agreement": None}
-    return {"top1": _pct(m.top1), "top5": _pct(m.top5), "agreement": _pct(m.agreement),
-            "top5_overlap": _pct(m.top5_overlap), "rel_l2": m.rel_l2}
-
-
 def comparison_rows(res: RunResult) -> list[dict]:
-    """One flat row per measured variant with sizes, accuracy and latency relative to FP32."""
+    """One flat row per measured variant: size, latency and throughput, relative to FP32 (the task's quality columns
+    come from its metrics, see markdown_table)."""
     fp32 = res.fp32
     out = []
     for v in (v for v in res.variants if v.measured):
-        m, b = v.metrics, v.bench
+        b = v.bench
         label = v.name if v.target == DEFAULT_TARGET else f"{v.name} ({v.target})"
-        row = {"name": label, "kind": v.kind, "size_mb": b.size_bytes / 1e6, **_quality(m),
+        row = {"name": label, "kind": v.kind, "variant": v, "size_mb": b.size_bytes / 1e6, "agreement": None,
                "p50_ms": b.p50_ms, "p90_ms": b.p90_ms, "p99_ms": b.p99_ms, "throughput": b.throughput}
+        if getattr(v.metrics, "agreement", None) is not None:
+            row["agreement"] = 100 * v.metrics.agreement
         if fp32:
             row["compression"] = fp32.bench.size_bytes / b.size_bytes
-            if row["top1"] is not None and getattr(fp32.metrics, "top1", None) is not None:
-                row["drop_pt"] = 100 * (fp32.metrics.top1 - m.top1)
             row["speedup"] = fp32.bench.p50_ms / b.p50_ms
         out.append(row)
     return out
 
 
-def image_table(res: RunResult) -> str:
-    """Image-to-image: every variant's output images against FP32's, per image, then size and speed."""
-    rows = comparison_rows(res)
+def markdown_table(res: RunResult) -> str:
+    """Every variant: size, the task's quality columns, latency and throughput; refused variants with what they
+    reached on their verification images."""
+    task, rows = get_task(res.task), comparison_rows(res)
+    ref = res.fp32.metrics if res.fp32 else None
     batches = sorted({b for r in rows for b in r["throughput"]})
-    head = ("| variant | size MB | compression | PSNR dB mean | PSNR worst | worst image | SSIM mean | SSIM worst | "
-            "max abs err | b1 p50 ms | p99 ms | speedup | " + " | ".join(f"img/s b{b}" for b in batches) + " |")
+    head = ("| variant | size MB | compression | " + " | ".join(c.head for c in task.columns)
+            + " | b1 p50 ms | p99 ms | speedup | " + " | ".join(f"img/s b{b}" for b in batches) + " |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        t, ref = r["throughput"], r["kind"] == "fp32"
-        q = ("reference | – | – | – | – | –" if ref else
-             f"{r['psnr']:.2f} | {r['psnr_min']:.2f} | {r['worst'] or '–'} | {r['ssim']:.4f} | {r['ssim_min']:.4f} | "
-             f"{r['max_abs']:.3f}")
-        lines.append(f"| {r['name']} | {r['size_mb']:.2f} | {_f(r.get('compression'), '.2f')}x | {q} | "
-                     f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {_f(r.get('speedup'), '.2f')}x | "
-                     + " | ".join(_f(t.get(b), ".1f") for b in batches) + " |")
-    p_seen = lambda v: v.check.psnr if v.check is not None else None  # noqa: E731
-    return "\n".join(lines + _failed_rows(res, batches, 10, 1, p_seen, lambda p: f"{p:.2f}"))
+        t, m = r["throughput"], r["variant"].metrics
+        lines.append(f"| {r['name']} | {r['size_mb']:.2f} | {_f(r.get('compression'), '.2f')}x | "
+                     + " | ".join(c.cell(m, ref) for c in task.columns)
+                     + f" | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {_f(r.get('speedup'), '.2f')}x | "
+                     + " | ".join(_f(t.get(b), task.rate_format) for b in batches) + " |")
+    return "\n".join(lines + _failed_rows(res, task, batches))
 
 
-def _failed_rows(res: RunResult, batches, cells: int, at: int, value, fmt) -> list[str]:
-    """One row per refused variant: 'FAILED, not written' and, in column `at` of the `cells` after it, the
-    quality it reached on its verification images (agreement or PSNR)."""
+def _failed_rows(res: RunResult, task, batches) -> list[str]:
+    """One row per refused variant: 'FAILED, not written' and, in the task's refused_column, the quality it reached
+    on its verification images (agreement or PSNR)."""
     rows = []
     for v in res.variants:
         if v.ok:
             continue
-        x, n = value(v), v.check.n if v.check is not None else None
-        row = ["–"] * cells + ["–" for _ in batches]
-        row[at] = f"{fmt(x)} (on {n} verification images)" if x is not None else "–"
+        row = ["–"] * (len(task.columns) + 4) + ["–" for _ in batches]
+        reached = task.refused(v.check) if v.check is not None else None
+        if reached is not None:
+            row[1 + task.refused_column] = f"{reached} (on {v.check.n} verification images)"
         rows.append(f"| {v.name} | FAILED, not written | " + " | ".join(row) + " |")
     return rows
-
-
-def markdown_table(res: RunResult) -> str:
-    if not get_task(res.task).has_classes:
-        return image_table(res)
-    rows = comparison_rows(res)
-    batches = sorted({b for r in rows for b in r["throughput"]})
-    head = ("| variant | size MB | compression | top-1 % | drop pt | agreement % | top-5 overlap % | rel-L2 | "
-            "b1 p50 ms | p99 ms | speedup | " + " | ".join(f"img/s b{b}" for b in batches) + " |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        t = r["throughput"]
-        lines.append(
-            f"| {r['name']} | {r['size_mb']:.2f} | {_f(r.get('compression'), '.2f')}x | {_f(r['top1'], '.2f')} | "
-            f"{_f(r.get('drop_pt'), '+.2f')} | {_f(r['agreement'], '.2f')} | {_f(r['top5_overlap'], '.1f')} | "
-            f"{_f(r['rel_l2'], '.4f')} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {_f(r.get('speedup'), '.2f')}x | "
-            + " | ".join(_f(t.get(b), ".0f") for b in batches) + " |"
-        )
-    a_seen = lambda v: v.check.agreement if v.check is not None else None  # noqa: E731
-    return "\n".join(lines + _failed_rows(res, batches, 9, 3, a_seen, lambda a: f"{100 * a:.2f}"))
 
 
 def failure_section(res: RunResult) -> list[str]:
@@ -278,18 +250,13 @@ def targets_table(res: RunResult) -> str | None:
     rows = [v for v in res.variants if v.measured and (v.on or v.target != DEFAULT_TARGET)]
     if not rows:
         return None
-    fp32 = res.fp32
-    image = not get_task(res.task).has_classes
-    qual = "PSNR dB vs ORT FP32 | worst" if image else "top-1 % | agreement % vs ORT FP32"
-    lines = [f"| variant | target | runtime | {qual} | b1 p50 ms | p99 ms | vs ORT FP32 | load s | first run ms |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    fp32, task = res.fp32, get_task(res.task)
+    qual = " | ".join(c.head for c in task.brief)
+    head = f"| variant | target | runtime | {qual} | b1 p50 ms | p99 ms | vs ORT FP32 | load s | first run ms |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]   # one delimiter cell per header cell (GFM needs it)
 
     def quality(m):
-        if m is None:
-            return "– | –"
-        if image:
-            return "reference | –" if m.psnr_mean is None else f"{m.psnr_mean:.2f} | {m.psnr_min:.2f}"
-        return f"{_f(_pct(m.top1), '.2f')} | {_f(_pct(m.agreement), '.2f')}"
+        return " | ".join("–" if m is None else c.cell(m, fp32.metrics) for c in task.brief)
 
     for v in rows:
         entries = [(v.target, v.bench.runtime, v.metrics, v.bench, None, None)] + [

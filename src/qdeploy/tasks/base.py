@@ -1,9 +1,29 @@
-"""The task seam: a Task makes Scorers; a Scorer takes a stream of output batches and returns metrics."""
+"""The task seam: a Task makes Scorers; a Scorer takes a stream of output batches and returns metrics; the Task
+also says how its metrics read in a run's tables and logs (columns, describe)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
+
+
+def fmt(v, spec: str) -> str:
+    """A table cell: '–' for a missing figure."""
+    return "–" if v is None else format(v, spec)
+
+
+def pct(v):
+    return None if v is None else 100 * v
+
+
+@dataclass(frozen=True)
+class Column:
+    """One quality column of a run's tables: its header, and its cell for a variant's metrics m given FP32's
+    (fp32; m is fp32 on the reference row itself)."""
+
+    head: str
+    cell: Callable[[object, object], str]
 
 
 @dataclass
@@ -66,4 +86,23 @@ class Task:
 
     def rank_key(self, m, p50_ms: float):
         """Among variants timed alike (a tie), the larger key wins."""
+        raise NotImplementedError
+
+    # -- how the task's metrics read (report tables, logs) --
+    columns: tuple[Column, ...] = ()   # the run's main table, between compression and latency
+    brief: tuple[Column, ...] = ()     # two columns for the Targets table (quality on another runtime)
+    refused_column = 0                 # the column that shows what a refused variant reached ...
+    rate_format = ".0f"                # ... and how throughput (images/s) is written
+
+    def refused(self, check: QuantCheck) -> str | None:
+        """What a refused variant's file reached on its verification images (its cell in refused_column)."""
+        raise NotImplementedError
+
+    def describe(self, m) -> str:
+        """One line for the log: the variant's metrics."""
+        raise NotImplementedError
+
+    def offline_mismatch(self, d, scale: float) -> str | None:
+        """An INT8 model's compiled (offline) form against its online form (d: compare.compare_outputs of the two;
+        scale: the largest online output, at least 1): why it is not the same model, or None."""
         raise NotImplementedError

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..compare import DiffAccumulator, compare_outputs
 from ..records import from_json
-from .base import QuantCheck, Scorer, Task
+from .base import Column, QuantCheck, Scorer, Task, fmt, pct
 
 
 @dataclass
@@ -155,6 +155,29 @@ class ClassificationTask(Task):
 
     def rank_key(self, m, p50_ms: float):
         return self.score(m), -p50_ms
+
+    columns = (Column("top-1 %", lambda m, f: fmt(pct(m.top1), ".2f")),
+               Column("drop pt", lambda m, f: fmt(None if m.top1 is None or f is None or f.top1 is None
+                                                  else 100 * (f.top1 - m.top1), "+.2f")),
+               Column("agreement %", lambda m, f: fmt(pct(m.agreement), ".2f")),
+               Column("top-5 overlap %", lambda m, f: fmt(pct(m.top5_overlap), ".1f")),
+               Column("rel-L2", lambda m, f: fmt(m.rel_l2, ".4f")))
+    brief = (Column("top-1 %", lambda m, f: fmt(pct(m.top1), ".2f")),
+             Column("agreement % vs ORT FP32", lambda m, f: fmt(pct(m.agreement), ".2f")))
+    refused_column = 2
+
+    def refused(self, check: QuantCheck) -> str | None:
+        return None if check.agreement is None else f"{100 * check.agreement:.2f}"
+
+    def describe(self, m) -> str:
+        acc = "" if m.top1 is None else f"top-1 {m.top1:.2%}"
+        agree = "" if m.agreement is None else f", agreement {m.agreement:.2%}"
+        return f"{acc or 'no labels'}{agree}"
+
+    def offline_mismatch(self, d, scale: float) -> str | None:
+        """The same top-1 on every verification image (a compiled INT8 form may round differently)."""
+        return f"top-1 differs from the online form on {d.n - round(d.agreement * d.n)} images" \
+            if d.agreement < 1.0 else None
 
     def check(self, ref, out, min_agreement) -> QuantCheck:
         """Top-1 agreement with the reference; collapsed below min_agreement."""

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..compare import compare_outputs
-from .base import QuantCheck, Scorer, Task
+from .base import Column, QuantCheck, Scorer, Task, fmt
 
 # A variant whose mean PSNR against FP32 is below this is a collapse: refused like a classifier below 80 %
 # agreement (no final-name file).
@@ -112,6 +112,30 @@ class ImageToImageTask(Task):
 
     def rank_key(self, m, p50_ms: float):
         return m.psnr_mean
+
+    columns = (Column("PSNR dB mean", lambda m, f: "reference" if m is f else fmt(m.psnr_mean, ".2f")),
+               Column("PSNR worst", lambda m, f: "–" if m is f else fmt(m.psnr_min, ".2f")),
+               Column("worst image", lambda m, f: "–" if m is f else m.worst_name or "–"),
+               Column("SSIM mean", lambda m, f: "–" if m is f else fmt(m.ssim_mean, ".4f")),
+               Column("SSIM worst", lambda m, f: "–" if m is f else fmt(m.ssim_min, ".4f")),
+               Column("max abs err", lambda m, f: "–" if m is f else fmt(m.max_abs_diff, ".3f")))
+    brief = (Column("PSNR dB vs ORT FP32", lambda m, f: "reference" if m.psnr_mean is None else f"{m.psnr_mean:.2f}"),
+             Column("worst", lambda m, f: "–" if m.psnr_mean is None else f"{m.psnr_min:.2f}"))
+    refused_column = 0
+    rate_format = ".1f"
+
+    def refused(self, check: QuantCheck) -> str | None:
+        return None if check.psnr is None else f"{check.psnr:.2f}"
+
+    def describe(self, m) -> str:
+        return ("reference" if m.psnr_mean is None else
+                f"PSNR vs FP32 {m.psnr_mean:.2f} dB (worst {m.psnr_min:.2f}), SSIM {m.ssim_mean:.4f}")
+
+    offline_tol = 1e-3   # a compiled INT8 form's outputs against the online form's, relative to the largest output
+
+    def offline_mismatch(self, d, scale: float) -> str | None:
+        tol = self.offline_tol * scale
+        return f"max |diff| {d.max_abs_diff:.3g} > {tol:.3g}" if d.max_abs_diff > tol else None
 
     def scorer(self, classes, labelled, with_reference, names=None) -> ImageScorer:
         return ImageScorer(with_reference, names=names)
