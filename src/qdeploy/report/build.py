@@ -90,15 +90,14 @@ def _sections(res: RunResult) -> list[str]:
     rec = res.get(name)
     target = on or (rec.target if rec is not None else DEFAULT_TARGET)
     where = "" if target == DEFAULT_TARGET else f" — deploy `{rec.file if rec else name}` with the `{target}` runtime"
-    if res.recommended and not get_task(res.task).has_classes:
-        parts += [f"**Recommended INT8 variant on this machine: `{res.recommended}`**{where} (fastest whose mean PSNR "
-                  f"against the FP32 output is >= {res.min_psnr} dB).", ""]
-    elif not get_task(res.task).has_classes:
-        parts += [f"**No INT8 variant is recommended on this machine**: none is both faster than FP32 and at "
-                  f">= {res.min_psnr} dB mean PSNR against the FP32 output. Ship FP32 here.", ""]
-    elif res.recommended:
-        parts += [f"**Recommended INT8 variant on this machine: `{res.recommended}`**{where} (fastest that keeps "
-                  f"{'accuracy' if res.labelled else 'agreement with FP32'} within {res.max_drop_pt} pt of FP32).", ""]
+    task = get_task(res.task)
+    rule = task.rule(task.gate(res.max_drop_pt, res.min_psnr), res.labelled)
+    if res.recommended:
+        parts += [f"**Recommended INT8 variant on this machine: `{res.recommended}`**{where} (the fastest that {rule}).",
+                  ""]
+    elif res.fp32 is not None:
+        parts += [f"**No INT8 variant is recommended on this machine**: none is both faster than FP32 and {rule}. "
+                  "Ship FP32 here.", ""]
     tt = torch_table(res)
     if tt:
         parts += ["## PyTorch-native INT8 (measured in PyTorch, same process)", "", tt, ""]

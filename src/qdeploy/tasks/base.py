@@ -80,6 +80,10 @@ class Task:
         """Which of a run's two quality bounds this task's recommendation is held to."""
         raise NotImplementedError
 
+    def rule(self, gate: float, labelled: bool) -> str:
+        """The recommendation rule in words, completing 'the fastest variant that ...'."""
+        raise NotImplementedError
+
     def acceptable(self, m, fp32, gate: float) -> bool:
         """Whether a variant's metrics m stay within `gate` of FP32's (fp32: FP32's metrics)."""
         raise NotImplementedError

@@ -149,6 +149,9 @@ class ClassificationTask(Task):
             return m.top1
         return 1.0 if m.agreement is None else m.agreement
 
+    def rule(self, gate: float, labelled: bool) -> str:
+        return f"keeps {'accuracy' if labelled else 'agreement with FP32'} within {gate} pt of FP32"
+
     def acceptable(self, m, fp32, gate: float) -> bool:
         """Top-1 drop (without labels: disagreement with FP32) of at most `gate` points."""
         return 100 * (self.score(fp32) - self.score(m)) <= gate

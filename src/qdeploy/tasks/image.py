@@ -106,6 +106,9 @@ class ImageToImageTask(Task):
     def gate(self, max_drop_pt: float, min_psnr: float) -> float:
         return min_psnr
 
+    def rule(self, gate: float, labelled: bool) -> str:
+        return f"keeps a mean PSNR against the FP32 output of at least {gate} dB"
+
     def acceptable(self, m, fp32, gate: float) -> bool:
         """Mean PSNR against FP32's outputs of at least `gate` dB."""
         return m.psnr_mean is not None and m.psnr_mean >= gate
