@@ -125,11 +125,11 @@ def test_qat_cpu_small_selects_on_validation(fp32_model, calib_eval, qat_sets):
     from qdeploy.quantize.torch_qat import qat
 
     _, train, val = qat_sets
-    cfg = TORCH_PRESETS["pt-qat"]().with_(qat_epochs=2, qat_batch_size=64, device="cpu")
+    cfg = TORCH_PRESETS["pt-qat"]().with_(qat_epochs=1, qat_batch_size=64, device="cpu")
     spec = PreprocessSpec()
     q, history, chosen = qat(fp32_model, train.pixels_uint8(spec), train.labels, spec, cfg, calib_eval[1],
                              val=(val.load(spec), val.labels), log=lambda m: None)
-    assert [h["epoch"] for h in history] == [0, 1, 2] and all(h["images"] == 256 for h in history[1:])
+    assert [h["epoch"] for h in history] == [0, 1] and all(h["images"] == 256 for h in history[1:])
     # training images are memorised by FP32, so epochs are ranked by agreement with it, then KL
     best = max(history, key=lambda h: (h["val_agreement"], -h["val_kl_fp32"]))
     assert chosen == best["epoch"]
