@@ -4,6 +4,9 @@
 class QDeployError(Exception):
     """Base of every error qdeploy raises on purpose; the CLI prints it as one line."""
 
+    check = None   # a refused model file: the check against FP32 it failed (tasks.QuantCheck) ...
+    facts = None   # ... and what its recipe found out (results.VariantFacts: e.g. the per-node diagnosis)
+
 
 class CheckpointError(QDeployError):
     """A checkpoint is missing, unreadable, or does not fit the architecture."""

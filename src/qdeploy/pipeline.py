@@ -90,7 +90,6 @@ class RunConfig:
         if self.auto is not None:
             self.configs["auto"] = replace(self.auto, targets=self.targets)
 
-
     @property
     def task_def(self) -> Task:
         """The registered Task named by `task` (tasks.TASKS)."""
@@ -346,7 +345,7 @@ def _evaluate(variants, ctx: VariantContext, evalset: ImageSet, cfg: EvalConfig,
         scorers = evaluate_many(runners, evalset, ctx.spec, ctx.classes, cfg)
     else:
         scorers = _evaluate_on_ray(runners, files, ctx, evalset, cfg, log, ray, rcfg)
-    by_name = {v.name: v for v in variants}
+    by_name, task = {v.name: v for v in variants}, get_task(cfg.task)
     for key, scorer in scorers.items():
         name, _, runtime = key.partition("@")
         m = scorer.result()
@@ -356,7 +355,7 @@ def _evaluate(variants, ctx: VariantContext, evalset: ImageSet, cfg: EvalConfig,
             by_name[name].torch = TorchResult(metrics=m, size_bytes=ctx.torch_models[name][1])
         else:
             by_name[name].metrics = m
-        log(f"evaluate {key}: {get_task(cfg.task).describe(m)}")
+        log(f"evaluate {key}: {task.describe(m)}")
     _qat_vs_ptq(by_name, scorers)
 
 

@@ -304,11 +304,9 @@ class RunResult:
                                  "'qdeploy run' to rebuild it")
         task = d.get("task", DEFAULT_TASK)
         try:
-            return cls(**{**d, "variants": [_variant(v, task) for v in d["variants"]],
-                          "data": from_json(RunData, d.get("data") or {}, where="data"),
-                          "environment": from_json(Environment, d.get("environment") or {}, where="environment"),
-                          "power_difference": from_json(PowerDifferenceStudy, d.get("power_difference"),
-                                                        where="power_difference")})
+            run = from_json(cls, {**d, "variants": []}, where="report")
+            run.variants = [_variant(v, task) for v in d["variants"]]   # metrics by the run's task
+            return run
         except (RecordError, TypeError) as exc:
             raise ModelFileError(f"{source} does not match report schema {SCHEMA_VERSION} ({exc}); re-run "
                                  "'qdeploy run' to rebuild it") from exc

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..artifacts import atomic_path
 from ..errors import QDeployError, QuantizeError
-from ..quantize.base import VariantContext, handler_for, refusal, refuse
+from ..quantize.base import VariantContext, handler_for, refuse
 from ..quantize.config import QuantConfig
 from ..targets import DEFAULT_TARGET
 from .evaluate import materialize, put_models
@@ -37,7 +37,7 @@ def _build(name: str, cfg, fp32: tuple, calib_x) -> dict:
         try:
             check, facts = handler_for(cfg)(cfg, ctx, dst, lambda m: None)
         except QDeployError as exc:
-            return {"error": str(exc), **refusal(exc)}
+            return {"error": str(exc), "check": exc.check, "facts": exc.facts}
         return {"check": check, "facts": facts, "file": dst.read_bytes(), "seconds": time.perf_counter() - t0,
                 "node": socket.gethostname()}
 

@@ -69,7 +69,7 @@ def build_variant(name: str, cfg, ctx: VariantContext, man, log, handler=None):
         check, facts = (handler or handler_for(cfg))(cfg, ctx, dst, log)
     except QDeployError as exc:
         log(f"quantize {name}: FAILED: {exc}")
-        failed = VariantResult.failed(name, dst.name, str(exc), **refusal(exc))
+        failed = VariantResult.failed(name, dst.name, str(exc), check=exc.check, facts=exc.facts)
         failed.target = target
         return failed
     man.note(f"quantize:{name}", seconds=round(time.perf_counter() - t0, 3), check=check.as_dict())
@@ -82,8 +82,3 @@ def refuse(exc: QDeployError, check=None, facts: VariantFacts | None = None) -> 
     """`exc` carrying what the refused file reached (its check against FP32) and why (facts.diagnosis)."""
     exc.check, exc.facts = check, facts
     return exc
-
-
-def refusal(exc: QDeployError) -> dict:
-    """The check and facts a refusal carries (see refuse), as VariantResult.failed's keywords."""
-    return {"check": getattr(exc, "check", None), "facts": getattr(exc, "facts", None)}

@@ -4,15 +4,8 @@ from __future__ import annotations
 from ..results import KindError, RunResult, SearchSummary, TensorError, VariantResult
 from ..targets import DEFAULT_TARGET
 from ..tasks import get_task
+from ..tasks.base import fmt, pct
 from ..tasks.classification import Paired
-
-
-def _f(v, fmt):
-    return "–" if v is None else format(v, fmt)
-
-
-def _pct(v):
-    return None if v is None else 100 * v
 
 
 def comparison_rows(res: RunResult) -> list[dict]:
@@ -45,10 +38,10 @@ def markdown_table(res: RunResult) -> str:
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         t, m = r["throughput"], r["variant"].metrics
-        lines.append(f"| {r['name']} | {r['size_mb']:.2f} | {_f(r.get('compression'), '.2f')}x | "
+        lines.append(f"| {r['name']} | {r['size_mb']:.2f} | {fmt(r.get('compression'), '.2f')}x | "
                      + " | ".join(c.cell(m, ref) for c in task.columns)
-                     + f" | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {_f(r.get('speedup'), '.2f')}x | "
-                     + " | ".join(_f(t.get(b), task.rate_format) for b in batches) + " |")
+                     + f" | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {fmt(r.get('speedup'), '.2f')}x | "
+                     + " | ".join(fmt(t.get(b), task.rate_format) for b in batches) + " |")
     return "\n".join(lines + _failed_rows(res, task, batches))
 
 
@@ -96,9 +89,9 @@ def torch_table(res: RunResult) -> str | None:
              "same model in ORT: b1 p50 ms |", "|---|---|---|---|---|---|---|---|---|"]
     for v in rows:
         t, m = v.torch, v.torch.metrics or v.metrics
-        lines.append(f"| {v.name} | {t.bench.runtime} | {t.bench.size_bytes / 1e6:.2f} | {_f(_pct(m.top1), '.2f')} | "
-                     f"{_f(m.loss, '.4f')} | {_f(_pct(m.agreement), '.2f')} | {t.bench.p50_ms:.2f} | "
-                     f"{_f(base / t.bench.p50_ms if base else None, '.2f')}x | {v.bench.p50_ms:.2f} |")
+        lines.append(f"| {v.name} | {t.bench.runtime} | {t.bench.size_bytes / 1e6:.2f} | {fmt(pct(m.top1), '.2f')} | "
+                     f"{fmt(m.loss, '.4f')} | {fmt(pct(m.agreement), '.2f')} | {t.bench.p50_ms:.2f} | "
+                     f"{fmt(base / t.bench.p50_ms if base else None, '.2f')}x | {v.bench.p50_ms:.2f} |")
     return "\n".join(lines)
 
 
@@ -129,7 +122,7 @@ def per_class_table(res: RunResult) -> str | None:
         return None
     lines = ["| class | " + " | ".join(v.name for v in rows) + " |", "|---|" + "---|" * len(rows)]
     for c in res.classes:
-        vals = [_f(_pct(v.metrics.per_class.get(c)), ".1f") for v in rows]
+        vals = [fmt(pct(v.metrics.per_class.get(c)), ".1f") for v in rows]
         lines.append(f"| {c} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
 
@@ -236,7 +229,7 @@ def power_difference_section(res: RunResult) -> list[str]:
              "| model | file | PSNR dB vs original FP32 | worst | SSIM | max abs err | NumPy calls | b1 p50 ms | p99 ms | "
              "vs original FP32 |", "|---|---|---|---|---|---|---|---|---|---|"]
     for k, r in rows.items():
-        lines.append(f"| {k} | `{r.file}` | {_f(r.psnr, '.2f')} | {_f(r.psnr_min, '.2f')} | {_f(r.ssim, '.4f')} | "
+        lines.append(f"| {k} | `{r.file}` | {fmt(r.psnr, '.2f')} | {fmt(r.psnr_min, '.2f')} | {fmt(r.ssim, '.4f')} | "
                      f"{r.max_abs_diff:.2e} | {r.numpy_calls} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | "
                      f"{base / r.p50_ms:.2f}x |")
     if st.int8_variant is None:
@@ -265,5 +258,5 @@ def targets_table(res: RunResult) -> str | None:
             if b is None:
                 continue
             lines.append(f"| {v.name} | {target} | {runtime} | {quality(m)} | {b.p50_ms:.2f} | {b.p99_ms:.2f} | "
-                         f"{fp32.bench.p50_ms / b.p50_ms:.2f}x | {_f(load, '.2f')} | {_f(first, '.1f')} |")
+                         f"{fp32.bench.p50_ms / b.p50_ms:.2f}x | {fmt(load, '.2f')} | {fmt(first, '.1f')} |")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..compare import compare_outputs
+from ..records import from_json
 from .base import Column, QuantCheck, Scorer, Task, fmt
 
 # A variant whose mean PSNR against FP32 is below this is a collapse: refused like a classifier below 80 %
@@ -37,7 +38,7 @@ class ImageMetrics:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ImageMetrics":
-        return cls(**d)
+        return from_json(cls, d)
 
 
 def psnr(ref: np.ndarray, out: np.ndarray, data_range: float = 1.0) -> float:
