@@ -176,3 +176,23 @@ def test_a_collapsed_pytorch_int8_model_is_refused_not_written(fp32_model, fp32_
     monkeypatch.setattr(te, "ptq", real_ptq)
     check, _ = build_torch(TORCH_PRESETS["pt-ptq"](), ctx, tmp_path / "int8_pt-ptq.onnx", log=lambda m: None)
     assert (tmp_path / "int8_pt-ptq.onnx").exists() and check.agreement >= 0.98
+
+
+def test_a_qat_record_qdeploy_did_not_write_is_one_clear_error(tmp_path):
+    """--qat-from reads the QAT history beside the weights as typed epochs: a row with a field QAT never writes is
+    refused with the file named, before any weights are loaded."""
+    import json
+
+    from qdeploy.quantize.base import VariantContext
+    from qdeploy.quantize.config import TORCH_PRESETS
+    from qdeploy.quantize.torch_variant import _qat_model
+    from qdeploy.results import VariantFacts
+
+    weights = tmp_path / "pt_qat_int8.pt"
+    weights.write_bytes(b"not read")
+    weights.with_suffix(".json").write_text(json.dumps({"history": [{"epoch": 1, "val_top1": 0.9, "lr": 0.01}]}))
+    cfg = TORCH_PRESETS["pt-qat"]().with_(qat_from=str(weights))
+    ctx = VariantContext(fp32=tmp_path / "fp32.onnx", out=tmp_path, calib_x=None, classes=[], spec=None,
+                         model=torch.nn.Identity())
+    with pytest.raises(QuantizeError, match=r"pt_qat_int8.json: not a QAT history qdeploy wrote .*has no field lr"):
+        _qat_model(cfg, ctx, VariantFacts(), log=lambda m: None)
