@@ -21,7 +21,7 @@ from .tasks import DEFAULT_TASK, get_task
 class ExportConfig:
     opset: int = 17
     input_name: str = "input"
-    output_name: str = "logits"
+    output_name: str | None = None   # None: the task's (tasks.Task.output_name: logits, output)
     dynamic_batch: bool = True
     atol: float = 1e-3          # max |logit_torch - logit_onnx| allowed
     min_agreement: float = 0.999  # top-1 agreement allowed on the parity batch
@@ -80,21 +80,17 @@ def export(model, out: str | Path, batch: np.ndarray, classes: list[str], spec: 
     """Export `model` to `out`, check it, verify parity on the real `batch`; raise ExportError past tolerance.
     An image-to-image model is checked on max |diff| of its output images alone (top-1 means nothing there)."""
 
-    image = not get_task(task).has_classes
+    task_def = get_task(task)
     import torch
 
     cfg = cfg or ExportConfig()
+    cfg = cfg if cfg.output_name else replace(cfg, output_name=task_def.output_name)
     model = model.eval()
     with torch.no_grad():
         logits = model(torch.from_numpy(batch[:2]))
-    if image:
-        if logits.ndim != 4:
-            raise ExportError(f"--task image-to-image needs a model that outputs images (n,c,h,w); this one gives "
-                              f"shape {tuple(logits.shape)}. Use --task classification for a classifier")
-        cfg = replace(cfg, output_name="output")
-    elif logits.shape[-1] != len(classes):
-        raise ExportError(f"model outputs {logits.shape[-1]} classes but the data has {len(classes)}; "
-                          "pass the matching --classes or checkpoint")
+    wrong = task_def.output_error(tuple(logits.shape), len(classes))
+    if wrong:
+        raise ExportError(wrong)
     proto = onnx.load_from_string(_torch_export(model, torch.from_numpy(batch[:1]), cfg))
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -103,10 +99,11 @@ def export(model, out: str | Path, batch: np.ndarray, classes: list[str], spec: 
 
     def verify(tmp: Path) -> Parity:
         parity = check_parity(model, tmp, batch, cfg)
-        if parity.max_abs_diff > cfg.atol or (not image and parity.agreement < cfg.min_agreement):
+        agreement = task_def.top1_agreement(parity)
+        if parity.max_abs_diff > cfg.atol or (agreement is not None and agreement < cfg.min_agreement):
             raise ExportError(
                 f"ONNX disagrees with PyTorch on {parity.batch} real images: max |diff| {parity.max_abs_diff:.2e} "
-                f"(allowed {cfg.atol:.0e})" + ("" if image else f", top-1 agreement {parity.agreement:.2%}")
+                f"(allowed {cfg.atol:.0e})" + ("" if agreement is None else f", top-1 agreement {agreement:.2%}")
                 + "; check for ops that export "
                 "differently (e.g. training-mode layers) or raise --atol"
             )

@@ -9,7 +9,7 @@ metadata needs explicit flags; a bare checkpoint with neither falls back to the 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .artifacts import read_info
@@ -98,17 +98,8 @@ def _show(v) -> str:
 
 
 def _flags(cfg: SourceConfig, stored) -> PreprocessFlags:
-    """The user's flags; an image-to-image model with nothing stored and no normalisation given reads 0..1
-    pixels (--norm unit), the convention of such models, instead of the CIFAR default."""
-
-    f = cfg.preprocess
-    if get_task(cfg.task).has_classes or stored is not None:
-        return f
-    if f.size is None:
-        raise ConfigError("an image-to-image model carries no input size; give --size N (the square side the "
-                          "photos are scaled and centre-cropped to, e.g. --size 512)")
-    return replace(f, norm="unit") if f.norm is None and f.mean is None and f.std is None else f
-
+    """The user's flags, completed by the task's convention (tasks.Task.preprocess_flags)."""
+    return get_task(cfg.task).preprocess_flags(cfg.preprocess, stored)
 
 def _from_onnx(cfg: SourceConfig) -> Source:
     info = read_info(cfg.onnx)

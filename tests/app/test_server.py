@@ -273,3 +273,20 @@ def test_api_times_only_when_asked(server, cat_jpeg):
     assert r.json()["timing"] == "the request's one run"
     r = httpx.post(server + "/api/predict?timing=1", files={"file": ("cat.jpg", cat_jpeg, "image/jpeg")}, timeout=30)
     assert r.json()["timing"].startswith("median of")
+
+
+def test_facts_tab_shows_the_runs_measured_table(predictor):
+    """The page's "Model facts" tab is the run's own table: every measured variant's top-1, size and latency as
+    report.json holds them (read here from the JSON itself, not through qdeploy's types)."""
+    import json
+
+    from qdeploy.app.ui import facts_markdown
+
+    md = facts_markdown(predictor)
+    raw = json.loads((bundled_run_dir() / "report.json").read_text())
+    measured = [v for v in raw["variants"] if v.get("metrics") and v.get("bench")]
+    assert len(measured) >= 2
+    for v in measured:
+        row = next(line for line in md.splitlines() if line.startswith(f"| {v['name']} |"))
+        assert f"{100 * v['metrics']['top1']:.2f}" in row and f"{v['bench']['p50_ms']:.2f}" in row
+        assert f"{v['bench']['size_bytes'] / 1e6:.2f}" in row

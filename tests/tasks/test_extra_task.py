@@ -20,7 +20,7 @@ from PIL import Image
 from qdeploy.artifacts import read_info
 from qdeploy.results import RunResult
 from qdeploy.tasks import TASKS
-from qdeploy.tasks.base import Column, fmt
+from qdeploy.tasks.base import Column, Plot, fmt
 from qdeploy.tasks.image import ImageToImageTask
 
 KODAK = SHARED / "datasets" / "kodak24"
@@ -37,6 +37,17 @@ class DenoiseTask(ImageToImageTask):
     columns = (Column("denoised PSNR dB", lambda m, f: "reference" if m is f else fmt(m.psnr_mean, ".2f")),
                Column("worst photo dB", lambda m, f: "–" if m is f else fmt(m.psnr_min, ".2f")))
     refused_column = 0
+
+    @staticmethod
+    def _worst_photos(plt, rows):
+        fig, ax = plt.subplots()
+        ax.bar([r.name for r in rows], [r.metrics.psnr_min or 0 for r in rows])
+        return fig
+
+    plots = (Plot("worst_photo", _worst_photos),)   # its own figure, instead of the image task's
+
+    def facts(self, m) -> dict:
+        return {"denoised_db": m.psnr_mean}
 
     def rule(self, gate: float, labelled: bool) -> str:
         return f"denoises at a mean of at least {gate} dB PSNR against the FP32 denoiser's output"
@@ -101,6 +112,8 @@ def test_a_task_registered_in_tests_runs_quantize_verify_report_and_serve(denois
     head = next(line for line in md.splitlines() if line.startswith("| variant | size MB"))
     assert "| denoised PSNR dB | worst photo dB |" in head and "SSIM" not in head    # the task's own columns
     assert "at least 30.0 dB PSNR against the FP32 denoiser's output" in md          # and its rule
+    plots = {p.name for p in (out / "plots").glob("*.png")}                          # and its own figures
+    assert "worst_photo.png" in plots and "plots/worst_photo.png" in md and "psnr_hist.png" not in plots
     if res.recommended:
         rec = res.get(res.recommended.partition("@")[0])
         assert rec.metrics.psnr_mean >= 30 and rec.bench.p50_ms < res.fp32.bench.p50_ms
@@ -135,8 +148,11 @@ def test_a_task_registered_in_tests_runs_quantize_verify_report_and_serve(denois
         for r in body["variants"]:
             img = np.asarray(Image.open(io.BytesIO(base64.b64decode(r["image_png_base64"]))))
             assert img.ndim == 3 and img.shape[2] == 3 and img.std() > 0   # a real photo came back
-        health = httpx.get(f"http://127.0.0.1:{port}/api/models", timeout=10).json()
-        assert json.dumps(health)   # the model list serialises
+        listed = httpx.get(f"http://127.0.0.1:{port}/api/models", timeout=10).json()
+        assert json.dumps(listed)   # the model list serialises, with the task's facts from the report
+        facts = {m["name"]: m for m in listed["models"]}
+        for v in made:
+            assert facts[v.name]["denoised_db"] == pytest.approx(v.metrics.psnr_mean) and "ssim" not in facts[v.name]
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -227,16 +227,12 @@ def _facts(report: RunResult | None, variants: list[Variant]) -> dict:
     facts = {v.name: {"size_mb": v.size_bytes / 1e6} for v in variants}
     if not report:
         return facts
-    fp32 = report.fp32
+    fp32, task = report.fp32, get_task(report.task)
     for name, f in facts.items():
         r = report.get(name)
         if r is None or not r.measured:
             continue
-        if hasattr(r.metrics, "psnr_mean"):
-            f["psnr"], f["psnr_min"], f["ssim"] = r.metrics.psnr_mean, r.metrics.psnr_min, r.metrics.ssim_mean
-        else:
-            f["top1"] = None if r.metrics.top1 is None else 100 * r.metrics.top1
-            f["agreement"] = None if r.metrics.agreement is None else 100 * r.metrics.agreement
+        f.update(task.facts(r.metrics))
         f["p50_ms"] = r.bench.p50_ms
         if fp32:
             f["compression"] = fp32.bench.size_bytes / r.bench.size_bytes

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..report.tables import markdown_table
 from ..tasks import get_task
 from .batch import batch_handler
 from .examples import example_paths
@@ -58,17 +59,14 @@ def seen_note(result: dict) -> str:
 
 
 def facts_markdown(pred: Predictor) -> str:
-    rows = ["| variant | size MB | compression | test top-1 % | agreement % | b1 p50 ms | speedup |",
-            "|---|---|---|---|---|---|---|"]
-
-    def f(v, fmt):
-        return "–" if v is None else format(v, fmt)
-
-    for name, x in pred.facts.items():
-        rows.append(f"| {name} | {x['size_mb']:.2f} | {f(x.get('compression'), '.2f')}x | {f(x.get('top1'), '.2f')} | "
-                    f"{f(x.get('agreement'), '.2f')} | {f(x.get('p50_ms'), '.2f')} | {f(x.get('speedup'), '.2f')}x |")
-    src = "from this run's report.json" if pred.report else "(no report.json: serve a run directory for test-set figures)"
-    return f"Measured by `qdeploy run` {src}.\n\n" + "\n".join(rows)
+    """The run's own table from its report.json (report.tables.markdown_table: the task's columns, refused variants
+    included), or the served files' sizes where there is no report."""
+    served = ", ".join(f"`{v.name}`" for v in pred.variants)
+    if pred.report:
+        return f"Measured by `qdeploy run` (this run's report.json); served here: {served}.\n\n" + \
+            markdown_table(pred.report)
+    rows = ["| variant | size MB |", "|---|---|"] + [f"| {n} | {x['size_mb']:.2f} |" for n, x in pred.facts.items()]
+    return "No report.json beside these files: serve a run directory for its measured figures.\n\n" + "\n".join(rows)
 
 
 def classify_handler(pred: Predictor, limits: UploadLimits):
@@ -144,22 +142,8 @@ def build_image_ui(pred: Predictor, limits: UploadLimits):
         fn = transform_handler(pred, limits)
         button.click(fn, inputs=[image, *pickers], outputs=[*outs, perf, note], api_name="transform")
         with gr.Tab("Model facts"):
-            gr.Markdown(image_facts_markdown(pred))
+            gr.Markdown(facts_markdown(pred))
     return demo
-
-
-def image_facts_markdown(pred: Predictor) -> str:
-    rows = ["| variant | size MB | compression | PSNR vs FP32 dB (eval mean) | worst | SSIM | b1 p50 ms | speedup |",
-            "|---|---|---|---|---|---|---|---|"]
-
-    def f(v, fmt):
-        return "–" if v is None else format(v, fmt)
-
-    for name, x in pred.facts.items():
-        rows.append(f"| {name} | {x['size_mb']:.2f} | {f(x.get('compression'), '.2f')}x | {f(x.get('psnr'), '.2f')} | "
-                    f"{f(x.get('psnr_min'), '.2f')} | {f(x.get('ssim'), '.4f')} | {f(x.get('p50_ms'), '.2f')} | "
-                    f"{f(x.get('speedup'), '.2f')}x |")
-    return "Measured by `qdeploy run` on its evaluation photos.\n\n" + "\n".join(rows)
 
 
 def build_ui(pred: Predictor, limits: UploadLimits | None = None):

@@ -205,11 +205,10 @@ def evaluate_cmd(
     if eval_limit and eval_limit < len(images):
         images = images.subset(balanced_indices(images.labels, eval_limit, size=len(images)))
     classes = images.classes if images.labelled else (infos[0].classes or [])
-    results = evaluate([i.path for i in infos], images, spec, classes)
+    task = get_task(infos[0].task)
+    results = evaluate([i.path for i in infos], images, spec, classes, EvalConfig(task=task.name))
     for path, m in results.items():
-        acc = "no labels" if m.top1 is None else f"top-1 {m.top1:.2%}  top-5 {m.top5:.2%}"
-        agree = "" if m.agreement is None else f"  agreement {m.agreement:.2%}  rel-L2 {m.rel_l2:.4f}"
-        typer.echo(f"{path}: {acc}{agree}  (n={m.n})")
+        typer.echo(f"{path}: {task.describe(m)}  (n={m.n})")
     if json_out:
         write_json(json_out, {k: m.as_dict() for k, m in results.items()})
 

@@ -8,14 +8,17 @@ import time
 from pathlib import Path
 
 from ..artifacts import write_json
+from ..tasks import DEFAULT_TASK, Task, get_task
+
+
+def _task(rec: dict) -> Task:
+    return get_task(rec.get("task") or DEFAULT_TASK)
 
 
 def _within(rec: dict, cfg) -> bool:
-    if rec.get("status") != "ok":
-        return False
-    if rec.get("psnr") is not None:
-        return rec["psnr"] >= cfg.min_psnr
-    return rec.get("drop_pt") is not None and rec["drop_pt"] <= cfg.max_drop
+    """A finished cell within its task's gate of the sweep's two budgets."""
+    task = _task(rec)
+    return rec.get("status") == "ok" and task.cell_within(rec, task.gate(cfg.max_drop, cfg.min_psnr))
 
 
 def rank(records: list[dict], cfg) -> dict[str, dict]:
@@ -36,8 +39,7 @@ def _fmt(v, spec: str, scale: float = 1.0) -> str:
 
 def _row(rec: dict, out: Path, best: str | None) -> list[str]:
     link = os.path.relpath(rec["report"], out) if rec.get("report") else ""
-    quality = (f"{_fmt(rec.get('psnr'), '.2f')} dB" if rec.get("psnr") is not None else
-               f"{_fmt(rec.get('top1'), '.2f', 100)} ({_fmt(rec.get('drop_pt'), '+.2f')} pt)")
+    quality = _task(rec).cell_quality(rec)
     speed = (rec["fp32_p50_ms"] / rec["p50_ms"]) if rec.get("p50_ms") and rec.get("fp32_p50_ms") else None
     return [("**best** " if rec["cell"] == best else "") + f"{rec['variant']}@{rec['target']}",
             rec.get("status", "?") + (" (resumed)" if rec.get("resumed") else ""),

@@ -43,6 +43,7 @@ from ..formats.keys import sha256
 from ..registry import lookup
 from ..results import RunResult
 from ..targets import DEFAULT_TARGET
+from ..tasks import get_task
 from . import nodelock
 from .cluster import RayConfig, ray_cluster
 from .leaderboard import write_leaderboard
@@ -233,11 +234,7 @@ def summarize(run_dir: Path, cell: Cell) -> dict:
            "p50_ms": b.p50_ms if b else None, "p99_ms": b.p99_ms if b else None,
            "fp32_p50_ms": fb.p50_ms if fb else None,
            "bench": man.get("stages", {}).get("bench", {})}
-    if hasattr(m, "psnr_mean"):
-        rec.update(psnr=m.psnr_mean, psnr_min=m.psnr_min, ssim=m.ssim_mean)
-    else:
-        rec.update(top1=m.top1, fp32_top1=fm.top1, agreement=m.agreement,
-                   drop_pt=None if m.top1 is None or fm.top1 is None else 100 * (fm.top1 - m.top1))
+    rec.update(get_task(rep.task).cell_facts(m, fm))
     return rec
 
 
@@ -321,9 +318,7 @@ def run_sweep(cfg: SweepConfig, backend: str = "local", workers: int = 1, ray_cf
         bar = tqdm(total=len(todo), desc="sweep", unit="cell")
 
     def done(rec):
-        status = rec["status"] if rec["status"] != "ok" else (
-            f"ok, {rec['top1']:.2%} top-1" if rec.get("top1") is not None else
-            f"ok, {rec['psnr']:.2f} dB" if rec.get("psnr") is not None else "ok")
+        status = rec["status"] if rec["status"] != "ok" else f"ok, {get_task(rec['task']).cell_quality(rec)}"
         msg = f"{rec['cell']}: {status}" + (f" ({rec['reason']})" if rec.get("reason") else "") + \
               (f", {rec['p50_ms']:.2f} ms" if rec.get("p50_ms") else "")
         (bar.write if bar is not None else log)(msg)

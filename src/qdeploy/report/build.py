@@ -49,15 +49,11 @@ def _plots(res: RunResult, out: Path, cfg: ReportConfig) -> dict[str, Path]:
     pdir = out / "plots"
     made = {"size": plots.size_plot(rows, pdir / "size.png"),
             "latency": plots.latency_plot(rows, pdir / "latency.png"),
-            "accuracy_vs_latency": plots.scatter_plot(rows, pdir / "accuracy_vs_latency.png")}
-    for extra in ("search_pareto", "sensitivity"):
+            **plots.task_plots(get_task(res.task), rows, pdir)}
+    # figures earlier stages drew (the auto search; image grids of the variants' outputs)
+    for extra in ["search_pareto", "sensitivity"] + [f"grid_{v.name}" for v in rows]:
         if (pdir / f"{extra}.png").is_file():
             made[extra] = pdir / f"{extra}.png"
-    if not get_task(res.task).has_classes:
-        made["psnr_hist"] = plots.psnr_hist(rows, pdir / "psnr_hist.png")
-        for v in rows:
-            if (pdir / f"grid_{v.name}.png").is_file():
-                made[f"grid_{v.name}"] = pdir / f"grid_{v.name}.png"
     if cfg.confusion_plots and res.labelled:
         for v in rows:
             made[f"confusion_{v.name}"] = plots.confusion_plot(v, res.classes, pdir / f"confusion_{v.name}.png")

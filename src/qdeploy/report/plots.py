@@ -32,52 +32,9 @@ def latency_plot(rows, path: Path) -> Path:
                  lambda v: f"{v:.2f}")
 
 
-def psnr_hist(rows, path: Path) -> Path:
-    """Per-image PSNR against FP32, one histogram per INT8 variant (image-to-image)."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.8, 3.6))
-    for r in rows:
-        if r.kind != "fp32" and r.metrics.psnr:
-            ax.hist(r.metrics.psnr, bins=20, alpha=0.55, label=f"{r.name} (mean {r.metrics.psnr_mean:.1f} dB)")
-    ax.set_xlabel("PSNR vs FP32 output (dB), one count per image")
-    ax.set_ylabel("images")
-    ax.set_title("Per-image PSNR of each INT8 variant")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    return save_png(fig, path)
-
-
-def scatter_plot(rows, path: Path) -> Path:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    if rows and hasattr(rows[0].metrics, "psnr_mean"):
-        for r in rows:
-            if r.metrics.psnr_mean is None:
-                ax.axvline(r.bench.p50_ms, ls=":", color="#888888", label=f"{r.name} {r.bench.p50_ms:.1f} ms")
-                continue
-            ax.scatter([r.bench.p50_ms], [r.metrics.psnr_mean], s=30 + 8 * r.bench.size_bytes / 1e6, color="#3b7dd8")
-            ax.annotate(r.name, (r.bench.p50_ms, r.metrics.psnr_mean), textcoords="offset points", xytext=(5, 5),
-                        fontsize=8)
-        ax.set_xlabel("batch-1 latency p50 (ms)")
-        ax.set_ylabel("mean PSNR vs FP32 (dB)")
-        ax.set_title("Quality vs latency (marker area ~ size)")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-        return save_png(fig, path)
-    labelled = all(r.metrics.top1 is not None for r in rows)
-    for r in rows:
-        score = r.metrics.top1 if labelled else (1.0 if r.metrics.agreement is None else r.metrics.agreement)
-        x, y = r.bench.p50_ms, 100 * score
-        ax.scatter([x], [y], s=30 + 8 * r.bench.size_bytes / 1e6, color="#888888" if r.kind == "fp32" else "#3b7dd8",
-                   alpha=0.8)
-        ax.annotate(r.name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel("batch-1 latency p50 (ms, log)")
-    ax.set_ylabel("top-1 (%)" if labelled else "top-1 agreement with FP32 (%)")
-    ax.set_title("Accuracy vs latency (marker area ~ size)")
-    ax.grid(alpha=0.3)
-    return save_png(fig, path)
-
+def task_plots(task, rows, pdir: Path) -> dict[str, Path]:
+    """The task's own figures (tasks.base.Plot), drawn with the pyplot handed to them."""
+    return {p.name: save_png(p.draw(pyplot(), rows), pdir / f"{p.name}.png") for p in task.plots}
 
 def confusion_plot(row, classes, path: Path) -> Path:
     plt = pyplot()

@@ -26,6 +26,16 @@ class Column:
     cell: Callable[[object, object], str]
 
 
+@dataclass(frozen=True)
+class Plot:
+    """One figure of a run's report that its task draws: the file stem under plots/ (and the report's key), and the
+    drawing: (plt, rows) -> a matplotlib Figure, where plt is matplotlib.pyplot handed in by the report (tasks import
+    no plotting library) and rows are the measured variants."""
+
+    name: str
+    draw: Callable[[object, list], object]
+
+
 @dataclass
 class QuantCheck:
     """An INT8 file against its reference on a real verification batch (never evaluation images): top-1
@@ -109,4 +119,41 @@ class Task:
     def offline_mismatch(self, d, scale: float) -> str | None:
         """An INT8 model's compiled (offline) form against its online form (d: compare.compare_outputs of the two;
         scale: the largest online output, at least 1): why it is not the same model, or None."""
+        raise NotImplementedError
+
+    plots: tuple[Plot, ...] = ()   # the report's task figures (size and latency bars are every task's)
+
+    # -- exporting a model of this task --
+    output_name = "output"         # the ONNX output's name
+
+    def output_error(self, shape: tuple, n_classes: int) -> str | None:
+        """Why a model whose outputs have `shape` (on a batch) is not a model of this task, or None."""
+        raise NotImplementedError
+
+    def top1_agreement(self, d) -> float | None:
+        """The share of images whose top-1 two outputs share (d: compare.compare_outputs), where top-1 means
+        something for this task; None where it does not (export parity and a bundle's golden request then rest
+        on max |diff| alone)."""
+        return None
+
+    def preprocess_flags(self, flags, stored):
+        """The user's preprocessing flags completed by this task's convention, given what the model file stored
+        (None: nothing)."""
+        return flags
+
+    # -- the app's facts and a sweep's leaderboard --
+    def facts(self, m) -> dict[str, float | None]:
+        """A served variant's quality facts from its metrics (the app's /api/models and tables)."""
+        raise NotImplementedError
+
+    def cell_facts(self, m, fp32) -> dict[str, float | None]:
+        """A sweep cell's quality numbers (its leaderboard record) from the variant's and FP32's metrics."""
+        raise NotImplementedError
+
+    def cell_within(self, rec: dict, gate: float) -> bool:
+        """Whether a sweep cell's record (cell_facts' numbers) is within `gate` (this task's gate())."""
+        raise NotImplementedError
+
+    def cell_quality(self, rec: dict) -> str:
+        """A sweep cell's quality, one leaderboard cell."""
         raise NotImplementedError

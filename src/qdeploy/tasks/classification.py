@@ -9,7 +9,7 @@ import numpy as np
 
 from ..compare import DiffAccumulator, compare_outputs
 from ..records import from_json
-from .base import Column, QuantCheck, Scorer, Task, fmt, pct
+from .base import Column, Plot, QuantCheck, Scorer, Task, fmt, pct
 
 
 @dataclass
@@ -132,9 +132,28 @@ class ClassificationScorer(Scorer):
         return m
 
 
+def accuracy_vs_latency(plt, rows):
+    """Top-1 (label-free: agreement with FP32) against batch-1 latency, marker area ~ size."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    labelled = all(r.metrics.top1 is not None for r in rows)
+    for r in rows:
+        x, y = r.bench.p50_ms, 100 * ClassificationTask.score(r.metrics)
+        ax.scatter([x], [y], s=30 + 8 * r.bench.size_bytes / 1e6, color="#888888" if r.kind == "fp32" else "#3b7dd8",
+                   alpha=0.8)
+        ax.annotate(r.name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("batch-1 latency p50 (ms, log)")
+    ax.set_ylabel("top-1 (%)" if labelled else "top-1 agreement with FP32 (%)")
+    ax.set_title("Accuracy vs latency (marker area ~ size)")
+    ax.grid(alpha=0.3)
+    return fig
+
+
 class ClassificationTask(Task):
     name = "classification"
     metrics_type = Metrics
+    output_name = "logits"
+    plots = (Plot("accuracy_vs_latency", accuracy_vs_latency),)
 
     def scorer(self, classes, labelled, with_reference, names=None) -> ClassificationScorer:
         return ClassificationScorer(classes, labelled, with_reference)
@@ -173,14 +192,40 @@ class ClassificationTask(Task):
         return None if check.agreement is None else f"{100 * check.agreement:.2f}"
 
     def describe(self, m) -> str:
-        acc = "" if m.top1 is None else f"top-1 {m.top1:.2%}"
-        agree = "" if m.agreement is None else f", agreement {m.agreement:.2%}"
+        acc = "" if m.top1 is None else f"top-1 {m.top1:.2%}, top-5 {m.top5:.2%}"
+        agree = "" if m.agreement is None else f", agreement {m.agreement:.2%}, rel-L2 {m.rel_l2:.4f}"
         return f"{acc or 'no labels'}{agree}"
 
     def offline_mismatch(self, d, scale: float) -> str | None:
         """The same top-1 on every verification image (a compiled INT8 form may round differently)."""
         return f"top-1 differs from the online form on {d.n - round(d.agreement * d.n)} images" \
             if d.agreement < 1.0 else None
+
+    def output_error(self, shape, n_classes) -> str | None:
+        if len(shape) != 2:
+            return (f"a classifier outputs (n, classes) scores; this model gives shape {tuple(shape)}. "
+                    "Use --task image-to-image for a model that outputs images")
+        if shape[-1] != n_classes:
+            return (f"model outputs {shape[-1]} classes but the data has {n_classes}; "
+                    "pass the matching --classes or checkpoint")
+        return None
+
+    def top1_agreement(self, d) -> float | None:
+        return d.agreement
+
+    def facts(self, m) -> dict:
+        return {"top1": pct(m.top1), "agreement": pct(m.agreement)}
+
+    def cell_facts(self, m, fp32) -> dict:
+        return {"top1": m.top1, "fp32_top1": fp32.top1, "agreement": m.agreement,
+                "drop_pt": None if m.top1 is None or fp32.top1 is None else 100 * (fp32.top1 - m.top1)}
+
+    def cell_within(self, rec, gate) -> bool:
+        """Top-1 drop of at most `gate` points (a label-free cell has no drop: never within)."""
+        return rec.get("drop_pt") is not None and rec["drop_pt"] <= gate
+
+    def cell_quality(self, rec) -> str:
+        return f"{fmt(pct(rec.get('top1')), '.2f')} ({fmt(rec.get('drop_pt'), '+.2f')} pt)"
 
     def check(self, ref, out, min_agreement) -> QuantCheck:
         """Top-1 agreement with the reference; collapsed below min_agreement."""

@@ -6,13 +6,14 @@ Per image: PSNR (dB), SSIM (scikit-image, over the three colour channels) and ma
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from ..compare import compare_outputs
+from ..errors import ConfigError
 from ..records import from_json
-from .base import Column, QuantCheck, Scorer, Task, fmt
+from .base import Column, Plot, QuantCheck, Scorer, Task, fmt
 
 # A variant whose mean PSNR against FP32 is below this is a collapse: refused like a classifier below 80 %
 # agreement (no final-name file).
@@ -98,9 +99,42 @@ class ImageScorer(Scorer):
         return m
 
 
+def quality_vs_latency(plt, rows):
+    """Mean PSNR against FP32 over batch-1 latency (FP32 itself: a dotted line at its latency), marker area ~ size."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for r in rows:
+        if r.metrics.psnr_mean is None:
+            ax.axvline(r.bench.p50_ms, ls=":", color="#888888", label=f"{r.name} {r.bench.p50_ms:.1f} ms")
+            continue
+        ax.scatter([r.bench.p50_ms], [r.metrics.psnr_mean], s=30 + 8 * r.bench.size_bytes / 1e6, color="#3b7dd8")
+        ax.annotate(r.name, (r.bench.p50_ms, r.metrics.psnr_mean), textcoords="offset points", xytext=(5, 5),
+                    fontsize=8)
+    ax.set_xlabel("batch-1 latency p50 (ms)")
+    ax.set_ylabel("mean PSNR vs FP32 (dB)")
+    ax.set_title("Quality vs latency (marker area ~ size)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def psnr_hist(plt, rows):
+    """Per-image PSNR against FP32, one histogram per INT8 variant."""
+    fig, ax = plt.subplots(figsize=(5.8, 3.6))
+    for r in rows:
+        if r.kind != "fp32" and r.metrics.psnr:
+            ax.hist(r.metrics.psnr, bins=20, alpha=0.55, label=f"{r.name} (mean {r.metrics.psnr_mean:.1f} dB)")
+    ax.set_xlabel("PSNR vs FP32 output (dB), one count per image")
+    ax.set_ylabel("images")
+    ax.set_title("Per-image PSNR of each INT8 variant")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return fig
+
+
 class ImageToImageTask(Task):
     name = "image-to-image"
     metrics_type = ImageMetrics
+    plots = (Plot("accuracy_vs_latency", quality_vs_latency), Plot("psnr_hist", psnr_hist))
     collapse_psnr = COLLAPSE_PSNR_DB
     has_classes = False           # outputs are images: no class names, ONNX recipes only, not sharded on Ray
 
@@ -140,6 +174,35 @@ class ImageToImageTask(Task):
     def offline_mismatch(self, d, scale: float) -> str | None:
         tol = self.offline_tol * scale
         return f"max |diff| {d.max_abs_diff:.3g} > {tol:.3g}" if d.max_abs_diff > tol else None
+
+    def output_error(self, shape, n_classes) -> str | None:
+        return None if len(shape) == 4 else (
+            f"--task {self.name} needs a model that outputs images (n,c,h,w); this one gives shape {tuple(shape)}. "
+            "Use --task classification for a classifier")
+
+    def preprocess_flags(self, flags, stored):
+        """A model file with nothing stored and no normalisation given reads 0..1 pixels (--norm unit), the
+        convention of such models, instead of the CIFAR default; it carries no input size, so --size is needed."""
+        if stored is not None:
+            return flags
+        if flags.size is None:
+            raise ConfigError(f"a {self.name} model carries no input size; give --size N (the square side the "
+                              "photos are scaled and centre-cropped to, e.g. --size 512)")
+        none_given = flags.norm is None and flags.mean is None and flags.std is None
+        return replace(flags, norm="unit") if none_given else flags
+
+    def facts(self, m) -> dict:
+        return {"psnr": m.psnr_mean, "psnr_min": m.psnr_min, "ssim": m.ssim_mean}
+
+    def cell_facts(self, m, fp32) -> dict:
+        return self.facts(m)
+
+    def cell_within(self, rec, gate) -> bool:
+        """Mean PSNR against FP32 of at least `gate` dB."""
+        return rec.get("psnr") is not None and rec["psnr"] >= gate
+
+    def cell_quality(self, rec) -> str:
+        return f"{fmt(rec.get('psnr'), '.2f')} dB"
 
     def scorer(self, classes, labelled, with_reference, names=None) -> ImageScorer:
         return ImageScorer(with_reference, names=names)
