@@ -25,6 +25,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # two workers on two cores: PyTorch's OpenMP pool (and every subprocess's) gets one thread each, or four
     # spinning threads share two cores (QAT took 4x its one-process time so)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # ... and each ONNX Runtime / OpenVINO session one thread (formats.sessions.default_threads), or every session's
+    # pool busy-waits on both cores while the other worker computes
+    os.environ.setdefault("QDEPLOY_THREADS", "1")
 
 _FOUND = shared_dir()
 SHARED = _FOUND or Path(__file__).resolve().parents[2] / "shared"

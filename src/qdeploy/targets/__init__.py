@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..formats.sessions import default_threads
 from ..registry import lookup
 from .aoti import PT2_SUFFIX, AotiCpu
 from .base import Session, Target, run_batched
@@ -60,8 +61,10 @@ def check_targets(names, online: bool = True) -> tuple[str, ...]:
 
 
 def open_session(path, threads: int | None = None, spinning: bool = True, target: str | None = None) -> Session:
+    """A session on `target` (default: the one the file's format runs on); threads None: settings.default_threads()
+    ($QDEPLOY_THREADS), else the runtime's default."""
     name = target_for(path, target) if not isinstance(path, bytes) else (target or DEFAULT_TARGET)
-    return get_target(name).open(path, threads=threads, spinning=spinning)
+    return get_target(name).open(path, threads=threads or default_threads(), spinning=spinning)
 
 
 __all__ = ["AOTI_CPU", "DEFAULT_TARGET", "OPENVINO_CPU", "ORT_CPU", "OWN_FORMATS", "TARGETS", "Session", "Target",

@@ -12,7 +12,7 @@ import onnxruntime as ort
 from ..errors import ModelFileError
 from ..fixed_inputs import arrays, from_metadata
 from ..formats.keys import unprefixed
-from ..formats.sessions import cpu_session
+from ..formats.sessions import cpu_session, default_threads
 from .base import Session, Target
 
 ORT_SUFFIX = ".ort"   # ORT's own format: the graph after ORT_ENABLE_ALL, saved by `qdeploy compile`
@@ -108,6 +108,7 @@ def exact_math_session(path, threads: int | None = None) -> Session:
 
 
 def _session(path, opts, threads: int | None, provider: str) -> Session:
+    threads = threads or default_threads()
     if threads:
         opts.intra_op_num_threads = int(threads)
     opts.log_severity_level = 3
