@@ -24,9 +24,9 @@ import numpy as np
 
 from qdeploy.artifacts import read_info
 from qdeploy.bench import BenchConfig, benchmark_many, cpu_name, session_runner
+from qdeploy.formats.sessions import cpu_session
 from qdeploy.graph.macs import count_macs
 from qdeploy.results import RunResult
-from qdeploy.formats.sessions import cpu_session
 from qdeploy.targets import DEFAULT_TARGET, TARGETS, get_target
 
 GEMM = 1024

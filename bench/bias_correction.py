@@ -26,7 +26,7 @@ from qdeploy.data.sampling import balanced_indices
 from qdeploy.export import export
 from qdeploy.models import load_model, pretrained
 from qdeploy.quantize import QuantConfig, quantize
-from qdeploy.quantize.config import kernel_types
+from qdeploy.recipes import kernel_types
 from qdeploy.settings import shared_dir
 from qdeploy.targets import open_session, run_batched
 

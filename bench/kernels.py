@@ -15,8 +15,8 @@ from pathlib import Path
 from qdeploy.artifacts import read_info
 from qdeploy.bench import BenchConfig, benchmark_many
 from qdeploy.data import DataConfig, open_calib_eval
-from qdeploy.quantize.config import KERNELS, QuantConfig, kernel_types
 from qdeploy.quantize.ort import quantize
+from qdeploy.recipes import KERNELS, QuantConfig, kernel_types
 from qdeploy.settings import default_data
 from qdeploy.targets import open_session, run_batched
 

@@ -35,9 +35,9 @@ from qdeploy.export import export  # noqa: E402
 from qdeploy.models import load_model  # noqa: E402
 from qdeploy.quantize import QuantConfig, quantize  # noqa: E402
 from qdeploy.quantize.sensitivity import tensor_sensitivity  # noqa: E402
-from qdeploy.tasks.classification import metrics_from_logits  # noqa: E402
 from qdeploy.targets import open_session, run_batched  # noqa: E402
 from qdeploy.targets.ort import exact_math_session  # noqa: E402
+from qdeploy.tasks.classification import metrics_from_logits  # noqa: E402
 
 
 def _rounded_weights(fp32: Path, out: Path, kind: str) -> Path:

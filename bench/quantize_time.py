@@ -24,8 +24,8 @@ from qdeploy.data import DataConfig, PreprocessSpec, open_calib
 from qdeploy.export import export
 from qdeploy.models import load_model
 from qdeploy.quantize import QuantConfig, quantize, weight_rounding
-from qdeploy.quantize.config import preset
 from qdeploy.quantize.ort import _weight_rounding
+from qdeploy.recipes import preset
 from qdeploy.settings import shared_dir
 from qdeploy.targets.ort import cpu_flags
 

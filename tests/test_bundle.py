@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+
 from conftest import CLASSES, run_cli
 
 pytest.importorskip("tritonclient.grpc", reason="Triton's client is not installed (pip install 'qdeploy[serve]')")

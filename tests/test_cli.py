@@ -1,8 +1,9 @@
 """Each stage as its own command, and every bad input: one line, non-zero exit, no traceback."""
-import pytest
 import shutil
 
+import pytest
 import torch
+
 from conftest import CKPT, CLASSES, run_cli, tiny_imagefolder
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CIFAR, run_cli
 
+from conftest import CIFAR, run_cli
 from qdeploy.artifacts import read_info
-from qdeploy.formats.keys import sha256
 from qdeploy.errors import ConfigError, ModelFileError
+from qdeploy.formats.keys import sha256
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.shared]
 
@@ -199,8 +199,8 @@ def test_compile_input_errors_are_one_line(r20_run, tmp_path):
 def test_serve_target_runs_the_run_on_openvino_and_compiled_files_on_their_runtime(r20_run, compiled):
     from PIL import Image
 
-    from qdeploy.app.predictor import Predictor
     from qdeploy.app.config import ServeConfig
+    from qdeploy.app.predictor import Predictor
 
     img = Image.open(next((CIFAR / "test" / "cat").iterdir())).convert("RGB")
     ov = Predictor.load([r20_run], target="openvino-cpu")

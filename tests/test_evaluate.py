@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-from conftest import CLASSES
 
+from conftest import CLASSES
 from qdeploy.data import PreprocessSpec
 from qdeploy.evaluate import mcnemar_p, metrics_from_logits, paired
 from qdeploy.tasks.classification import Paired

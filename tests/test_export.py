@@ -2,8 +2,8 @@
 import numpy as np
 import onnx
 import pytest
-from conftest import CLASSES
 
+from conftest import CLASSES
 from qdeploy.artifacts import read_info
 from qdeploy.data import PreprocessSpec
 from qdeploy.errors import ExportError

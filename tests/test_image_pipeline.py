@@ -10,10 +10,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import SHARED, run_cli
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
+from conftest import SHARED, run_cli
 from qdeploy.artifacts import read_info
 from qdeploy.models.packaged import packaged_onnx
 from qdeploy.results import RunResult

@@ -2,8 +2,8 @@
 import json
 
 import pytest
-from conftest import SMALL_RUN_IMAGES, run_cli
 
+from conftest import SMALL_RUN_IMAGES, run_cli
 from qdeploy.artifacts import read_info
 from qdeploy.formats.keys import sha256
 
@@ -83,7 +83,6 @@ def test_report_command_rebuilds(small_run, tmp_path):
 def test_run_with_pytorch_variants_and_auto(tmp_path, cifar):
     """PyTorch PTQ/QAT/PoT and the auto search land in one run dir, report and manifest (small ResNet-20)."""
     from conftest import run_cli
-
     from qdeploy.bundled import bundled_run_dir
 
     out = tmp_path / "r20"
@@ -122,7 +121,6 @@ def test_run_on_a_plain_photo_folder_is_label_free(tmp_path):
     import shutil
 
     from conftest import SHARED
-
     from qdeploy.bundled import bundled_run_dir
     from qdeploy.results import RunResult
 

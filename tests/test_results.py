@@ -7,8 +7,23 @@ import pytest
 
 from qdeploy.bundled import bundled_run_dir
 from qdeploy.errors import ModelFileError
-from qdeploy.results import (SCHEMA_VERSION, Diagnosis, KindError, NodeError, Parity, PotScales, QatEpoch, RunResult,
-                             SearchSummary, TargetPick, TensorError, VariantFacts, VariantResult)
+from qdeploy.results import (
+    SCHEMA_VERSION,
+    Diagnosis,
+    KindError,
+    NodeError,
+    Parity,
+    PotScales,
+    QatEpoch,
+    RunResult,
+    SearchSummary,
+    TargetPick,
+    TensorError,
+    VariantFacts,
+    VariantResult,
+)
+from qdeploy.recipes import AutoConfig, NncfConfig, QuantConfig, TorchQuantConfig
+from qdeploy.records import RecordError, from_json
 from qdeploy.tasks import QuantCheck
 from qdeploy.tasks.classification import Paired
 
@@ -47,12 +62,16 @@ def _every_fact() -> RunResult:
                        export_parity=Parity(agreement=0.99, rel_l2=0.01, verified_on=256, rule="agreement"),
                        vs_fp32=check)
     variants = [VariantResult(name="fp32", kind="fp32", file="fp32.onnx"),
-                VariantResult(name="pt-qat", kind="int8", file="int8_pt-qat.onnx", check=check, facts=qat),
+                VariantResult(name="pt-qat", kind="int8", file="int8_pt-qat.onnx", check=check, facts=qat,
+                              config=TorchQuantConfig(name="pt-qat", qat_epochs=1)),
+                VariantResult(name="nncf", kind="int8", file="int8_nncf.xml", config=NncfConfig(name="nncf")),
                 VariantResult(name="pot", kind="int8", file="int8_pot.onnx",
                               facts=VariantFacts(pot_scales=PotScales(count=40, all_power_of_two=True, min_exp=-9,
                                                                       max_exp=-2))),
-                VariantResult(name="auto", kind="int8", file="int8_auto.onnx", facts=VariantFacts(search=search)),
+                VariantResult(name="auto", kind="int8", file="int8_auto.onnx", facts=VariantFacts(search=search),
+                              config=AutoConfig(max_drop_pt=0.5)),
                 VariantResult.failed("per-tensor", "int8_per-tensor.onnx", "collapsed",
+                                     config=QuantConfig(name="per-tensor", per_channel=False),
                                      check=QuantCheck(agreement=0.4, rel_l2=0.9, max_abs_diff=9.0, n=8, collapsed=True),
                                      facts=VariantFacts(diagnosis=Diagnosis(images=8, by_kind=[kind], worst=[node])))]
     return RunResult(variants=variants, classes=["a", "b"])
@@ -69,6 +88,19 @@ def test_every_fact_comes_back_as_its_type():
     assert isinstance(auto.top_sensitive[0], NodeError) and isinstance(auto.top_tensors[0], TensorError)
     assert not refused.ok and refused.check.collapsed and isinstance(refused.facts.diagnosis.worst[0], NodeError)
     assert isinstance(back.get("pot").facts.pot_scales, PotScales)
+    # each recipe's config comes back as its own config type, told apart by its fields alone
+    assert back.get("fp32").config is None and back.get("nncf").config == NncfConfig(name="nncf")
+    assert isinstance(qat.config, TorchQuantConfig) and qat.config.qat_epochs == 1
+    assert isinstance(back.get("auto").config, AutoConfig) and back.get("auto").config.max_drop_pt == 0.5
+    assert isinstance(refused.config, QuantConfig) and refused.config.per_channel is False
+
+
+def test_a_union_of_records_is_read_by_its_exact_fields_or_refused():
+    tp = QuantConfig | TorchQuantConfig | None
+    torch_cfg = from_json(tp, {**TorchQuantConfig().__dict__})
+    assert type(torch_cfg) is TorchQuantConfig
+    with pytest.raises(RecordError, match="fits none of QuantConfig, TorchQuantConfig .*keys colour"):
+        from_json(tp, {"colour": "red"})
 
 
 @pytest.mark.parametrize("where, key", [("facts", "qat_hist"), ("check", "agreemnt"), ("variant", "extra")])

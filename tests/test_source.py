@@ -3,8 +3,8 @@ import shutil
 
 import onnx
 import pytest
-from conftest import CLASSES, run_cli
 
+from conftest import CLASSES, run_cli
 from qdeploy.artifacts import read_info
 from qdeploy.bundled import bundled_run_dir
 from qdeploy.data import PreprocessFlags, PreprocessSpec

@@ -29,7 +29,7 @@ from .formats.sessions import cpu_session
 from .graph.powerdiff import rewrite, study
 from .manifest import Manifest
 from .quantize.base import VariantContext, build_variant
-from .quantize.config import TORCH_VARIANTS, AutoConfig, QuantConfig, parse_variants, variant_config
+from .recipes import TORCH_VARIANTS, AutoConfig, QuantConfig, parse_variants, variant_config
 from .report import ReportConfig, report
 from .report.plots import image_grid
 from .results import Environment, PowerDifferenceStudy, RunData, RunResult, TargetResult, TorchResult, VariantResult

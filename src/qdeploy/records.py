@@ -22,9 +22,19 @@ def from_json(tp, value, where: str = ""):
         kinds = [a for a in args if a is not type(None)]
         if len(kinds) == 1:
             return from_json(kinds[0], value, where)
-        fits = [a for a in kinds if dataclasses.is_dataclass(a) and isinstance(value, dict)
-                and set(value) <= {f.name for f in dataclasses.fields(a)}]
-        return from_json(fits[0], value, where) if fits else value
+        records = [a for a in kinds if dataclasses.is_dataclass(a)]
+        if not (records and isinstance(value, dict)):
+            return value
+        # the record whose fields are exactly the keys written (asdict writes every field), else the first that
+        # has them all; several records and none fitting: an error, not a guess
+        exact = [a for a in records if set(value) == _names(a)]
+        fits = exact or [a for a in records if set(value) <= _names(a)]
+        if fits:
+            return from_json(fits[0], value, where)
+        if len(records) > 1:
+            raise RecordError(f"{where or 'value'}: fits none of {', '.join(a.__name__ for a in records)} "
+                              f"(keys {', '.join(sorted(value))})")
+        return from_json(records[0], value, where)
     if origin in (list, tuple):
         item = args[0] if args else typing.Any
         out = [from_json(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
@@ -37,6 +47,10 @@ def from_json(tp, value, where: str = ""):
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
+
+
+def _names(tp) -> set[str]:
+    return {f.name for f in dataclasses.fields(tp) if f.init}
 
 
 def _record(tp, value, where: str):

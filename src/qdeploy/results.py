@@ -9,13 +9,15 @@ from pathlib import Path
 from .artifacts import write_json
 from .bench import BenchResult
 from .errors import ModelFileError
+from .recipes import AutoConfig, NncfConfig, QuantConfig, TorchQuantConfig
 from .records import RecordError, from_json
 from .targets import DEFAULT_TARGET
 from .tasks import DEFAULT_TASK, QuantCheck, get_task
 from .tasks.classification import Metrics, Paired
 from .tasks.image import ImageMetrics
 
-SCHEMA_VERSION = 3   # 3: VariantResult.extra -> typed `facts`; check, paired, data, environment, studies typed
+SCHEMA_VERSION = 4   # 4: VariantResult.config typed (a recipe's config dataclass; FP32: null)
+# 3: VariantResult.extra -> typed `facts`; check, paired, data, environment, studies typed
 
 
 @dataclass
@@ -179,6 +181,10 @@ class TargetResult:
     runtime: str | None = None
 
 
+# the config of any registered recipe (quantize.base's handlers); read back by its fields (records.from_json)
+RecipeConfig = QuantConfig | TorchQuantConfig | NncfConfig | AutoConfig
+
+
 @dataclass
 class VariantResult:
     """One variant: its file, how it was checked, and what it measured on the run's first target."""
@@ -189,7 +195,7 @@ class VariantResult:
     status: str = "ok"              # ok | failed (never written under its final name)
     error: str | None = None        # why it was refused (one line)
     target: str = DEFAULT_TARGET    # where the row's metrics and bench were measured
-    config: dict = field(default_factory=dict)  # the recipe's config as written (quantize/config.py's dataclass)
+    config: RecipeConfig | None = None   # the recipe's config as it ran (qdeploy/recipes.py); None for FP32
     check: QuantCheck | None = None  # verification against FP32 before the file got its name (or why it was refused)
     metrics: Metrics | ImageMetrics | None = None   # the run's task decides which
     bench: BenchResult | None = None   # latency and throughput on `target`
@@ -207,9 +213,9 @@ class VariantResult:
 
     @classmethod
     def failed(cls, name: str, file: str, error: str, check: QuantCheck | None = None,
-               facts: VariantFacts | None = None) -> "VariantResult":
+               facts: VariantFacts | None = None, config: RecipeConfig | None = None) -> "VariantResult":
         return cls(name=name, kind="int8", file=file, status="failed", error=error, check=check,
-                   facts=facts or VariantFacts())
+                   facts=facts or VariantFacts(), config=config)
 
 
 @dataclass

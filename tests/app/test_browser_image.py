@@ -6,10 +6,11 @@ import io
 import httpx
 import numpy as np
 import pytest
-from conftest import SHARED, run_cli
 from PIL import Image
 from test_browser import CHROMIUM, browser, upload  # noqa: F401  (browser: the fixture)
 from test_server import start_server, stop
+
+from conftest import SHARED, run_cli
 
 KODAK = SHARED / "datasets" / "kodak24"
 pytestmark = [pytest.mark.browser, pytest.mark.server, pytest.mark.pipeline, pytest.mark.shared,

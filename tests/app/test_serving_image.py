@@ -11,6 +11,7 @@ written: pip finds the serve extra's requirements met and installs this checkout
 QDEPLOY_FRESH_SERVE_VENV=1 forces a fresh build."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -18,16 +19,16 @@ import shlex
 import shutil
 import subprocess
 import sys
-import hashlib
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from conftest import CIFAR, CKPT
 from test_browser import ARGS, CHROMIUM, upload
 from test_server import free_port, stop
+
+from conftest import CIFAR, CKPT
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
@@ -229,8 +230,8 @@ def test_tritonclient_gets_the_bundle_outputs_by_its_model_names(served, bundle)
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (scripts/setup.sh)")
 def test_browser_upload_on_the_torch_free_server(served, bundle, cifar):
-    from playwright.sync_api import sync_playwright
     from PIL import Image
+    from playwright.sync_api import sync_playwright
 
     from qdeploy.app.predictor import Predictor
 

@@ -2,13 +2,7 @@
 indices, so on class-grouped ImageFolder data a prefix was one or a few classes)."""
 import numpy as np
 
-from qdeploy.data import (
-    DataConfig,
-    balanced_indices,
-    open_calib_eval,
-    open_calib_val,
-    open_split,
-)
+from qdeploy.data import DataConfig, balanced_indices, open_calib_eval, open_calib_val, open_split
 
 
 def _prefix_counts(labels, idx, n):

@@ -1,15 +1,9 @@
 import numpy as np
 import pytest
-from conftest import CLASSES, make_cifar_pickle, tiny_imagefolder
 from PIL import Image
 
-from qdeploy.data import (
-    DataConfig,
-    PreprocessSpec,
-    balanced_indices,
-    open_calib_eval,
-    open_split,
-)
+from conftest import CLASSES, make_cifar_pickle, tiny_imagefolder
+from qdeploy.data import DataConfig, PreprocessSpec, balanced_indices, open_calib_eval, open_split
 from qdeploy.errors import ConfigError, DataError
 
 

@@ -13,6 +13,7 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
+
 from conftest import CIFAR, R20_CKPT, run_cli
 
 pytestmark = pytest.mark.ray
@@ -150,8 +151,8 @@ def test_run_with_ray_reports_what_a_local_evaluation_of_its_files_gives(tmp_pat
     spec = read_info(out / "fp32.onnx").require_preprocess()
     calib, ev = open_calib_eval(DataConfig(root=str(CIFAR), calib_size=100, eval_limit=300))
     # the variants built on Ray are byte for byte what this process builds from the same FP32 file and images
-    from qdeploy.quantize.config import variant_config
     from qdeploy.quantize.ort import quantize
+    from qdeploy.recipes import variant_config
 
     for name in ("default", "dynamic"):
         mine, _ = quantize(out / "fp32.onnx", tmp_path / f"{name}.onnx", variant_config(name, {}), calib.load(spec))

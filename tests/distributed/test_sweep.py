@@ -8,8 +8,8 @@ import json
 import shutil
 
 import pytest
-from conftest import CIFAR, R20_CKPT, run_cli
 
+from conftest import CIFAR, R20_CKPT, run_cli
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'qdeploy[ray]')")
 R20 = R20_CKPT

@@ -164,7 +164,7 @@ def test_label_free_images_budget_disagreement_not_top1(fp32_onnx, calib_eval, t
     False, FP32 top-1 0 %, and every candidate 'met' a 0-pt drop: the chosen file is checked here, from the file."""
     from qdeploy.errors import QuantizeError
     from qdeploy.quantize.auto import auto_quantize
-    from qdeploy.quantize.config import AutoConfig
+    from qdeploy.recipes import AutoConfig
     from qdeploy.targets import open_session, run_batched
 
     path, _ = fp32_onnx

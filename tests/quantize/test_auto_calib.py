@@ -6,7 +6,7 @@ import pytest
 from qdeploy.bundled import bundled_run_dir
 from qdeploy.data import DataConfig, PreprocessSpec, open_calib_val
 from qdeploy.quantize.auto import auto_quantize
-from qdeploy.quantize.config import AutoConfig
+from qdeploy.recipes import AutoConfig
 
 pytestmark = pytest.mark.search
 

@@ -12,7 +12,7 @@ from qdeploy.data import PreprocessSpec, open_split
 from qdeploy.fixed_inputs import parse
 from qdeploy.models.packaged import packaged_onnx
 from qdeploy.quantize.auto import auto_quantize
-from qdeploy.quantize.config import AutoConfig
+from qdeploy.recipes import AutoConfig
 from qdeploy.targets import open_session, run_batched
 from qdeploy.tasks.image import ImageScorer
 

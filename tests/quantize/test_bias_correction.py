@@ -10,7 +10,7 @@ from conftest import file_meta, onnx_inits
 from qdeploy.bundled import bundled_run_dir
 from qdeploy.data import DataConfig, PreprocessSpec, open_calib
 from qdeploy.quantize import QuantConfig, quantize
-from qdeploy.quantize.config import kernel_types
+from qdeploy.recipes import kernel_types
 from qdeploy.targets import open_session, run_batched
 
 

@@ -10,7 +10,7 @@ from conftest import SHARED
 from qdeploy.data import PreprocessSpec, open_split
 from qdeploy.models.packaged import packaged_onnx
 from qdeploy.quantize import ort as qort
-from qdeploy.quantize.config import QuantConfig
+from qdeploy.recipes import QuantConfig
 
 KODAK = SHARED / "datasets" / "kodak24"
 

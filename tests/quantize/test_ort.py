@@ -6,7 +6,7 @@ import pytest
 from qdeploy.artifacts import read_info
 from qdeploy.errors import ConfigError, QuantizeError
 from qdeploy.quantize import QuantConfig, preset, quantize
-from qdeploy.quantize.config import kernel_types
+from qdeploy.recipes import kernel_types
 
 
 def ops(path):
@@ -105,8 +105,8 @@ def test_nodes_kept_float_stay_float_at_run_time(lite0_imagenet, tmp_path):
     import onnxruntime as ort
 
     from qdeploy.compare import compare_outputs
-    from qdeploy.targets import open_session, run_batched
     from qdeploy.formats.sessions import DISABLED_OPTIMIZERS
+    from qdeploy.targets import open_session, run_batched
 
     fp32, calib, ev = lite0_imagenet
     ev = ev[::3]

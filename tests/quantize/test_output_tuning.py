@@ -15,11 +15,10 @@ from qdeploy.data import DataConfig, PreprocessSpec, open_calib, open_split
 from qdeploy.data.sampling import balanced_indices
 from qdeploy.errors import ConfigError
 from qdeploy.quantize import QuantConfig, quantize
-from qdeploy.quantize.config import kernel_types
 from qdeploy.quantize.output_tuning import TuningConfig, tune_outputs
 from qdeploy.quantize.qdq_torch import QDQModule
+from qdeploy.recipes import kernel_types
 from qdeploy.targets import open_session, run_batched
-
 
 RECIPE = QuantConfig.per_tensor().with_(**kernel_types("u8s8"))
 

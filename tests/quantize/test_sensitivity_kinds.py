@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from qdeploy.data import DataConfig, PreprocessSpec, open_calib_eval
-from qdeploy.quantize.config import QuantConfig
 from qdeploy.quantize.ort import quantize
 from qdeploy.quantize.sensitivity import by_kind, conv_kind, node_sensitivity
+from qdeploy.recipes import QuantConfig
 
 
 def _mobile_block() -> torch.nn.Module:

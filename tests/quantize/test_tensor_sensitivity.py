@@ -5,8 +5,8 @@ import numpy as np
 import onnx
 
 from qdeploy.quantize import QuantConfig, quantize
-from qdeploy.quantize.config import kernel_types
 from qdeploy.quantize.sensitivity import node_sensitivity, quantized_activations, tensor_sensitivity
+from qdeploy.recipes import kernel_types
 from qdeploy.targets import open_session, run_batched
 
 

@@ -2,8 +2,8 @@
 import onnx
 import pytest
 import torch
-from conftest import CLASSES
 
+from conftest import CLASSES
 from qdeploy.data import PreprocessSpec
 from qdeploy.errors import QuantizeError
 from qdeploy.quantize.pot import is_power_of_two
@@ -184,8 +184,8 @@ def test_a_qat_record_qdeploy_did_not_write_is_one_clear_error(tmp_path):
     import json
 
     from qdeploy.quantize.base import VariantContext
-    from qdeploy.quantize.config import TORCH_PRESETS
     from qdeploy.quantize.torch_variant import _qat_model
+    from qdeploy.recipes import TORCH_PRESETS
     from qdeploy.results import VariantFacts
 
     weights = tmp_path / "pt_qat_int8.pt"

@@ -10,10 +10,10 @@ import torch
 
 from qdeploy.compare import compare_outputs
 from qdeploy.errors import QuantizeError
-from qdeploy.quantize.config import TORCH_PRESETS
 from qdeploy.models.logits import torch_logits
 from qdeploy.quantize.torch_eager import export_parity, ptq, quantizable_from
 from qdeploy.quantize.torch_lite import RELU6_STEP
+from qdeploy.recipes import TORCH_PRESETS
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from qdeploy.bundled import bundled_run_dir
 from qdeploy.data import DataConfig, PreprocessSpec, open_calib, open_split
 from qdeploy.data.sampling import balanced_indices
 from qdeploy.quantize import QuantConfig, quantize
-from qdeploy.quantize.config import kernel_types
 from qdeploy.quantize.weight_rounding import gptq, gptq_stack
+from qdeploy.recipes import kernel_types
 from qdeploy.targets import open_session, run_batched
 
 

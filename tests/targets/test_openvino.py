@@ -5,8 +5,8 @@ import importlib.util
 
 import numpy as np
 import pytest
-from conftest import CIFAR, run_cli
 
+from conftest import CIFAR, run_cli
 from qdeploy.results import RunResult
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,

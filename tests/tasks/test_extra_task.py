@@ -14,9 +14,9 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED
 from PIL import Image
 
+from conftest import SHARED
 from qdeploy.artifacts import read_info
 from qdeploy.results import RunResult
 from qdeploy.tasks import TASKS

@@ -15,7 +15,7 @@ from ..data import DataConfig, PreprocessFlags, PreprocessSpec
 from ..distributed import RayConfig
 from ..errors import QDeployError
 from ..pipeline import RunConfig
-from ..quantize.config import AutoConfig, TorchQuantConfig
+from ..recipes import AutoConfig, TorchQuantConfig
 from ..settings import default_checkpoint, default_data
 from ..source import DEFAULT_ARCH, SourceConfig
 

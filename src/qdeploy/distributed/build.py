@@ -14,7 +14,7 @@ from pathlib import Path
 from ..artifacts import atomic_path
 from ..errors import QDeployError, QuantizeError
 from ..quantize.base import VariantContext, handler_for, refuse
-from ..quantize.config import QuantConfig
+from ..recipes import QuantConfig
 from ..targets import DEFAULT_TARGET
 from .evaluate import materialize, put_models
 

@@ -26,12 +26,12 @@ from ..compare import compare_outputs
 from ..data import open_calib_val
 from ..errors import QDeployError, QuantizeError
 from ..plotting import pyplot, save_png
+from ..recipes import WIDE_KERNELS, AutoConfig, QuantConfig, kernel_types
 from ..results import SearchSummary, TargetPick, VariantFacts
 from ..targets import DEFAULT_TARGET, get_target, open_session, run_batched
 from ..tasks import QuantCheck
 from ..tasks.image import COLLAPSE_PSNR_DB, ImageScorer
 from .base import VariantContext, refuse, register
-from .config import WIDE_KERNELS, AutoConfig, QuantConfig, kernel_types
 from .ort import quantize, verify
 from .sensitivity import by_kind, node_errors, node_sensitivity, tensor_errors, tensor_sensitivity
 

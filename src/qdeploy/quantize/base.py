@@ -1,6 +1,6 @@
 """The quantizer registry, keyed by config type (torchao's `quantize_(model, config)` shape).
 
-Each scheme is one config dataclass (quantize/config.py) and one handler registered for its type:
+Each scheme is one config dataclass (recipes.py) and one handler registered for its type:
 `@register(QuantConfig) def build_ort(cfg, ctx, dst, log) -> (QuantCheck, VariantFacts)`. `build_variant`
 dispatches on the config's type; there is no string dispatch and no if/elif over schemes.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -69,12 +69,12 @@ def build_variant(name: str, cfg, ctx: VariantContext, man, log, handler=None):
         check, facts = (handler or handler_for(cfg))(cfg, ctx, dst, log)
     except QDeployError as exc:
         log(f"quantize {name}: FAILED: {exc}")
-        failed = VariantResult.failed(name, dst.name, str(exc), check=exc.check, facts=exc.facts)
+        failed = VariantResult.failed(name, dst.name, str(exc), check=exc.check, facts=exc.facts, config=cfg)
         failed.target = target
         return failed
     man.note(f"quantize:{name}", seconds=round(time.perf_counter() - t0, 3), check=check.as_dict())
     log(f"quantize {name}: {dst} ({(facts.ir_bytes or dst.stat().st_size) / 1e6:.1f} MB, {check.summary()})")
-    return VariantResult(name=name, kind="int8", file=dst.name, config=asdict(cfg), check=check, facts=facts,
+    return VariantResult(name=name, kind="int8", file=dst.name, config=cfg, check=check, facts=facts,
                          target=target)
 
 

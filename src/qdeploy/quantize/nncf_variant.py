@@ -15,11 +15,11 @@ from ..artifacts import model_bytes, read_info
 from ..errors import QuantizeError
 from ..fixed_inputs import arrays
 from ..formats.ir import META_KEY
+from ..recipes import NncfConfig
 from ..results import VariantFacts
 from ..targets import open_session, run_batched
 from ..tasks import QuantCheck
 from .base import VariantContext, register
-from .config import NncfConfig
 from .ort import batch_one, collapse_guard
 
 

@@ -28,12 +28,12 @@ from ..errors import QuantizeError
 from ..fixed_inputs import arrays
 from ..formats.sessions import cpu_session
 from ..graph.order import place_after_producers
+from ..recipes import QuantConfig
 from ..results import Diagnosis, VariantFacts
 from ..targets import open_session, run_batched
 from ..tasks import QuantCheck, get_task
 from .base import VariantContext, refuse, register
 from .bias_correction import correct_biases
-from .config import QuantConfig
 from .entropy import use_fast_entropy
 from .output_tuning import TuningConfig, tune_outputs
 from .sensitivity import by_kind, node_errors, node_sensitivity

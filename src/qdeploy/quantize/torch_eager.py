@@ -22,10 +22,10 @@ from ..compare import compare_outputs
 from ..errors import QuantizeError
 from ..models.logits import torch_logits
 from ..models.resnet_cifar import ResBlock, ResNet
+from ..recipes import TORCH_PRESETS, TorchQuantConfig  # noqa: F401  (re-exported)
 from ..results import Parity, VariantFacts
 from ..targets import open_session, run_batched
 from ..tasks import get_task
-from .config import TORCH_PRESETS, TorchQuantConfig  # noqa: F401  (re-exported)
 from .ort import collapse_guard
 
 

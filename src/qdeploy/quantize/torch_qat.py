@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.logits import torch_logits
-from .config import MEMORIZED_AT, TorchQuantConfig
+from ..recipes import MEMORIZED_AT, TorchQuantConfig
 from .torch_eager import _calibrate, qconfig_for, quantizable_from
 
 

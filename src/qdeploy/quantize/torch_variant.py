@@ -10,11 +10,11 @@ import numpy as np
 
 from ..data import open_qat_sets
 from ..errors import QuantizeError
+from ..recipes import TorchQuantConfig
 from ..records import RecordError, from_json
 from ..results import PotScales, QatEpoch, VariantFacts
 from ..tasks import QuantCheck
 from .base import VariantContext, register
-from .config import TorchQuantConfig
 
 
 def _qat_model(cfg: TorchQuantConfig, ctx: VariantContext, facts: VariantFacts, log):

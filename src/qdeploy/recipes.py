@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from ..errors import ConfigError
-from ..targets import DEFAULT_TARGET, OPENVINO_CPU
-from ..targets.ort import cpu_has_vnni
+from .errors import ConfigError
+from .targets import DEFAULT_TARGET, OPENVINO_CPU
+from .targets.ort import cpu_has_vnni
 
 FORMATS = ("QDQ", "QOperator")
 TYPES = ("uint8", "int8", "uint16", "int16")
