@@ -108,6 +108,29 @@ def test_tasks_are_named_only_in_tasks():
     assert len(_literals(src / "tasks", set(TASKS), src / "nowhere")) >= len(TASKS)
 
 
+
+# Outside tasks/, code may ask one capability of a task, has_classes (its outputs are class scores), and only for
+# these decisions; every other difference between tasks is a Task method or attribute (docs/architecture.md).
+HAS_CLASSES_USES = {
+    "app/routes.py": "the predict route classifies or transforms",
+    "app/predictor.py": "classes matched across the served files, or one preprocessing for images",
+    "app/ui.py": "the classifier page or the image page",
+    "cli/__init__.py": "which budget flags (top-1 or PSNR) an --auto search takes",
+    "distributed/evaluate.py": "evaluation shards on Ray only where outputs are small (class scores)",
+    "pipeline.py": "class names matched, PyTorch classifier recipes, Ray sharding, image grids, the PSNR gate",
+}
+
+
+def test_tasks_differ_outside_tasks_only_by_one_capability():
+    src = ROOT / "src" / "qdeploy"
+    users = {str(f.relative_to(src)) for f in src.rglob("*.py")
+             if "has_classes" in f.read_text() and "tasks" not in f.relative_to(src).parts}
+    assert users == set(HAS_CLASSES_USES)
+    # and no code outside tasks/ tells tasks apart by the type of their metrics
+    sniffers = [f"{f.relative_to(src)}" for f in src.rglob("*.py") if "tasks" not in f.relative_to(src).parts
+                and ('hasattr(r.metrics, "psnr_mean")' in f.read_text() or 'hasattr(m, "psnr_mean")' in f.read_text())]
+    assert sniffers == []
+
 # The only imports allowed inside functions: an optional dependency (an extra in pyproject.toml) or one that is
 # slow to import, each with its reason; and a qdeploy module that pulls one of these in when it is imported.
 # Everything else is imported at the top of its module, where the layers contract and a reader see it.
