@@ -150,7 +150,7 @@ def test_a_task_registered_in_tests_runs_quantize_verify_report_and_serve(denois
             assert img.ndim == 3 and img.shape[2] == 3 and img.std() > 0   # a real photo came back
         listed = httpx.get(f"http://127.0.0.1:{port}/api/models", timeout=10).json()
         assert json.dumps(listed)   # the model list serialises, with the task's facts from the report
-        facts = {m["name"]: m for m in listed["models"]}
+        facts = {m["name"]: m for m in listed["variants"]}
         for v in made:
             assert facts[v.name]["denoised_db"] == pytest.approx(v.metrics.psnr_mean) and "ssim" not in facts[v.name]
     finally:
