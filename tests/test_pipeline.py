@@ -88,7 +88,8 @@ def test_run_with_pytorch_variants_and_auto(tmp_path, cifar):
     out = tmp_path / "r20"
     r = run_cli("run", "--checkpoint", bundled_run_dir() / "train" / "best.pth", "--arch", "resnet20-cifar",
                 "--data", cifar, "--out", out, "--variants", "pt-ptq,pt-qat,pot", "--qat-epochs", 1,
-                "--qat-train-limit", 128, "--qat-val-size", 100, "--device", "cpu", "--auto", "--max-drop", 1.0, "--val-size", 300,
+                "--qat-train-limit", 128, "--qat-val-size", 100, "--device", "cpu", "--auto", "--max-drop", 1.0,
+                "--val-size", 300, "--auto-methods", "minmax",   # auto's presence in the run is under test here
                 "--eval-limit", 300, "--calib-size", 100, "--bench-runs", 20, "--bench-batches", "1",
                 "--bench-seconds", 0.05)
     assert r.returncode == 0, r.stderr[-3000:]
