@@ -47,6 +47,10 @@ def test_tables_have_one_cell_per_header_and_refusals_sit_in_the_task_column(tas
     assert rows["bad"][1] == "FAILED, not written"
     assert rows["bad"][column] == ("12.30" if task == "image-to-image" else "40.00") + " (on 8 verification images)"
     assert rows["default"][head.index(t.columns[0].head)] == ("35.20" if task == "image-to-image" else "89.00")
+    tl = targets_table(res).splitlines()
+    th, trows = _cells(tl[0]), [_cells(line) for line in tl[2:]]
+    ov = next(r for r in trows if r[1] == "openvino-cpu")   # throughput at each batch the run timed, per target
+    assert ov[th.index("img/s b32")] == format(2000 / 1.5, t.rate_format) and "img/s b1" in th
     if task == "image-to-image":
         assert rows["fp32"][head.index("PSNR dB mean")] == "reference"
     else:

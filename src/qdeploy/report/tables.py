@@ -239,24 +239,26 @@ def power_difference_section(res: RunResult) -> list[str]:
 
 
 def targets_table(res: RunResult) -> str | None:
-    """Every variant on every target of the run, timed in one process: quality, latency, load and cold start."""
+    """Every variant on every target of the run, timed in one process: quality, latency, throughput at the run's
+    batch sizes, load and cold start."""
     rows = [v for v in res.variants if v.measured and (v.on or v.target != DEFAULT_TARGET)]
     if not rows:
         return None
     fp32, task = res.fp32, get_task(res.task)
+    entries = [(v.name, e) for v in rows for e in
+               [(v.target, v.bench.runtime, v.metrics, v.bench, None, None)]
+               + [(t, r.runtime, r.metrics, r.bench, r.load_s, r.first_ms) for t, r in v.on.items()] if e[3] is not None]
+    batches = sorted({b for _, e in entries for b in e[3].throughput})
     qual = " | ".join(c.head for c in task.brief)
-    head = f"| variant | target | runtime | {qual} | b1 p50 ms | p99 ms | vs ORT FP32 | load s | first run ms |"
+    rates = "".join(f" img/s b{b} |" for b in batches)
+    head = f"| variant | target | runtime | {qual} | b1 p50 ms | p99 ms | vs ORT FP32 |{rates} load s | first run ms |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]   # one delimiter cell per header cell (GFM needs it)
 
     def quality(m):
         return " | ".join("–" if m is None else c.cell(m, fp32.metrics) for c in task.brief)
 
-    for v in rows:
-        entries = [(v.target, v.bench.runtime, v.metrics, v.bench, None, None)] + [
-            (t, r.runtime, r.metrics, r.bench, r.load_s, r.first_ms) for t, r in v.on.items()]
-        for target, runtime, m, b, load, first in entries:
-            if b is None:
-                continue
-            lines.append(f"| {v.name} | {target} | {runtime} | {quality(m)} | {b.p50_ms:.2f} | {b.p99_ms:.2f} | "
-                         f"{fp32.bench.p50_ms / b.p50_ms:.2f}x | {fmt(load, '.2f')} | {fmt(first, '.1f')} |")
+    for name, (target, runtime, m, b, load, first) in entries:
+        rate = "".join(f" {fmt(b.throughput.get(k), task.rate_format)} |" for k in batches)
+        lines.append(f"| {name} | {target} | {runtime} | {quality(m)} | {b.p50_ms:.2f} | {b.p99_ms:.2f} | "
+                     f"{fp32.bench.p50_ms / b.p50_ms:.2f}x |{rate} {fmt(load, '.2f')} | {fmt(first, '.1f')} |")
     return "\n".join(lines)
