@@ -26,6 +26,17 @@ class Column:
     cell: Callable[[object, object], str]
 
 
+def finish_axes(fig, ax, xlabel: str, ylabel: str, title: str, legend: bool = True):
+    """A task figure's labels, title, legend and grid; returns the figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if legend:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return fig
+
+
 @dataclass(frozen=True)
 class Plot:
     """One figure of a run's report that its task draws: the file stem under plots/ (and the report's key), and the

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..compare import DiffAccumulator, compare_outputs
 from ..records import from_json
-from .base import Column, Plot, QuantCheck, Scorer, Task, fmt, pct
+from .base import Column, Plot, QuantCheck, Scorer, Task, finish_axes, fmt, pct
 
 
 @dataclass
@@ -142,11 +142,9 @@ def accuracy_vs_latency(plt, rows):
                    alpha=0.8)
         ax.annotate(r.name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.set_xscale("log")
-    ax.set_xlabel("batch-1 latency p50 (ms, log)")
-    ax.set_ylabel("top-1 (%)" if labelled else "top-1 agreement with FP32 (%)")
-    ax.set_title("Accuracy vs latency (marker area ~ size)")
-    ax.grid(alpha=0.3)
-    return fig
+    return finish_axes(fig, ax, "batch-1 latency p50 (ms, log)",
+                       "top-1 (%)" if labelled else "top-1 agreement with FP32 (%)",
+                       "Accuracy vs latency (marker area ~ size)", legend=False)
 
 
 class ClassificationTask(Task):

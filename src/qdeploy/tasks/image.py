@@ -13,7 +13,7 @@ import numpy as np
 from ..compare import compare_outputs
 from ..errors import ConfigError
 from ..records import from_json
-from .base import Column, Plot, QuantCheck, Scorer, Task, fmt
+from .base import Column, Plot, QuantCheck, Scorer, Task, finish_axes, fmt
 
 # A variant whose mean PSNR against FP32 is below this is a collapse: refused like a classifier below 80 %
 # agreement (no final-name file).
@@ -109,12 +109,8 @@ def quality_vs_latency(plt, rows):
         ax.scatter([r.bench.p50_ms], [r.metrics.psnr_mean], s=30 + 8 * r.bench.size_bytes / 1e6, color="#3b7dd8")
         ax.annotate(r.name, (r.bench.p50_ms, r.metrics.psnr_mean), textcoords="offset points", xytext=(5, 5),
                     fontsize=8)
-    ax.set_xlabel("batch-1 latency p50 (ms)")
-    ax.set_ylabel("mean PSNR vs FP32 (dB)")
-    ax.set_title("Quality vs latency (marker area ~ size)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    return fig
+    return finish_axes(fig, ax, "batch-1 latency p50 (ms)", "mean PSNR vs FP32 (dB)",
+                       "Quality vs latency (marker area ~ size)")
 
 
 def psnr_hist(plt, rows):
@@ -123,12 +119,8 @@ def psnr_hist(plt, rows):
     for r in rows:
         if r.kind != "fp32" and r.metrics.psnr:
             ax.hist(r.metrics.psnr, bins=20, alpha=0.55, label=f"{r.name} (mean {r.metrics.psnr_mean:.1f} dB)")
-    ax.set_xlabel("PSNR vs FP32 output (dB), one count per image")
-    ax.set_ylabel("images")
-    ax.set_title("Per-image PSNR of each INT8 variant")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    return fig
+    return finish_axes(fig, ax, "PSNR vs FP32 output (dB), one count per image", "images",
+                       "Per-image PSNR of each INT8 variant")
 
 
 class ImageToImageTask(Task):
