@@ -34,7 +34,7 @@ from .report import ReportConfig, report
 from .report.plots import image_grid
 from .results import Environment, PowerDifferenceStudy, RunData, RunResult, TargetResult, TorchResult, VariantResult
 from .source import Source, SourceConfig, resolve_source
-from .targets import DEFAULT_TARGET, check_targets, open_session
+from .targets import DEFAULT_TARGET, check_targets, get_target, open_session
 from .tasks import DEFAULT_TASK, Task, get_task
 from .tasks.classification import paired
 from .tasks.image import psnr, to_uint8
@@ -452,12 +452,19 @@ class _Option:
     bench: object
 
 
+def _kind_on(kind: str, target: str) -> str:
+    """What a variant is when it runs on `target`: the FP32 file on a reduced-float target (bf16) is a deployment of
+    that precision, a candidate like the INT8 files; anything else stays what it is."""
+    reduced = get_target(target).reduced_float
+    return reduced if kind == "fp32" and reduced else kind
+
+
 def _options(variants: list[VariantResult]) -> list[_Option]:
     out = []
     for v in variants:
         if v.measured:
             out.append(_Option(v.name, v.kind, v.metrics, v.bench))
-            out += [_Option(f"{v.name}@{t}", v.kind, r.metrics, r.bench) for t, r in v.on.items()
+            out += [_Option(f"{v.name}@{t}", _kind_on(v.kind, t), r.metrics, r.bench) for t, r in v.on.items()
                     if r.metrics is not None and r.bench is not None]
     return out
 
@@ -470,7 +477,7 @@ def _pick(good: list[_Option], key, tie: float) -> str | None:
 
 
 def recommend(variants: list[VariantResult], gate: float, task: Task | None = None, tie: float = 0.05) -> str | None:
-    """Fastest INT8 (variant, target) that the task accepts within `gate` of FP32 (a classifier: top-1 drop, or
+    """Fastest INT8 or reduced-float (variant, target) that the task accepts within `gate` of FP32 (a classifier: top-1 drop, or
     without labels disagreement, in points; image-to-image: mean PSNR in dB) and which beats ONNX Runtime's FP32.
     Latencies within `tie` (5 %) of the fastest are timing noise on a shared machine: among those, the task's
     rank_key wins (the most accurate, the highest PSNR)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..artifacts import atomic_path
 from ..errors import QDeployError
 from ..results import RunResult, VariantResult
-from ..targets import DEFAULT_TARGET
+from ..targets import DEFAULT_TARGET, get_target
 from ..tasks import get_task
 from . import plots
 from .html import to_html
@@ -86,13 +86,16 @@ def _sections(res: RunResult) -> list[str]:
     rec = res.get(name)
     target = on or (rec.target if rec is not None else DEFAULT_TARGET)
     where = "" if target == DEFAULT_TARGET else f" — deploy `{rec.file if rec else name}` with the `{target}` runtime"
+    reduced = get_target(target).reduced_float if rec is not None and rec.kind == "fp32" else None
+    what = f"{reduced} float deployment (no INT8 file)" if reduced else "INT8 variant"
     task = get_task(res.task)
     rule = task.rule(task.gate(res.max_drop_pt, res.min_psnr), res.labelled)
     if res.recommended:
-        parts += [f"**Recommended INT8 variant on this machine: `{res.recommended}`**{where} (the fastest that {rule}).",
+        parts += [f"**Recommended {what} on this machine: `{res.recommended}`**{where} (the fastest that {rule}).",
                   ""]
     elif res.fp32 is not None:
-        parts += [f"**No INT8 variant is recommended on this machine**: none is both faster than FP32 and {rule}. "
+        parts += [f"**No INT8 or reduced-float deployment is recommended on this machine**: none is both faster than "
+                  f"FP32 and {rule}. "
                   "Ship FP32 here.", ""]
     tt = torch_table(res)
     if tt:

@@ -10,16 +10,19 @@ from ..formats.sessions import default_threads
 from ..registry import lookup
 from .aoti import PT2_SUFFIX, AotiCpu
 from .base import Session, Target, run_batched
-from .openvino import BLOB_SUFFIX, OpenVinoCpu
+from .openvino import BLOB_SUFFIX, OpenVinoBf16, OpenVinoCpu
 from .ort import ORT_SUFFIX, OrtCpu
 
-TARGETS: dict[str, type[Target]] = {OrtCpu.name: OrtCpu, OpenVinoCpu.name: OpenVinoCpu, AotiCpu.name: AotiCpu}
+TARGETS: dict[str, type[Target]] = {OrtCpu.name: OrtCpu, OpenVinoCpu.name: OpenVinoCpu, OpenVinoBf16.name: OpenVinoBf16,
+                                    AotiCpu.name: AotiCpu}
 DEFAULT_TARGET = OrtCpu.name
 ORT_CPU, OPENVINO_CPU, AOTI_CPU = OrtCpu.name, OpenVinoCpu.name, AotiCpu.name   # for code that names one
 # files only one target runs (a runtime's own format); .onnx runs on any target that reads ONNX
 OWN_FORMATS = {ORT_SUFFIX: OrtCpu.name, BLOB_SUFFIX: OpenVinoCpu.name, ".xml": OpenVinoCpu.name,
                PT2_SUFFIX: AotiCpu.name}
-INSTALL = {OpenVinoCpu.name: "pip install 'qdeploy[openvino]'", AotiCpu.name: "pip install 'qdeploy[torch]'"}
+INSTALL = {OpenVinoCpu.name: "pip install 'qdeploy[openvino]'", AotiCpu.name: "pip install 'qdeploy[torch]'",
+           OpenVinoBf16.name: "it needs OpenVINO (pip install 'qdeploy[openvino]') and a CPU with native bf16 "
+                              "(lscpu flags avx512_bf16 or amx_bf16)"}
 
 
 def get_target(name: str = DEFAULT_TARGET) -> Target:
@@ -54,7 +57,7 @@ def check_targets(names, online: bool = True) -> tuple[str, ...]:
             raise ConfigError(f"target '{n}' runs compiled packages only; build them after the run with "
                               f"'qdeploy compile RUN_DIR --target {n}'")
         if not t.available():
-            raise ConfigError(f"target '{n}' is not installed here; {INSTALL.get(n, 'install its runtime')} (or drop "
+            raise ConfigError(f"target '{n}' is not available here; {INSTALL.get(n, 'install its runtime')} (or drop "
                               "it from --targets)")
         out.append(n)
     return tuple(dict.fromkeys(out))

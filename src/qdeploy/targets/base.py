@@ -28,6 +28,9 @@ class Target:
     device = "cpu"
     mode = "online"       # online: the runtime executes the graph; offline: a compiled artifact
     package = ""          # the Python distribution of its runtime (its version goes in reports)
+    # a float precision below FP32 that this target computes float graphs in ("bf16"): the FP32 file run here is
+    # then a reduced-precision deployment of its own, a candidate judged by the same gates as the INT8 files
+    reduced_float: str | None = None
 
     def available(self) -> bool:
         return True

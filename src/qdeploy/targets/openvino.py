@@ -20,8 +20,11 @@ from ..errors import ModelFileError
 from ..fixed_inputs import arrays, from_metadata
 from ..formats.ir import ir_meta
 from .base import Session, Target
+from .ort import cpu_flags
 
 BLOB_SUFFIX = ".blob"
+# CPU flags (/proc/cpuinfo) of native bf16 arithmetic: AVX-512 BF16 (dot products) or AMX tiles
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
 def ov_config(precision: str = "f32", threads: int | None = None) -> dict:
@@ -95,3 +98,16 @@ class OpenVinoCpu(Target):
                        runtime=f"openvino {ov.get_version().split('-')[0]} ({precision})",
                        provider="CPU", threads=int(threads or compiled.get_property("INFERENCE_NUM_THREADS") or os.cpu_count()),
                        info={"compiled": compiled, "precision": precision})
+
+
+class OpenVinoBf16(OpenVinoCpu):
+    """OpenVINO computing float layers in bfloat16 (INFERENCE_PRECISION_HINT=bf16; an INT8 file's integer layers stay
+    integer): the FP32 file here is a bf16 deployment. Only where the CPU does bf16 natively (BF16_FLAGS); elsewhere
+    OpenVINO would emulate it, slower than f32, so the target reports itself unavailable."""
+
+    name = "openvino-cpu-bf16"
+    precision = "bf16"
+    reduced_float = "bf16"
+
+    def available(self, flags: frozenset[str] | None = None) -> bool:
+        return super().available() and bool((cpu_flags() if flags is None else flags) & BF16_FLAGS)
