@@ -32,7 +32,16 @@ from .quantize.base import VariantContext, build_variant
 from .recipes import TORCH_VARIANTS, AutoConfig, QuantConfig, parse_variants, variant_config
 from .report import ReportConfig, report
 from .report.plots import image_grid
-from .results import Environment, PowerDifferenceStudy, RunData, RunResult, TargetResult, TorchResult, VariantResult
+from .results import (
+    Deployment,
+    Environment,
+    PowerDifferenceStudy,
+    RunData,
+    RunResult,
+    TargetResult,
+    TorchResult,
+    VariantResult,
+)
 from .source import Source, SourceConfig, resolve_source
 from .targets import DEFAULT_TARGET, check_targets, get_target, open_session
 from .tasks import DEFAULT_TASK, Task, get_task
@@ -450,6 +459,7 @@ class _Option:
     kind: str
     metrics: object
     bench: object
+    deployment: Deployment
 
 
 def _kind_on(kind: str, target: str) -> str:
@@ -463,20 +473,22 @@ def _options(variants: list[VariantResult]) -> list[_Option]:
     out = []
     for v in variants:
         if v.measured:
-            out.append(_Option(v.name, v.kind, v.metrics, v.bench))
-            out += [_Option(f"{v.name}@{t}", _kind_on(v.kind, t), r.metrics, r.bench) for t, r in v.on.items()
-                    if r.metrics is not None and r.bench is not None]
+            out.append(_Option(v.name, v.kind, v.metrics, v.bench, Deployment(v.name, v.target, v.file, v.name)))
+            out += [_Option(f"{v.name}@{t}", _kind_on(v.kind, t), r.metrics, r.bench,
+                            Deployment(v.name, t, v.file, f"{v.name}@{t}"))
+                    for t, r in v.on.items() if r.metrics is not None and r.bench is not None]
     return out
 
 
-def _pick(good: list[_Option], key, tie: float) -> str | None:
+def _pick(good: list[_Option], key, tie: float) -> Deployment | None:
     if not good:
         return None
     fastest = min(o.bench.p50_ms for o in good)
-    return max((o for o in good if o.bench.p50_ms <= fastest * (1 + tie)), key=key).label
+    return max((o for o in good if o.bench.p50_ms <= fastest * (1 + tie)), key=key).deployment
 
 
-def recommend(variants: list[VariantResult], gate: float, task: Task | None = None, tie: float = 0.05) -> str | None:
+def recommend(variants: list[VariantResult], gate: float, task: Task | None = None,
+              tie: float = 0.05) -> Deployment | None:
     """Fastest INT8 or reduced-float (variant, target) that the task accepts within `gate` of FP32 (a classifier: top-1 drop, or
     without labels disagreement, in points; image-to-image: mean PSNR in dB) and which beats ONNX Runtime's FP32.
     Latencies within `tie` (5 %) of the fastest are timing noise on a shared machine: among those, the task's

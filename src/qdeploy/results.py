@@ -16,7 +16,7 @@ from .tasks import DEFAULT_TASK, QuantCheck, get_task
 from .tasks.classification import Metrics, Paired
 from .tasks.image import ImageMetrics
 
-SCHEMA_VERSION = 4   # 4: VariantResult.config typed (a recipe's config dataclass; FP32: null)
+SCHEMA_VERSION = 4   # 4: VariantResult.config typed (a recipe's config dataclass; FP32: null), recommended a Deployment
 # 3: VariantResult.extra -> typed `facts`; check, paired, data, environment, studies typed
 
 
@@ -181,6 +181,19 @@ class TargetResult:
     runtime: str | None = None
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """What to ship: a variant's file on a target, as the recommendation names it."""
+
+    variant: str       # the variant's name (its row in report.json)
+    target: str        # the runtime to run it with
+    file: str          # the file to deploy, beside report.json
+    label: str         # how the run's tables name it: "default", or "default@openvino-cpu" on another target
+
+    def __str__(self) -> str:
+        return self.label
+
+
 # the config of any registered recipe (quantize.base's handlers); read back by its fields (records.from_json)
 RecipeConfig = QuantConfig | TorchQuantConfig | NncfConfig | AutoConfig
 
@@ -276,7 +289,7 @@ class RunResult:
     variants: list[VariantResult]   # FP32 first, then each INT8 variant (refused ones too)
     classes: list[str]              # class names in output order ([] for image-to-image)
     task: str = DEFAULT_TASK        # a name in tasks.TASKS
-    recommended: str | None = None  # the fastest verified variant within the gate ("name" or "name@target")
+    recommended: Deployment | None = None  # the fastest verified (variant, target) within the gate
     max_drop_pt: float = 1.0        # the classification gate: top-1 (or agreement) drop in points
     min_psnr: float | None = None   # image-to-image: the recommendation's quality floor (dB vs FP32)
     data: RunData = field(default_factory=RunData)

@@ -42,14 +42,14 @@ def _variants(bf16_top1: float | None):
 
 def test_the_fp32_file_on_bf16_is_a_candidate_judged_by_the_same_gate():
     task = get_task("classification")
-    assert recommend(_variants(0.899), 1.0, task) == f"fp32@{BF16}"   # fastest, and within 1 pt
-    assert recommend(_variants(0.86), 1.0, task) == "default"         # 4 pt off: refused like an INT8 file would be
-    assert recommend(_variants(None), 1.0, task) == "default"         # a CPU without bf16: no such row, INT8 wins
+    assert str(recommend(_variants(0.899), 1.0, task)) == f"fp32@{BF16}"   # fastest, and within 1 pt
+    assert str(recommend(_variants(0.86), 1.0, task)) == "default"         # 4 pt off: refused like an INT8 file would be
+    assert str(recommend(_variants(None), 1.0, task)) == "default"         # a CPU without bf16: no such row, INT8 wins
     # FP32 on an f32 target is never a candidate: it is the reference
     v = _variants(None)
     v[0].on["openvino-cpu"] = TargetResult(target="openvino-cpu", metrics=Metrics(n=100, top1=0.9, agreement=1.0),
                                            bench=_bench(1.0))
-    assert recommend(v, 1.0, task) == "default"
+    assert str(recommend(v, 1.0, task)) == "default"
 
 
 def test_bf16_is_offered_only_where_the_cpu_has_it(monkeypatch):
@@ -87,8 +87,8 @@ def test_a_run_on_bf16_times_and_scores_the_fp32_file_in_bf16(tmp_path):
         assert rep["recommended"] is None
     else:
         fastest = min(ms for _, ms in ok)
-        assert rep["recommended"] in {n for n, ms in ok if ms <= fastest * 1.05}
+        assert rep["recommended"]["label"] in {n for n, ms in ok if ms <= fastest * 1.05}
     md = (out / "report.md").read_text()
     assert f"| fp32 | {BF16} |" in md
-    if rep["recommended"] == f"fp32@{BF16}":
+    if rep["recommended"] and rep["recommended"]["label"] == f"fp32@{BF16}":
         assert "bf16 float deployment (no INT8 file)" in md

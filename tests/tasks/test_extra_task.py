@@ -115,7 +115,7 @@ def test_a_task_registered_in_tests_runs_quantize_verify_report_and_serve(denois
     plots = {p.name for p in (out / "plots").glob("*.png")}                          # and its own figures
     assert "worst_photo.png" in plots and "plots/worst_photo.png" in md and "psnr_hist.png" not in plots
     if res.recommended:
-        rec = res.get(res.recommended.partition("@")[0])
+        rec = res.get(res.recommended.variant)
         assert rec.metrics.psnr_mean >= 30 and rec.bench.p50_ms < res.fp32.bench.p50_ms
 
     # serve the run over real HTTP: the page's API gives each variant's denoised photo and its PSNR vs FP32

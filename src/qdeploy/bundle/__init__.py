@@ -53,7 +53,7 @@ class BundleConfig:
 def _chosen(rep, names) -> list:
     ok = {v.name: v for v in rep.variants if v.ok and v.file}
     if names is None:
-        names = ["fp32"] + ([rep.recommended.split("@")[0]] if rep.recommended else [])
+        names = ["fp32"] + ([rep.recommended.variant] if rep.recommended else [])
     missing = [n for n in names if n not in ok]
     if missing:
         raise ConfigError(f"variant(s) {', '.join(missing)} not verified in this run; choose from {', '.join(ok)}")
@@ -133,7 +133,7 @@ def _manifest(root, run_dir, man, info, rep, cfg, placed, skipped, golden, extra
             "task": info.task, "classes": info.classes, "preprocess": asdict(info.preprocess),
             "models": [asdict(p) for p in placed], "skipped": skipped, "layout_files": extra,
             "golden": golden, "versions": vers, "source_run": {"path": str(run_dir.resolve()), "manifest": man,
-                                                               "recommended": rep.recommended}}
+                                                               "recommended": str(rep.recommended) if rep.recommended else None}}
 
 
 def is_bundle(path: Path) -> bool:

@@ -82,11 +82,11 @@ def _sections(res: RunResult) -> list[str]:
         parts += ["## Accuracy change vs FP32, image by image", "",
                   "A top-1 difference between two models on the same images is only evidence when the images "
                   "one model alone gets right clearly outnumber the other's (exact McNemar test, p < 0.05).", "", pt, ""]
-    name, _, on = (res.recommended or "").partition("@")
-    rec = res.get(name)
-    target = on or (rec.target if rec is not None else DEFAULT_TARGET)
-    where = "" if target == DEFAULT_TARGET else f" — deploy `{rec.file if rec else name}` with the `{target}` runtime"
-    reduced = get_target(target).reduced_float if rec is not None and rec.kind == "fp32" else None
+    dep = res.recommended
+    rec = res.get(dep.variant) if dep else None
+    where = "" if dep is None or dep.target == DEFAULT_TARGET else \
+        f" — deploy `{dep.file}` with the `{dep.target}` runtime"
+    reduced = get_target(dep.target).reduced_float if rec is not None and rec.kind == "fp32" else None
     what = f"{reduced} float deployment (no INT8 file)" if reduced else "INT8 variant"
     task = get_task(res.task)
     rule = task.rule(task.gate(res.max_drop_pt, res.min_psnr), res.labelled)
