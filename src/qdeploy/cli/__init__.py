@@ -88,7 +88,10 @@ def run(
                     bench=BenchConfig(runs=bench_runs, threads=threads, min_seconds=bench_seconds,
                                       batch_sizes=o.ints(bench_batches, "bench-batches") if bench_batches else None))
     result = run_pipeline(cfg, log=lambda m: typer.echo(m, err=True))
-    typer.echo(markdown_table(result) + f"\n\nrecommended: {result.recommended}\nreport: {out / 'report.html'}")
+    dep = result.recommended
+    rec = (f"{dep}: deploy {out / dep.file} with the {dep.target} runtime" if dep else
+           "none (no faster deployment within the budget: ship FP32)")
+    typer.echo(markdown_table(result) + f"\n\nrecommended: {rec}\nreport: {out / 'report.html'}")
 
 
 def _budget(task, auto, max_drop, max_rel_drop, min_psnr, min_worst_psnr, min_ssim, val_size, methods, steps):
