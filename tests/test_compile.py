@@ -41,7 +41,7 @@ def compiled(r20_run):
     from qdeploy.compile import CompileConfig, compile_run
 
     cfg = CompileConfig(targets=("ort-cpu", "openvino-cpu", "aoti-cpu"), verify_images=48, loads=2,
-                        bench=BenchConfig(runs=20, warmup=2, batch_sizes=(1, 8), min_seconds=0.1))
+                        bench=BenchConfig(runs=20, warmup=2, batch_sizes=(1, 8), max_seconds=0.1))
     return compile_run(r20_run, cfg, log=lambda m: None)
 
 
@@ -160,7 +160,7 @@ def test_an_offline_form_that_disagrees_is_not_written(r20_run, compiled, monkey
 
     monkeypatch.setattr(OrtCompiler, "build", wrong)
     res = compile_run(run, CompileConfig(targets=("ort-cpu",), variants=("fp32",), verify_images=32, loads=1,
-                                         bench=BenchConfig(runs=10, warmup=1, batch_sizes=(1,), min_seconds=0.05)),
+                                         bench=BenchConfig(runs=10, warmup=1, batch_sizes=(1,), max_seconds=0.05)),
                       log=lambda m: None)
     row = res.row("fp32", "ort-cpu", "offline")
     assert row.status == "failed" and "disagrees with the online one" in row.reason

@@ -19,16 +19,22 @@ from .targets import open_session
 class BenchConfig:
     warmup: int = 20
     runs: int = 200                 # timed batch-1 runs for the latency percentiles
-    # None: 1, 32 and the largest batch evaluation uses at this input size (data.batch_for): 1/32/256 at
+    # None: 1 and 32, and the batch evaluation uses at this input size (data.batch_for) where it is smaller: 1/32 at
     # 32 px, 1/8/32 at 224 px (a 256-image throughput point at 224 px took a ResNet-20 run to 7.7 GB)
     batch_sizes: tuple[int, ...] | None = None
-    min_seconds: float = 1.0        # each throughput point runs at least this long ...
-    min_iters: int = 2              # ... and at least this many batches
+    # a throughput point runs until it is stable: at least min_seconds and min_iters batches, then until the 95 %
+    # interval of its rate is within rel_ci of it, or max_seconds have passed (max_seconds wins over min_seconds)
+    min_seconds: float = 0.3
+    min_iters: int = 3
+    rel_ci: float = 0.02
+    max_seconds: float = 2.0
     threads: int | None = None      # None: ONNX Runtime's default (all physical cores)
 
     def __post_init__(self):
         if self.runs < 10 or self.warmup < 0:
             raise ConfigError("bench needs runs >= 10 and warmup >= 0 (defaults: 200 runs after 20 warm-up)")
+        if self.min_seconds < 0 or self.min_iters < 1 or self.rel_ci <= 0:
+            raise ConfigError("bench needs min_seconds >= 0, min_iters >= 1 and rel_ci > 0")
         if self.batch_sizes is None:
             return
         self.batch_sizes = tuple(int(b) for b in self.batch_sizes)
@@ -90,13 +96,28 @@ def _latencies(fns: dict, warmup: int, runs: int, chunk: int = 50, rewarm: int =
     return {k: np.asarray(v) * 1e3 for k, v in times.items()}
 
 
-def _throughput(fn, batch: int, min_seconds: float, min_iters: int) -> float:
+def stable(times: list[float], rel_ci: float) -> bool:
+    """Whether the mean of these per-batch times is known to within rel_ci (the 95 % interval's half-width over the
+    mean); one time cannot say, so it is taken as it is."""
+    if len(times) < 2:
+        return True
+    t = np.asarray(times)
+    return 1.96 * t.std(ddof=1) / np.sqrt(len(t)) <= rel_ci * t.mean()
+
+
+def _throughput(fn, batch: int, cfg: BenchConfig) -> float:
+    """Images/s at `batch`: after one warm-up batch, batches until the rate is stable (BenchConfig) or
+    max_seconds."""
     fn()  # warm-up at this shape
-    n, t0 = 0, time.perf_counter()
-    while n < min_iters or time.perf_counter() - t0 < min_seconds:
+    times, t0 = [], time.perf_counter()
+    while True:
+        t = time.perf_counter()
         fn()
-        n += 1
-    return batch * n / (time.perf_counter() - t0)
+        times.append(time.perf_counter() - t)
+        spent = time.perf_counter() - t0
+        if len(times) >= cfg.min_iters and ((spent >= cfg.min_seconds and stable(times, cfg.rel_ci))
+                                            or spent >= cfg.max_seconds):
+            return batch * len(times) / spent
 
 
 @dataclass
@@ -133,8 +154,11 @@ def torch_runner(model, size_bytes: int, threads: int | None = None) -> Runner:
 
 
 def default_batches(size: int) -> tuple[int, ...]:
-    # batch 32 is a throughput point up to 224 px; above that it is minutes of input per iteration
-    return tuple(sorted({1, batch_for(size)} | ({32} if size <= 256 else set())))
+    # batch 32 is a throughput point up to 224 px; above that it is minutes of input per iteration. Evaluation's own
+    # batch is a point where it is smaller than 32; a larger one (256 at 32 px) adds seconds per model and little news
+    evaluation = batch_for(size)
+    return tuple(sorted({1} | ({32} if size <= 256 else set()) | ({evaluation} if evaluation < 32 or size > 256
+                                                                    else set())))
 
 
 def benchmark_many(models: dict[str, "str | Path | Runner"], sample: np.ndarray, cfg: BenchConfig | None = None
@@ -155,7 +179,7 @@ def benchmark_many(models: dict[str, "str | Path | Runner"], sample: np.ndarray,
     # had each run a 32-image batch at 224 px held 2.7 GB between them.
     for k, model in models.items():
         r = runners[k] if isinstance(model, Runner) else session_runner(model, cfg.threads)
-        tput[k] = {b: _throughput(partial(r.fn, xb), b, cfg.min_seconds, cfg.min_iters) for b, xb in inputs.items()}
+        tput[k] = {b: _throughput(partial(r.fn, xb), b, cfg) for b, xb in inputs.items()}
         del r
     return {k: BenchResult(name=k, size_bytes=r.size_bytes, p50_ms=float(np.percentile(lat[k], 50)),
                            p90_ms=float(np.percentile(lat[k], 90)), p99_ms=float(np.percentile(lat[k], 99)),

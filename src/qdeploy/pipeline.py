@@ -23,7 +23,7 @@ from .distributed.build import fetched, submit_builds
 from .distributed.cluster import RayConfig
 from .distributed.evaluate import evaluate_sharded
 from .errors import ConfigError, DataError
-from .evaluate import EvalConfig, evaluate_many
+from .evaluate import EvalConfig, evaluate_many, sample_key
 from .export import ExportConfig, export
 from .formats.sessions import cpu_session
 from .graph.powerdiff import rewrite, study
@@ -43,7 +43,7 @@ from .results import (
     VariantResult,
 )
 from .source import Source, SourceConfig, resolve_source
-from .targets import DEFAULT_TARGET, check_targets, get_target, open_session
+from .targets import DEFAULT_TARGET, INSTALLED, check_targets, get_target, open_session
 from .tasks import DEFAULT_TASK, Task, get_task
 from .tasks.classification import paired
 from .tasks.image import psnr, to_uint8
@@ -68,7 +68,9 @@ class RunConfig:
     fixed_inputs: list[str] = field(default_factory=list)  # NAME=onehot:K|file.npy|v1,v2,... (extra model inputs)
     min_psnr: float = 30.0          # image-to-image: the recommendation's quality floor (mean dB vs FP32)
     op_types: tuple[str, ...] | None = None  # ORT static variants quantize only these op types (None: presets' own)
-    targets: tuple[str, ...] = (DEFAULT_TARGET,)  # every ONNX variant also evaluated and timed on the others
+    # every ONNX variant also evaluated (on a sample: evaluate.verify_images) and timed on the others; default: every
+    # installed online CPU target (ORT, OpenVINO, OpenVINO bf16 where the CPU has it)
+    targets: tuple[str, ...] = (INSTALLED,)
     power_difference: bool = False  # seed 003's study: Sub+Pow -> PowerDifference (native / NumPy), FP32 and INT8
     study_images: int = 8           # evaluation images the PowerDifference study compares outputs on
     ray: RayConfig | None = None    # ORT variants built and evaluation sharded on a Ray cluster (distributed/)
@@ -350,16 +352,25 @@ def _build_all(cfg: RunConfig, ctx: VariantContext, man, log, ray) -> list[Varia
 def _evaluate(variants, ctx: VariantContext, evalset: ImageSet, cfg: EvalConfig, log, ray=None, rcfg=None) -> None:
     files: dict = {}
     runners = _runners(variants, ctx, cfg.threads, files)
+    # a variant's file on another target is the same graph on another runtime: verified on a sample of the set
+    # (EvalConfig.verify_images) beside FP32's outputs on the same images; on Ray every file sees the whole set
+    others = [k for k in runners if k.partition("@")[2] in ctx.targets]
     if ray is None:
-        scorers = evaluate_many(runners, evalset, ctx.spec, ctx.classes, cfg)
+        scorers = evaluate_many(runners, evalset, ctx.spec, ctx.classes, cfg, sampled=others)
     else:
         scorers = _evaluate_on_ray(runners, files, ctx, evalset, cfg, log, ray, rcfg)
     by_name, task = {v.name: v for v in variants}, get_task(cfg.task)
+    sample_ref = scorers.pop(sample_key(next(iter(runners))), None)
+    reference = sample_ref.result() if sample_ref is not None else None
+    if reference is not None and others:
+        log(f"evaluate on {', '.join(t for t in ctx.targets if t != DEFAULT_TARGET)}: {reference.n} of {len(evalset)} "
+            "images (a stratified sample; --verify-images), beside FP32 on the same images")
     for key, scorer in scorers.items():
         name, _, runtime = key.partition("@")
         m = scorer.result()
         if runtime in ctx.targets:
             by_name[name].on[runtime].metrics = m
+            by_name[name].on[runtime].reference = reference
         elif runtime:
             by_name[name].torch = TorchResult(metrics=m, size_bytes=ctx.torch_models[name][1])
         else:
@@ -460,6 +471,7 @@ class _Option:
     metrics: object
     bench: object
     deployment: Deployment
+    reference: object = None   # FP32's metrics on the same images, when the option was verified on a sample
 
 
 def _kind_on(kind: str, target: str) -> str:
@@ -475,7 +487,7 @@ def _options(variants: list[VariantResult]) -> list[_Option]:
         if v.measured:
             out.append(_Option(v.name, v.kind, v.metrics, v.bench, Deployment(v.name, v.target, v.file, v.name)))
             out += [_Option(f"{v.name}@{t}", _kind_on(v.kind, t), r.metrics, r.bench,
-                            Deployment(v.name, t, v.file, f"{v.name}@{t}"))
+                            Deployment(v.name, t, v.file, f"{v.name}@{t}"), r.reference)
                     for t, r in v.on.items() if r.metrics is not None and r.bench is not None]
     return out
 
@@ -498,7 +510,7 @@ def recommend(variants: list[VariantResult], gate: float, task: Task | None = No
     fp32 = next((o for o in opts if o.label == "fp32"), None)
     if fp32 is None:
         return None
-    good = [o for o in opts if o.kind != "fp32" and task.acceptable(o.metrics, fp32.metrics, gate)
+    good = [o for o in opts if o.kind != "fp32" and task.acceptable(o.metrics, o.reference or fp32.metrics, gate)
             and o.bench.p50_ms < fp32.bench.p50_ms]
     return _pick(good, lambda o: task.rank_key(o.metrics, o.bench.p50_ms), tie)
 

@@ -16,7 +16,7 @@ from .tasks import DEFAULT_TASK, QuantCheck, get_task
 from .tasks.classification import Metrics, Paired
 from .tasks.image import ImageMetrics
 
-SCHEMA_VERSION = 4   # 4: VariantResult.config typed (a recipe's config dataclass; FP32: null), recommended a Deployment
+SCHEMA_VERSION = 5   # 5: TargetResult.reference (FP32 on a target's verification sample); 4: VariantResult.config typed (a recipe's config dataclass; FP32: null), recommended a Deployment
 # 3: VariantResult.extra -> typed `facts`; check, paired, data, environment, studies typed
 
 
@@ -175,6 +175,9 @@ class TargetResult:
 
     target: str
     metrics: Metrics | ImageMetrics | None = None
+    # FP32's metrics (ONNX Runtime) on exactly the images `metrics` counts, when the target was verified on a sample
+    # of the evaluation set (EvalConfig.verify_images): the gate compares the two; None: the whole set was used
+    reference: Metrics | ImageMetrics | None = None
     bench: BenchResult | None = None
     load_s: float | None = None        # opening the file (parse + compile) ...
     first_ms: float | None = None      # ... and the first, cold inference at batch 1

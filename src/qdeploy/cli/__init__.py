@@ -20,7 +20,7 @@ from ..data import DataConfig, balanced_indices, open_calib, open_split
 from ..distributed import RayConfig
 from ..distributed.sweep import load_sweep, run_sweep
 from ..errors import QDeployError, missing_extra
-from ..evaluate import EvalConfig, evaluate
+from ..evaluate import DEFAULT_VERIFY_IMAGES, EvalConfig, evaluate
 from ..export import ExportConfig, export
 from ..pipeline import DEFAULT_VARIANTS, RunConfig
 from ..pipeline import run as run_pipeline
@@ -29,7 +29,7 @@ from ..quantize import quantize
 from ..quantize.auto import auto_quantize_from
 from ..report import markdown_table, report
 from ..source import SourceConfig, resolve_source
-from ..targets import DEFAULT_TARGET, OPENVINO_CPU, check_targets, target_for
+from ..targets import INSTALLED, OPENVINO_CPU, check_targets, target_for
 from ..tasks import get_task
 from . import options as o
 from .options import default
@@ -59,7 +59,7 @@ def run(
     qat_init: o.QatInit = None, device: o.Device = o.DEVICE, qat_from: o.QatFrom = None,
     task: o.Task = default(RunConfig, "task"), fixed_input: o.FixedInput = None, min_psnr: o.MinPsnr = None,
     min_ssim: o.MinSsim = None, min_worst_psnr: o.MinWorstPsnr = None, op_types: o.OpTypes = None,
-    targets: o.Targets = DEFAULT_TARGET, power_difference: o.PowerDifference = False,
+    targets: o.Targets = INSTALLED, verify_images: o.VerifyImages = DEFAULT_VERIFY_IMAGES, power_difference: o.PowerDifference = False,
     ray: o.Ray = False, ray_address: o.RayAddress = None, ray_cpus: o.RayCpus = None,
     data: o.Data = None, calib_split: o.CalibSplit = o.CALIB_SPLIT, eval_split: o.EvalSplit = o.EVAL_SPLIT,
     calib_size: o.CalibSize = o.CALIB_SIZE, eval_limit: o.EvalLimit = None, classes: o.Classes = None,
@@ -81,11 +81,11 @@ def run(
                     targets=o.names(targets),
                     min_psnr=min_psnr if min_psnr is not None else default(RunConfig, "min_psnr"),
                     op_types=o.names(op_types) or None,
-                    evaluate=EvalConfig(threads=threads), ray=o.ray_cfg(ray, ray_address, ray_cpus),
+                    evaluate=EvalConfig(threads=threads, verify_images=verify_images), ray=o.ray_cfg(ray, ray_address, ray_cpus),
                     torch_overrides=dict(qat_epochs=qat_epochs, device=device, qat_train_limit=qat_train_limit,
                                          qat_val_size=qat_val_size, qat_init=qat_init,
                                          qat_from=str(qat_from) if qat_from else None),
-                    bench=BenchConfig(runs=bench_runs, threads=threads, min_seconds=bench_seconds,
+                    bench=BenchConfig(runs=bench_runs, threads=threads, max_seconds=bench_seconds,
                                       batch_sizes=o.ints(bench_batches, "bench-batches") if bench_batches else None))
     result = run_pipeline(cfg, log=lambda m: typer.echo(m, err=True))
     dep = result.recommended

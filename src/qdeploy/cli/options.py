@@ -84,11 +84,12 @@ MinWorstPsnr = Annotated[Optional[float], Option(help=f"image-to-image --auto: a
 
 # -- timing
 BenchRuns = Annotated[int, Option(help="Timed batch-1 runs for the latency percentiles.")]
-BenchBatches = Annotated[Optional[str], Option(help="Batch sizes for the throughput table (default: 1,32,256 at 32 px, "
-                                               "fewer images per batch for larger inputs).")]
-BenchSeconds = Annotated[float, Option(help="Minimum seconds per throughput point.")]
+BenchBatches = Annotated[Optional[str], Option(help="Batch sizes for the throughput table (default: 1,32 at 32 px, "
+                                               "1,8,32 at 224 px).")]
+BenchSeconds = Annotated[float, Option(help="Most seconds per throughput point (each runs until its rate is known "
+                                       "to 2 %, at least 0.3 s and 3 batches, or this long).")]
 Threads = Annotated[Optional[int], Option(help="ORT intra-op threads (default: all cores).")]
-BENCH_RUNS, BENCH_SECONDS = default(BenchConfig, "runs"), default(BenchConfig, "min_seconds")
+BENCH_RUNS, BENCH_SECONDS = default(BenchConfig, "runs"), default(BenchConfig, "max_seconds")
 
 # -- PyTorch QAT (the pt-qat variant)
 QatEpochs = Annotated[Optional[int], Option(help=f"pt-qat: fine-tuning epochs (default "
@@ -114,7 +115,10 @@ FixedInput = Annotated[Optional[list[str]], Option(help="Extra model input fixed
 OpTypes = Annotated[Optional[str], Option(help="ORT static variants quantize only these op types, e.g. Conv (default: "
                                           "every op ORT can quantize; the conv-only variant: Conv).")]
 Targets = Annotated[str, Option(help="Comma list of targets every variant is evaluated and timed on: ort-cpu, "
-                                "openvino-cpu (OpenVINO runs the same ONNX files, f32 pinned).")]
+                                "openvino-cpu (OpenVINO runs the same ONNX files, f32 pinned), openvino-cpu-bf16 (CPUs "
+                                "with native bf16). Default: installed = every one this machine has.")]
+VerifyImages = Annotated[int, Option(help="Evaluation images each variant is verified on on the run's other targets "
+                                     "(a stratified sample, beside FP32 on the same images); 0 = all of them.")]
 PowerDifference = Annotated[bool, Option("--power-difference", help="image-to-image: seed 003's study, every "
                                          "(x-y)^2 as one PowerDifference op (native and NumPy), FP32 and INT8.")]
 Ray = Annotated[bool, Option("--ray", help="Build ONNX Runtime variants and shard the evaluation on a Ray cluster "

@@ -239,26 +239,34 @@ def power_difference_section(res: RunResult) -> list[str]:
 
 
 def targets_table(res: RunResult) -> str | None:
-    """Every variant on every target of the run, timed in one process: quality, latency, throughput at the run's
-    batch sizes, load and cold start."""
+    """Every variant on every target of the run, timed in one process: quality (on the images each row was scored
+    on), latency, throughput at the run's batch sizes, load and cold start."""
     rows = [v for v in res.variants if v.measured and (v.on or v.target != DEFAULT_TARGET)]
     if not rows:
         return None
     fp32, task = res.fp32, get_task(res.task)
     entries = [(v.name, e) for v in rows for e in
-               [(v.target, v.bench.runtime, v.metrics, v.bench, None, None)]
-               + [(t, r.runtime, r.metrics, r.bench, r.load_s, r.first_ms) for t, r in v.on.items()] if e[3] is not None]
+               [(v.target, v.bench.runtime, v.metrics, v.bench, None, None, None)]
+               + [(t, r.runtime, r.metrics, r.bench, r.load_s, r.first_ms, r.reference) for t, r in v.on.items()]
+               if e[3] is not None]
     batches = sorted({b for _, e in entries for b in e[3].throughput})
     qual = " | ".join(c.head for c in task.brief)
     rates = "".join(f" img/s b{b} |" for b in batches)
-    head = f"| variant | target | runtime | {qual} | b1 p50 ms | p99 ms | vs ORT FP32 |{rates} load s | first run ms |"
+    head = (f"| variant | target | runtime | images | {qual} | b1 p50 ms | p99 ms | vs ORT FP32 |{rates} load s | "
+            "first run ms |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]   # one delimiter cell per header cell (GFM needs it)
 
-    def quality(m):
-        return " | ".join("–" if m is None else c.cell(m, fp32.metrics) for c in task.brief)
+    def quality(m, ref):
+        return " | ".join("–" if m is None else c.cell(m, ref or fp32.metrics) for c in task.brief)
 
-    for name, (target, runtime, m, b, load, first) in entries:
+    for name, (target, runtime, m, b, load, first, ref) in entries:
         rate = "".join(f" {fmt(b.throughput.get(k), task.rate_format)} |" for k in batches)
-        lines.append(f"| {name} | {target} | {runtime} | {quality(m)} | {b.p50_ms:.2f} | {b.p99_ms:.2f} | "
-                     f"{fp32.bench.p50_ms / b.p50_ms:.2f}x |{rate} {fmt(load, '.2f')} | {fmt(first, '.1f')} |")
+        lines.append(f"| {name} | {target} | {runtime} | {'–' if m is None else m.n} | {quality(m, ref)} | "
+                     f"{b.p50_ms:.2f} | {b.p99_ms:.2f} | {fp32.bench.p50_ms / b.p50_ms:.2f}x |{rate} "
+                     f"{fmt(load, '.2f')} | {fmt(first, '.1f')} |")
+    ref = next((e[6] for _, e in entries if e[6] is not None), None)
+    if ref is not None:
+        lines += ["", f"Rows on {ref.n} images ran on a stratified sample of the {res.data.eval_images} "
+                  f"evaluation images (--verify-images; the same graph on another runtime); their gate compares them "
+                  f"with ORT FP32 on the same images: {task.describe(ref)}."]
     return "\n".join(lines)

@@ -46,12 +46,27 @@ def runs_on(path, target: str) -> bool:
     return suffix == ".onnx" and get_target(target).mode == "online"
 
 
+INSTALLED = "installed"   # --targets' default: every installed online CPU target (installed_targets)
+
+
+def installed_targets() -> tuple[str, ...]:
+    """Every online target this machine can run, ONNX Runtime first: OpenVINO where it is installed, its bf16 form
+    where the CPU also has native bf16 (targets/openvino.py). The default run weighs each one."""
+    return tuple(n for n, t in TARGETS.items() if t.mode == "online" and t().available())
+
+
 def check_targets(names, online: bool = True) -> tuple[str, ...]:
     """Known and installed targets, or one clear error saying what to install. online=True: targets that run
     ONNX files as they are (`qdeploy run --targets`); an offline-only target is reached through `qdeploy compile`."""
 
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if list(names) == [INSTALLED]:
+        return installed_targets()
     out = []
     for n in names:
+        if n == INSTALLED:
+            raise ConfigError(f"'{INSTALLED}' stands for every installed target on its own; do not list it with others")
         t = get_target(n)
         if online and t.mode == "offline":
             raise ConfigError(f"target '{n}' runs compiled packages only; build them after the run with "
@@ -70,5 +85,5 @@ def open_session(path, threads: int | None = None, spinning: bool = True, target
     return get_target(name).open(path, threads=threads or default_threads(), spinning=spinning)
 
 
-__all__ = ["AOTI_CPU", "DEFAULT_TARGET", "OPENVINO_CPU", "ORT_CPU", "OWN_FORMATS", "TARGETS", "Session", "Target",
+__all__ = ["AOTI_CPU", "DEFAULT_TARGET", "INSTALLED", "installed_targets", "OPENVINO_CPU", "ORT_CPU", "OWN_FORMATS", "TARGETS", "Session", "Target",
            "check_targets", "get_target", "open_session", "run_batched", "runs_on", "target_for"]

@@ -1,0 +1,109 @@
+"""The default run weighs every installed CPU runtime: `--targets installed` (the default) is ONNX Runtime, OpenVINO
+where it is installed and its bf16 form where the CPU has native bf16; a variant's file on the other targets is
+verified on an evenly strided sample of the evaluation set, beside FP32 on exactly those images, and the gate
+compares the two (not the sample with the whole set's FP32)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CLASSES
+
+from qdeploy.bench import BenchResult
+from qdeploy.data import PreprocessSpec
+from qdeploy.errors import ConfigError
+from qdeploy.data import ImageSet
+from qdeploy.evaluate import EvalConfig, evaluate_many, metrics_from_logits, sample_key, sample_mask
+from qdeploy.pipeline import recommend
+from qdeploy.results import TargetResult, VariantResult
+from qdeploy.targets import INSTALLED, check_targets, installed_targets
+from qdeploy.tasks import get_task
+from qdeploy.tasks.classification import Metrics
+
+
+def _flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def test_installed_is_every_runtime_this_machine_has():
+    have_ov = importlib.util.find_spec("openvino") is not None
+    bf16 = bool(_flags() & {"avx512_bf16", "amx_bf16"})
+    expect = ("ort-cpu",) + (("openvino-cpu",) if have_ov else ()) + (("openvino-cpu-bf16",) if have_ov and bf16 else ())
+    assert installed_targets() == expect
+    assert check_targets((INSTALLED,)) == expect == check_targets(INSTALLED)
+    assert check_targets(("ort-cpu",)) == ("ort-cpu",)
+    with pytest.raises(ConfigError, match="on its own"):
+        check_targets((INSTALLED, "ort-cpu"))
+
+
+def _labelled(labels) -> ImageSet:
+    return ImageSet(classes=[str(c) for c in range(10)], labels=np.asarray(labels),
+                    pixels=np.zeros((len(labels), 1, 1, 3), np.uint8))
+
+
+def test_the_sample_is_bounded_and_keeps_the_class_mix_in_any_order():
+    """Class-sorted, interleaved (where every 5th or 10th image is one class) and skewed orders: at most
+    verify_images, each class in the set's proportion; label-free sets get a seeded draw; 0 or a small set: all."""
+    sorted_, interleaved = np.repeat(np.arange(10), 100), np.tile(np.arange(10), 100)
+    skewed = np.concatenate([np.zeros(700, int), np.arange(300) % 9 + 1])
+    for labels in (sorted_, interleaved, skewed):
+        for want in (100, 200, 333):
+            m = sample_mask(_labelled(labels), want)
+            assert m.sum() == want
+            share, got = np.bincount(labels, minlength=10) / len(labels), np.bincount(labels[m], minlength=10) / m.sum()
+            assert np.abs(share - got).max() < 0.01, (want, share, got)
+    free = ImageSet(classes=[], labels=None, pixels=np.zeros((1000, 1, 1, 3), np.uint8))
+    a = sample_mask(free, 100)
+    assert a.sum() == 100 and (a == sample_mask(free, 100)).all() and 0 < np.flatnonzero(a).mean() / 1000 < 1
+    assert sample_mask(_labelled(sorted_), 0).all() and sample_mask(_labelled(sorted_[:50]), 100).all()
+
+
+def test_sampled_models_see_only_the_sample_beside_the_reference_on_it(fp32_onnx, calib_eval):
+    """500 class-balanced test images, a sample of 100: the sampled model runs on those 100 rows only, the
+    reference's scores on them equal a direct evaluation of exactly those images, and the class mix is the set's."""
+    from qdeploy.targets import open_session, run_batched
+
+    _, _, ev, x = calib_eval
+    ref = open_session(fp32_onnx[0]).run
+    seen = []
+
+    def sampled(xb):
+        seen.append(len(xb))
+        return ref(xb) + 0.0
+
+    scorers = evaluate_many({"fp32": ref, "full": ref, "other": sampled}, ev, PreprocessSpec(), CLASSES,
+                            EvalConfig(verify_images=100, progress=False), sampled=["other"])
+    mask = sample_mask(ev, 100)
+    assert mask.sum() == 100 == sum(seen)
+    on_sample, other, full = (scorers[k].result() for k in (sample_key("fp32"), "other", "full"))
+    assert full.n == 500 and other.n == on_sample.n == 100 and other.agreement == 1.0
+    direct = metrics_from_logits(run_batched(open_session(fp32_onnx[0]), x[mask]), ev.labels[mask], CLASSES)
+    assert on_sample.top1 == direct.top1 and on_sample.confusion == direct.confusion
+    # the set is interleaved (class k at every 10th image): the sample still holds every class, 10 of each
+    assert np.bincount(scorers[sample_key("fp32")].seen_labels(), minlength=10).tolist() == [10] * 10
+    assert (np.bincount(ev.labels[::5], minlength=10) > 0).sum() == 2   # what a stride of 5 would have kept
+
+
+def _bench(p50: float) -> BenchResult:
+    return BenchResult(name="x", size_bytes=1, p50_ms=p50, p90_ms=p50, p99_ms=p50, mean_ms=p50, runs=10)
+
+
+def test_the_gate_compares_a_sampled_target_with_fp32_on_the_same_images():
+    """FP32 scores 90 % on the whole set but 88.5 % on the sample; the file on OpenVINO scores 88 % there: a 0.5-point
+    drop (within 1 point), not the 2 points a comparison with the whole set would claim."""
+    task = get_task("classification")
+    fp32 = VariantResult(name="fp32", kind="fp32", file="fp32.onnx", metrics=Metrics(n=10000, top1=0.90), bench=_bench(8))
+    d = VariantResult(name="default", kind="int8", file="int8_default.onnx", metrics=Metrics(n=10000, top1=0.899),
+                      bench=_bench(4))
+    d.on["openvino-cpu"] = TargetResult(target="openvino-cpu", metrics=Metrics(n=1000, top1=0.88), bench=_bench(3),
+                                        reference=Metrics(n=1000, top1=0.885))
+    assert str(recommend([fp32, d], 1.0, task)) == "default@openvino-cpu"
+    d.on["openvino-cpu"].reference = Metrics(n=1000, top1=0.895)     # 1.5 points below FP32 on the same images
+    assert str(recommend([fp32, d], 1.0, task)) == "default"
+    d.on["openvino-cpu"].reference = None                               # no sample: the whole set's FP32
+    assert str(recommend([fp32, d], 1.0, task)) == "default"
