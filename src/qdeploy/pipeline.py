@@ -22,7 +22,7 @@ from .distributed import nodelock, ray_cluster
 from .distributed.build import fetched, submit_builds
 from .distributed.cluster import RayConfig
 from .distributed.evaluate import evaluate_sharded
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, ModelFileError
 from .evaluate import EvalConfig, evaluate_many, sample_key
 from .export import ExportConfig, export
 from .formats.sessions import cpu_session
@@ -44,6 +44,7 @@ from .results import (
 )
 from .source import Source, SourceConfig, resolve_source
 from .targets import DEFAULT_TARGET, INSTALLED, check_targets, get_target, open_session
+from .targets.ort import cpu_isa
 from .tasks import DEFAULT_TASK, Task, get_task
 from .tasks.classification import paired
 from .tasks.image import psnr, to_uint8
@@ -317,7 +318,7 @@ def _finish_manifest(man: Manifest, out: Path, variants, t_start: float) -> None
     man.write()
 
 
-def _runners(variants, ctx: VariantContext, threads, files: dict | None = None) -> dict:
+def _runners(variants, ctx: VariantContext, threads, files: dict | None = None, log=print) -> dict:
     """name -> batch function: every ONNX variant (FP32 first, the reference) and every PyTorch INT8 model.
     `files`, when given, receives name -> (model file, target) for the runners that are model files."""
 
@@ -325,8 +326,8 @@ def _runners(variants, ctx: VariantContext, threads, files: dict | None = None) 
     fns = {v.name: open_session(ctx.out / v.file, threads, target=v.target).run for v in variants if v.ok}
     files.update({v.name: (ctx.out / v.file, v.target) for v in variants if v.ok})
     for v in variants:
-        for target in _other_targets(ctx, v):
-            fns[f"{v.name}@{target}"] = _open_timed(ctx, v, target, threads).run
+        for target, s in _other_sessions(ctx, v, threads, log):
+            fns[f"{v.name}@{target}"] = s.run
             files[f"{v.name}@{target}"] = (ctx.out / v.file, target)
     for name, (qmodel, _) in ctx.torch_models.items():
         if name in fns:
@@ -351,7 +352,7 @@ def _build_all(cfg: RunConfig, ctx: VariantContext, man, log, ray) -> list[Varia
 
 def _evaluate(variants, ctx: VariantContext, evalset: ImageSet, cfg: EvalConfig, log, ray=None, rcfg=None) -> None:
     files: dict = {}
-    runners = _runners(variants, ctx, cfg.threads, files)
+    runners = _runners(variants, ctx, cfg.threads, files, log)
     # a variant's file on another target is the same graph on another runtime: verified on a sample of the set
     # (EvalConfig.verify_images) beside FP32's outputs on the same images; on Ray every file sees the whole set
     others = [k for k in runners if k.partition("@")[2] in ctx.targets]
@@ -362,7 +363,7 @@ def _evaluate(variants, ctx: VariantContext, evalset: ImageSet, cfg: EvalConfig,
     by_name, task = {v.name: v for v in variants}, get_task(cfg.task)
     sample_ref = scorers.pop(sample_key(next(iter(runners))), None)
     reference = sample_ref.result() if sample_ref is not None else None
-    if reference is not None and others:
+    if reference is not None and others and reference.n < len(evalset):
         log(f"evaluate on {', '.join(t for t in ctx.targets if t != DEFAULT_TARGET)}: {reference.n} of {len(evalset)} "
             "images (a stratified sample; --verify-images), beside FP32 on the same images")
     for key, scorer in scorers.items():
@@ -418,6 +419,19 @@ def _other_targets(ctx: VariantContext, v: VariantResult) -> list[str]:
     return [t for t in ctx.targets if t != DEFAULT_TARGET]
 
 
+def _other_sessions(ctx: VariantContext, v: VariantResult, threads, log=print):
+    """(target, session) for each other target of the run that can open the variant's file; one that cannot (OpenVINO
+    and a QOperator or dynamic graph) is recorded as unsupported there, once, and the run goes on without it."""
+    for target in _other_targets(ctx, v):
+        if target in v.on and v.on[target].unsupported:
+            continue
+        try:
+            yield target, _open_timed(ctx, v, target, threads)
+        except ModelFileError as exc:
+            v.on[target] = TargetResult(target=target, unsupported=str(exc))
+            log(f"{v.name} on {target}: not run ({exc})")
+
+
 def _open_timed(ctx: VariantContext, v: VariantResult, target: str, threads):
     """Open a variant's file on another target, recording load time and the cold first inference once."""
 
@@ -446,8 +460,7 @@ def _bench_all(variants, out: Path, sample, cfg: BenchConfig, ctx: VariantContex
         models["fp32@torch"] = torch_runner(ctx.model, size_bytes(ctx.model), cfg.threads)
         ok["fp32"].torch = TorchResult(size_bytes=models["fp32@torch"].size_bytes)
     for name, v in ok.items():
-        for target in _other_targets(ctx, v):
-            s = _open_timed(ctx, v, target, cfg.threads)
+        for target, s in _other_sessions(ctx, v, cfg.threads, log):
             models[f"{name}@{target}"] = Runner(fn=s.run, size_bytes=(out / v.file).stat().st_size,
                                                 runtime=s.runtime, provider=s.provider, threads=s.threads)
     for k, res in benchmark_many(models, sample, cfg).items():
@@ -525,7 +538,7 @@ def _result(cfg: RunConfig, variants, calib, evalset, classes, spec) -> RunResul
         data=RunData(root=cfg.data.root, calib_source=calib.source, calib_images=len(calib),
                      eval_source=evalset.source, eval_images=len(evalset), labelled=evalset.labelled,
                      preprocess=spec.to_json()),
-        environment=Environment(cpu=cpu_name(), threads=first.threads if first else None,
+        environment=Environment(cpu=cpu_name(), isa=cpu_isa(), threads=first.threads if first else None,
                                 runtime=first.runtime if first else None,
                                 provider=first.provider if first else None, runs=cfg.bench.runs))
 

@@ -16,7 +16,7 @@ from .tasks import DEFAULT_TASK, QuantCheck, get_task
 from .tasks.classification import Metrics, Paired
 from .tasks.image import ImageMetrics
 
-SCHEMA_VERSION = 5   # 5: TargetResult.reference (FP32 on a target's verification sample); 4: VariantResult.config typed (a recipe's config dataclass; FP32: null), recommended a Deployment
+SCHEMA_VERSION = 5   # 5: TargetResult.reference (FP32 on a target's verification sample) and .unsupported, Environment.isa; 4: VariantResult.config typed (a recipe's config dataclass; FP32: null), recommended a Deployment
 # 3: VariantResult.extra -> typed `facts`; check, paired, data, environment, studies typed
 
 
@@ -182,6 +182,7 @@ class TargetResult:
     load_s: float | None = None        # opening the file (parse + compile) ...
     first_ms: float | None = None      # ... and the first, cold inference at batch 1
     runtime: str | None = None
+    unsupported: str | None = None     # why this runtime cannot run the file (e.g. OpenVINO and a QOperator graph)
 
 
 @dataclass(frozen=True)
@@ -283,6 +284,17 @@ class Environment:
     runtime: str | None = None
     provider: str | None = None
     runs: int | None = None
+    isa: list[str] | None = None    # the CPU's recipe-deciding flags (targets.ort.ISA_FLAGS it has); None: unrecorded
+
+    def isa_summary(self) -> str:
+        """'avx2, avx512f; VNNI yes, BF16 no, AMX no' (or '' when unrecorded)."""
+        if self.isa is None:
+            return ""
+        has = set(self.isa)
+        yes = lambda *f: "yes" if has & set(f) else "no"  # noqa: E731
+        return (f"{', '.join(f for f in self.isa if f in ('avx2', 'avx512f')) or 'no AVX2'}; "
+                f"VNNI {yes('avx512_vnni', 'avx_vnni', 'amx_int8')}, BF16 {yes('avx512_bf16', 'amx_bf16')}, "
+                f"AMX {yes('amx_bf16', 'amx_int8')}")
 
 
 @dataclass

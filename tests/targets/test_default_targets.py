@@ -107,3 +107,14 @@ def test_the_gate_compares_a_sampled_target_with_fp32_on_the_same_images():
     assert str(recommend([fp32, d], 1.0, task)) == "default"
     d.on["openvino-cpu"].reference = None                               # no sample: the whole set's FP32
     assert str(recommend([fp32, d], 1.0, task)) == "default"
+
+
+def test_the_report_records_the_cpus_deciding_flags():
+    from qdeploy.results import Environment
+    from qdeploy.targets.ort import ISA_FLAGS, cpu_isa
+
+    assert cpu_isa() == [f for f in ISA_FLAGS if f in _flags()]
+    assert Environment(isa=["avx2"]).isa_summary() == "avx2; VNNI no, BF16 no, AMX no"
+    assert Environment(isa=["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"]).isa_summary() \
+        == "avx2, avx512f; VNNI yes, BF16 yes, AMX yes"
+    assert Environment().isa_summary() == ""

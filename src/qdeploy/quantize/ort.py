@@ -13,6 +13,7 @@ import contextlib
 import io
 import logging
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -187,13 +188,19 @@ def quantize(fp32: str | Path, out: str | Path, cfg: QuantConfig, calib: np.ndar
         pre, raw = work / "pre.onnx", work / "int8.onnx"
         try:
             # ORT's calibrators print progress with print(); keep qdeploy's own output readable.
+            clock = _Clock()
             with contextlib.redirect_stdout(io.StringIO()):
                 quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
                 fixed = _fixed_arrays(info)
+                clock.lap("pre_process")
                 _run_quantizer(pre, raw, calib, info.input_name, cfg, work, fixed)
-            rounded = _weight_rounding(pre, raw, calib, info.input_name, fixed) if _rounds(cfg) else None
-            corrected = _bias_correction(pre, raw, calib, info.input_name, fixed) if _corrects(cfg) else None
-            tuned = _output_tuning(pre, raw, calib, info.input_name, fixed, cfg) if cfg.tune_epochs else None
+                clock.lap("calibrate_and_quantize")
+            rounded = clock.lap("weight_rounding", _weight_rounding(pre, raw, calib, info.input_name, fixed)) \
+                if _rounds(cfg) else None
+            corrected = clock.lap("bias_correction", _bias_correction(pre, raw, calib, info.input_name, fixed)) \
+                if _corrects(cfg) else None
+            tuned = clock.lap("output_tuning", _output_tuning(pre, raw, calib, info.input_name, fixed, cfg)) \
+                if cfg.tune_epochs else None
         except QuantizeError:
             raise
         except Exception as exc:
@@ -202,9 +209,22 @@ def quantize(fp32: str | Path, out: str | Path, cfg: QuantConfig, calib: np.ndar
         meta = {"variant": cfg.name, "quant_config": cfg.as_dict(), **_carried_meta(info),
                 **({"weight_rounding": rounded} if rounded else {}),
                 **({"bias_correction": corrected} if corrected else {}),
-                **({"output_tuning": tuned} if tuned else {})}
+                **({"output_tuning": tuned} if tuned else {}), "stage_seconds": clock.laps}
         check = (lambda tmp: collapse_guard(fp32, tmp, vb, cfg)) if guard else (lambda tmp: verify(fp32, tmp, vb, 0.0))
         return write_onnx(raw, out, meta, verify=check)
+
+
+class _Clock:
+    """Seconds per step of one quantization, what the file's metadata records as stage_seconds: `lap` closes the
+    step that just ran (and passes its result through); a step that did not run has no entry."""
+
+    def __init__(self):
+        self.laps, self._t = {}, time.perf_counter()
+
+    def lap(self, name: str, result=None):
+        now = time.perf_counter()
+        self.laps[name], self._t = round(now - self._t, 3), now
+        return result
 
 
 def _corrects(cfg: QuantConfig) -> bool:

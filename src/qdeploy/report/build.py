@@ -66,7 +66,8 @@ def _header(res: RunResult, cfg: ReportConfig) -> list[str]:
     return [f"# {cfg.title}", "",
             f"Evaluated on **{d.eval_images}** images of `{d.eval_source}`{scored}; calibrated on "
             f"{d.calib_images} {'class-balanced images' if d.labelled else 'photos'} of `{d.calib_source}`.",
-            f"Machine: {env.cpu or '?'}, {env.threads or '?'} threads, {env.runtime or ''} "
+            f"Machine: {env.cpu or '?'}{f' ({env.isa_summary()})' if env.isa is not None else ''}, "
+            f"{env.threads or '?'} threads, {env.runtime or ''} "
             f"({env.provider or ''}). Latency: batch 1, p50/p99 over {env.runs or '?'} runs after warm-up.",
             "", markdown_table(res), ""]
 

@@ -264,8 +264,10 @@ def targets_table(res: RunResult) -> str | None:
         lines.append(f"| {name} | {target} | {runtime} | {'–' if m is None else m.n} | {quality(m, ref)} | "
                      f"{b.p50_ms:.2f} | {b.p99_ms:.2f} | {fp32.bench.p50_ms / b.p50_ms:.2f}x |{rate} "
                      f"{fmt(load, '.2f')} | {fmt(first, '.1f')} |")
+    lines += [f"| {v.name} | {t} | not run: {r.unsupported} |" + " |" * (head.count("|") - 4)
+              for v in rows for t, r in v.on.items() if r.unsupported]
     ref = next((e[6] for _, e in entries if e[6] is not None), None)
-    if ref is not None:
+    if ref is not None and ref.n < res.data.eval_images:
         lines += ["", f"Rows on {ref.n} images ran on a stratified sample of the {res.data.eval_images} "
                   f"evaluation images (--verify-images; the same graph on another runtime); their gate compares them "
                   f"with ORT FP32 on the same images: {task.describe(ref)}."]

@@ -43,6 +43,21 @@ def precision_of(compiled) -> str:
     return raw.split("'")[-2] if "'" in raw else raw
 
 
+def load_error(exc: Exception) -> str:
+    """The line of an OpenVINO load failure that says what is wrong: the ops it could not convert (a QOperator or
+    contrib-op graph), else the first failed check, else the first line."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    ops = sorted({ln.split(" with a message")[0].lstrip("- ").split("-")[0] for ln in lines
+                  if ln.startswith("--") and " with a message" in ln}
+                 | {op.strip() for ln in lines if ln.startswith("-- No conversion rule found for operations:")
+                    for op in ln.split(":", 1)[1].split(",")})
+    if ops:
+        return f"it does not convert the ops {', '.join(ops)} (a QOperator or contrib-op graph; QDQ files run)"[:300]
+    return next((ln for ln in lines if ln.startswith("Check ")), lines[0])[:200]
+
+
 class OpenVinoCpu(Target):
     name = "openvino-cpu"
     package = "openvino"
@@ -70,8 +85,7 @@ class OpenVinoCpu(Target):
         try:
             model, compiled = self._load(ov.Core(), path, ov_config(self.precision, threads))
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise ModelFileError(f"OpenVINO cannot load {path.name}: {first}") from exc
+            raise ModelFileError(f"OpenVINO cannot load {path.name}: {load_error(exc)}") from exc
         if path.suffix == ".xml":   # the IR is read already: its rt_info holds qdeploy's metadata
 
             meta = ir_meta(model)

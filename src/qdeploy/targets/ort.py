@@ -33,6 +33,17 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+# the x86 features that decide which recipe and precision is fastest (VNNI: INT8 without AVX2's int16 saturation;
+# BF16/AMX: native bfloat16 and tile INT8): what a report records beside its latencies
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
+
+
+def cpu_isa() -> list[str]:
+    """The ISA_FLAGS this CPU has, in that order."""
+    have = cpu_flags()
+    return [f for f in ISA_FLAGS if f in have]
+
+
 def cpu_has_vnni() -> bool:
     """x86 VNNI (AVX-512 or AVX) multiplies u8 x s8 into int32 without the int16 saturation of AVX2."""
 
