@@ -24,7 +24,7 @@ from qdeploy.data import DataConfig, PreprocessSpec, open_calib
 from qdeploy.export import export
 from qdeploy.models import load_model
 from qdeploy.quantize import QuantConfig, quantize, weight_rounding
-from qdeploy.quantize.ort import _weight_rounding
+from qdeploy.quantize.ort import _weight_rounding, clear_statistics
 from qdeploy.recipes import preset
 from qdeploy.settings import shared_dir
 from qdeploy.targets.ort import cpu_flags
@@ -63,7 +63,7 @@ def main() -> int:
         gptq_s: list[float] = []
         for _ in range(a.repeats):                      # interleaved: each round times every recipe once
             for n, cfg in cfgs.items():
-                weight_rounding._cache.clear()          # H is cached per (graph, images): time it every round
+                clear_statistics()                      # ranges, means and H are shared per (graph, images)
                 t = time.perf_counter()
                 quantize(fp32, work / f"{n}.onnx", cfg, calib, guard=False)
                 times[n].append(time.perf_counter() - t)

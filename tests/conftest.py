@@ -205,7 +205,7 @@ def small_run(tmp_path_factory):
     def build(where: Path) -> dict:
         res = run_cli("run", "--checkpoint", CKPT, "--data", CIFAR, "--out", where / "r18", "--variants",
                       "default,seed-lab5,dynamic", "--eval-limit", SMALL_RUN_IMAGES, "--calib-size", 100,
-                      "--bench-runs", 30, "--bench-batches", "1,8", "--bench-seconds", 0.2)
+                      "--bench-runs", 30, "--bench-batches", "1,8", "--bench-seconds", 0.2, "--verify-images", 100)
         assert res.returncode == 0, res.stderr[-3000:]
         return {"out": str(where / "r18"), "args": res.args, "stdout": res.stdout, "stderr": res.stderr}
 

@@ -517,7 +517,8 @@ def recommend(variants: list[VariantResult], gate: float, task: Task | None = No
     """Fastest INT8 or reduced-float (variant, target) that the task accepts within `gate` of FP32 (a classifier: top-1 drop, or
     without labels disagreement, in points; image-to-image: mean PSNR in dB) and which beats ONNX Runtime's FP32.
     Latencies within `tie` (5 %) of the fastest are timing noise on a shared machine: among those, the task's
-    rank_key wins (the most accurate, the highest PSNR)."""
+    rank_key wins (the least top-1 lost against FP32 on the same images, the highest PSNR). A target verified on a
+    sample is gated and ranked against FP32 on that sample (TargetResult.reference)."""
     task = task or get_task()
     opts = _options(variants)
     fp32 = next((o for o in opts if o.label == "fp32"), None)
@@ -525,7 +526,7 @@ def recommend(variants: list[VariantResult], gate: float, task: Task | None = No
         return None
     good = [o for o in opts if o.kind != "fp32" and task.acceptable(o.metrics, o.reference or fp32.metrics, gate)
             and o.bench.p50_ms < fp32.bench.p50_ms]
-    return _pick(good, lambda o: task.rank_key(o.metrics, o.bench.p50_ms), tie)
+    return _pick(good, lambda o: task.rank_key(o.metrics, o.reference or fp32.metrics, o.bench.p50_ms), tie)
 
 
 def _result(cfg: RunConfig, variants, calib, evalset, classes, spec) -> RunResult:

@@ -107,6 +107,14 @@ def test_the_gate_compares_a_sampled_target_with_fp32_on_the_same_images():
     assert str(recommend([fp32, d], 1.0, task)) == "default"
     d.on["openvino-cpu"].reference = None                               # no sample: the whole set's FP32
     assert str(recommend([fp32, d], 1.0, task)) == "default"
+    # a tie (within 5 %): the sampled row's 88.6 % is 0.1 point under FP32 on its images, the whole-set row's 89.5 %
+    # 0.5 under FP32 on the whole set: the sampled row loses less, so it wins (raw top-1 would pick the other)
+    d.metrics, d.bench = Metrics(n=10000, top1=0.895), _bench(3.05)
+    d.on["openvino-cpu"] = TargetResult(target="openvino-cpu", metrics=Metrics(n=1000, top1=0.886), bench=_bench(3),
+                                        reference=Metrics(n=1000, top1=0.887))
+    assert str(recommend([fp32, d], 1.0, task)) == "default@openvino-cpu"
+    d.on["openvino-cpu"].reference = Metrics(n=1000, top1=0.896)        # now it loses 1 point there, more than 0.5
+    assert str(recommend([fp32, d], 1.0, task)) == "default"
 
 
 def test_the_report_records_the_cpus_deciding_flags():
@@ -118,3 +126,44 @@ def test_the_report_records_the_cpus_deciding_flags():
     assert Environment(isa=["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"]).isa_summary() \
         == "avx2, avx512f; VNNI yes, BF16 yes, AMX yes"
     assert Environment().isa_summary() == ""
+
+
+def test_the_session_run_weighs_every_installed_runtime(small_run):
+    """The session's `qdeploy run` (no --targets: every installed runtime, --verify-images 100 of its 200 images): the
+    other target's rows are scored on the 100-image sample beside ORT FP32 on exactly those images (recomputed here),
+    a QOperator file OpenVINO cannot load is listed as not run there with its ops, the CPU's flags are recorded, and
+    the recommendation is the fastest (variant, runtime) that passes the gate (ties within 5 %)."""
+    from conftest import CIFAR, SMALL_RUN_IMAGES
+
+    from qdeploy.data import DataConfig, open_calib_eval
+    from qdeploy.results import RunResult
+    from qdeploy.targets import open_session, run_batched
+    from qdeploy.targets.ort import cpu_isa
+
+    run, _ = small_run
+    res = RunResult.load(run / "report.json")
+    others = [t for t in installed_targets() if t != "ort-cpu"]
+    if not others:
+        pytest.skip("only ONNX Runtime is installed here: no other target to weigh (setup installs OpenVINO)")
+    d = res.get("default").on[others[0]]
+    assert d.metrics.n == d.reference.n == 100 and res.data.eval_images == SMALL_RUN_IMAGES
+    _, ev = open_calib_eval(DataConfig(root=str(CIFAR), eval_limit=SMALL_RUN_IMAGES, calib_size=100))
+    mask = sample_mask(ev, 100)
+    spec = PreprocessSpec()
+    ref = run_batched(open_session(run / "fp32.onnx"), ev.subset(np.flatnonzero(mask)).load(spec))
+    assert d.reference.top1 == float((ref.argmax(1) == ev.labels[mask]).mean())
+    lab5 = res.get("seed-lab5").on[others[0]]
+    assert lab5.metrics is None and "QLinearConv" in lab5.unsupported
+    md = (run / "report.md").read_text()
+    assert f"| seed-lab5 | {others[0]} | not run: OpenVINO cannot load" in md
+    assert res.environment.isa == cpu_isa() and "VNNI " in md
+    gate = res.max_drop_pt
+    fp32 = res.fp32
+    passing = [(v.name, t, r.bench.p50_ms) for v in res.variants if v.measured and v.kind != "fp32"
+               for t, r in [(v.target, v), *v.on.items()] if r.metrics is not None and r.bench is not None
+               and 100 * ((getattr(r, "reference", None) or fp32.metrics).top1 - r.metrics.top1) <= gate
+               and r.bench.p50_ms < fp32.bench.p50_ms]
+    rec = res.recommended
+    assert passing and rec is not None and rec.target in installed_targets()
+    best = min(p for _, _, p in passing)
+    assert next(p for n, t, p in passing if (n, t) == (rec.variant, rec.target)) <= 1.05 * best

@@ -17,6 +17,7 @@ and QOperator (QLinearConv, QGemm) are handled; anything else is counted as skip
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,11 @@ def input_means(model: Path, calib, input_name: str, tensors: dict[str, int], fi
     channel one averaged (a conv's own zero padding is not counted, a small approximation at the borders)."""
 
 
+    key = (hashlib.sha256(Path(model).read_bytes()).hexdigest(), hashlib.sha256(np.ascontiguousarray(calib)).hexdigest(),
+           tuple(sorted(tensors.items())), batch_one,
+           tuple((k, hashlib.sha256(np.ascontiguousarray(v)).hexdigest()) for k, v in sorted((fixed or {}).items())))
+    if _means.get("key") == key:     # the auto search corrects many files quantized from the same graph and images
+        return _means["value"]
     m = _mean_graph(model, tensors)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
@@ -77,7 +83,13 @@ def input_means(model: Path, calib, input_name: str, tensors: dict[str, int], fi
         for name, o in zip(names, sess.run(None, {input_name: x, **(fixed or {})})):
             if name in want:
                 sums[want[name]] = sums.get(want[name], 0.0) + o.astype(np.float64) * len(x)
-    return {k: v / len(calib) for k, v in sums.items()}
+    value = {k: v / len(calib) for k, v in sums.items()}
+    _means.clear()
+    _means.update(key=key, value=value)
+    return value
+
+
+_means: dict = {}   # one entry: the last (graph, images, tensors) -> per-channel means (a vector per layer)
 
 
 def _shift(node_type: str, node, wq: np.ndarray, w: np.ndarray, mu: np.ndarray) -> np.ndarray:

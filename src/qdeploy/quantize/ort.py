@@ -10,7 +10,9 @@ as ORT's calibration cache and hands that to `quantize_static`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import logging
 import tempfile
 import time
@@ -33,6 +35,7 @@ from ..recipes import QuantConfig
 from ..results import Diagnosis, VariantFacts
 from ..targets import open_session, run_batched
 from ..tasks import QuantCheck, get_task
+from . import bias_correction, weight_rounding
 from .base import VariantContext, refuse, register
 from .bias_correction import correct_biases
 from .entropy import use_fast_entropy
@@ -109,6 +112,12 @@ def calibration_ranges(model: Path, calib: np.ndarray, input_name: str, cfg: Qua
     model's other inputs (a style vector); `batch_one`: the graph takes one image at a time."""
 
     options = {"minmax": {}, "entropy": dict(ENTROPY_BINS), "percentile": {"percentile": cfg.percentile}}[cfg.method]
+    cache = work / "ranges.json"
+    key = (hashlib.sha256(Path(model).read_bytes()).hexdigest(), hashlib.sha256(np.ascontiguousarray(calib)).hexdigest(),
+           cfg.method, json.dumps(options, sort_keys=True), json.dumps(_jsonable(fixed), sort_keys=True), batch_one)
+    if key in _ranges:           # the same graph, images and method: the auto search's other formats and kernels
+        cache.write_text(_ranges[key])
+        return cache
     calibrator = create_calibrator(model, None, augmented_model_path=str(work / "augmented.onnx"),
                                    calibrate_method=_method(cfg), extra_options=options)
     if calib.shape[-1] * calib.shape[-2] >= LEAN_PIXELS:
@@ -127,9 +136,25 @@ def calibration_ranges(model: Path, calib: np.ndarray, input_name: str, cfg: Qua
     if cfg.method == "entropy":
 
         use_fast_entropy(calibrator)
-    cache = work / "ranges.json"
     save_tensors_data(calibrator.compute_data(), cache)
+    _ranges.clear()              # one entry (a few KB per tensor): the last (graph, images, method)
+    _ranges[key] = cache.read_text()
     return cache
+
+
+_ranges: dict = {}
+
+
+def clear_statistics() -> None:
+    """Forget the calibration statistics shared between quantizations (activation ranges, bias-correction means,
+    GPTQ's second moments): for timing a whole quantization from scratch (bench/quantize_time.py)."""
+    _ranges.clear()
+    bias_correction._means.clear()
+    weight_rounding._cache.clear()
+
+
+def _jsonable(fixed: dict | None):
+    return {k: np.asarray(v).tolist() for k, v in (fixed or {}).items()}
 
 
 def batch_one(model: Path) -> bool:

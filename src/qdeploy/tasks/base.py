@@ -109,8 +109,9 @@ class Task:
         """Whether a variant's metrics m stay within `gate` of FP32's (fp32: FP32's metrics)."""
         raise NotImplementedError
 
-    def rank_key(self, m, p50_ms: float):
-        """Among variants timed alike (a tie), the larger key wins."""
+    def rank_key(self, m, fp32, p50_ms: float):
+        """Among variants timed alike (a tie), the larger key wins. `fp32`: the reference's metrics on the images `m`
+        was scored on (a target verified on a sample has its own), so keys measured on different images compare."""
         raise NotImplementedError
 
     # -- how the task's metrics read (report tables, logs) --

@@ -173,8 +173,9 @@ class ClassificationTask(Task):
         """Top-1 drop (without labels: disagreement with FP32) of at most `gate` points."""
         return 100 * (self.score(fp32) - self.score(m)) <= gate
 
-    def rank_key(self, m, p50_ms: float):
-        return self.score(m), -p50_ms
+    def rank_key(self, m, fp32, p50_ms: float):
+        """Top-1 change against FP32 on the same images (without labels: agreement), then speed."""
+        return self.score(m) - self.score(fp32), -p50_ms
 
     columns = (Column("top-1 %", lambda m, f: fmt(pct(m.top1), ".2f")),
                Column("drop pt", lambda m, f: fmt(None if m.top1 is None or f is None or f.top1 is None

@@ -140,7 +140,7 @@ class ImageToImageTask(Task):
         """Mean PSNR against FP32's outputs of at least `gate` dB."""
         return m.psnr_mean is not None and m.psnr_mean >= gate
 
-    def rank_key(self, m, p50_ms: float):
+    def rank_key(self, m, fp32, p50_ms: float):
         return m.psnr_mean
 
     columns = (Column("PSNR dB mean", lambda m, f: "reference" if m is f else fmt(m.psnr_mean, ".2f")),
