@@ -40,7 +40,7 @@ def test_run_from_onnx_and_cifar_pickle(tmp_path, small_run):
 
     data = make_cifar_pickle(tmp_path / "cifar-10-batches-py", n_per_class=6)
     out = tmp_path / "out"
-    r = run_cli("run", "--onnx", small_run[0] / "fp32.onnx", "--data", data, "--out", out, "--calib-size", 30,
+    r = run_cli("run", "--targets", "ort-cpu", "--onnx", small_run[0] / "fp32.onnx", "--data", data, "--out", out, "--calib-size", 30,
                 "--bench-runs", 10, "--bench-batches", "1", "--bench-seconds", 0.05)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (out / "int8_default.onnx").is_file() and "60 evaluation images" in r.stderr
@@ -63,7 +63,7 @@ def test_error_wrong_architecture(tmp_path, cifar):
     f.write_text("import torch.nn as nn\nclass Tiny(nn.Module):\n    def __init__(self, num_classes=10):\n"
                  "        super().__init__(); self.fc = nn.Linear(3, num_classes)\n"
                  "    def forward(self, x):\n        return self.fc(x.mean((2, 3)))\n")
-    res = run_cli("run", "--checkpoint", CKPT, "--arch", f"{f}:Tiny", "--data", cifar, "--out", tmp_path / "o")
+    res = run_cli("run", "--targets", "ort-cpu", "--checkpoint", CKPT, "--arch", f"{f}:Tiny", "--data", cifar, "--out", tmp_path / "o")
     assert_one_line_error(res, "does not fit architecture", "120 unexpected", "1 mis-shaped")
     assert_one_line_error(run_cli("run", "--checkpoint", CKPT, "--arch", "vgg", "--data", cifar,
                                   "--out", tmp_path / "o"), "unknown architecture")
@@ -84,7 +84,7 @@ def test_user_architecture_runs_through(tmp_path, cifar):
     spec.loader.exec_module(mod)
     torch.manual_seed(0)
     torch.save(mod.Small(width=6).state_dict(), tmp_path / "small.pth")
-    r = run_cli("run", "--checkpoint", tmp_path / "small.pth", "--arch", f"{f}:Small", "--arch-kwargs", '{"width": 6}',
+    r = run_cli("run", "--targets", "ort-cpu", "--checkpoint", tmp_path / "small.pth", "--arch", f"{f}:Small", "--arch-kwargs", '{"width": 6}',
                 "--data", cifar, "--out", tmp_path / "o", "--eval-limit", 50, "--calib-size", 20,
                 "--bench-runs", 10, "--bench-batches", "1", "--bench-seconds", 0.05)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -122,7 +122,7 @@ def test_error_class_count_mismatch(tmp_path):
 def test_error_unwritable_output(tmp_path, cifar):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    res = run_cli("run", "--data", cifar, "--out", blocker / "sub", "--eval-limit", 20, "--calib-size", 10)
+    res = run_cli("run", "--targets", "ort-cpu", "--data", cifar, "--out", blocker / "sub", "--eval-limit", 20, "--calib-size", 10)
     assert_one_line_error(res, "cannot write to", "--out")
 
 
@@ -151,7 +151,7 @@ def test_debug_shows_traceback(tmp_path, cifar):
 
 
 def test_error_unknown_auto_method(tmp_path, cifar):
-    assert_one_line_error(run_cli("run", "--data", cifar, "--out", tmp_path / "o", "--auto", "--auto-methods", "minmax,kl"),
+    assert_one_line_error(run_cli("run", "--targets", "ort-cpu", "--data", cifar, "--out", tmp_path / "o", "--auto", "--auto-methods", "minmax,kl"),
                           "--auto-methods", "entropy")
 
 

@@ -28,7 +28,7 @@ needs_ov = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
 def r20_run(tmp_path_factory):
     """A real run of the bundled ResNet-20 checkpoint: fp32, default INT8 and the nncf IR, 100 test images."""
     out = tmp_path_factory.mktemp("compile") / "r20"
-    res = run_cli("run", "--checkpoint", R20, "--data", CIFAR, "--out", out, "--variants", "default,nncf",
+    res = run_cli("run", "--targets", "ort-cpu", "--checkpoint", R20, "--data", CIFAR, "--out", out, "--variants", "default,nncf",
                   "--eval-limit", 100, "--calib-size", 32, "--bench-runs", 10, "--bench-batches", "1",
                   "--bench-seconds", 0.1)
     assert res.returncode == 0, res.stderr[-2000:]

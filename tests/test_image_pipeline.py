@@ -37,7 +37,7 @@ def _kodak_input(name: str, size: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def style_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("style") / "run"
-    res = run_cli("run", "--onnx", "multistyle26.onnx", "--task", "image-to-image", "--data", KODAK,
+    res = run_cli("run", "--targets", "ort-cpu", "--onnx", "multistyle26.onnx", "--task", "image-to-image", "--data", KODAK,
                   "--fixed-input", "style_weights=onehot:19", "--size", 96, "--calib-size", 4, "--eval-limit", 4,
                   "--variants", "default,conv-inputs", "--power-difference", "--bench-runs", 10,
                   "--bench-seconds", 0.1, "--out", out)
@@ -134,7 +134,7 @@ def test_pytorch_image_model_exports_checks_parity_and_collapses_are_refused(tmp
         m.c.bias.copy_(m.b.bias)
     torch.save(m.state_dict(), tmp_path / "enh.pth")
     out = tmp_path / "run"
-    res = run_cli("run", "--checkpoint", tmp_path / "enh.pth", "--arch", f"{tmp_path / 'enh.py'}:Enhance",
+    res = run_cli("run", "--targets", "ort-cpu", "--checkpoint", tmp_path / "enh.pth", "--arch", f"{tmp_path / 'enh.py'}:Enhance",
                   "--arch-kwargs", json.dumps({"amplify": amplify}), "--task", "image-to-image", "--size", 64,
                   "--data", KODAK, "--calib-size", 4, "--eval-limit", 4, "--variants", "default",
                   "--bench-runs", 10, "--bench-seconds", 0.1, "--out", out)

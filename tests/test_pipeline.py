@@ -86,7 +86,7 @@ def test_run_with_pytorch_variants_and_auto(tmp_path, cifar):
     from qdeploy.bundled import bundled_run_dir
 
     out = tmp_path / "r20"
-    r = run_cli("run", "--checkpoint", bundled_run_dir() / "train" / "best.pth", "--arch", "resnet20-cifar",
+    r = run_cli("run", "--targets", "ort-cpu", "--checkpoint", bundled_run_dir() / "train" / "best.pth", "--arch", "resnet20-cifar",
                 "--data", cifar, "--out", out, "--variants", "pt-ptq,pt-qat,pot", "--qat-epochs", 1,
                 "--qat-train-limit", 128, "--qat-val-size", 100, "--device", "cpu", "--auto", "--max-drop", 1.0,
                 "--val-size", 300, "--auto-methods", "minmax",   # auto's presence in the run is under test here
@@ -130,7 +130,7 @@ def test_run_on_a_plain_photo_folder_is_label_free(tmp_path):
     for f in sorted((SHARED / "datasets" / "kodak24").glob("*.png"))[:12]:
         shutil.copy(f, photos / f.name)
     out = tmp_path / "o"
-    r = run_cli("run", "--onnx", bundled_run_dir() / "fp32.onnx", "--data", photos, "--out", out, "--calib-size", 4,
+    r = run_cli("run", "--targets", "ort-cpu", "--onnx", bundled_run_dir() / "fp32.onnx", "--data", photos, "--out", out, "--calib-size", 4,
                 "--bench-runs", 10, "--bench-batches", "1", "--bench-seconds", 0.05)
     assert r.returncode == 0, r.stderr[-3000:]
     res = RunResult.load(out / "report.json")
@@ -151,7 +151,7 @@ def test_imagenet_mode_on_photos(tmp_path):
     from qdeploy.results import RunResult
 
     out = tmp_path / "lite0"
-    r = run_cli("run", "--arch", "efficientnet-lite0", "--pretrained", "imagenet", "--data",
+    r = run_cli("run", "--targets", "ort-cpu", "--arch", "efficientnet-lite0", "--pretrained", "imagenet", "--data",
                 SHARED / "datasets" / "kodak24", "--classes-file", SHARED / "datasets" / "imagenet" / "imagenet_classes.txt",
                 "--calib-size", 8, "--out", out, "--bench-runs", 10, "--bench-batches", "1", "--bench-seconds", 0.05,
                 "--variants", "default,per-tensor,pt-ptq")

@@ -51,7 +51,7 @@ def test_cli_run_on_foreign_onnx_says_what_to_pass(tmp_path, cifar):
     m = onnx.load(str(BUNDLED / "fp32.onnx"))
     del m.metadata_props[:]
     onnx.save(m, str(tmp_path / "foreign.onnx"))
-    res = run_cli("run", "--onnx", tmp_path / "foreign.onnx", "--data", cifar, "--out", tmp_path / "o")
+    res = run_cli("run", "--targets", "ort-cpu", "--onnx", tmp_path / "foreign.onnx", "--data", cifar, "--out", tmp_path / "o")
     assert res.returncode == 2 and "pass it explicitly: --size N and --norm" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 

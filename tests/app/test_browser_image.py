@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.server, pytest.mark.pipeline, pyt
 @pytest.fixture(scope="module")
 def style_url(tmp_path_factory):
     out = tmp_path_factory.mktemp("style-app") / "run"
-    res = run_cli("run", "--onnx", "multistyle26.onnx", "--task", "image-to-image", "--data", KODAK,
+    res = run_cli("run", "--targets", "ort-cpu", "--onnx", "multistyle26.onnx", "--task", "image-to-image", "--data", KODAK,
                   "--fixed-input", "style_weights=onehot:19", "--size", 96, "--calib-size", 4, "--eval-limit", 3,
                   "--variants", "conv-inputs", "--bench-runs", 10, "--bench-seconds", 0.1, "--out", out)
     assert res.returncode == 0, res.stderr[-2000:]

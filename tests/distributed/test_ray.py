@@ -142,7 +142,7 @@ def test_run_with_ray_reports_what_a_local_evaluation_of_its_files_gives(tmp_pat
         ray.shutdown()
     out = tmp_path / "r"
     # the bundled ResNet-20: what is checked is that Ray's build and evaluation equal local ones, for any model
-    r = run_cli("run", "--checkpoint", R20_CKPT, "--ray", "--ray-cpus", "2", "--out", out, "--variants", "default,dynamic", "--eval-limit", 300,
+    r = run_cli("run", "--targets", "ort-cpu", "--checkpoint", R20_CKPT, "--ray", "--ray-cpus", "2", "--out", out, "--variants", "default,dynamic", "--eval-limit", 300,
                 "--calib-size", 100, "--bench-runs", 10, "--bench-batches", "1", "--bench-seconds", 0.05)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "ray: local cluster, 2 CPUs" in r.stderr and "evaluate on ray: 3 model file(s) x 300 images" in r.stderr

@@ -89,7 +89,7 @@ def denoise_run(tmp_path, monkeypatch):
     from qdeploy.cli import app
 
     out = tmp_path / "run"
-    r = CliRunner().invoke(app, ["run", "--onnx", str(onnx_path), "--task", "denoise", "--data", str(KODAK),
+    r = CliRunner().invoke(app, ["run", "--targets", "ort-cpu", "--onnx", str(onnx_path), "--task", "denoise", "--data", str(KODAK),
                                  "--size", "48", "--calib-size", "4", "--eval-limit", "4", "--variants",
                                  "default,conv-only", "--min-psnr", "30", "--bench-runs", "10", "--bench-batches", "1",
                                  "--bench-seconds", "0.05", "--out", str(out)])

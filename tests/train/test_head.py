@@ -70,7 +70,7 @@ def test_fine_tuned_lite0_runs_through_the_pipeline_from_its_record(tmp_path, ro
 
     res = train_head(HeadConfig(epochs=1, batch_size=16, val_size=20), root, tmp_path / "ft", log=lambda m: None)
     out = tmp_path / "run"
-    r = run_cli("run", "--checkpoint", res.best, "--data", root, "--calib-split", "train", "--eval-split", "test",
+    r = run_cli("run", "--targets", "ort-cpu", "--checkpoint", res.best, "--data", root, "--calib-split", "train", "--eval-split", "test",
                 "--calib-size", 20, "--variants", "default,dynamic,per-tensor", "--out", out, "--bench-runs", 10,
                 "--bench-batches", "1", "--bench-seconds", 0.05)
     assert r.returncode == 0, r.stderr[-3000:]
