@@ -234,14 +234,16 @@ def quantize(fp32: str | Path, out: str | Path, cfg: QuantConfig, calib: np.ndar
         meta = {"variant": cfg.name, "quant_config": cfg.as_dict(), **_carried_meta(info),
                 **({"weight_rounding": rounded} if rounded else {}),
                 **({"bias_correction": corrected} if corrected else {}),
-                **({"output_tuning": tuned} if tuned else {}), "stage_seconds": clock.laps}
+                **({"output_tuning": tuned} if tuned else {})}
+        # step times go to the log, not into the file: a file must be byte-identical wherever it is built (Ray)
+        logging.getLogger("qdeploy.quantize").info("quantize %s: %s", cfg.name, clock.laps)
         check = (lambda tmp: collapse_guard(fp32, tmp, vb, cfg)) if guard else (lambda tmp: verify(fp32, tmp, vb, 0.0))
         return write_onnx(raw, out, meta, verify=check)
 
 
 class _Clock:
-    """Seconds per step of one quantization, what the file's metadata records as stage_seconds: `lap` closes the
-    step that just ran (and passes its result through); a step that did not run has no entry."""
+    """Seconds per step of one quantization (logged to `qdeploy.quantize` at INFO): `lap` closes the step that just
+    ran (and passes its result through); a step that did not run has no entry."""
 
     def __init__(self):
         self.laps, self._t = {}, time.perf_counter()
