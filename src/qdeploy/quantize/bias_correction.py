@@ -17,7 +17,6 @@ and QOperator (QLinearConv, QGemm) are handled; anything else is counted as skip
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from ..data import batch_for
 from ..formats.sessions import cpu_session
 from ..graph.order import place_after_producers
 from .qlayers import attr as _attr
-from .qlayers import find_layers
+from .qlayers import find_layers, statistics_key
 
 
 def _mean_graph(model: Path, tensors: dict[str, int]):
@@ -64,9 +63,7 @@ def input_means(model: Path, calib, input_name: str, tensors: dict[str, int], fi
     channel one averaged (a conv's own zero padding is not counted, a small approximation at the borders)."""
 
 
-    key = (hashlib.sha256(Path(model).read_bytes()).hexdigest(), hashlib.sha256(np.ascontiguousarray(calib)).hexdigest(),
-           tuple(sorted(tensors.items())), batch_one,
-           tuple((k, hashlib.sha256(np.ascontiguousarray(v)).hexdigest()) for k, v in sorted((fixed or {}).items())))
+    key = statistics_key(model, calib, fixed, tuple(sorted(tensors.items())), batch_one)
     if _means.get("key") == key:     # the auto search corrects many files quantized from the same graph and images
         return _means["value"]
     m = _mean_graph(model, tensors)

@@ -10,7 +10,6 @@ as ORT's calibration cache and hands that to `quantize_static`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -40,6 +39,7 @@ from .base import VariantContext, refuse, register
 from .bias_correction import correct_biases
 from .entropy import use_fast_entropy
 from .output_tuning import TuningConfig, tune_outputs
+from .qlayers import statistics_key
 from .sensitivity import by_kind, node_errors, node_sensitivity
 from .weight_rounding import round_weights
 
@@ -113,10 +113,9 @@ def calibration_ranges(model: Path, calib: np.ndarray, input_name: str, cfg: Qua
 
     options = {"minmax": {}, "entropy": dict(ENTROPY_BINS), "percentile": {"percentile": cfg.percentile}}[cfg.method]
     cache = work / "ranges.json"
-    key = (hashlib.sha256(Path(model).read_bytes()).hexdigest(), hashlib.sha256(np.ascontiguousarray(calib)).hexdigest(),
-           cfg.method, json.dumps(options, sort_keys=True), json.dumps(_jsonable(fixed), sort_keys=True), batch_one)
-    if key in _ranges:           # the same graph, images and method: the auto search's other formats and kernels
-        cache.write_text(_ranges[key])
+    key = statistics_key(model, calib, fixed, cfg.method, json.dumps(options, sort_keys=True), batch_one)
+    if _ranges.get("key") == key:   # the same graph, images and method: the auto search's other formats and kernels
+        cache.write_text(_ranges["value"])
         return cache
     calibrator = create_calibrator(model, None, augmented_model_path=str(work / "augmented.onnx"),
                                    calibrate_method=_method(cfg), extra_options=options)
@@ -137,12 +136,12 @@ def calibration_ranges(model: Path, calib: np.ndarray, input_name: str, cfg: Qua
 
         use_fast_entropy(calibrator)
     save_tensors_data(calibrator.compute_data(), cache)
-    _ranges.clear()              # one entry (a few KB per tensor): the last (graph, images, method)
-    _ranges[key] = cache.read_text()
+    _ranges.clear()
+    _ranges.update(key=key, value=cache.read_text())
     return cache
 
 
-_ranges: dict = {}
+_ranges: dict = {}   # one entry (a few KB per tensor): the last (graph, images, method) -> ORT's calibration cache text
 
 
 def clear_statistics() -> None:
@@ -151,10 +150,6 @@ def clear_statistics() -> None:
     _ranges.clear()
     bias_correction._means.clear()
     weight_rounding._cache.clear()
-
-
-def _jsonable(fixed: dict | None):
-    return {k: np.asarray(v).tolist() for k, v in (fixed or {}).items()}
 
 
 def batch_one(model: Path) -> bool:

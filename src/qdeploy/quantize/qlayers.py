@@ -7,10 +7,21 @@ this list; anything else weighted is counted as skipped.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from onnx import numpy_helper
+
+
+def statistics_key(graph, calib, fixed: dict | None = None, *rest) -> tuple:
+    """What calibration statistics depend on: the graph's bytes, the images' bytes, the fixed extra inputs, and
+    `rest` (a method, its options, the tensors asked for). The passes that cache their last statistics (activation
+    ranges, bias-correction means, GPTQ's second moments) key them with this."""
+    digest = lambda a: hashlib.sha256(np.ascontiguousarray(a)).hexdigest()  # noqa: E731
+    return (hashlib.sha256(Path(graph).read_bytes()).hexdigest(), digest(calib),
+            tuple((k, digest(v)) for k, v in sorted((fixed or {}).items())), *rest)
 
 
 def attr(node, name: str, default):

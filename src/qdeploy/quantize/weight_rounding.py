@@ -19,7 +19,6 @@ are handled in QDQ and QOperator; anything else is counted as skipped and keeps 
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from ..formats.sessions import cpu_session
-from .qlayers import attr, find_layers
+from .qlayers import attr, find_layers, statistics_key
 
 MAX_IMAGES = 64                 # calibration images whose layer inputs make H (each gives many patches)
 POSITIONS = 256                 # output positions per image that enter H (a regular grid of them: at 112 x 112
@@ -113,7 +112,7 @@ def second_moments(source: Path, calib, input_name: str, nodes: dict, fixed: dic
     nodes maps a node name to (node, conv geometry or None for a Gemm). Cached for the last (graph, images): the auto search quantizes the
     same pre-processed graph with the same images many times (other formats, kernels, nodes kept in FP32)."""
 
-    key = (hashlib.sha256(Path(source).read_bytes()).hexdigest(), hashlib.sha256(np.ascontiguousarray(calib)).hexdigest())
+    key = statistics_key(source, calib, fixed, batch_one)
     if _cache.get("key") == key and set(nodes) <= set(_cache["value"]):
         return _cache["value"]
     m = onnx.load(str(source))
