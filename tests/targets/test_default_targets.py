@@ -168,3 +168,13 @@ def test_the_session_run_weighs_every_installed_runtime(small_run):
     assert passing and rec is not None and rec.target in installed_targets()
     best = min(p for _, _, p in passing)
     assert next(p for n, t, p in passing if (n, t) == (rec.variant, rec.target)) <= 1.05 * best
+
+
+def test_a_negative_sample_size_is_one_clear_error(tmp_path):
+    from conftest import run_cli
+
+    with pytest.raises(ConfigError, match="--verify-images -1 must be >= 0"):
+        EvalConfig(verify_images=-1)
+    r = run_cli("run", "--verify-images", "-1", "--out", tmp_path / "o")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: --verify-images -1 must be >= 0")
+    assert not (tmp_path / "o").exists()
