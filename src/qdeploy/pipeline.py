@@ -187,7 +187,7 @@ def _prepare(cfg: RunConfig) -> _Prepared:
     if src.checkpoint is not None:
         from .models import load_model
 
-        model = load_model(src.arch, src.checkpoint, arch_kwargs=src.arch_kwargs)
+        model = load_model(src.arch, src.checkpoint, arch_kwargs=src.arch_kwargs, input_size=src.preprocess.size)
     fixed = _fixed(cfg)
     data = replace(cfg.data, preprocess=src.preprocess, classes=src.classes,
                    holdout=cfg.auto.val_size if cfg.auto is not None else 0)

@@ -33,6 +33,10 @@ class SourceConfig:
     task: str = DEFAULT_TASK                  # image-to-image: pixels default to 0..1 (--norm unit)
 
     def __post_init__(self):
+        if self.arch and not (self.checkpoint or self.onnx or self.pretrained):
+            from .models.registry import missing_checkpoint_message
+
+            raise ConfigError(missing_checkpoint_message(self.arch))
         if sum(map(bool, (self.checkpoint, self.onnx, self.pretrained))) != 1:
             raise ConfigError("give exactly one of --checkpoint (a state_dict), --onnx (an FP32 ONNX file) or "
                               "--arch NAME --pretrained imagenet")

@@ -216,7 +216,7 @@ def json_kwargs(text: str) -> dict:
 
 
 def source_cfg(checkpoint, onnx, pretrained, arch, arch_kwargs, spec, classes, override) -> SourceConfig:
-    if not (checkpoint or onnx or pretrained):
+    if not (checkpoint or onnx or pretrained) and arch in (None, DEFAULT_ARCH):  # another arch needs its weights
         checkpoint = default_checkpoint()
         if checkpoint is None:
             raise QDeployError("no --checkpoint/--onnx given and no ../shared checkpoint found; pass --checkpoint")

@@ -133,10 +133,11 @@ def _torch_model_builder(run_dir: Path, man: dict):
                 raise ModelFileError(f"checkpoint {ck['path']} is missing or changed since the run (sha256 "
                                      "differs); re-run 'qdeploy run' on it")
             cache["checked"] = True
-            cache["arch"] = read_info(run_dir / "fp32.onnx").extra.get("arch")
+            info = read_info(run_dir / "fp32.onnx")
+            cache["arch"], cache["size"] = info.extra.get("arch"), info.preprocess.size if info.preprocess else None
         if fresh or "model" not in cache:
             kwargs = man["stages"]["source"]["config"].get("arch_kwargs") or None
-            cache["model"] = load_model(cache["arch"], ck["path"], arch_kwargs=kwargs)
+            cache["model"] = load_model(cache["arch"], ck["path"], arch_kwargs=kwargs, input_size=cache["size"])
         return cache["model"]
 
     return build

@@ -16,6 +16,7 @@ from ..errors import ArchitectureError, CheckpointError
 from .efficientnet_lite import efficientnet_lite0, imagenet_weights
 from .mobilenetv2_cifar import mobilenetv2_cifar
 from .resnet_cifar import resnet18_cifar, resnet20_cifar, resnet56_cifar
+from .zoo import LIBRARY, SIZED, STATE_KWARGS, ZOO
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet18-cifar": resnet18_cifar,
@@ -23,7 +24,22 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet56-cifar": resnet56_cifar,
     "mobilenetv2-cifar": mobilenetv2_cifar,
     "efficientnet-lite0": efficientnet_lite0,
+    **ZOO,   # torchvision's and timm's layouts, under those libraries' names (models/zoo)
 }
+
+
+def missing_checkpoint_message(arch: str) -> str:
+    """What to pass when an architecture is named without weights (nothing is downloaded here)."""
+    if arch in LIBRARY:
+        lib = LIBRARY[arch]
+        how = (f"timm.create_model('{arch}', pretrained=True, num_classes=N)" if lib == "timm"
+               else f"torchvision.models.{arch}(weights='DEFAULT')")
+        return (f"--arch {arch} needs --checkpoint: qdeploy downloads no weights. Save a {lib} state_dict where "
+                f"{lib} is installed (torch.save({how}.state_dict(), 'model.pth')), or train one here with "
+                f"qdeploy train --arch {arch}; then pass --checkpoint model.pth")
+    return (f"--arch {arch} needs --checkpoint path/to/state_dict.pth"
+            + (f" (or --pretrained {', '.join(s for a, s in PRETRAINED if a == arch)})"
+               if any(a == arch for a, _ in PRETRAINED) else ""))
 
 
 def _lite_imagenet_spec():
@@ -65,8 +81,10 @@ def _load_user_class(spec: str):
     return cls
 
 
-def build_model(arch: str, num_classes: int | None = None, arch_kwargs: dict | str | None = None) -> nn.Module:
-    """Instantiate a built-in architecture or a user class given as `file.py:ClassName`."""
+def build_model(arch: str, num_classes: int | None = None, arch_kwargs: dict | str | None = None,
+                input_size: int | None = None) -> nn.Module:
+    """Instantiate a built-in architecture or a user class given as `file.py:ClassName`. `input_size` (the run's
+    --size) reaches architectures whose shapes depend on it (ViT positions, Swin windows) unless the kwargs say."""
     if isinstance(arch_kwargs, str):
         try:
             arch_kwargs = json.loads(arch_kwargs) if arch_kwargs.strip() else {}
@@ -76,6 +94,8 @@ def build_model(arch: str, num_classes: int | None = None, arch_kwargs: dict | s
     if arch in ARCHITECTURES:
         if num_classes is not None:
             kwargs.setdefault("num_classes", num_classes)
+        if arch in SIZED and input_size is not None:
+            kwargs.setdefault("img_size", input_size)
         factory = ARCHITECTURES[arch]
     elif ":" in arch and arch.rpartition(":")[0].endswith(".py"):
         factory = _load_user_class(arch)
@@ -84,8 +104,8 @@ def build_model(arch: str, num_classes: int | None = None, arch_kwargs: dict | s
         raise ArchitectureError(f"unknown architecture '{arch}'; use one of {known} or path/to/file.py:ClassName")
     try:
         return factory(**kwargs)
-    except TypeError as exc:
-        raise ArchitectureError(f"cannot build '{arch}' with {kwargs}: {exc}; fix --arch-kwargs") from exc
+    except (TypeError, ValueError) as exc:
+        raise ArchitectureError(f"cannot build '{arch}' with {kwargs}: {exc}; fix --arch-kwargs or --size") from exc
 
 
 def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -142,12 +162,17 @@ def head_classes(state: dict[str, torch.Tensor]) -> int | None:
 
 
 def load_model(arch: str, checkpoint: str | Path, num_classes: int | None = None,
-               arch_kwargs: dict | str | None = None) -> nn.Module:
-    """Build `arch`, load `checkpoint` into it strictly, and return it in eval mode."""
+               arch_kwargs: dict | str | None = None, input_size: int | None = None) -> nn.Module:
+    """Build `arch`, load `checkpoint` into it strictly, and return it in eval mode. Widths, depths, patch and
+    window sizes a zoo checkpoint implies are read from it; the user's --arch-kwargs win over them."""
     state = load_checkpoint(checkpoint)
     if num_classes is None:
         num_classes = head_classes(state)
-    model = build_model(arch, num_classes=num_classes, arch_kwargs=arch_kwargs)
+    if arch in STATE_KWARGS:
+        if isinstance(arch_kwargs, str):
+            arch_kwargs = json.loads(arch_kwargs) if arch_kwargs.strip() else {}
+        arch_kwargs = {**STATE_KWARGS[arch](state), **(arch_kwargs or {})}
+    model = build_model(arch, num_classes=num_classes, arch_kwargs=arch_kwargs, input_size=input_size)
     try:
         # torch's own compatibility rules decide: e.g. BatchNorm fills in `num_batches_tracked` for state
         # dicts saved by older PyTorch (no version metadata), which a plain key comparison would reject
@@ -158,4 +183,9 @@ def load_model(arch: str, checkpoint: str | Path, num_classes: int | None = None
             f"checkpoint {Path(checkpoint).name} does not fit architecture '{arch}': {problem}; "
             "pick the --arch the checkpoint was trained with"
         ) from None
+    trained = getattr(model, "input_size", None)
+    if trained is not None and input_size is not None and int(trained) != int(input_size):
+        raise CheckpointError(f"checkpoint {Path(checkpoint).name} is a {arch} for {trained}x{trained} images (its "
+                              f"position embeddings say so) but the run's input size is {input_size}; pass --size "
+                              f"{trained}")
     return model.eval()

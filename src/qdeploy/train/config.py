@@ -1,16 +1,19 @@
 """One config dataclass for training; the seeds' recipes are presets returning it."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import ConfigError
 
 SCHEDULES = ("cosine", "cosine-restarts", "step")
+OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclass
 class TrainConfig:
     arch: str = "resnet20-cifar"
+    arch_kwargs: dict = field(default_factory=dict)   # e.g. a small ViT: {"img_size": 32, "patch_size": 4}
+    optimizer: str = "sgd"        # sgd (momentum, nesterov) | adamw (transformers; lr ~1e-3, weight decay ~0.05)
     epochs: int = 30
     batch_size: int = 256
     lr: float = 0.1
@@ -50,6 +53,8 @@ class TrainConfig:
             raise ConfigError("epochs and batch size must be positive")
         if self.lr <= 0:
             raise ConfigError(f"learning rate {self.lr} must be positive")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer '{self.optimizer}' is unknown; use one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule '{self.schedule}' is unknown; use one of {', '.join(SCHEDULES)}")
         if not (0 <= self.label_smoothing < 1 and 0 <= self.erasing_p <= 1 and self.mixup_alpha >= 0):

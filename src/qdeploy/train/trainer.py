@@ -150,11 +150,11 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, spec: Prepro
     ys = torch.from_numpy(train_set.labels).to(device)
     xv = to_device(val_set.pixels_uint8(spec), device) if len(val_set) else None
     yv = torch.from_numpy(val_set.labels).to(device) if len(val_set) else None
-    model = build_model(cfg.arch, num_classes=len(train_set.classes)).to(device)
+    model = build_model(cfg.arch, num_classes=len(train_set.classes), arch_kwargs=cfg.arch_kwargs,
+                        input_size=spec.size).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                          weight_decay=cfg.weight_decay)
+    opt = _optimizer(cfg, model)
     norm = Normalizer(spec, device)
     history, start_epoch, best = [], 0, {"acc": -1.0, "epoch": 0}
     if resume:
@@ -184,6 +184,19 @@ def train(cfg: TrainConfig, data_root: str | Path, out: str | Path, spec: Prepro
             log(f"early stop: no validation improvement for {cfg.patience} epochs")
             break
     return _finish(cfg, out, spec, train_set, data_root, history, best, test_split, device, t_start, log)
+
+
+def _optimizer(cfg: TrainConfig, model):
+    """SGD with momentum (the CNN recipes), or AdamW with no decay on norms, biases and embeddings (transformers)."""
+    import torch
+
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    decay = [p for p in model.parameters() if p.dim() > 1 and p.shape[0] != 1]
+    rest = [p for p in model.parameters() if not (p.dim() > 1 and p.shape[0] != 1)]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
 
 
 def _save_state(path: Path, model) -> None:
@@ -226,7 +239,8 @@ def _finish(cfg, out, spec, train_set, data_root, history, best, test_split, dev
     if test_split:
         # Reported once, on the selected checkpoint; never used to select it.
         test = open_split(data_root, test_split, train_set.classes)
-        model = build_model(cfg.arch, num_classes=len(train_set.classes)).to(device)
+        model = build_model(cfg.arch, num_classes=len(train_set.classes), arch_kwargs=cfg.arch_kwargs,
+                            input_size=spec.size).to(device)
         model.load_state_dict(torch.load(out / "best.pth", map_location=device, weights_only=True))
         model = model.to(memory_format=torch.channels_last)
         _, test_acc = evaluate_tensor(model, to_device(test.pixels_uint8(spec), device),
@@ -234,7 +248,8 @@ def _finish(cfg, out, spec, train_set, data_root, history, best, test_split, dev
                                       bf16=False)
         log(f"test top-1 of the best checkpoint (epoch {best['epoch']}): {test_acc:.4f}")
     seconds = time.perf_counter() - t_start
-    write_record(out, cfg.arch, train_set.classes, spec, cfg.as_dict(), best_epoch=best["epoch"],
+    write_record(out, cfg.arch, train_set.classes, spec, cfg.as_dict(), arch_kwargs=cfg.arch_kwargs,
+                 best_epoch=best["epoch"],
                  best_val_acc=best["acc"], test_acc=test_acc, test_split=test_split, seconds=seconds,
                  epochs_run=len(history), device=str(device),
                  gpu=torch.cuda.get_device_name() if device.type == "cuda" else None)
