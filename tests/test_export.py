@@ -56,3 +56,32 @@ def test_old_opset_refused():
 
     with pytest.raises(ConfigError, match="opset"):
         ExportConfig(opset=13)
+
+
+def test_an_op_no_exporter_converts_is_one_error_naming_op_and_layer(tmp_path, calib_eval):
+    """torch.histc has no ONNX conversion in either exporter: the error names it and the layer that calls it
+    (found by watching the model's torch calls), and nothing is written."""
+    import torch
+    import torch.nn as nn
+
+    class Binned(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 10, 3)
+
+        def forward(self, x):
+            y = self.conv(x).mean((2, 3))
+            return y + torch.histc(y, 4).sum()
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.stage = nn.Conv2d(3, 3, 1), nn.Sequential(nn.Identity(), Binned())
+
+        def forward(self, x):
+            return self.stage(self.stem(x))
+
+    with pytest.raises(ExportError, match=r"^the operator aten::histc in layer 'stage.1' \(Binned\) has no ONNX "
+                                          r"export at opset 17"):
+        export(Net().eval(), tmp_path / "x.onnx", calib_eval[1][:4], CLASSES, PreprocessSpec())
+    assert list(tmp_path.iterdir()) == []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -63,8 +64,58 @@ def _torch_export(model, example, cfg: ExportConfig) -> bytes:
                                          dynamic_axes=dyn, verbose=False)
                 return prog.model_proto.SerializeToString()
             except Exception as second:
+                op = unsupported_op(first)
+                if op:
+                    where = locate_op(model, example, op)
+                    raise ExportError(f"the operator aten::{op}{f' in layer {where}' if where else ''} has no ONNX "
+                                      f"export at opset {cfg.opset} (neither the TorchScript nor the dynamo exporter "
+                                      "converts it); replace it in that layer's forward, or keep that part out of "
+                                      "the deployed model") from None
                 raise ExportError(f"torch.onnx.export failed ({type(first).__name__}: {str(first)[:150]}; "
                                   f"dynamo: {type(second).__name__}); simplify the model's forward") from second
+
+
+_UNSUPPORTED = re.compile(r"operator '(?:aten::)?([\w.]+)'")
+
+
+def unsupported_op(exc: Exception) -> str | None:
+    """The aten operator the TorchScript exporter names in its UnsupportedOperatorError, if that was the failure."""
+    m = _UNSUPPORTED.search(str(exc)) if "not supported" in str(exc) else None
+    return m.group(1) if m else None
+
+
+def locate_op(model, example, op: str) -> str | None:
+    """The innermost module (dotted name and class) whose forward calls torch's `op`, found by running the model
+    once with a function mode that watches every torch call; None when no call of that name is seen."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    names = {m: n for n, m in model.named_modules()}
+    stack: list = []
+    found: list[str] = []
+
+    def enter(m, _inputs):
+        stack.append(m)
+
+    def leave(m, _inputs, _output):
+        stack.pop()
+
+    class Watch(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if not found and getattr(func, "__name__", "") == op and stack:
+                found.append(f"'{names[stack[-1]] or '(top level)'}' ({type(stack[-1]).__name__})")
+            return func(*args, **(kwargs or {}))
+
+    handles = [m.register_forward_pre_hook(enter) for m in names] + [m.register_forward_hook(leave) for m in names]
+    try:
+        with torch.no_grad(), Watch():
+            model(example)
+    except Exception:  # the model ran before export; a failure here only means no location
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return found[0] if found else None
 
 
 def check_parity(model, onnx_path: Path, batch: np.ndarray, cfg: ExportConfig) -> Parity:
