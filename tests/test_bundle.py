@@ -143,3 +143,19 @@ def test_bundle_input_errors_are_one_line(small_run, tmp_path):
     assert r.returncode == 2 and "nope" in r.stderr and not (tmp_path / "o").exists()
     r = run_cli("bundle", "verify", tmp_path)
     assert r.returncode == 2 and "no manifest.json" in r.stderr
+
+
+def test_a_variant_outside_the_gate_on_a_runtime_is_not_bundled_for_it(small_run, tmp_path, monkeypatch):
+    """The OVMS layout serves with OpenVINO: a variant that failed the gate there is skipped (with the reason in
+    the manifest) while its Triton (ONNX Runtime) copy, which passed, is placed."""
+    from qdeploy.bundle import bundle_run, BundleConfig
+    from qdeploy.results import RunResult
+
+    run, _ = small_run
+    monkeypatch.setattr(RunResult, "gate_failures",
+                        lambda self: {("default", "openvino-cpu"): "top-1 40.00% against FP32's 94.00%"})
+    man = bundle_run(run, tmp_path / "b", BundleConfig(formats=("triton", "ovms"), variants=["fp32", "default"]),
+                     log=lambda m: None)
+    skipped = [s for s in man["skipped"] if s["variant"] == "default"]
+    assert [s["format"] for s in skipped] == ["ovms"] and "FAILED the run's gate on openvino-cpu" in skipped[0]["reason"]
+    assert (tmp_path / "b" / "triton").is_dir() and not list((tmp_path / "b" / "ovms").glob("*default*"))

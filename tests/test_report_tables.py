@@ -55,3 +55,23 @@ def test_tables_have_one_cell_per_header_and_refusals_sit_in_the_task_column(tas
         assert rows["fp32"][head.index("PSNR dB mean")] == "reference"
     else:
         assert rows["default"][head.index("drop pt")] == "+1.00"
+
+
+def test_a_row_outside_the_gate_on_one_runtime_is_marked_warned_and_not_recommended():
+    """The same INT8 file: within the gate in ONNX Runtime (-1.0 pt), 10 pt down in OpenVINO. Only the OpenVINO row
+    is FAILED, in the Targets table's gate column and in the report's warnings; the recommendation is the ORT row."""
+    from qdeploy.pipeline import recommend
+    from qdeploy.report.build import _sections
+
+    res = _run("classification")
+    res.variants[1].on["openvino-cpu"].metrics = Metrics(n=10, top1=0.8, agreement=0.85, top5_overlap=0.9, rel_l2=0.3)
+    assert set(res.gate_failures()) == {("default", "openvino-cpu")}
+    assert "80.00%" in res.gate_failures()["default", "openvino-cpu"]
+    lines = targets_table(res).splitlines()
+    head, rows = _cells(lines[0]), [_cells(line) for line in lines[2:]]
+    gate = {(r[0], r[1]): r[head.index("gate")] for r in rows}
+    assert gate == {("default", "ort-cpu"): "ok", ("default", "openvino-cpu"): "**FAILED**"}
+    text = "\n".join(_sections(res))
+    assert "**default on openvino-cpu: FAILED the gate**" in text and "default on ort-cpu: FAILED" not in text
+    dep = recommend(res.variants, 1.0, get_task("classification"))
+    assert (dep.variant, dep.target) == ("default", "ort-cpu")

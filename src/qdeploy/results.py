@@ -323,6 +323,29 @@ class RunResult:
     def labelled(self) -> bool:
         return self.fp32 is not None and getattr(self.fp32.metrics, "top1", None) is not None
 
+    def gate_failures(self) -> dict[tuple[str, str], str]:
+        """(variant, target) -> why that row is outside the run's gate, judged like the recommendation: against
+        ONNX Runtime's FP32 on the same images (a sampled target: TargetResult.reference). FP32 on ONNX Runtime is
+        the reference itself; every other row, FP32 on another runtime included, is judged. A failed row is never
+        recommended (pipeline.recommend applies the same rule) nor bundled for that runtime."""
+        fp32 = self.fp32
+        if fp32 is None:
+            return {}
+        task = get_task(self.task)
+        gate = task.gate(self.max_drop_pt, self.min_psnr)
+        if gate is None:
+            return {}
+        rows = [(v, v.target, v.metrics, None) for v in self.variants if v.measured and v is not fp32]
+        rows += [(v, t, r.metrics, r.reference) for v in self.variants if v.measured
+                 for t, r in v.on.items() if r.metrics is not None]
+        out = {}
+        for v, target, m, ref in rows:
+            ref = ref or fp32.metrics
+            if not task.acceptable(m, ref, gate):
+                out[(v.name, target)] = (f"{task.describe(m)} against FP32's {task.describe(ref)} on the same "
+                                         f"{m.n} images, where a deployment {task.rule(gate, self.labelled)}")
+        return out
+
     def to_dict(self) -> dict:
         return asdict(self)
 

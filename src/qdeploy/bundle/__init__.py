@@ -95,10 +95,13 @@ def bundle_run(run_dir: str | Path, out: str | Path, cfg: BundleConfig | None = 
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.partial-", dir=out.parent) as tmp:
         root = Path(tmp)
         placed, skipped = [], []
+        failed = rep.gate_failures()
         for v in _chosen(rep, cfg.variants):
             for fmt in cfg.formats:
                 layout = LAYOUTS[fmt]()
-                why = layout.accepts(run_dir / v.file)
+                why = layout.accepts(run_dir / v.file) or (
+                    f"FAILED the run's gate on {layout.target}, the runtime {fmt} serves it with: "
+                    f"{failed[v.name, layout.target]}" if (v.name, layout.target) in failed else None)
                 if why:
                     skipped.append({"variant": v.name, "format": fmt, "reason": why})
                     continue

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import onnx
 
+from ..targets import OPENVINO_CPU, ORT_CPU
+
 MANIFEST = "manifest.json"              # a bundle's record of itself, at its root
 GOLDEN_INPUTS = "golden/inputs.npy"     # the golden request's images
 
@@ -66,6 +68,7 @@ class Placed:
 
 class Layout:
     name = ""
+    target = ORT_CPU    # the runtime the layout's server runs the file with: a row outside the gate there is skipped
 
     def accepts(self, model: Path) -> str | None:
         """Why this layout cannot hold the file (None: it can)."""
@@ -128,6 +131,7 @@ class Triton(Layout):
 
 class Ovms(Layout):
     name = "ovms"
+    target = OPENVINO_CPU
 
     def accepts(self, model):
         return None if model.suffix in (".onnx", ".xml") else "OVMS serves ONNX files and OpenVINO IR"

@@ -41,6 +41,10 @@ def _warnings(res: RunResult) -> list[str]:
                          f"({1 / r['speedup']:.1f}x slower at batch 1). Do not deploy it here for speed.")
         if r.get("agreement") is not None and r["agreement"] < 90:
             notes.append(f"**{r['name']} collapsed**: agreement with FP32 only {r['agreement']:.1f} %.")
+    # the same file may pass on one runtime and fail on another (a CIFAR-10 ViT's default INT8 file: 93.5 %
+    # agreement with FP32 in ONNX Runtime, 43 % in OpenVINO 2026.4): each (variant, runtime) row is judged
+    notes += [f"**{v} on {t}: FAILED the gate**, never recommended or bundled for {t}: {why}."
+              for (v, t), why in res.gate_failures().items()]
     return notes
 
 

@@ -252,8 +252,9 @@ def targets_table(res: RunResult) -> str | None:
     batches = sorted({b for _, e in entries for b in e[3].throughput})
     qual = " | ".join(c.head for c in task.brief)
     rates = "".join(f" img/s b{b} |" for b in batches)
-    head = (f"| variant | target | runtime | images | {qual} | b1 p50 ms | p99 ms | vs ORT FP32 |{rates} load s | "
-            "first run ms |")
+    failed = res.gate_failures()
+    head = (f"| variant | target | runtime | images | {qual} | gate | b1 p50 ms | p99 ms | vs ORT FP32 |{rates} "
+            "load s | first run ms |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]   # one delimiter cell per header cell (GFM needs it)
 
     def quality(m, ref):
@@ -261,7 +262,9 @@ def targets_table(res: RunResult) -> str | None:
 
     for name, (target, runtime, m, b, load, first, ref) in entries:
         rate = "".join(f" {fmt(b.throughput.get(k), task.rate_format)} |" for k in batches)
-        lines.append(f"| {name} | {target} | {runtime} | {'–' if m is None else m.n} | {quality(m, ref)} | "
+        gate = ("reference" if name == fp32.name and target == fp32.target else
+                "**FAILED**" if (name, target) in failed else "–" if m is None else "ok")
+        lines.append(f"| {name} | {target} | {runtime} | {'–' if m is None else m.n} | {quality(m, ref)} | {gate} | "
                      f"{b.p50_ms:.2f} | {b.p99_ms:.2f} | {fp32.bench.p50_ms / b.p50_ms:.2f}x |{rate} "
                      f"{fmt(load, '.2f')} | {fmt(first, '.1f')} |")
     lines += [f"| {v.name} | {t} | not run: {r.unsupported} |" + " |" * (head.count("|") - 4)
@@ -272,3 +275,4 @@ def targets_table(res: RunResult) -> str | None:
                   f"evaluation images (--verify-images; the same graph on another runtime); their gate compares them "
                   f"with ORT FP32 on the same images: {task.describe(ref)}."]
     return "\n".join(lines)
+
