@@ -90,6 +90,9 @@ def run(
                     bench=BenchConfig(runs=bench_runs, threads=threads, max_seconds=bench_seconds,
                                       batch_sizes=o.ints(bench_batches, "bench-batches") if bench_batches else None))
     result = run_pipeline(cfg, log=lambda m: typer.echo(m, err=True))
+    for (variant, target), why in result.gate_failures().items():
+        typer.echo(f"warning: {variant} on {target} FAILED the gate ({why}); never recommended or bundled there",
+                   err=True)
     dep = result.recommended
     rec = (f"{dep}: deploy {out / dep.file} with the {dep.target} runtime" if dep else
            "none (no faster deployment within the budget: ship FP32)")
@@ -131,7 +134,7 @@ def export_cmd(
                                       override_preprocess=override_preprocess))
     images = open_split(o.data_root(data), calib_split or None, src.classes)
     x = images.subset(balanced_indices(images.labels, 64, size=len(images))).load(src.preprocess)
-    model = load_model(src.arch, checkpoint, arch_kwargs=src.arch_kwargs)
+    model = load_model(src.arch, checkpoint, arch_kwargs=src.arch_kwargs, input_size=src.preprocess.size)
     names = images.classes if images.labelled else src.classes
     path, parity = export(model, out, x, names, src.preprocess, ExportConfig(opset=opset, atol=atol),
                           meta={"arch": src.arch})
@@ -346,7 +349,10 @@ def sweep_cmd(
 
 @app.command("train")
 def train_cmd(
-    arch: str = typer.Option("resnet20-cifar", help="Built-in architecture to train."),
+    arch: str = typer.Option("resnet20-cifar", help="Built-in architecture to train (the torchvision/timm names "
+                             "too, e.g. vit_tiny_patch16_224 with --arch-kwargs for a small one)."),
+    arch_kwargs: o.ArchKwargs = "",
+    optimizer: Optional[str] = typer.Option(None, help="sgd (default) | adamw (transformers)."),
     out: Path = typer.Option(Path("runs/train"), help="Output directory (best.pth, curves.png, history.json)."),
     preset: str = typer.Option("default", help="default | fast | seed002 (seed 002's full recipe)."),
     epochs: Optional[int] = typer.Option(None), batch_size: Optional[int] = typer.Option(None),
@@ -385,7 +391,8 @@ def train_cmd(
     overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                      label_smoothing=label_smoothing, mixup_alpha=mixup, schedule=schedule, grad_clip=grad_clip,
                      color_jitter=color_jitter, rotation=rotation, translate=translate, erasing_p=erasing,
-                     val_size=val_size, train_limit=train_limit, patience=patience, device=device, seed=seed)
+                     val_size=val_size, train_limit=train_limit, patience=patience, device=device, seed=seed,
+                     optimizer=optimizer, arch_kwargs=o.json_kwargs(arch_kwargs) or None)
     cfg = PRESETS[preset](arch=arch).with_(**{k: v for k, v in overrides.items() if v is not None})
     from ..models import ARCHITECTURES
 

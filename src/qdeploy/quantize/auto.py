@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import itertools
+import json
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -25,6 +26,7 @@ from ..bench import BenchConfig, benchmark_many, session_runner
 from ..compare import compare_outputs
 from ..data import open_calib_val
 from ..errors import QDeployError, QuantizeError
+from ..graph.attention import has_attention
 from ..plotting import pyplot, save_png
 from ..recipes import WIDE_KERNELS, AutoConfig, QuantConfig, kernel_types
 from ..results import SearchSummary, TargetPick, VariantFacts
@@ -79,6 +81,11 @@ class _Search:
         self.fp32_ms = like.fp32_ms if like else self._bench({"fp32": fp32})["fp32"].p50_ms
         self.cands: list[Candidate] = []
         self.tensor_sens: list[dict] = []   # filled when the classifier fallback runs (sensitivity.tensor_sensitivity)
+        # node sensitivity is measured in ONNX Runtime on the base candidate's QDQ twin, whichever target is
+        # searched: a second target with the same base reuses the first one's rows (one entry per recipe)
+        self.sens_cache: dict[str, list[dict]] = like.sens_cache if like else {}
+        # the same recipe on the same images is the same file: another target's search copies it, not rebuilds it
+        self.built: dict[str, Path] = like.built if like else {}
 
     def _reference(self) -> None:
         # Label-free validation images (a plain photo folder, e.g. ImageNet mode): no top-1 to drop, so the budget
@@ -139,9 +146,14 @@ class _Search:
                       stage=stage, target=self.target)
         t0 = time.perf_counter()
         path = self.work / f"{name}.onnx"
+        key = json.dumps({**qcfg.as_dict(), "name": "", "calib": calib_size}, sort_keys=True, default=str)
         try:
-            quantize(self.fp32, path, qcfg.with_(min_agreement=0.0), self.pool[:calib_size],
-                     verify_batch=self.val_x[:64], guard=False)
+            if key in self.built and self.built[key].is_file():
+                shutil.copyfile(self.built[key], path)
+            else:
+                quantize(self.fp32, path, qcfg.with_(min_agreement=0.0), self.pool[:calib_size],
+                         verify_batch=self.val_x[:64], guard=False)
+                self.built[key] = path
             self.score(c, run_batched(open_session(path, target=self.target), self.val_x))
             c.size_bytes = path.stat().st_size
             c.p50_ms = latency if latency is not None else self._latency(path)
@@ -334,8 +346,16 @@ def _speed_screen(s: "_Search", base_n: int) -> list[Candidate]:
     """Every (format, integer kernel) with MinMax; the fastest non-dominated one is kept, and the most accurate one
     too when that is another (a kernel that saturates on this CPU is fast and useless)."""
     cfg = s.cfg
-    screen = [s.measure(QuantConfig(name="auto", format=f, **kernel_types(k)), base_n, "speed")
-              for f, k in itertools.product(cfg.formats, cfg.kernels)]
+    scopes = [{}]
+    if has_attention(s.fp32) and "QDQ" in cfg.formats:
+        # a transformer: the matrix products' inputs alone, as the `transformer` preset (recipes.QuantConfig)
+        t = QuantConfig.transformer()
+        scopes.append({"op_types": t.op_types, "float_outputs": t.float_outputs})
+        s.log("auto: the graph has attention: QDQ candidates are also screened on MatMul/Gemm inputs alone "
+              "(LayerNorm, Softmax, GELU, adds float)")
+    screen = [s.measure(QuantConfig(name="auto", format=f, **kernel_types(k), **scope), base_n, "speed")
+              for f, k in itertools.product(cfg.formats, cfg.kernels) for scope in scopes
+              if not scope or f == "QDQ"]
     live = [c for c in screen if c.status == "ok"]
     fastest = min((c.p50_ms for c in live), default=None)
     fine = [c for c in live if c.p50_ms < s.fp32_ms and c.p50_ms <= fastest * cfg.dominated_ratio]
@@ -360,7 +380,8 @@ def _accuracy_sweep(s: "_Search", keep: list[Candidate], sizes: list[int]) -> No
     weights); calibration does not change it."""
     base_n = max(sizes)
     for k in keep:
-        fmt = {f: k.config[f] for f in ("format", "activation_type", "weight_type", "reduce_range")}
+        fmt = {f: k.config[f] for f in ("format", "activation_type", "weight_type", "reduce_range", "op_types",
+                                        "float_outputs")}
         sweep = [k]
         for method, pc in itertools.product(s.cfg.methods, s.cfg.per_channel):
             if (method, pc) != ("minmax", True):
@@ -479,10 +500,13 @@ def _qdq_twin(c: Candidate) -> QuantConfig:
 
 
 def _sensitivity(s: _Search, base: Candidate) -> list[dict]:
-    probe = s.work / "sensitivity.onnx"
-    quantize(s.fp32, probe, _qdq_twin(base).with_(min_agreement=0.0), s.pool[:base.calib_size],
-             verify_batch=s.val_x[:64], guard=False)
-    return node_sensitivity(s.fp32, probe, s.val_x[:128])
+    twin = _qdq_twin(base).with_(min_agreement=0.0)
+    key = json.dumps({**twin.as_dict(), "name": "", "calib": base.calib_size}, sort_keys=True, default=str)
+    if key not in s.sens_cache:
+        probe = s.work / "sensitivity.onnx"
+        quantize(s.fp32, probe, twin, s.pool[:base.calib_size], verify_batch=s.val_x[:64], guard=False)
+        s.sens_cache[key] = node_sensitivity(s.fp32, probe, s.val_x[:128])
+    return [dict(r) for r in s.sens_cache[key]]
 
 
 def _fallback(s: _Search, base: Candidate, sens: list[dict], budget: float, start: list[str] | None = None

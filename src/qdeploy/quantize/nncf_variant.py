@@ -15,6 +15,7 @@ from ..artifacts import model_bytes, read_info
 from ..errors import QuantizeError
 from ..fixed_inputs import arrays
 from ..formats.ir import META_KEY
+from ..graph.attention import has_attention
 from ..recipes import NncfConfig
 from ..results import VariantFacts
 from ..targets import open_session, run_batched
@@ -46,9 +47,13 @@ def build_nncf(cfg: NncfConfig, ctx: VariantContext, dst: Path, log) -> tuple[Qu
     info = read_info(ctx.fp32)
     dataset, n = _dataset(ctx, ctx.fp32)
     preset = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}[cfg.preset]
+    transformer = cfg.model_type == "transformer" or (cfg.model_type == "auto" and has_attention(ctx.fp32))
+    extra = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
+    log(f"quantize {cfg.name}: NNCF model type {'transformer' if transformer else 'default (CNN)'}")
     try:
         model = ov.Core().read_model(str(ctx.fp32))
-        q = nncf.quantize(model, dataset, preset=preset, subset_size=n, fast_bias_correction=cfg.fast_bias_correction)
+        q = nncf.quantize(model, dataset, preset=preset, subset_size=n, fast_bias_correction=cfg.fast_bias_correction,
+                          **extra)
     except Exception as exc:
         raise QuantizeError(f"nncf.quantize failed: {type(exc).__name__}: {str(exc)[:200]}") from exc
     meta = {"variant": cfg.name, "task": info.task, "preprocess": info.preprocess.to_json() if info.preprocess else "",
