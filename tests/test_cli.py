@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import CKPT, CLASSES, run_cli, tiny_imagefolder
+from conftest import CKPT, CLASSES, R20_CKPT, run_cli, tiny_imagefolder
 
 
 def assert_one_line_error(res, *fragments):
@@ -25,7 +25,8 @@ def test_help_lists_stage_commands():
 @pytest.mark.pipeline
 def test_stage_commands_chain(tmp_path, cifar):
     fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
-    r = run_cli("export", "--checkpoint", CKPT, "--data", cifar, "--out", fp32)
+    # the bundled ResNet-20 (the chain is under test, not the model: the shared ResNet18 took 52 s here)
+    r = run_cli("export", "--checkpoint", R20_CKPT, "--arch", "resnet20-cifar", "--data", cifar, "--out", fp32)
     assert r.returncode == 0 and "agreement 100.00%" in r.stdout, r.stderr[-2000:]
     r = run_cli("quantize", fp32, "--out", int8, "--data", cifar, "--calib-size", 64)
     assert r.returncode == 0 and int8.is_file(), r.stderr[-2000:]
@@ -35,12 +36,15 @@ def test_stage_commands_chain(tmp_path, cifar):
     assert r.returncode == 0 and "| " + str(int8) in r.stdout and "CPUExecutionProvider" in r.stdout
 
 
-def test_run_from_onnx_and_cifar_pickle(tmp_path, small_run):
+def test_run_from_onnx_and_cifar_pickle(tmp_path):
     from conftest import make_cifar_pickle
 
     data = make_cifar_pickle(tmp_path / "cifar-10-batches-py", n_per_class=6)
     out = tmp_path / "out"
-    r = run_cli("run", "--targets", "ort-cpu", "--onnx", small_run[0] / "fp32.onnx", "--data", data, "--out", out, "--calib-size", 30,
+    from qdeploy.bundled import bundled_run_dir
+
+    r = run_cli("run", "--targets", "ort-cpu", "--onnx", bundled_run_dir() / "fp32.onnx", "--data", data, "--out", out,
+                "--calib-size", 30,
                 "--bench-runs", 10, "--bench-batches", "1", "--bench-seconds", 0.05)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (out / "int8_default.onnx").is_file() and "60 evaluation images" in r.stderr
