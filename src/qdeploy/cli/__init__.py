@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 import typer
 
-from ..app.config import ServeConfig
+from ..app.config import ServeConfig, resolve_auth
 from ..artifacts import read_info, write_json
 from ..bench import BenchConfig, benchmark_many, session_runner
 from ..bundle import BundleConfig, bundle_run
@@ -429,7 +429,9 @@ def serve_cmd(
     host: str = typer.Option(default(ServeConfig, "host"), help="Interface to bind (127.0.0.1: this machine only)."),
     port: int = typer.Option(default(ServeConfig, "port")),
     share: bool = typer.Option(False, help="Publish a public gradio.live link (prints a warning)."),
-    auth: Optional[str] = typer.Option(None, help="Require user:password for the page and the API."),
+    auth: Optional[str] = typer.Option(None, help="Require user:password for the page and the API (visible in "
+                                       "`ps`: prefer --auth-file or the QDEPLOY_AUTH variable)."),
+    auth_file: Optional[Path] = typer.Option(None, help="A file whose first line is user:password (chmod 600)."),
     max_concurrency: int = typer.Option(default(ServeConfig, "max_concurrency"), help="Inferences at once."),
     max_queue: int = typer.Option(default(ServeConfig, "max_queue"), help="Requests allowed to wait; beyond that "
                                   "the API answers 503."),
@@ -448,6 +450,9 @@ def serve_cmd(
 
     if not targets:
         targets = [bundled_run_dir()]
+    auth, auth_warnings = resolve_auth(auth, auth_file)
+    for w in auth_warnings:
+        typer.echo(w, err=True)
     cfg = ServeConfig(host=host, port=port, share=share, auth=auth, max_concurrency=max_concurrency,
                       max_queue=max_queue, max_batch=max_batch, batch_delay_ms=batch_delay_ms,
                       max_upload_mb=max_upload_mb, max_megapixels=max_megapixels, threads=threads,
