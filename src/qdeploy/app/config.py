@@ -29,6 +29,7 @@ class ServeConfig:
     threads: Optional[int] = None
     latency_runs: int = 5
     target: Optional[str] = None    # where ONNX files run (None: ort-cpu); see targets.TARGETS
+    page: bool = True               # False: the KServe v2 and JSON routes alone, no Gradio (qdeploy[serve-api])
 
     def __post_init__(self):
         if not (0 <= self.port <= 65535):
@@ -43,6 +44,8 @@ class ServeConfig:
             raise ConfigError("--max-batch must be >= 1 and --batch-delay-ms in 0..1000")
         if self.target is not None:
             check_targets([self.target])
+        if self.share and not self.page:
+            raise ConfigError("--share publishes the Gradio page; --no-page serves the API alone: drop one")
 
     @property
     def limits(self) -> UploadLimits:

@@ -22,9 +22,6 @@ def _bad_image(_, exc: ImageInputError):
 
 
 def create_app(pred: Predictor, cfg: ServeConfig):
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # a server calls nobody home
-    import gradio as gr
-
     app = FastAPI(title="qdeploy", description="FP32 vs INT8 image classification API")
     # with dynamic batching a model run serves up to max_batch requests: admit that many more at once
     batched = any(v.batcher is not None for v in pred.variants)
@@ -36,10 +33,22 @@ def create_app(pred: Predictor, cfg: ServeConfig):
     app.add_exception_handler(ImageInputError, _bad_image)
     app.include_router(routes.router)
     app.include_router(kserve.router)
+    if not cfg.page:
+        app.add_api_route("/", _api_index, methods=["GET"])
+        return app
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # a server calls nobody home
+    import gradio as gr
+
     demo = build_ui(pred, cfg.limits)
     demo.queue(default_concurrency_limit=cfg.max_concurrency, max_size=cfg.max_queue)
     return gr.mount_gradio_app(app, demo, path="/", auth=cfg.credentials, max_file_size=cfg.limits.max_bytes,
                                css=PAGE_CSS, footer_links=["api"])
+
+
+def _api_index():
+    """`--no-page`: the root says where the API is (there is no page to show)."""
+    return {"page": None, "routes": ["/v2", "/v2/models/{name}", "/v2/models/{name}/infer", "/api/models",
+                                     "/api/predict", "/metrics", "/healthz"]}
 
 
 def serve(targets: list, cfg: ServeConfig, log=print) -> None:

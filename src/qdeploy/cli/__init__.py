@@ -432,6 +432,8 @@ def serve_cmd(
     auth: Optional[str] = typer.Option(None, help="Require user:password for the page and the API (visible in "
                                        "`ps`: prefer --auth-file or the QDEPLOY_AUTH variable)."),
     auth_file: Optional[Path] = typer.Option(None, help="A file whose first line is user:password (chmod 600)."),
+    page: bool = typer.Option(True, "--page/--no-page", help="--no-page: the KServe v2 and JSON API alone, no Gradio "
+                              "(a qdeploy[serve-api] install has no gradio, pandas or torch)."),
     max_concurrency: int = typer.Option(default(ServeConfig, "max_concurrency"), help="Inferences at once."),
     max_queue: int = typer.Option(default(ServeConfig, "max_queue"), help="Requests allowed to wait; beyond that "
                                   "the API answers 503."),
@@ -456,7 +458,7 @@ def serve_cmd(
     cfg = ServeConfig(host=host, port=port, share=share, auth=auth, max_concurrency=max_concurrency,
                       max_queue=max_queue, max_batch=max_batch, batch_delay_ms=batch_delay_ms,
                       max_upload_mb=max_upload_mb, max_megapixels=max_megapixels, threads=threads,
-                      target=target)
+                      target=target, page=page)
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"WARNING: binding to {host} exposes the app to other machines on that network", err=True)
     serve(targets, cfg, log=lambda m: typer.echo(m, err=True))
