@@ -1,7 +1,7 @@
 """Bounded load on the serving routes: N concurrent clients for T seconds against 127.0.0.1.
 
 Starts `qdeploy serve` (the bundled model unless a run dir is given) on a free loopback port,
-or targets --url (loopback only). Prints requests/s, latency percentiles and the error count.
+or targets --url (loopback only). Prints requests/s, latency percentiles, the error count and the server's peak RSS (VmHWM).
 
     .venv/bin/python bench/load_app.py [--clients 32] [--seconds 20] [--route predict|v2] [RUN_DIR]
         [--max-batch 1,16 --rounds 2]
@@ -112,6 +112,8 @@ def main() -> int:
                 runs, rows = _batch_counts(url)
                 agg[mb]["runs"] += runs
                 agg[mb]["rows"] += rows
+                if proc:
+                    agg[mb]["rss"] = max(agg[mb].get("rss", 0.0), _peak_rss_mb(proc.pid))
             finally:
                 if proc:
                     stop(proc)
@@ -119,8 +121,9 @@ def main() -> int:
                 agg[mb]["lat"].append(np.asarray(lat))
                 for k, v in codes.items():
                     agg[mb]["codes"][k] = agg[mb]["codes"].get(k, 0) + v
-    print("| route | max batch | clients | seconds | requests | req/s | p50 ms | p90 ms | p99 ms | mean batch | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| route | max batch | clients | seconds | requests | req/s | p50 ms | p90 ms | p99 ms | mean batch | errors | "
+          "server peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     errors_all = 0
     for mb, a in agg.items():
         lat = np.concatenate(a["lat"]) * 1e3
@@ -129,10 +132,19 @@ def main() -> int:
         mean = f"{a['rows'] / a['runs']:.2f}" if a["runs"] else "-"
         print(f"| {args.route} | {mb or 'default'} | {args.clients} | {a['wall']:.1f} | {len(lat)} | "
               f"{len(lat) / a['wall']:.1f} | {np.percentile(lat, 50):.1f} | {np.percentile(lat, 90):.1f} | "
-              f"{np.percentile(lat, 99):.1f} | {mean} | {errors} |")
+              f"{np.percentile(lat, 99):.1f} | {mean} | {errors} | {a.get('rss', 0.0):.0f} |")
     for mb, a in agg.items():
         print(f"status codes (max batch {mb or 'default'}): {a['codes']}")
     return 0 if errors_all == 0 else 1
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """The server process's peak resident set (VmHWM), read before it is stopped; 0 where /proc has no entry."""
+    try:
+        line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return 0.0
+    return int(line.split()[1]) / 1024
 
 
 def _batch_counts(url: str) -> tuple[float, float]:
