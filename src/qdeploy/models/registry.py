@@ -81,16 +81,21 @@ def _load_user_class(spec: str):
     return cls
 
 
+def _parse_kwargs(arch_kwargs: dict | str | None) -> dict:
+    """--arch-kwargs as a dict: given as one, or as JSON text (bad JSON is one ArchitectureError)."""
+    if isinstance(arch_kwargs, str):
+        try:
+            return json.loads(arch_kwargs) if arch_kwargs.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ArchitectureError(f"--arch-kwargs is not valid JSON ({exc.msg}); pass e.g. '{{\"width\": 2}}'") from exc
+    return dict(arch_kwargs or {})
+
+
 def build_model(arch: str, num_classes: int | None = None, arch_kwargs: dict | str | None = None,
                 input_size: int | None = None) -> nn.Module:
     """Instantiate a built-in architecture or a user class given as `file.py:ClassName`. `input_size` (the run's
     --size) reaches architectures whose shapes depend on it (ViT positions, Swin windows) unless the kwargs say."""
-    if isinstance(arch_kwargs, str):
-        try:
-            arch_kwargs = json.loads(arch_kwargs) if arch_kwargs.strip() else {}
-        except json.JSONDecodeError as exc:
-            raise ArchitectureError(f"--arch-kwargs is not valid JSON ({exc.msg}); pass e.g. '{{\"width\": 2}}'") from exc
-    kwargs = dict(arch_kwargs or {})
+    kwargs = _parse_kwargs(arch_kwargs)
     if arch in ARCHITECTURES:
         if num_classes is not None:
             kwargs.setdefault("num_classes", num_classes)
@@ -169,9 +174,7 @@ def load_model(arch: str, checkpoint: str | Path, num_classes: int | None = None
     if num_classes is None:
         num_classes = head_classes(state)
     if arch in STATE_KWARGS:
-        if isinstance(arch_kwargs, str):
-            arch_kwargs = json.loads(arch_kwargs) if arch_kwargs.strip() else {}
-        arch_kwargs = {**STATE_KWARGS[arch](state), **(arch_kwargs or {})}
+        arch_kwargs = {**STATE_KWARGS[arch](state), **_parse_kwargs(arch_kwargs)}
     model = build_model(arch, num_classes=num_classes, arch_kwargs=arch_kwargs, input_size=input_size)
     try:
         # torch's own compatibility rules decide: e.g. BatchNorm fills in `num_batches_tracked` for state
