@@ -51,7 +51,7 @@ def test_bundle_holds_triton_and_ovms_layouts_that_match_the_models(bundle):
     # the golden request: real, preprocessed, class-mixed images and each model's outputs on them
     x = np.load(out / man["golden"]["inputs"])
     assert x.shape == (4, 3, 32, 32) and len(set(man["golden"]["labels"])) == 4 and x.std() > 0.5
-    exp = np.load(out / man["golden"]["expected"]["r18-fp32"]["file"])
+    exp = np.load(out / man["golden"]["expected"]["r18-fp32"]["files"]["ort-cpu"])
     assert exp.shape == (4, 10)
     assert "tritonclient.http" in (out / "README.md").read_text()
 
@@ -120,13 +120,13 @@ def test_verify_catches_a_model_that_no_longer_reproduces_the_golden_request(bun
 
     man = json.loads((b / "manifest.json").read_text())
     # the FP32 file standing in for the INT8 one: outputs differ beyond the INT8 tolerance or flip a top-1
-    exp = np.load(b / man["golden"]["expected"]["r18-default"]["file"])
-    fp = np.load(b / man["golden"]["expected"]["r18-fp32"]["file"])
+    exp = np.load(b / man["golden"]["expected"]["r18-default"]["files"]["ort-cpu"])
+    fp = np.load(b / man["golden"]["expected"]["r18-fp32"]["files"]["ort-cpu"])
     if np.abs(exp - fp).max() > 0.05 * max(1, np.abs(exp).max()) or (exp.argmax(1) != fp.argmax(1)).any():
         with pytest.raises(BundleError, match="golden request"):
             check_golden(b, man)
     # a model whose outputs are shifted certainly fails
-    np.save(b / man["golden"]["expected"]["r18-fp32"]["file"], fp + 1.0)
+    np.save(b / man["golden"]["expected"]["r18-fp32"]["files"]["ort-cpu"], fp + 1.0)
     with pytest.raises(BundleError, match="model 'r18-fp32' no longer reproduces the golden request"):
         check_golden(b, man)
 

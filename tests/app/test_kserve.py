@@ -92,6 +92,8 @@ def test_bad_bodies_get_400_never_500(server):
     assert r.status_code == 400 and "does not fit" in r.json()["error"]
     r = httpx.post(server + "/v2/models/nope/infer", content=b"{}", auth=("ann", "secret"))
     assert r.status_code == 404 and "not served here" in r.text
+    r = _post(server, {"inputs": [_tensor()]})      # and the server keeps serving
+    assert r.status_code == 200 and r.json()["outputs"][0]["shape"] == [1, 10], r.text
 
 
 def test_auth_protects_models_and_inference_but_not_health(server):

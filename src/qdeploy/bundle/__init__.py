@@ -61,20 +61,23 @@ def _chosen(rep, names) -> list:
 
 
 def _golden(root: Path, run_dir: Path, man: dict, placed: list[Placed], n: int) -> dict:
-    """Real preprocessed images from the run's evaluation split and every model's outputs on them (ORT),
-    plus the tolerance verify allows on another machine (float kernels differ in the last bits)."""
+    """Real preprocessed images from the run's evaluation split and every model's verified outputs on them: the
+    run's own file in qdeploy's session on the runtime each layout's server uses (ONNX Runtime for Triton,
+    OpenVINO for OVMS: the same INT8 file rounds differently in the two, and the run verified each)."""
 
     x, labels, names = run_eval_images(man, n)
     (root / "golden").mkdir(exist_ok=True)
     np.save(root / GOLDEN_INPUTS, x.astype(np.float32))
-    expected = {}
+    expected: dict[str, dict] = {}
     for p in placed:
-        if p.model_file.endswith(".xml") or p.name in expected:
+        target = LAYOUTS[p.layout].target
+        e = expected.setdefault(p.name, {"kind": "fp32" if p.variant == "fp32" else "int8", "files": {}})
+        if target in e["files"]:
             continue
-        out = run_batched(open_session(root / p.model_file), x)
-        rel = f"golden/expected_{p.name}.npy"
+        out = run_batched(open_session(run_dir / p.source, target=target), x)
+        rel = f"golden/expected_{p.name}.{target}.npy"
         np.save(root / rel, out)
-        expected[p.name] = {"file": rel, "kind": "fp32" if p.variant == "fp32" else "int8"}
+        e["files"][target] = rel
     fixed = read_info(run_dir / "fp32.onnx").fixed_inputs
     return {"inputs": GOLDEN_INPUTS, "images": names, "labels": None if labels is None else labels.tolist(),
             "fixed_inputs": {k: v["spec"] for k, v in fixed.items()}, "expected": expected}

@@ -3,20 +3,26 @@ configuration the serving system reads.
 
 triton: a Triton model repository, `triton/<model>/config.pbtxt` (backend onnxruntime, I/O names, dtypes and
         dims without the batch axis, max_batch_size, dynamic_batching, instance_group, labels file for a
-        classifier's output) and `triton/<model>/1/model.onnx`.
+        classifier's output, the graph optimisation level) and `triton/<model>/1/model.onnx`: the run's file,
+        with the float nodes Triton's ORT would re-quantize at load written so that it cannot
+        (formats/server_safe.py), so Triton at its default settings computes what qdeploy verified.
 ovms:   an OpenVINO Model Server layout, `ovms/<model>/1/model.onnx` (or the nncf IR, model.xml/.bin, which
-        OVMS serves natively) and `ovms/config.json` (base paths as mounted at /models in the OVMS container).
+        OVMS serves natively) and `ovms/config.json` (base paths as mounted at /models in the OVMS container,
+        and the precision qdeploy verified the file at, pinned: OpenVINO would pick bf16 on CPUs that have it).
 """
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
+import onnxruntime as ort
 
+from ..formats.server_safe import load_rewrites, preoptimize, server_safe
 from ..targets import OPENVINO_CPU, ORT_CPU
+from ..targets.openvino import OpenVinoCpu, ov_config
 
 MANIFEST = "manifest.json"              # a bundle's record of itself, at its root
 GOLDEN_INPUTS = "golden/inputs.npy"     # the golden request's images
@@ -55,15 +61,37 @@ def onnx_io(path: Path) -> ModelIO:
     return ModelIO([tensor(i) for i in g.input if i.name not in inits], [tensor(o) for o in g.output])
 
 
+# Triton's onnxruntime backend: config.pbtxt `optimization { graph { level: L } }` -> ORT's level (no block: ALL).
+# From the backend's source (src/onnxruntime.cc, ModelState::ModelState): -1 BASIC, 1 EXTENDED, 2 DISABLE_ALL.
+TRITON_LEVELS = {0: ("all", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+                 -1: ("basic", ort.GraphOptimizationLevel.ORT_ENABLE_BASIC),
+                 1: ("extended", ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED),
+                 2: ("disable_all", ort.GraphOptimizationLevel.ORT_DISABLE_ALL)}
+TRITON_NO_OPTIMIZATION = 2
+
+
+@dataclass
+class HostSettings:
+    """How the layout's server must run the file to compute what qdeploy verified (written into its config)."""
+
+    graph_level: str | None = None          # Triton: ORT's graph level (TRITON_LEVELS' names)
+    rewritten: list[str] = field(default_factory=list)   # Triton: float nodes written as ORT contrib ops
+    preoptimized: bool = False              # Triton: the file is ORT's EXTENDED graph, run with optimisation off
+    plugin_config: dict = field(default_factory=dict)    # OVMS: OpenVINO compile properties
+
+
 @dataclass
 class Placed:
-    """One model put into a layout: its name, the files written (bundle-relative) and the model file."""
+    """One model put into a layout: its name, the files written (bundle-relative), the model file, the run file it
+    came from and the settings its server runs it with."""
 
     layout: str
     name: str
     variant: str
     model_file: str
     files: list[str]
+    source: str = ""
+    settings: HostSettings = field(default_factory=HostSettings)
 
 
 class Layout:
@@ -96,7 +124,20 @@ def _dims(dims: list[int]) -> str:
     return "[ " + ", ".join(str(d) for d in dims) + " ]"
 
 
-def triton_config(name: str, io: ModelIO, classes: list[str] | None, cfg) -> str:
+def triton_model_file(src: Path, dst: Path) -> HostSettings:
+    """Write the file Triton serves: the run's file with its float nodes out of reach of ORT's load-time
+    re-quantization, run at Triton's default level; where that rewrite does not cover a node, ORT's EXTENDED graph
+    of it with Triton told to optimise nothing (slower: no level-3 layouts; same numbers up to rounding)."""
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    rewritten = server_safe(src, dst)
+    if not load_rewrites(dst, TRITON_LEVELS[0][1]):
+        return HostSettings(graph_level=TRITON_LEVELS[0][0], rewritten=rewritten)
+    preoptimize(src, dst)
+    return HostSettings(graph_level=TRITON_LEVELS[TRITON_NO_OPTIMIZATION][0], preoptimized=True)
+
+
+def triton_config(name: str, io: ModelIO, classes: list[str] | None, cfg, level: int = 0) -> str:
     """config.pbtxt text (written by hand here; `bundle verify` parses it with Triton's own ModelConfig)."""
     batch = io.batched
     lines = [f'name: "{name}"', 'backend: "onnxruntime"', f"max_batch_size: {cfg.max_batch_size if batch else 0}"]
@@ -109,6 +150,8 @@ def triton_config(name: str, io: ModelIO, classes: list[str] | None, cfg) -> str
     if batch:
         lines.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {cfg.max_queue_delay_us}\n}}")
     lines.append(f"instance_group [\n  {{\n    count: {cfg.instances}\n    kind: KIND_CPU\n  }}\n]")
+    if level:
+        lines.append(f"optimization {{\n  graph {{\n    level: {level}\n  }}\n}}")
     return "\n".join(lines) + "\n"
 
 
@@ -120,13 +163,16 @@ class Triton(Layout):
 
     def place(self, root, name, variant, model, classes, cfg):
         d = root / "triton" / name
-        files = _copy_model(model, d / "1")
-        (d / "config.pbtxt").write_text(triton_config(name, onnx_io(model), classes, cfg))
+        files = [d / "1" / "model.onnx"]
+        settings = triton_model_file(model, files[0])
+        level = next(k for k, (n, _) in TRITON_LEVELS.items() if n == settings.graph_level)
+        (d / "config.pbtxt").write_text(triton_config(name, onnx_io(files[0]), classes, cfg, level))
         files.append(d / "config.pbtxt")
         if classes:
             (d / "labels.txt").write_text("\n".join(classes) + "\n")
             files.append(d / "labels.txt")
-        return Placed(self.name, name, variant, str(files[0].relative_to(root)), [str(f.relative_to(root)) for f in files])
+        return Placed(self.name, name, variant, str(files[0].relative_to(root)), [str(f.relative_to(root)) for f in files],
+                      model.name, settings)
 
 
 class Ovms(Layout):
@@ -138,14 +184,17 @@ class Ovms(Layout):
 
     def place(self, root, name, variant, model, classes, cfg):
         files = _copy_model(model, root / "ovms" / name / "1")
-        return Placed(self.name, name, variant, str(files[0].relative_to(root)), [str(f.relative_to(root)) for f in files])
+        plugin = {k: v for k, v in ov_config(OpenVinoCpu.precision).items() if k == "INFERENCE_PRECISION_HINT"}
+        return Placed(self.name, name, variant, str(files[0].relative_to(root)), [str(f.relative_to(root)) for f in files],
+                      model.name, HostSettings(plugin_config=plugin))
 
     def finish(self, root, placed):
         mine = [p for p in placed if p.layout == self.name]
         if not mine:
             return []
         config = {"model_config_list": [{"config": {"name": p.name, "base_path": f"/models/{p.name}",
-                                                     "target_device": "CPU"}} for p in mine]}
+                                                     "target_device": "CPU",
+                                                     "plugin_config": p.settings.plugin_config}} for p in mine]}
         (root / "ovms" / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         return ["ovms/config.json"]
 

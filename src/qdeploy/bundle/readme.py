@@ -29,6 +29,20 @@ def write_readme(root: Path, man: dict) -> Path:
     if any(m["layout"] == "triton" for m in models):
         lines += ["## Triton", "", "    docker run --rm -p8000:8000 -v $PWD/triton:/models nvcr.io/nvidia/tritonserver:<tag>-py3 \\",
                   "        tritonserver --model-repository=/models", ""]
+        for m in models:
+            st = m.get("settings") or {}
+            if m["layout"] != "triton":
+                continue
+            if st.get("preoptimized"):
+                lines += [f"`{m['model_file']}` is ONNX Runtime's optimised graph of the run's file; its config.pbtxt "
+                          "sets `optimization {{ graph {{ level: 2 }} }}` (no further optimisation). A plain ONNX Runtime "
+                          "host must open it with `graph_optimization_level = ORT_DISABLE_ALL`.", ""]
+            elif st.get("rewritten"):
+                lines += [f"`{m['model_file']}`: {len(st['rewritten'])} float node(s) the run keeps in FP32 are written "
+                          "as ONNX Runtime's FusedConv/FusedGemm (same math), so that ORT's load-time "
+                          "WeightBiasQuantization cannot re-quantize them: Triton, or any ONNX Runtime session at its "
+                          "default settings, computes the verified numbers. OpenVINO does not read these ops: the "
+                          "ovms/ folder holds the run's own file.", ""]
     if any(m["layout"] == "ovms" for m in models):
         lines += ["## OpenVINO Model Server", "", "    docker run --rm -p8000:8000 -v $PWD/ovms:/models openvino/model_server:latest \\",
                   "        --config_path /models/config.json --rest_port 8000", ""]

@@ -1,6 +1,10 @@
 """`qdeploy bundle verify BUNDLE`: every file's sha256 against the manifest, every Triton config.pbtxt parsed by
 Triton's own ModelConfig protobuf (tritonclient) and compared with its ONNX file's inputs and outputs, the labels
-file against the classes, the OVMS config against its folders, and the golden request re-run in ONNX Runtime.
+file against the classes, the OVMS config against its folders, and the golden request re-run on every model file
+under its server's own settings: a Triton file in ONNX Runtime at the graph level its config.pbtxt sets, with every
+transformer ORT runs by default (Triton cannot turn one off), and checked that none of them rewrites it; an OVMS
+file in OpenVINO with its config.json's plugin_config (the precision pinned), where OpenVINO is installed. Each
+is compared with the outputs of the run's verified file in qdeploy's session.
 The first problem raises BundleError: one line saying which file and what is wrong."""
 from __future__ import annotations
 
@@ -10,11 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from ..compare import compare_outputs
-from ..errors import BundleError
+from ..errors import BundleError, ModelFileError
 from ..formats.keys import sha256
-from ..targets import open_session, run_batched
+from ..formats.server_safe import DISABLED_OPTIMIZERS, load_rewrites
+from ..targets import OPENVINO_CPU, ORT_CPU, get_target, open_session, run_batched
+from ..targets.ort import host_ort_session
 from ..tasks import get_task
-from .layouts import MANIFEST, TRITON_TYPES, onnx_io
+from .layouts import LAYOUTS, MANIFEST, TRITON_LEVELS, TRITON_TYPES, onnx_io
 
 FP32_RTOL, INT8_RTOL = 1e-4, 0.05   # x max(1, |expected|): float kernels differ in the last bits across CPUs
 
@@ -56,7 +62,8 @@ def parse_triton_config(path: Path):
         raise BundleError(f"{path.name} of {path.parent.name} does not parse as Triton's ModelConfig: {exc}") from None
 
 
-def check_triton(root: Path, model: dict, classes: list[str] | None) -> None:
+def check_triton(root: Path, model: dict, classes: list[str] | None):
+    """The config against the model file; returns ORT's graph level Triton will run the file at."""
     pb = _model_config_type()
     d = root / "triton" / model["name"]
     cfg = parse_triton_config(d / "config.pbtxt")
@@ -87,6 +94,18 @@ def check_triton(root: Path, model: dict, classes: list[str] | None) -> None:
                 _check_labels(d / t.label_filename, classes, where)
     if classes and not any(t.label_filename for t in cfg.output):
         raise BundleError(f"{where}: no label_filename on the output although the model has {len(classes)} classes")
+    raw = cfg.optimization.graph.level if cfg.HasField("optimization") else 0
+    if raw not in TRITON_LEVELS:
+        raise BundleError(f"{where}: optimization.graph.level {raw} is not one Triton's onnxruntime backend reads "
+                          f"({', '.join(map(str, TRITON_LEVELS))}); rebuild the bundle")
+    name, level = TRITON_LEVELS[raw]
+    added = load_rewrites(root / model["model_file"], level)
+    if added:
+        raise BundleError(f"{where}: at the graph level it sets ({name}), ONNX Runtime's "
+                          f"{'/'.join(DISABLED_OPTIMIZERS)} would rewrite {model['model_file']} at load "
+                          f"({len(added)} nodes added, e.g. {added[0]}): Triton would not serve the verified numbers; "
+                          "rebuild the bundle with 'qdeploy bundle'")
+    return level
 
 
 def _check_labels(path: Path, classes: list[str] | None, where: str) -> None:
@@ -98,10 +117,11 @@ def _check_labels(path: Path, classes: list[str] | None, where: str) -> None:
                           f"{len(classes)} classes")
 
 
-def check_ovms(root: Path, models: list[dict]) -> None:
+def check_ovms(root: Path, models: list[dict]) -> dict[str, dict]:
+    """config.json against the folders; returns each model's plugin_config (its precision must be pinned)."""
     mine = [m for m in models if m["layout"] == "ovms"]
     if not mine:
-        return
+        return {}
     try:
         cfg = json.loads((root / "ovms" / "config.json").read_text())
         listed = {c["config"]["name"]: c["config"] for c in cfg["model_config_list"]}
@@ -113,44 +133,68 @@ def check_ovms(root: Path, models: list[dict]) -> None:
             raise BundleError(f"ovms/config.json does not list model '{m['name']}' at /models/{m['name']}")
         if not (root / m["model_file"]).is_file():
             raise BundleError(f"{m['model_file']} is missing (OVMS model '{m['name']}', version 1)")
+        if "INFERENCE_PRECISION_HINT" not in (c.get("plugin_config") or {}):
+            raise BundleError(f"ovms/config.json: model '{m['name']}' has no plugin_config INFERENCE_PRECISION_HINT; "
+                              "OpenVINO would pick bf16 on CPUs that have it, not the precision verified; rebuild "
+                              "the bundle")
+    return {m["name"]: listed[m["name"]]["plugin_config"] for m in mine}
 
 
-def check_golden(root: Path, man: dict) -> dict[str, float]:
-    """Re-run the golden request on every model file of every layout (a model placed in both Triton's and OVMS's
-    layout has a copy in each, and either could be the one that drifted); returns max |diff| per model."""
+def _server_session(root: Path, m: dict, triton_levels: dict, ovms_plugins: dict):
+    """The session the model's server runs: (session, None), or (None, why it cannot be opened here)."""
+    path = root / m["model_file"]
+    if m["layout"] == "triton":
+        return host_ort_session(path, triton_levels.get(m["name"], TRITON_LEVELS[0][1])), None
+    if m["layout"] == "ovms":
+        ov = get_target(OPENVINO_CPU)
+        if not ov.available():
+            return None, "OpenVINO is not installed here (pip install 'qdeploy[openvino]')"
+        try:
+            return ov.open(path, config=ovms_plugins.get(m["name"])), None
+        except ModelFileError as exc:
+            raise BundleError(f"OVMS model '{m['name']}': {exc}") from None
+    return open_session(path), None
+
+
+def check_golden(root: Path, man: dict, triton_levels: dict | None = None, ovms_plugins: dict | None = None) -> dict:
+    """Re-run the golden request on every model file of every layout, each under its server's settings, against the
+    verified outputs; returns max |diff| per model and the files that could not be run here (with why)."""
 
     golden = man["golden"]
     x = np.load(root / golden["inputs"])
-    files: dict[str, list[str]] = {}
+    diffs, unchecked = {}, {}
     for m in man["models"]:
-        files.setdefault(m["name"], [])
-        if m["model_file"] not in files[m["name"]]:
-            files[m["name"]].append(m["model_file"])
-    diffs = {}
-    for name, exp in golden["expected"].items():
-        want = np.load(root / exp["file"])
+        name = m["name"]
+        exp = golden["expected"][name]
+        target = LAYOUTS[m["layout"]].target if m["layout"] in LAYOUTS else ORT_CPU
+        if target not in exp["files"]:
+            raise BundleError(f"the manifest has no golden outputs of model '{name}' on {target}; rebuild the bundle")
+        want = np.load(root / exp["files"][target])
         scale = max(1.0, float(np.abs(want).max()))
         tol = (FP32_RTOL if exp["kind"] == "fp32" else INT8_RTOL) * scale
-        for f in files[name]:
-            got = run_batched(open_session(root / f), x)
-            diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
-            diffs[name] = max(diffs.get(name, 0.0), diff)
-            if diff > tol:
-                raise BundleError(f"model '{name}' no longer reproduces the golden request ({f}): max |diff| "
-                                  f"{diff:.3g} > {tol:.3g}")
-            agreement = get_task(man["task"]).top1_agreement(compare_outputs(want, got))
-            if exp["kind"] != "fp32" and agreement is not None and agreement < 1:
-                raise BundleError(f"model '{name}' changes top-1 on the golden request ({f})")
-    return diffs
+        session, why = _server_session(root, m, triton_levels or {}, ovms_plugins or {})
+        if session is None:
+            unchecked[m["model_file"]] = why
+            continue
+        got = run_batched(session, x)
+        diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
+        diffs[f"{m['layout']}/{name}"] = diff
+        where = f"{m['model_file']}, as {m['layout']} runs it"
+        if diff > tol:
+            raise BundleError(f"model '{name}' no longer reproduces the golden request ({where}): max |diff| "
+                              f"{diff:.3g} > {tol:.3g}")
+        agreement = get_task(man["task"]).top1_agreement(compare_outputs(want, got))
+        if exp["kind"] != "fp32" and agreement is not None and agreement < 1:
+            raise BundleError(f"model '{name}' changes top-1 on the golden request ({where})")
+    return {"diffs": diffs, "unchecked": unchecked}
 
 
 def verify_bundle(root: str | Path) -> dict:
     root = Path(root)
     man = _manifest(root)
     check_files(root, man)
-    for m in man["models"]:
-        if m["layout"] == "triton":
-            check_triton(root, m, man.get("classes"))
-    check_ovms(root, man["models"])
-    diffs = check_golden(root, man)
-    return {"files": len(man["files"]), "models": [m["name"] for m in man["models"]], "golden_max_abs_diff": diffs}
+    levels = {m["name"]: check_triton(root, m, man.get("classes")) for m in man["models"] if m["layout"] == "triton"}
+    plugins = check_ovms(root, man["models"])
+    golden = check_golden(root, man, levels, plugins)
+    return {"files": len(man["files"]), "models": [m["name"] for m in man["models"]],
+            "golden_max_abs_diff": golden["diffs"], "golden_unchecked": golden["unchecked"]}

@@ -305,6 +305,8 @@ def bundle_cmd(
         res = verify_bundle(path)
         typer.echo(f"{path}: OK ({res['files']} files, models {', '.join(res['models'])}; golden request max |diff| "
                    + ", ".join(f"{k} {v:.2g}" for k, v in res["golden_max_abs_diff"].items()) + ")")
+        for f, why in res["golden_unchecked"].items():
+            typer.echo(f"warning: golden request not re-run on {f}: {why}", err=True)
         return
 
     run_dir = Path(what)

@@ -38,3 +38,11 @@ def cpu_session(src, opts=None, providers=("CPUExecutionProvider",), **kwargs):
         opts.intra_op_num_threads = threads
     return ort.InferenceSession(src, opts, providers=list(providers), disabled_optimizers=list(DISABLED_OPTIMIZERS),
                                 **kwargs)
+
+
+def host_session(src, opts=None, providers=("CPUExecutionProvider",), **kwargs):
+    """ort.InferenceSession with ONNX Runtime's own defaults, DISABLED_OPTIMIZERS included: how a host that sets
+    only a graph level opens a file (Triton's onnxruntime backend, a user's plain InferenceSession). Only for
+    checking what such a host computes; qdeploy's own sessions are cpu_session's."""
+
+    return ort.InferenceSession(src, opts, providers=list(providers), **kwargs)

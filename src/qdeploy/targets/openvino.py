@@ -75,7 +75,8 @@ class OpenVinoCpu(Target):
         model = core.read_model(str(path))
         return model, core.compile_model(model, "CPU", config)
 
-    def open(self, path, threads: int | None = None, spinning: bool = True) -> Session:
+    def open(self, path, threads: int | None = None, spinning: bool = True, config: dict | None = None) -> Session:
+        """config: compile properties added to ov_config's (a server's own, e.g. OVMS's plugin_config)."""
         try:
             import openvino as ov
         except ImportError as exc:
@@ -83,7 +84,7 @@ class OpenVinoCpu(Target):
 
         path = Path(path)
         try:
-            model, compiled = self._load(ov.Core(), path, ov_config(self.precision, threads))
+            model, compiled = self._load(ov.Core(), path, {**ov_config(self.precision, threads), **(config or {})})
         except Exception as exc:
             raise ModelFileError(f"OpenVINO cannot load {path.name}: {load_error(exc)}") from exc
         if path.suffix == ".xml":   # the IR is read already: its rt_info holds qdeploy's metadata

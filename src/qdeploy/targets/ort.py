@@ -12,7 +12,7 @@ import onnxruntime as ort
 from ..errors import ModelFileError
 from ..fixed_inputs import arrays, from_metadata
 from ..formats.keys import unprefixed
-from ..formats.sessions import cpu_session, default_threads
+from ..formats.sessions import cpu_session, default_threads, host_session
 from .base import Session, Target
 
 ORT_SUFFIX = ".ort"   # ORT's own format: the graph after ORT_ENABLE_ALL, saved by `qdeploy compile`
@@ -118,14 +118,23 @@ def exact_math_session(path, threads: int | None = None) -> Session:
     return _session(path, opts, threads, OrtCpu.provider)
 
 
-def _session(path, opts, threads: int | None, provider: str) -> Session:
+def host_ort_session(path, level, threads: int | None = None) -> Session:
+    """`path` as a host that sets only ORT's graph `level` runs it (Triton's onnxruntime backend, a plain
+    InferenceSession): every transformer ORT has on by default runs, the ones qdeploy turns off included."""
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = level
+    return _session(path, opts, threads, OrtCpu.provider, opener=host_session)
+
+
+def _session(path, opts, threads: int | None, provider: str, opener=cpu_session) -> Session:
     threads = threads or default_threads()
     if threads:
         opts.intra_op_num_threads = int(threads)
     opts.log_severity_level = 3
     src = path if isinstance(path, bytes) else str(path)
     try:
-        s = cpu_session(src, opts, providers=[provider])
+        s = opener(src, opts, providers=[provider])
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:200]
         raise ModelFileError(f"ONNX Runtime cannot load {path if not isinstance(path, bytes) else 'model'}: "
