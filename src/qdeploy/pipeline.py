@@ -41,6 +41,7 @@ from .results import (
     TargetResult,
     TorchResult,
     VariantResult,
+    gate_failures,
 )
 from .source import Source, SourceConfig, resolve_source
 from .targets import DEFAULT_TARGET, INSTALLED, check_targets, get_target, open_session
@@ -524,7 +525,8 @@ def recommend(variants: list[VariantResult], gate: float, task: Task | None = No
     fp32 = next((o for o in opts if o.label == "fp32"), None)
     if fp32 is None:
         return None
-    good = [o for o in opts if o.kind != "fp32" and task.acceptable(o.metrics, o.reference or fp32.metrics, gate)
+    failed = gate_failures(variants, task, gate, getattr(fp32.metrics, "top1", None) is not None)
+    good = [o for o in opts if o.kind != "fp32" and (o.deployment.variant, o.deployment.target) not in failed
             and o.bench.p50_ms < fp32.bench.p50_ms]
     return _pick(good, lambda o: task.rank_key(o.metrics, o.reference or fp32.metrics, o.bench.p50_ms), tie)
 

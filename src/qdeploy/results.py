@@ -324,27 +324,9 @@ class RunResult:
         return self.fp32 is not None and getattr(self.fp32.metrics, "top1", None) is not None
 
     def gate_failures(self) -> dict[tuple[str, str], str]:
-        """(variant, target) -> why that row is outside the run's gate, judged like the recommendation: against
-        ONNX Runtime's FP32 on the same images (a sampled target: TargetResult.reference). FP32 on ONNX Runtime is
-        the reference itself; every other row, FP32 on another runtime included, is judged. A failed row is never
-        recommended (pipeline.recommend applies the same rule) nor bundled for that runtime."""
-        fp32 = self.fp32
-        if fp32 is None:
-            return {}
-        task = get_task(self.task)
-        gate = task.gate(self.max_drop_pt, self.min_psnr)
-        if gate is None:
-            return {}
-        rows = [(v, v.target, v.metrics, None) for v in self.variants if v.measured and v is not fp32]
-        rows += [(v, t, r.metrics, r.reference) for v in self.variants if v.measured
-                 for t, r in v.on.items() if r.metrics is not None]
-        out = {}
-        for v, target, m, ref in rows:
-            ref = ref or fp32.metrics
-            if not task.acceptable(m, ref, gate):
-                out[(v.name, target)] = (f"{task.describe(m)} against FP32's {task.describe(ref)} on the same "
-                                         f"{m.n} images, where a deployment {task.rule(gate, self.labelled)}")
-        return out
+        """(variant, target) -> why that row is outside the run's gate (see gate_failures below)."""
+        return gate_failures(self.variants, get_task(self.task), get_task(self.task).gate(self.max_drop_pt, self.min_psnr),
+                             self.labelled)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -387,3 +369,23 @@ def _variant(d: dict, task: str = DEFAULT_TASK) -> VariantResult:
     for name, t in (d.get("on") or {}).items():
         v.on[name].metrics = metrics_type.from_dict(t["metrics"]) if t.get("metrics") else None
     return v
+
+
+def gate_failures(variants: list[VariantResult], task, gate, labelled: bool = True) -> dict[tuple[str, str], str]:
+    """(variant, target) -> why that row is outside the gate: the one place the rule lives. Each row is judged
+    against ONNX Runtime's FP32 on the same images (a sampled target: TargetResult.reference). FP32 on ONNX Runtime
+    is the reference itself; every other row, FP32 on another runtime included, is judged. A failed row is never
+    recommended (pipeline.recommend excludes these rows) nor bundled for that runtime; gate None: no gate."""
+    fp32 = next((v for v in variants if v.kind == "fp32" and v.measured), None)
+    if fp32 is None or gate is None:
+        return {}
+    rows = [(v, v.target, v.metrics, None) for v in variants if v.measured and v is not fp32]
+    rows += [(v, t, r.metrics, r.reference) for v in variants if v.measured
+             for t, r in v.on.items() if r.metrics is not None]
+    out = {}
+    for v, target, m, ref in rows:
+        ref = ref or fp32.metrics
+        if not task.acceptable(m, ref, gate):
+            out[(v.name, target)] = (f"{task.describe(m)} against FP32's {task.describe(ref)} on the same "
+                                     f"{m.n} images, where a deployment {task.rule(gate, labelled)}")
+    return out

@@ -47,7 +47,14 @@ def test_search_prunes_and_chooses_within_budget(tmp_path, pool_val):
     fine = [c for c in ok if c["p50_ms"] < rec["fp32_p50_ms"] and c["p50_ms"] <= 1.5 * min(x["p50_ms"] for x in ok)]
     kept = {min(fine, key=lambda c: c["p50_ms"])["name"], min(fine, key=lambda c: (c["drop_pt"], c["p50_ms"]))["name"]}
     assert all(c["note"] for c in ok if c["name"] not in kept)
-    assert not any(cands[k]["note"] and "re-timed" not in cands[k]["note"] for k in kept)
+    # the screen built them cheaply (nearest rounding, no bias correction: the same ops, the same latency); each
+    # kept one was rebuilt with the full recipe, its screen latency carried over
+    assert all(c["config"]["weight_rounding"] == "nearest" and not c["config"]["bias_correction"] for c in speed)
+    rebuilt = [c for c in cands.values() if c["stage"] == "kept"]
+    assert len(rebuilt) == len(kept) and all(c["config"]["weight_rounding"] == "gptq" for c in rebuilt)
+    assert all("rebuilt with the full recipe" in cands[k]["note"] for k in kept)
+    key = lambda c: tuple(c["config"][f] for f in ("format", "activation_type", "weight_type", "reduce_range"))  # noqa: E731
+    assert {key(c) for c in rebuilt} == {key(cands[k]) for k in kept}
     swept = {(c["config"]["format"], c["config"]["activation_type"], c["config"]["weight_type"])
              for c in cands.values() if c["stage"] == "accuracy"}
     assert swept and swept <= {(cands[k]["config"]["format"], cands[k]["config"]["activation_type"],
@@ -109,7 +116,9 @@ def test_tuning_stage_tunes_the_closest_candidate(tmp_path, pool_val, monkeypatc
     before = [c for c in rec["candidates"] if c["stage"] != "tuning"]
     tuned = [c for c in rec["candidates"] if c["stage"] == "tuning"]
     assert before and all(c["drop_pt"] > 0 for c in before) and len(tuned) == 1, rec["candidates"]
-    base, t = min(before, key=lambda c: (c["drop_pt"], c["p50_ms"])), tuned[0]
+    # the closest candidate built with the search's own recipe (the screen's cheap builds are not tuned)
+    full = [c for c in before if c["config"]["weight_rounding"] == "gptq" and c["config"]["bias_correction"]]
+    base, t = min(full, key=lambda c: (c["drop_pt"], c["p50_ms"])), tuned[0]
     assert t["config"]["tune_epochs"] == 3 and t["config"]["format"] == "QDQ" and t["excluded"] == base["excluded"]
     assert {k: v for k, v in t["config"].items() if k != "tune_epochs"} == {
         k: v for k, v in base["config"].items() if k != "tune_epochs"}

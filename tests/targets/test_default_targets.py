@@ -165,7 +165,12 @@ def test_the_session_run_weighs_every_installed_runtime(small_run):
                and 100 * ((getattr(r, "reference", None) or fp32.metrics).top1 - r.metrics.top1) <= gate
                and r.bench.p50_ms < fp32.bench.p50_ms]
     rec = res.recommended
-    assert passing and rec is not None and rec.target in installed_targets()
+    # whether any INT8 row beats FP32 depends on the CPU and on the load beside the run (200 images at 32 px, a
+    # parallel suite): the recommendation must follow the rule either way
+    if not passing:
+        assert rec is None, (rec, passing)
+        return
+    assert rec is not None and rec.target in installed_targets()
     best = min(p for _, _, p in passing)
     assert next(p for n, t, p in passing if (n, t) == (rec.variant, rec.target)) <= 1.05 * best
 

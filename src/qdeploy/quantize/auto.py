@@ -138,10 +138,14 @@ class _Search:
         r = self._bench({"fp32": self.fp32, "m": session_runner(path, target=self.target)}, runs)
         return self.fp32_ms * r["m"].p50_ms / r["fp32"].p50_ms
 
-    def measure(self, qcfg: QuantConfig, calib_size: int, stage: str, latency: float | None = None) -> Candidate:
+    def measure(self, qcfg: QuantConfig, calib_size: int, stage: str, latency: float | None = None,
+                cheap: bool = False) -> Candidate:
+        """Build, score and time one candidate. cheap: nearest rounding and no bias correction (the speed screen's
+        build: the same graph and ops as the full recipe, so the same latency, in a fraction of the time)."""
         name = f"c{len(self.cands):02d}{self.tag}"
-        qcfg = qcfg.with_(bias_correction=self.cfg.bias_correction and qcfg.mode == "static",
-                          weight_rounding=self.cfg.weight_rounding if qcfg.mode == "static" else "nearest")
+        full = qcfg.mode == "static" and not cheap
+        qcfg = qcfg.with_(bias_correction=self.cfg.bias_correction and full,
+                          weight_rounding=self.cfg.weight_rounding if full else "nearest")
         c = Candidate(name=name, config=qcfg.as_dict(), calib_size=calib_size, excluded=list(qcfg.nodes_to_exclude),
                       stage=stage, target=self.target)
         t0 = time.perf_counter()
@@ -353,7 +357,8 @@ def _speed_screen(s: "_Search", base_n: int) -> list[Candidate]:
         scopes.append({"op_types": t.op_types, "float_outputs": t.float_outputs})
         s.log("auto: the graph has attention: QDQ candidates are also screened on MatMul/Gemm inputs alone "
               "(LayerNorm, Softmax, GELU, adds float)")
-    screen = [s.measure(QuantConfig(name="auto", format=f, **kernel_types(k), **scope), base_n, "speed")
+    screen = [s.measure(QuantConfig(name="auto", format=f, **kernel_types(k), **scope), base_n, "speed",
+                        cheap=cfg.cheap_screen)
               for f, k in itertools.product(cfg.formats, cfg.kernels) for scope in scopes
               if not scope or f == "QDQ"]
     live = [c for c in screen if c.status == "ok"]
@@ -363,6 +368,13 @@ def _speed_screen(s: "_Search", base_n: int) -> list[Candidate]:
     most_accurate = min(fine, key=lambda c: (s.drop_pt(c), c.p50_ms), default=None)
     if cfg.keep_most_accurate and most_accurate is not None and most_accurate not in keep:
         keep.append(most_accurate)
+    if cfg.cheap_screen and (cfg.bias_correction or cfg.weight_rounding != "nearest"):
+        # the kept kernels rebuilt with the full recipe (GPTQ, bias correction), their screen latency reused
+        full = [s.measure(QuantConfig(**{**c.config, "name": "auto"}), base_n, "kept", latency=c.p50_ms)
+                for c in keep if c.config["mode"] == "static"]
+        for c in keep:
+            c.note = c.note or "screen build (nearest rounding, no bias correction); rebuilt with the full recipe"
+        keep = [c for c in full if c.status == "ok"] + [c for c in keep if c.config["mode"] != "static"]
     for c in live:
         if c in keep:
             continue
@@ -401,8 +413,10 @@ def _tuning(s: _Search, budget: float) -> Candidate | None:
         return None
     # QDQ candidates only: a QOperator candidate's QDQ twin runs other kernels (measured on a VNNI CPU: QOperator
     # u8u8 5.0 ms, its QDQ twin 37-57 ms, FP32 14.9 ms), so tuning it would not tune what was fast
+    # and built with the search's recipe (the tuned file is: a cheap screen build is not the file it would tune)
     ok = sorted((c for c in s.cands if c.status == "ok" and c.p50_ms < s.fp32_ms and c.config.get("mode") == "static"
-                 and c.config.get("format") == "QDQ"),
+                 and c.config.get("format") == "QDQ" and c.config.get("weight_rounding") == s.cfg.weight_rounding
+                 and c.config.get("bias_correction") == s.cfg.bias_correction),
                 key=lambda c: (s.drop_pt(c), c.p50_ms))
     seen, picks = set(), []
     for c in ok:
@@ -613,7 +627,7 @@ def _plots(record: dict, out: Path) -> None:
     ok = [c for c in record["candidates"] if c["status"] == "ok"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for c in ok:
-        color = {"speed": "#999999", "accuracy": "#3b7dd8", "fallback": "#d8873b",
+        color = {"speed": "#999999", "kept": "#3b7dd8", "accuracy": "#3b7dd8", "fallback": "#d8873b",
                  "tuning": "#2a9d5c"}.get(c["stage"], "#3b7dd8")
         edge = "red" if c["name"] == record["chosen"] else "none"
         y = c["psnr"] if record["metric"] == "psnr" else -c["drop_pt"]

@@ -159,7 +159,7 @@ class ImageToImageTask(Task):
 
     def describe(self, m) -> str:
         return ("reference" if m.psnr_mean is None else
-                f"PSNR vs FP32 {m.psnr_mean:.2f} dB (worst {m.psnr_min:.2f}), SSIM {m.ssim_mean:.4f}")
+                f"PSNR vs FP32 {m.psnr_mean:.2f} dB (worst {fmt(m.psnr_min, '.2f')}), SSIM {fmt(m.ssim_mean, '.4f')}")
 
     offline_tol = 1e-3   # a compiled INT8 form's outputs against the online form's, relative to the largest output
 
