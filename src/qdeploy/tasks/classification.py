@@ -193,7 +193,7 @@ class ClassificationTask(Task):
 
     def describe(self, m) -> str:
         acc = "" if m.top1 is None else f"top-1 {m.top1:.2%}" + ("" if m.top5 is None else f", top-5 {m.top5:.2%}")
-        agree = "" if m.agreement is None else f", agreement {m.agreement:.2%}, rel-L2 {m.rel_l2:.4f}"
+        agree = "" if m.agreement is None else f", agreement {m.agreement:.2%}, rel-L2 {fmt(m.rel_l2, '.4f')}"
         return f"{acc or 'no labels'}{agree}"
 
     def offline_mismatch(self, d, scale: float) -> str | None:
