@@ -4,7 +4,7 @@ Starts `qdeploy serve` (the bundled model unless a run dir is given) on a free l
 or targets --url (loopback only). Prints requests/s, latency percentiles, the error count and the server's peak RSS (VmHWM).
 
     .venv/bin/python bench/load_app.py [--clients 32] [--seconds 20] [--route predict|v2] [RUN_DIR]
-        [--max-batch 1,16 --rounds 2]
+        [--max-batch 1,16 --rounds 2] [--binary] [--images DIR]
 
 --max-batch: server settings compared side by side (dynamic batching off = 1); each round starts a fresh server
 per setting, in turn, so the settings interleave; the table sums the rounds and adds the mean batch per model
@@ -48,8 +48,10 @@ def client(url: str, requests: list, deadline: float, idx: int):
     return lat, codes
 
 
-def v2_requests(paths, run_dir) -> list:
-    """One preprocessed real image per request, as KServe v2 JSON, to each ONNX variant of the run in turn."""
+def v2_requests(paths, run_dir, binary: bool = False) -> list:
+    """One preprocessed real image per request, as KServe v2 JSON, to each ONNX variant of the run in turn.
+    binary: the tensor as raw bytes after the JSON header and the output asked back binary (the binary tensor
+    extension, tritonclient's default), instead of JSON numbers (a 512-px image is 786,432 of them)."""
     import json
 
     from PIL import Image
@@ -64,10 +66,18 @@ def v2_requests(paths, run_dir) -> list:
     out = []
     for i, p in enumerate(paths):
         x = spec.normalize(np.asarray(spec.resize_image(Image.open(p).convert("RGB"))))
-        body = {"inputs": [{"name": infos[0].input_name, "shape": list(x.shape), "datatype": "FP32",
-                            "data": x.reshape(-1).tolist()}]}
-        out.append((f"/v2/models/{infos[i % len(infos)].variant}/infer",
-                    {"content": json.dumps(body), "headers": {"content-type": "application/json"}}))
+        path = f"/v2/models/{infos[i % len(infos)].variant}/infer"
+        tensor = {"name": infos[0].input_name, "shape": list(x.shape), "datatype": "FP32"}
+        if binary:
+            raw = np.ascontiguousarray(x, np.float32).tobytes()
+            head = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}],
+                               "parameters": {"binary_data_output": True}}).encode()
+            out.append((path, {"content": head + raw,
+                               "headers": {"content-type": "application/octet-stream",
+                                           "inference-header-content-length": str(len(head))}}))
+            continue
+        body = {"inputs": [{**tensor, "data": x.reshape(-1).tolist()}]}
+        out.append((path, {"content": json.dumps(body), "headers": {"content-type": "application/json"}}))
     return out
 
 
@@ -82,6 +92,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--url")
     ap.add_argument("--route", choices=("predict", "v2"), default="predict")
+    ap.add_argument("--images", help="request images: an ImageFolder split (5 per class) or a folder of photos "
+                    "(default: the CIFAR-10 test split)")
+    ap.add_argument("--binary", action="store_true", help="--route v2: the binary tensor extension, not JSON data")
     ap.add_argument("--variant", help="--route predict: ?variant=NAME (that model alone) instead of every variant")
     ap.add_argument("--max-batch", help="comma list of server --max-batch settings to compare, e.g. 1,16")
     ap.add_argument("--rounds", type=int, default=1)
@@ -89,11 +102,11 @@ def main() -> int:
     if args.url and urlparse(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
         sys.exit("load tests run against loopback only (127.0.0.1)")
     data = default_data()
-    paths = [p for c in sorted((data / "test").iterdir()) for p in sorted(c.iterdir())[:5]]
+    paths = _request_images(Path(args.images) if args.images else data / "test")
     route = "/api/predict" + (f"?variant={args.variant}" if args.variant else "")
     requests = [(route, {"files": {"file": ("x.jpg", p.read_bytes())}}) for p in paths]
     if args.route == "v2":
-        requests = v2_requests(paths, args.run_dir)
+        requests = v2_requests(paths, args.run_dir, binary=args.binary)
     settings = [int(v) for v in args.max_batch.split(",")] if args.max_batch else [None]
     if args.url and args.max_batch:
         sys.exit("--max-batch starts its own servers; leave out --url")
@@ -136,6 +149,18 @@ def main() -> int:
     for mb, a in agg.items():
         print(f"status codes (max batch {mb or 'default'}): {a['codes']}")
     return 0 if errors_all == 0 else 1
+
+
+def _request_images(root: Path) -> list[Path]:
+    """5 images per class of an ImageFolder split, or every photo of a flat folder (e.g. kodak24)."""
+    if not root.is_dir():
+        sys.exit(f"--images {root}: not a folder")
+    classes = [c for c in sorted(root.iterdir()) if c.is_dir()]
+    paths = ([p for c in classes for p in sorted(c.iterdir())[:5]] if classes
+             else [p for p in sorted(root.iterdir()) if p.suffix.lower() in (".jpg", ".jpeg", ".png")])
+    if not paths:
+        sys.exit(f"--images {root}: no images")
+    return paths
 
 
 def _peak_rss_mb(pid: int) -> float:

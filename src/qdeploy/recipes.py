@@ -290,6 +290,9 @@ class AutoConfig:
     max_drop_pt: float | None = 0.3       # allowed top-1 drop in points on the validation split ...
     max_rel_drop: float | None = None     # ... or as a fraction of FP32 top-1 (0.01 = 1 %)
     val_size: int = 2000
+    # the speed screen scores its candidates (those not dominated on speed) on this many validation images, a
+    # class-balanced prefix: enough to rank kernels and catch a saturating one; the kept ones are scored on all
+    screen_images: int = 500
     formats: tuple[str, ...] = ("QDQ", "QOperator")
     kernels: tuple[str, ...] = ("u8s8", "s8s8", "u8u8")  # integer kernels screened (see KERNELS)
     methods: tuple[str, ...] = ("minmax", "entropy", "percentile")
@@ -300,6 +303,9 @@ class AutoConfig:
     keep_most_accurate: bool = True       # the speed screen keeps the fastest kernel and also the most accurate
     dominated_ratio: float = 1.5          # slower than this x the fastest INT8 -> dropped
     max_fallback_steps: int = 8
+    # node sensitivity (the report's "most sensitive nodes" and its plot) even when a candidate meets the budget;
+    # without a pick it is always measured (the fallback follows it)
+    explain: bool = False
     tensor_sens_images: int = 64          # validation images each activation's end-to-end cost is measured on
     bias_correction: bool = True          # every static candidate bias-corrected (QuantConfig.bias_correction)
     weight_rounding: str = "gptq"         # and its weights rounded so (QuantConfig.weight_rounding)
@@ -348,6 +354,8 @@ class AutoConfig:
             raise ConfigError(f"--min-psnr {self.min_psnr} / --min-worst-psnr {self.min_worst_psnr} must be in (0, 100] dB")
         if self.image and self.val_size < 2:
             raise ConfigError(f"validation size {self.val_size} is too small; use >= 2 images")
+        if self.screen_images < 50:
+            raise ConfigError(f"screen images {self.screen_images} is too few to rank kernels; use >= 50")
         if not self.image and self.val_size < 50:
             raise ConfigError(f"validation size {self.val_size} is too small to measure a budget; use >= 500")
         if self.tune_epochs < 0 or self.tune_candidates < 0:

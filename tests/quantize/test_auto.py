@@ -27,7 +27,7 @@ def pool_val(cifar):
 @pytest.mark.search
 def test_search_prunes_and_chooses_within_budget(tmp_path, pool_val):
     cfg = AutoConfig(max_drop_pt=1.0, val_size=500, methods=("minmax", "percentile"), per_channel=(True,),
-                     calib_fractions=(1.0,), bench_runs=20)
+                     calib_fractions=(1.0,), bench_runs=20, explain=True, screen_images=250)
     rec = auto_quantize(bundled_run_dir() / "fp32.onnx", tmp_path / "auto.onnx", *pool_val, cfg, log=lambda m: None)
     assert rec["met_budget"] and (tmp_path / "auto.onnx").is_file()
     on_disk = json.loads((tmp_path / "search.json").read_text())
@@ -47,6 +47,20 @@ def test_search_prunes_and_chooses_within_budget(tmp_path, pool_val):
     fine = [c for c in ok if c["p50_ms"] < rec["fp32_p50_ms"] and c["p50_ms"] <= 1.5 * min(x["p50_ms"] for x in ok)]
     kept = {min(fine, key=lambda c: c["p50_ms"])["name"], min(fine, key=lambda c: (c["drop_pt"], c["p50_ms"]))["name"]}
     assert all(c["note"] for c in ok if c["name"] not in kept)
+    # timed first: a kernel not faster than FP32, or dominated by a faster one that scored, is never scored; the
+    # others are scored on the first 250 validation images (against FP32 on the same images), the kept ones on all
+    from qdeploy.targets import open_session, run_batched
+
+    val_x, val_y = pool_val[1], pool_val[2]
+    fp32_top1_250 = float((run_batched(open_session(bundled_run_dir() / "fp32.onnx"), val_x[:250]).argmax(1)
+                           == val_y[:250]).mean())
+    scored = [c for c in ok if c["images"] is not None]
+    assert scored and all(c["images"] == 250 and c["ref_top1"] == pytest.approx(fp32_top1_250) for c in scored)
+    for c in speed:
+        if c["status"] == "dominated":
+            assert c["agreement"] is None and c["images"] is None and "not scored" in c["note"]
+            assert c["p50_ms"] >= rec["fp32_p50_ms"] or c["p50_ms"] > 1.5 * min(x["p50_ms"] for x in scored)
+    assert all(c["images"] == 500 for c in cands.values() if c["stage"] in ("kept", "accuracy") and c["status"] == "ok")
     # the screen built them cheaply (nearest rounding, no bias correction: the same ops, the same latency); each
     # kept one was rebuilt with the full recipe, its screen latency carried over
     assert all(c["config"]["weight_rounding"] == "nearest" and not c["config"]["bias_correction"] for c in speed)
@@ -76,6 +90,8 @@ def test_fallback_keeps_costliest_activations_float(tmp_path, pool_val, monkeypa
     from qdeploy.quantize.auto import _Search
 
     monkeypatch.setattr(_Search, "_latency", lambda self, path, runs=None: 0.5 * self.fp32_ms)
+    monkeypatch.setattr(_Search, "_latencies", lambda self, cands: [setattr(c, "p50_ms", 0.5 * self.fp32_ms)
+                                                                    for c in cands])
     cfg = AutoConfig(max_drop_pt=0.0, val_size=500, formats=("QDQ",), kernels=("u8s8",),
                      methods=("minmax",), per_channel=(False,), calib_fractions=(0.01,), max_fallback_steps=3, bench_runs=20)
     rec = auto_quantize(bundled_run_dir() / "fp32.onnx", tmp_path / "auto.onnx", *pool_val, cfg, log=lambda m: None)
@@ -109,6 +125,8 @@ def test_tuning_stage_tunes_the_closest_candidate(tmp_path, pool_val, monkeypatc
     from qdeploy.quantize.auto import _Search
 
     monkeypatch.setattr(_Search, "_latency", lambda self, path, runs=None: 0.5 * self.fp32_ms)
+    monkeypatch.setattr(_Search, "_latencies", lambda self, cands: [setattr(c, "p50_ms", 0.5 * self.fp32_ms)
+                                                                    for c in cands])
     cfg = AutoConfig(max_drop_pt=0.0, val_size=500, formats=("QDQ",), kernels=("u8s8",), methods=("minmax",),
                      per_channel=(False,), calib_fractions=(1.0,), max_fallback_steps=0, tune_epochs=3,
                      tune_candidates=1, bench_runs=20)
@@ -134,6 +152,8 @@ def test_tuning_stage_leaves_qoperator_candidates_alone(tmp_path, pool_val, monk
     from qdeploy.quantize.auto import _Search
 
     monkeypatch.setattr(_Search, "_latency", lambda self, path, runs=None: 0.5 * self.fp32_ms)
+    monkeypatch.setattr(_Search, "_latencies", lambda self, cands: [setattr(c, "p50_ms", 0.5 * self.fp32_ms)
+                                                                    for c in cands])
     cfg = AutoConfig(max_drop_pt=0.0, val_size=500, formats=("QOperator",), kernels=("u8s8",), methods=("minmax",),
                      per_channel=(False,), calib_fractions=(1.0,), max_fallback_steps=0, tune_epochs=3,
                      tune_candidates=1, bench_runs=20)
@@ -220,9 +240,10 @@ def test_search_spans_targets_and_names_the_runtime(tmp_path, pool_val, fp32_onn
 
     monkeypatch.setattr(auto_mod, "quantize", counted)
 
-    cfg = AutoConfig(max_drop_pt=1.0, val_size=500, formats=("QDQ",), kernels=("u8s8", "u8u8"), methods=("minmax",),
-                     per_channel=(True,), calib_fractions=(1.0,), bench_runs=20, targets=("ort-cpu", "openvino-cpu"),
-                     **PLAIN_WEIGHTS)
+    cfg = AutoConfig(max_drop_pt=1.0, val_size=500, formats=("QDQ", "QOperator"), kernels=("u8s8", "u8u8"),
+                     methods=("minmax",), per_channel=(True,), calib_fractions=(1.0,), bench_runs=20,
+                     targets=("ort-cpu", "openvino-cpu"),
+                     explain=True, **PLAIN_WEIGHTS)
     # the shared ResNet18 (INT8 clearly faster than FP32 on both runtimes, so the outcome does not hinge on noise),
     # scored on 250 of the 500 validation images (87 s in the suite with all of them)
     calib_x, val_x, val_y = pool_val
@@ -232,6 +253,10 @@ def test_search_spans_targets_and_names_the_runtime(tmp_path, pool_val, fp32_onn
     by_target = {t: [c for c in cands if c["target"] == t] for t in cfg.targets}
     assert all(len(v) >= 2 for v in by_target.values())
     assert all(c["name"].endswith("@openvino-cpu") for c in by_target["openvino-cpu"])
+    # OpenVINO does not run QOperator files: those candidates fail there with the reason, and the search goes on
+    qop_ov = [c for c in by_target["openvino-cpu"] if c["config"]["format"] == "QOperator"]
+    assert qop_ov and all(c["status"] == "failed" and "cannot load" in c["note"] for c in qop_ov)
+    assert any(c["status"] == "ok" for c in by_target["openvino-cpu"])
     # the same recipe scored on each runtime: OpenVINO's outputs are its own (quality numbers are measured there)
     ort_c, ov_c = by_target["ort-cpu"][0], by_target["openvino-cpu"][0]
     assert ort_c["config"] == ov_c["config"] and ort_c["p50_ms"] != ov_c["p50_ms"]

@@ -41,7 +41,25 @@ def test_ranges_and_means_are_computed_once_and_change_nothing(fp32_onnx, calib_
     qort.quantize(fp32, tmp_path / "other.onnx", base.with_(method="percentile"), calib)   # other ranges
     qort.quantize(fp32, tmp_path / "fewer.onnx", base, calib[:6])                          # other images
     assert calls == {"calibrate": 3, "means": 2}
+    # back to earlier statistics (the search's next format or target): remembered, not recomputed
+    qort.quantize(fp32, tmp_path / "again.onnx", base.with_(method="percentile", format="QOperator"), calib)
+    qort.quantize(fp32, tmp_path / "again_min.onnx", base, calib)
+    assert calls == {"calibrate": 3, "means": 2}
+    assert _graph(tmp_path / "again_min.onnx") == _graph(tmp_path / "qdq.onnx")
     qort.clear_statistics()
     qort.quantize(fp32, tmp_path / "qop_fresh.onnx", base.with_(name="qop", format="QOperator"), calib)
     assert _graph(tmp_path / "qop.onnx") == _graph(tmp_path / "qop_fresh.onnx")
     assert _graph(tmp_path / "qop.onnx") != _graph(tmp_path / "qdq.onnx")
+
+
+def test_recent_stats_keeps_the_last_used_entries():
+    from qdeploy.quantize.qlayers import RecentStats
+
+    c = RecentStats(2)
+    c.put("a", 1)
+    c.put("b", 2)
+    assert c.get("a") == 1          # a is now the most recently used
+    c.put("c", 3)                   # evicts b, the least recently used
+    assert (c.get("a"), c.get("b"), c.get("c")) == (1, None, 3)
+    c.clear()
+    assert c.get("a") is None

@@ -37,6 +37,14 @@ from .base import VariantContext, refuse, register
 from .ort import quantize, verify
 from .sensitivity import by_kind, node_errors, node_sensitivity, tensor_errors, tensor_sensitivity
 
+TIE = 0.05   # latencies within 5 % of each other are a tie: the better quality is picked
+# a candidate's first (short) timing against another target's confirmed pick: within this factor it is scored, as one
+# short timing on a shared 2-core machine can be off by a fifth; beyond it, it cannot become the run's pick
+BAR_SLACK = 1.25
+# the recipe fields that decide a file's ops (and so its latency); calibration, rounding and bias only change values
+GRAPH_FIELDS = ("mode", "format", "activation_type", "weight_type", "reduce_range", "per_channel", "op_types",
+                "float_outputs", "tune_epochs")
+
 
 @dataclass
 class Candidate:
@@ -44,6 +52,8 @@ class Candidate:
     config: dict
     calib_size: int
     val_top1: float | None = None
+    ref_top1: float | None = None    # FP32's top-1 on the same images (the candidate's drop is against it)
+    images: int | None = None        # validation images scored on (a class-balanced prefix); None: not scored
     agreement: float | None = None
     rel_l2: float | None = None      # ||logits - FP32 logits|| / ||FP32 logits|| on the validation images
     psnr: float | None = None        # image-to-image: mean / worst PSNR (dB) and mean SSIM vs FP32's outputs
@@ -66,9 +76,13 @@ class _Search:
     (this class), PSNR against FP32's output images for an image-to-image model (_ImageSearch)."""
 
     def __init__(self, fp32: Path, work: Path, calib_pool: np.ndarray, val_x, val_y, cfg: AutoConfig, log,
-                 target: str = DEFAULT_TARGET, like: "_Search | None" = None):
+                 target: str = DEFAULT_TARGET, like: "_Search | None" = None,
+                 bar: "tuple[str, float] | None" = None):
         """like: a search on another target of the same run, whose ORT FP32 outputs and latency this one reuses
-        (one reference, so every target's latencies are on the same FP32 scale)."""
+        (one reference, so every target's latencies are on the same FP32 scale). bar: (target, p50 ms) of the
+        fastest pick of the targets searched before; a candidate here slower than it (beyond the tie) cannot be
+        the run's pick, so it is not scored."""
+        self.bar = bar
         self.fp32, self.work, self.pool, self.val_x, self.val_y, self.cfg, self.log = fp32, work, calib_pool, val_x, val_y, cfg, log
         self.target = target
         self.tag = "" if target == DEFAULT_TARGET else f"@{target}"   # candidate names: c03, c03@openvino-cpu
@@ -86,6 +100,7 @@ class _Search:
         self.sens_cache: dict[str, list[dict]] = like.sens_cache if like else {}
         # the same recipe on the same images is the same file: another target's search copies it, not rebuilds it
         self.built: dict[str, Path] = like.built if like else {}
+        self.confirmed_ms: dict[str, float] = {}   # graph -> confirmed latency on this target (confirm)
 
     def _reference(self) -> None:
         # Label-free validation images (a plain photo folder, e.g. ImageNet mode): no top-1 to drop, so the budget
@@ -104,8 +119,12 @@ class _Search:
         return self.val_y is None
 
     def score(self, c: Candidate, outputs: np.ndarray) -> None:
-        c.val_top1 = None if self.label_free else float((outputs.argmax(1) == self.val_y).mean())
-        d = compare_outputs(self.ref_logits, outputs)
+        """Scores on the first len(outputs) validation images, against FP32 on the same images."""
+        n = len(outputs)
+        if not self.label_free:
+            c.val_top1 = float((outputs.argmax(1) == self.val_y[:n]).mean())
+            c.ref_top1 = float((self.ref_logits[:n].argmax(1) == self.val_y[:n]).mean())
+        d = compare_outputs(self.ref_logits[:n], outputs)
         c.agreement, c.rel_l2 = d.agreement, d.rel_l2
 
     def collapsed(self, c: Candidate) -> str | None:
@@ -138,10 +157,46 @@ class _Search:
         r = self._bench({"fp32": self.fp32, "m": session_runner(path, target=self.target)}, runs)
         return self.fp32_ms * r["m"].p50_ms / r["fp32"].p50_ms
 
+    def _latencies(self, cands: list[Candidate]) -> None:
+        """Screen timings of several built candidates, interleaved in one run beside ORT FP32, so that all of them
+        see the same machine (timed one after another, a minute apart on a shared 2-core machine, the kernels'
+        order changed between two runs of the same search). A file the target cannot run fails here."""
+        runners = {}
+        for c in cands:
+            try:
+                runners[c.name] = session_runner(self.work / f"{c.name}.onnx", target=self.target)
+            except QDeployError as exc:
+                c.status, c.note = "failed", str(exc)
+                self.log(f"auto {c.name}: failed on {self.target}: {str(exc)[:160]}")
+        if runners:
+            r = self._bench({"fp32": self.fp32, **runners})
+            for c in cands:
+                if c.name in runners:
+                    c.p50_ms = self.fp32_ms * r[c.name].p50_ms / r["fp32"].p50_ms
+
     def measure(self, qcfg: QuantConfig, calib_size: int, stage: str, latency: float | None = None,
-                cheap: bool = False) -> Candidate:
-        """Build, score and time one candidate. cheap: nearest rounding and no bias correction (the speed screen's
-        build: the same graph and ops as the full recipe, so the same latency, in a fraction of the time)."""
+                cheap: bool = False, images: int | None = None, could_win: bool = False) -> Candidate:
+        """Build, time and score one candidate. cheap: nearest rounding and no bias correction (the speed screen's
+        build: the same graph and ops as the full recipe, so the same latency, in a fraction of the time).
+        images: score on the first this many validation images (a class-balanced prefix) instead of all.
+        could_win: time first and leave a candidate that cannot be picked (not faster than FP32, or slower than
+        what another target already picked) unscored, status "dominated"."""
+        c = self.build(qcfg, calib_size, stage, cheap)
+        if latency is not None and c.status == "ok":
+            c.p50_ms = latency
+        else:
+            self.clock(c)
+        if c.status != "ok":
+            return c
+        why = self.cannot_win(c) if could_win else None
+        if why:
+            self.dominate(c, why)
+        else:
+            self.evaluate(c, images)
+        return c
+
+    def build(self, qcfg: QuantConfig, calib_size: int, stage: str, cheap: bool = False) -> Candidate:
+        """Quantize one candidate into the work folder (or copy the same recipe's file built for another target)."""
         name = f"c{len(self.cands):02d}{self.tag}"
         full = qcfg.mode == "static" and not cheap
         qcfg = qcfg.with_(bias_correction=self.cfg.bias_correction and full,
@@ -158,25 +213,61 @@ class _Search:
                 quantize(self.fp32, path, qcfg.with_(min_agreement=0.0), self.pool[:calib_size],
                          verify_batch=self.val_x[:64], guard=False)
                 self.built[key] = path
-            self.score(c, run_batched(open_session(path, target=self.target), self.val_x))
             c.size_bytes = path.stat().st_size
-            c.p50_ms = latency if latency is not None else self._latency(path)
-            why = self.collapsed(c)
-            if why:
-                c.status, c.note = "collapsed", why
-                self.log(f"auto {name}: COLLAPSED ({c.note})")
         except QDeployError as exc:
             c.status, c.note = "failed", str(exc)
         c.seconds = time.perf_counter() - t0
         self.cands.append(c)
-        if c.status == "ok":
-            self.log(f"auto {name} [{stage}] {_describe(qcfg, calib_size)}: {self.quality(c)}, {c.p50_ms:.2f} ms")
         return c
+
+    def clock(self, c: Candidate) -> None:
+        """The screen timing of a built candidate (a file the target cannot run fails here, with its reason)."""
+        if c.status != "ok":
+            return
+        try:
+            c.p50_ms = self._latency(self.work / f"{c.name}.onnx")
+        except QDeployError as exc:
+            c.status, c.note = "failed", str(exc)
+            self.log(f"auto {c.name}: failed on {self.target}: {str(exc)[:160]}")
+
+    def evaluate(self, c: Candidate, images: int | None = None) -> None:
+        """Score a built candidate on the first `images` validation images (all when None or more)."""
+        t0 = time.perf_counter()
+        n = len(self.val_x) if images is None else min(images, len(self.val_x))
+        try:
+            self.score(c, run_batched(open_session(self.work / f"{c.name}.onnx", target=self.target), self.val_x[:n]))
+        except QDeployError as exc:
+            c.status, c.note = "failed", str(exc)
+            return
+        c.images = n
+        c.seconds += time.perf_counter() - t0
+        why = self.collapsed(c)
+        if why:
+            c.status, c.note = "collapsed", why
+            self.log(f"auto {c.name}: COLLAPSED ({c.note})")
+            return
+        part = "" if n == len(self.val_x) else f" (first {n} of {len(self.val_x)} validation images)"
+        self.log(f"auto {c.name} [{c.stage}] {_describe(QuantConfig(**c.config), c.calib_size)}: {self.quality(c)}"
+                 f"{part}, {c.p50_ms:.2f} ms")
+
+    def cannot_win(self, c: Candidate) -> str | None:
+        """Why a timed candidate cannot be picked, whatever its quality: not faster than FP32, or clearly slower
+        (BAR_SLACK) than the pick of a target searched before this one (the run deploys the fastest of them)."""
+        if c.p50_ms >= self.fp32_ms:
+            return f"not faster than FP32 ({c.p50_ms:.2f} vs {self.fp32_ms:.2f} ms)"
+        if self.bar is not None and c.p50_ms > self.bar[1] * BAR_SLACK:
+            return f"slower than the pick on {self.bar[0]} ({c.p50_ms:.2f} vs {self.bar[1]:.2f} ms)"
+        return None
+
+    def dominate(self, c: Candidate, why: str) -> None:
+        c.status, c.note = "dominated", f"{why}: not scored"
+        self.log(f"auto {c.name} [{c.stage}] {_describe(QuantConfig(**c.config), c.calib_size)}: {c.p50_ms:.2f} ms, "
+                 f"{c.note}")
 
     def drop_pt(self, c: Candidate) -> float:
         if self.metric == "disagreement":
             return 100 * (1 - c.agreement)
-        return 100 * (self.fp32_top1 - c.val_top1)
+        return 100 * ((self.fp32_top1 if c.ref_top1 is None else c.ref_top1) - c.val_top1)
 
     def meets(self, c: Candidate, budget: float) -> bool:
         if not (c.status == "ok" and self.good_enough(c, budget) and c.p50_ms < self.fp32_ms):
@@ -191,7 +282,12 @@ class _Search:
         if c.confirmed:
             return
         c.screen_p50_ms, c.confirmed = c.p50_ms, True
-        c.p50_ms = self._latency(self.work / f"{c.name}.onnx", runs=3 * self.cfg.bench_runs)
+        # calibration, rounding and bias values do not change the ops a file runs: one confirmed timing per graph
+        key = json.dumps({k: c.config.get(k) for k in GRAPH_FIELDS} | {"excluded": sorted(c.excluded)},
+                         sort_keys=True, default=str)
+        if key not in self.confirmed_ms:
+            self.confirmed_ms[key] = self._latency(self.work / f"{c.name}.onnx", runs=3 * self.cfg.bench_runs)
+        c.p50_ms = self.confirmed_ms[key]
         if c.p50_ms >= self.fp32_ms:
             c.note = (c.note + "; " if c.note else "") + (f"re-timed at {c.p50_ms:.2f} ms (screen {c.screen_p50_ms:.2f}): "
                                                           f"not faster than FP32 ({self.fp32_ms:.2f} ms)")
@@ -208,7 +304,7 @@ class _ImageSearch(_Search):
 
     def score(self, c: Candidate, outputs: np.ndarray) -> None:
         sc = ImageScorer(with_reference=True)
-        sc.update(outputs, None, self.ref_logits)
+        sc.update(outputs, None, self.ref_logits[:len(outputs)])
         m = sc.result()
         c.psnr, c.psnr_min, c.ssim = m.psnr_mean, m.psnr_min, m.ssim_mean
 
@@ -253,13 +349,21 @@ def _describe(q: QuantConfig, n: int) -> str:
             f"{q.method} calib {n}{ex}")
 
 
-def _best(s: _Search, pool: list[Candidate], budget: float, tie: float = 0.05) -> Candidate | None:
+def _best(s: _Search, pool: list[Candidate], budget: float, tie: float = TIE) -> Candidate | None:
     """Among candidates within `tie` of the fastest that meet the budget: the smallest drop, then the most faithful
     outputs (rel-L2 vs FP32). On validation images the model has memorised (metric "disagreement"), drops are
     0-1 images of 2,000 and say little, so faithfulness ranks first: measured on the shared ResNet18, a per-tensor
     candidate picked for 0 disagreements there agreed with FP32 on 99.26 % of the test images, the per-channel
     default on 99.64 %."""
-    ok = [c for c in pool if s.meets(c, budget)]
+    # re-timed (confirmed) fastest first; one slower than dominated_ratio x the fastest confirmed cannot win
+    ok = []
+    for c in sorted((c for c in pool if c.status == "ok" and s.good_enough(c, budget) and c.p50_ms < s.fp32_ms),
+                    key=lambda c: c.p50_ms):
+        if ok and not c.confirmed and c.p50_ms > min(x.p50_ms for x in ok) * s.cfg.dominated_ratio:
+            c.note = c.note or f"not re-timed: {c.p50_ms:.2f} ms, far slower than the fastest within the budget"
+            continue
+        if s.meets(c, budget):
+            ok.append(c)
     if not ok:
         return None
     fastest = min(c.p50_ms for c in ok)
@@ -296,8 +400,9 @@ def auto_quantize(fp32: str | Path, out: str | Path, calib_pool: np.ndarray, val
     outcomes = []
     for target in cfg.targets:
         kind = _ImageSearch if cfg.image else _Search
+        picks = [(o[0].target, o[1].p50_ms) for o in outcomes if o[1] is not None]
         s = kind(fp32, work, calib_pool, val_x, val_y, cfg, log, target=target,
-                 like=outcomes[0][0] if outcomes else None)
+                 like=outcomes[0][0] if outcomes else None, bar=min(picks, key=lambda p: p[1]) if picks else None)
         if len(cfg.targets) > 1:
             log(f"auto: searching on {target}")
         outcomes.append((s, *(_image_search(s) if cfg.image else _classify_search(s))))
@@ -318,7 +423,9 @@ def _classify_search(s: "_Search") -> tuple[Candidate | None, float, list[dict]]
     chosen = _best(s, s.cands, budget)
     ok = [c for c in s.cands if c.status == "ok" and (c in keep or c.stage == "accuracy")]
     base = chosen or (min(ok, key=lambda c: (s.drop_pt(c), c.p50_ms)) if ok else None)
-    sens = _sensitivity(s, base) if base else []
+    # node sensitivity steers the fallback (and builds the probe its activation ranking runs on); with a pick it is
+    # only an explanation for the report, measured when asked (cfg.explain): ~50 s of a ResNet18 search here
+    sens = _sensitivity(s, base) if base and (chosen is None or s.cfg.explain) else []
     if sens:
         log("auto: most sensitive nodes: " + ", ".join(f"{r['node']} (+{r['added_error']:.3f})" for r in sens[:5]))
     if chosen is None and base is not None:
@@ -357,13 +464,29 @@ def _speed_screen(s: "_Search", base_n: int) -> list[Candidate]:
         scopes.append({"op_types": t.op_types, "float_outputs": t.float_outputs})
         s.log("auto: the graph has attention: QDQ candidates are also screened on MatMul/Gemm inputs alone "
               "(LayerNorm, Softmax, GELU, adds float)")
-    screen = [s.measure(QuantConfig(name="auto", format=f, **kernel_types(k), **scope), base_n, "speed",
-                        cheap=cfg.cheap_screen)
-              for f, k in itertools.product(cfg.formats, cfg.kernels) for scope in scopes
-              if not scope or f == "QDQ"]
+    # time first (all together, interleaved), then score in order of speed: a candidate dominated by a faster one that did not collapse (or
+    # not faster than FP32, or than another target's pick) is left unscored; the rest are scored on a prefix of
+    # the validation images (enough to find the most accurate kernel and a saturating one), the kept ones on all
+    screen = []
+    for f, k in itertools.product(cfg.formats, cfg.kernels):
+        for scope in scopes:
+            if scope and f != "QDQ":
+                continue
+            screen.append(s.build(QuantConfig(name="auto", format=f, **kernel_types(k), **scope), base_n, "speed",
+                                  cheap=cfg.cheap_screen))
+    s._latencies([c for c in screen if c.status == "ok"])
+    fastest = None
+    for c in sorted((c for c in screen if c.status == "ok"), key=lambda c: c.p50_ms):
+        why = s.cannot_win(c) or (None if fastest is None or c.p50_ms <= fastest * cfg.dominated_ratio else
+                                  f"dominated: {c.p50_ms:.2f} ms vs fastest {fastest:.2f} ms")
+        if why:
+            s.dominate(c, why)
+            continue
+        s.evaluate(c, cfg.screen_images)
+        if c.status == "ok" and fastest is None:
+            fastest = c.p50_ms
     live = [c for c in screen if c.status == "ok"]
-    fastest = min((c.p50_ms for c in live), default=None)
-    fine = [c for c in live if c.p50_ms < s.fp32_ms and c.p50_ms <= fastest * cfg.dominated_ratio]
+    fine = list(live)
     keep = sorted(fine, key=lambda c: c.p50_ms)[:1]
     most_accurate = min(fine, key=lambda c: (s.drop_pt(c), c.p50_ms), default=None)
     if cfg.keep_most_accurate and most_accurate is not None and most_accurate not in keep:
@@ -375,12 +498,12 @@ def _speed_screen(s: "_Search", base_n: int) -> list[Candidate]:
         for c in keep:
             c.note = c.note or "screen build (nearest rounding, no bias correction); rebuilt with the full recipe"
         keep = [c for c in full if c.status == "ok"] + [c for c in keep if c.config["mode"] != "static"]
+    for c in keep:
+        if c.images is not None and c.images < len(s.val_x):
+            s.evaluate(c)   # kept: scored on every validation image
+    keep = [c for c in keep if c.status == "ok"]
     for c in live:
-        if c in keep:
-            continue
-        if c.p50_ms >= s.fp32_ms or c.p50_ms > fastest * cfg.dominated_ratio:
-            c.note = c.note or f"dominated: {c.p50_ms:.2f} ms vs fastest {fastest:.2f} ms / FP32 {s.fp32_ms:.2f} ms"
-        else:
+        if c not in keep:
             c.note = c.note or (f"not swept: neither the fastest nor the most accurate kernel ({c.p50_ms:.2f} ms, "
                                 f"{s.metric} {s.drop_pt(c):.2f} pt)")
     return keep
@@ -398,11 +521,12 @@ def _accuracy_sweep(s: "_Search", keep: list[Candidate], sizes: list[int]) -> No
         for method, pc in itertools.product(s.cfg.methods, s.cfg.per_channel):
             if (method, pc) != ("minmax", True):
                 sweep.append(s.measure(QuantConfig(name="auto", per_channel=pc, method=method, **fmt), base_n,
-                                       "accuracy", latency=k.p50_ms if pc else None))
+                                       "accuracy", latency=k.p50_ms if pc else None, could_win=True))
         ok = [c for c in sweep if c.status == "ok"]
         best = min(ok, key=lambda c: (s.drop_pt(c), c.p50_ms)) if ok else None
         for n in (n for n in sizes if best and n != base_n):
-            s.measure(QuantConfig(**{**best.config, "name": "auto"}), n, "accuracy", latency=best.p50_ms)
+            s.measure(QuantConfig(**{**best.config, "name": "auto"}), n, "accuracy", latency=best.p50_ms,
+                      could_win=True)
 
 
 def _tuning(s: _Search, budget: float) -> Candidate | None:
@@ -465,7 +589,7 @@ def _image_search(s: "_ImageSearch") -> tuple[Candidate | None, float, list[dict
         eight = [c for c in s.cands if c.status == "ok" and c.config["activation_type"] in ("uint8", "int8")]
         base = max(eight, key=lambda c: (c.psnr, -c.p50_ms))
     chosen = _best(s, s.cands, 0.0)
-    sens = _sensitivity(s, base) if base else []
+    sens = _sensitivity(s, base) if base and (chosen is None or cfg.explain) else []
     if chosen is None and base is not None:
         ends = _end_convs(s.fp32)
         log(f"auto: keeping the first and last convolutions in FP32 ({', '.join(ends)})")
@@ -602,6 +726,9 @@ def _finish(outcomes: list, best: tuple, out: Path, cfg: AutoConfig, seconds: fl
 
 def _budget_message(s: "_Search", budget: float) -> str:
     ok = [c for c in s.cands if c.status == "ok"]
+    if not ok and any(c.status == "dominated" for c in s.cands):
+        return "no candidate could be picked: " + "; ".join(dict.fromkeys(
+            c.note for c in s.cands if c.status == "dominated"))
     if not ok:
         return "every candidate failed"
     best_acc = min(ok, key=s.drop_pt)

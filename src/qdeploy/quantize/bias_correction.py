@@ -27,8 +27,8 @@ from onnx import helper, numpy_helper
 from ..data import batch_for
 from ..formats.sessions import cpu_session
 from ..graph.order import place_after_producers
+from .qlayers import RecentStats, find_layers, statistics_key
 from .qlayers import attr as _attr
-from .qlayers import find_layers, statistics_key
 
 
 def _mean_graph(model: Path, tensors: dict[str, int]):
@@ -64,8 +64,9 @@ def input_means(model: Path, calib, input_name: str, tensors: dict[str, int], fi
 
 
     key = statistics_key(model, calib, fixed, tuple(sorted(tensors.items())), batch_one)
-    if _means.get("key") == key:     # the auto search corrects many files quantized from the same graph and images
-        return _means["value"]
+    hit = _means.get(key)
+    if hit is not None:     # the auto search corrects many files quantized from the same graph and images
+        return hit
     m = _mean_graph(model, tensors)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
@@ -81,12 +82,11 @@ def input_means(model: Path, calib, input_name: str, tensors: dict[str, int], fi
             if name in want:
                 sums[want[name]] = sums.get(want[name], 0.0) + o.astype(np.float64) * len(x)
     value = {k: v / len(calib) for k, v in sums.items()}
-    _means.clear()
-    _means.update(key=key, value=value)
+    _means.put(key, value)
     return value
 
 
-_means: dict = {}   # one entry: the last (graph, images, tensors) -> per-channel means (a vector per layer)
+_means = RecentStats(4)   # (graph, images, tensors) -> per-channel means (a vector per layer)
 
 
 def _shift(node_type: str, node, wq: np.ndarray, w: np.ndarray, mu: np.ndarray) -> np.ndarray:

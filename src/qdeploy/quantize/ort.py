@@ -39,7 +39,7 @@ from .base import VariantContext, refuse, register
 from .bias_correction import correct_biases
 from .entropy import use_fast_entropy
 from .output_tuning import TuningConfig, tune_outputs
-from .qlayers import statistics_key
+from .qlayers import RecentStats, statistics_key
 from .sensitivity import by_kind, node_errors, node_sensitivity
 from .weight_rounding import round_weights
 
@@ -114,8 +114,9 @@ def calibration_ranges(model: Path, calib: np.ndarray, input_name: str, cfg: Qua
     options = {"minmax": {}, "entropy": dict(ENTROPY_BINS), "percentile": {"percentile": cfg.percentile}}[cfg.method]
     cache = work / "ranges.json"
     key = statistics_key(model, calib, fixed, cfg.method, json.dumps(options, sort_keys=True), batch_one)
-    if _ranges.get("key") == key:   # the same graph, images and method: the auto search's other formats and kernels
-        cache.write_text(_ranges["value"])
+    hit = _ranges.get(key)
+    if hit is not None:   # the same graph, images and method: the auto search's other formats, kernels and targets
+        cache.write_text(hit)
         return cache
     calibrator = create_calibrator(model, None, augmented_model_path=str(work / "augmented.onnx"),
                                    calibrate_method=_method(cfg), extra_options=options)
@@ -136,12 +137,11 @@ def calibration_ranges(model: Path, calib: np.ndarray, input_name: str, cfg: Qua
 
         use_fast_entropy(calibrator)
     save_tensors_data(calibrator.compute_data(), cache)
-    _ranges.clear()
-    _ranges.update(key=key, value=cache.read_text())
+    _ranges.put(key, cache.read_text())
     return cache
 
 
-_ranges: dict = {}   # one entry (a few KB per tensor): the last (graph, images, method) -> ORT's calibration cache text
+_ranges = RecentStats(6)   # (graph, images, method) -> ORT's calibration cache text (a few KB per tensor)
 
 
 def clear_statistics() -> None:

@@ -24,6 +24,30 @@ def statistics_key(graph, calib, fixed: dict | None = None, *rest) -> tuple:
             tuple((k, digest(v)) for k, v in sorted((fixed or {}).items())), *rest)
 
 
+class RecentStats:
+    """The last `size` (statistics_key -> statistics) entries, the least recently used dropped first: the auto
+    search goes through calibration methods and sizes per format and again per target, so one remembered entry
+    was recomputed on every switch (an entropy histogram pass is ~15 s on the shared ResNet18 here)."""
+
+    def __init__(self, size: int):
+        self.size, self.items = size, {}
+
+    def get(self, key):
+        value = self.items.pop(key, None)
+        if value is not None:
+            self.items[key] = value
+        return value
+
+    def put(self, key, value) -> None:
+        self.items.pop(key, None)
+        self.items[key] = value
+        while len(self.items) > self.size:
+            self.items.pop(next(iter(self.items)))
+
+    def clear(self) -> None:
+        self.items.clear()
+
+
 def attr(node, name: str, default):
     a = next((a for a in node.attribute if a.name == name), None)
     if a is None:
