@@ -80,8 +80,8 @@ class _Search:
                  bar: "tuple[str, float] | None" = None):
         """like: a search on another target of the same run, whose ORT FP32 outputs and latency this one reuses
         (one reference, so every target's latencies are on the same FP32 scale). bar: (target, p50 ms) of the
-        fastest pick of the targets searched before; a candidate here slower than it (beyond the tie) cannot be
-        the run's pick, so it is not scored."""
+        fastest pick of the targets searched before; a candidate here more than BAR_SLACK times slower than it cannot
+        be the run's pick, so it is not scored."""
         self.bar = bar
         self.fp32, self.work, self.pool, self.val_x, self.val_y, self.cfg, self.log = fp32, work, calib_pool, val_x, val_y, cfg, log
         self.target = target
@@ -222,13 +222,8 @@ class _Search:
 
     def clock(self, c: Candidate) -> None:
         """The screen timing of a built candidate (a file the target cannot run fails here, with its reason)."""
-        if c.status != "ok":
-            return
-        try:
-            c.p50_ms = self._latency(self.work / f"{c.name}.onnx")
-        except QDeployError as exc:
-            c.status, c.note = "failed", str(exc)
-            self.log(f"auto {c.name}: failed on {self.target}: {str(exc)[:160]}")
+        if c.status == "ok":
+            self._latencies([c])
 
     def evaluate(self, c: Candidate, images: int | None = None) -> None:
         """Score a built candidate on the first `images` validation images (all when None or more)."""
@@ -464,9 +459,10 @@ def _speed_screen(s: "_Search", base_n: int) -> list[Candidate]:
         scopes.append({"op_types": t.op_types, "float_outputs": t.float_outputs})
         s.log("auto: the graph has attention: QDQ candidates are also screened on MatMul/Gemm inputs alone "
               "(LayerNorm, Softmax, GELU, adds float)")
-    # time first (all together, interleaved), then score in order of speed: a candidate dominated by a faster one that did not collapse (or
-    # not faster than FP32, or than another target's pick) is left unscored; the rest are scored on a prefix of
-    # the validation images (enough to find the most accurate kernel and a saturating one), the kept ones on all
+    # time first (all together, interleaved), then score in order of speed: a candidate dominated by a faster one
+    # that did not collapse (or not faster than FP32, or than another target's pick) is left unscored; the rest are
+    # scored on a prefix of the validation images (enough to find the most accurate kernel and a saturating one),
+    # the kept ones on all
     screen = []
     for f, k in itertools.product(cfg.formats, cfg.kernels):
         for scope in scopes:
@@ -486,9 +482,8 @@ def _speed_screen(s: "_Search", base_n: int) -> list[Candidate]:
         if c.status == "ok" and fastest is None:
             fastest = c.p50_ms
     live = [c for c in screen if c.status == "ok"]
-    fine = list(live)
-    keep = sorted(fine, key=lambda c: c.p50_ms)[:1]
-    most_accurate = min(fine, key=lambda c: (s.drop_pt(c), c.p50_ms), default=None)
+    keep = sorted(live, key=lambda c: c.p50_ms)[:1]
+    most_accurate = min(live, key=lambda c: (s.drop_pt(c), c.p50_ms), default=None)
     if cfg.keep_most_accurate and most_accurate is not None and most_accurate not in keep:
         keep.append(most_accurate)
     if cfg.cheap_screen and (cfg.bias_correction or cfg.weight_rounding != "nearest"):
