@@ -2,8 +2,10 @@
 that deployment timed beside OpenVINO+NNCF INT8 of the same FP32 file (the anchor) in one process, interleaved.
 
     .venv/bin/python bench/default_vs_anchor.py [--out runs/anchor] [--runs 300] [--sample 2000]
+        [--run-args "--auto --targets ort-cpu,openvino-cpu"]
 
-1. `qdeploy run --out OUT` in a subprocess, wall-clock timed, stage times from its manifest.
+1. `qdeploy run --out OUT` in a subprocess (plus --run-args, e.g. the auto search across both runtimes), wall-clock
+   timed, stage times from its manifest (and the search's own seconds when it searched).
 2. NNCF INT8 (performance preset, the run's own 300 calibration images) of OUT/fp32.onnx, here.
 3. Batch-1 p50/p99 of ORT FP32, every (variant, target) of the run and the NNCF IR, interleaved (bench.benchmark_many),
    each as a ratio to NNCF's p50.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -37,10 +40,12 @@ def main() -> int:
     ap.add_argument("--out", default="runs/anchor")
     ap.add_argument("--runs", type=int, default=300)
     ap.add_argument("--sample", type=int, default=2000)
+    ap.add_argument("--run-args", default="", help="more `qdeploy run` flags (default: none, the README's main job)")
     args = ap.parse_args()
     out = Path(args.out)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "qdeploy", "run", "--out", str(out)], check=True)
+    extra = shlex.split(args.run_args)
+    subprocess.run([sys.executable, "-m", "qdeploy", "run", "--out", str(out), *extra], check=True)
     wall = time.perf_counter() - t0
     res = RunResult.load(out / "report.json")
     stages = json.loads((out / "manifest.json").read_text())["stages"]
@@ -82,7 +87,11 @@ def main() -> int:
     anchor = bench["nncf@openvino-cpu"].p50_ms
     rec = res.recommended
     print(f"\n{datetime.date.today()} {cpu_name()} ({env.isa_summary()}), {bench['fp32@ort-cpu'].threads} threads")
-    print(f"`qdeploy run --out {out}` (no other flags): {wall:.1f} s wall; stages "
+    flags = f"`qdeploy run --out {out} {args.run_args}`" if extra else f"`qdeploy run --out {out}` (no other flags)"
+    search = out / "search.json"
+    if search.is_file():
+        flags += f" (auto search {json.loads(search.read_text())['seconds']:.1f} s)"
+    print(f"{flags}: {wall:.1f} s wall; stages "
           + ", ".join(f"{k} {v['seconds']:.1f} s" for k, v in stages.items() if "seconds" in v and k != "total")
           + f"; recommended {rec.label if rec else 'FP32'}; NNCF quantize {nncf_s:.1f} s (not part of the run)")
     print("\n| deployment | top-1 % | drop pt | agreement % | images | b1 p50 ms | p99 ms | vs NNCF | img/s b32 |")

@@ -313,6 +313,8 @@ class AutoConfig:
     # same latency) and rebuilds only the ones it keeps with the full recipe: GPTQ and bias correction are most of
     # a candidate's build time (8.8 + 3.6 s of 18 s for the shared ResNet18 here)
     cheap_screen: bool = True             # screen builds: nearest rounding, no bias correction; kept ones rebuilt
+    # the calibration sweep raced the same way: every point built cheap and ranked, only the winner rebuilt in full
+    race_sweep: bool = True
     # classifiers, when nothing meets the budget after the fallback: the closest candidates faster than FP32 (up to
     # tune_candidates, QDQ ones only) output-tuned for tune_epochs and measured again (0 = no tuning stage)
     tune_epochs: int = 2

@@ -352,8 +352,9 @@ def _best(s: _Search, pool: list[Candidate], budget: float, tie: float = TIE) ->
     default on 99.64 %."""
     # re-timed (confirmed) fastest first; one slower than dominated_ratio x the fastest confirmed cannot win
     ok = []
-    for c in sorted((c for c in pool if c.status == "ok" and s.good_enough(c, budget) and c.p50_ms < s.fp32_ms),
-                    key=lambda c: c.p50_ms):
+    # a candidate scored on a prefix of the validation images only (the speed screen's) is not a pick
+    whole = [c for c in pool if c.status == "ok" and c.images is not None and c.images >= len(s.val_x)]
+    for c in sorted((c for c in whole if s.good_enough(c, budget) and c.p50_ms < s.fp32_ms), key=lambda c: c.p50_ms):
         if ok and not c.confirmed and c.p50_ms > min(x.p50_ms for x in ok) * s.cfg.dominated_ratio:
             c.note = c.note or f"not re-timed: {c.p50_ms:.2f} ms, far slower than the fastest within the budget"
             continue
@@ -486,7 +487,7 @@ def _speed_screen(s: "_Search", base_n: int) -> list[Candidate]:
     most_accurate = min(live, key=lambda c: (s.drop_pt(c), c.p50_ms), default=None)
     if cfg.keep_most_accurate and most_accurate is not None and most_accurate not in keep:
         keep.append(most_accurate)
-    if cfg.cheap_screen and (cfg.bias_correction or cfg.weight_rounding != "nearest"):
+    if cfg.cheap_screen and _full_recipe_costs(cfg):
         # the kept kernels rebuilt with the full recipe (GPTQ, bias correction), their screen latency reused
         full = [s.measure(QuantConfig(**{**c.config, "name": "auto"}), base_n, "kept", latency=c.p50_ms)
                 for c in keep if c.config["mode"] == "static"]
@@ -507,21 +508,54 @@ def _speed_screen(s: "_Search", base_n: int) -> list[Candidate]:
 def _accuracy_sweep(s: "_Search", keep: list[Candidate], sizes: list[int]) -> None:
     """On the kept formats, coordinate-wise instead of a full grid: calibration method x weight granularity first,
     then calibration size for the best of those. Latency is re-measured only when the graph changes (per-tensor
-    weights); calibration does not change it."""
+    weights); calibration does not change it.
+
+    Raced (cfg.race_sweep, with a full recipe that costs more than the cheap one): every sweep point is built the
+    cheap way (nearest rounding, no bias correction) and scored on the screen's prefix of the validation images
+    beside the cheap build of the kept kernel itself, so that like is ranked against like; the winner is scored on
+    every image and, when it is not the kept candidate's own recipe, rebuilt with GPTQ and bias correction (most
+    of a build's time). A build, not scoring, is what a sweep point costs unraced (16-36 s each on an AVX2 EPYC)."""
     base_n = max(sizes)
+    race = s.cfg.race_sweep and _full_recipe_costs(s.cfg)
     for k in keep:
         fmt = {f: k.config[f] for f in ("format", "activation_type", "weight_type", "reduce_range", "op_types",
                                         "float_outputs")}
-        sweep = [k]
+        race_k = race and k.config["mode"] == "static"
+        # raced: the kept kernel's own cheap build (copied from the screen's), scored on every image
+        part = s.cfg.screen_images if race_k else None
+        sweep = [s.measure(QuantConfig(**{**k.config, "name": "auto"}), base_n, "accuracy", latency=k.p50_ms,
+                           cheap=True, could_win=True, images=part) if race_k else k]
         for method, pc in itertools.product(s.cfg.methods, s.cfg.per_channel):
             if (method, pc) != ("minmax", True):
                 sweep.append(s.measure(QuantConfig(name="auto", per_channel=pc, method=method, **fmt), base_n,
-                                       "accuracy", latency=k.p50_ms if pc else None, could_win=True))
+                                       "accuracy", latency=k.p50_ms if pc else None, could_win=True, cheap=race_k,
+                                       images=part))
         ok = [c for c in sweep if c.status == "ok"]
-        best = min(ok, key=lambda c: (s.drop_pt(c), c.p50_ms)) if ok else None
+        best = min(ok, key=lambda c: (s.drop_pt(c), c.rel_l2 or 0.0, c.p50_ms)) if ok else None
         for n in (n for n in sizes if best and n != base_n):
-            s.measure(QuantConfig(**{**best.config, "name": "auto"}), n, "accuracy", latency=best.p50_ms,
-                      could_win=True)
+            c = s.measure(QuantConfig(**{**best.config, "name": "auto"}), n, "accuracy", latency=best.p50_ms,
+                          could_win=True, cheap=race_k, images=part)
+            if c.status == "ok":
+                ok.append(c)
+        if not race_k or not ok:
+            continue
+        for c in ok:
+            c.note = c.note or "race build (nearest rounding, no bias correction)"
+        win = min(ok, key=lambda c: (s.drop_pt(c), c.rel_l2 or 0.0, c.p50_ms))
+        s.evaluate(win)   # the winner on every validation image (a pick is never judged on a prefix)
+        same = {key: v for key, v in win.config.items() if key not in ("bias_correction", "weight_rounding")} == {
+            key: v for key, v in k.config.items() if key not in ("bias_correction", "weight_rounding")}
+        if same and win.calib_size == k.calib_size:
+            win.note = "race winner: the kept candidate's own recipe (built with the full recipe already)"
+            continue
+        full = s.measure(QuantConfig(**{**win.config, "name": "auto"}), win.calib_size, "accuracy",
+                         latency=win.p50_ms)
+        win.note = f"race winner: rebuilt with the full recipe as {full.name}"
+
+
+def _full_recipe_costs(cfg: AutoConfig) -> bool:
+    """The full recipe differs from the cheap build (GPTQ or bias correction on): only then is a cheap race worth it."""
+    return cfg.bias_correction or cfg.weight_rounding != "nearest"
 
 
 def _tuning(s: _Search, budget: float) -> Candidate | None:
