@@ -20,11 +20,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bias_correction import imagenet_mode  # noqa: E402
+from bias_correction import imagenet_mode, images_line, lite0_fp32  # noqa: E402
 
 from qdeploy.bench import BenchConfig, benchmark_many  # noqa: E402
-from qdeploy.export import export  # noqa: E402
-from qdeploy.models import load_model  # noqa: E402
 from qdeploy.quantize import QuantConfig, quantize  # noqa: E402
 from qdeploy.quantize.sensitivity import node_sensitivity, tensor_sensitivity  # noqa: E402
 from qdeploy.targets import open_session, run_batched  # noqa: E402
@@ -39,12 +37,11 @@ def main() -> int:
     args = ap.parse_args()
     weights, spec, names, calib, ev = imagenet_mode(args.calib, args.cifar_eval, "bench/activation_sites.py")
     cfg = QuantConfig.default()
-    print(f"EfficientNet-Lite0 (ImageNet), `default` recipe ({cfg.description}); {len(calib)} calibration images, "
-          f"{len(ev)} evaluation images ({args.cifar_eval} CIFAR-10 test + {len(ev) - args.cifar_eval} Kodak) at "
-          f"{spec.size} px", flush=True)
+    print(f"EfficientNet-Lite0 (ImageNet), `default` recipe ({cfg.description}); "
+          f"{images_line(calib, ev, args.cifar_eval, spec)}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        fp32, _ = export(load_model("efficientnet-lite0", weights), tmp / "fp32.onnx", calib[:8], names, spec)
+        fp32 = lite0_fp32(tmp, weights, calib, names, spec)
         ref = run_batched(open_session(fp32), ev).argmax(1)
         base = tmp / "default.onnx"
         quantize(fp32, base, cfg, calib, verify_batch=ev[:64], guard=False)

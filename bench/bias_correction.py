@@ -60,6 +60,17 @@ def imagenet_mode(n_calib: int, n_cifar: int, script: str):
     return weights, spec, names, calib, ev
 
 
+def lite0_fp32(where: Path, weights, calib: np.ndarray, names: list[str], spec) -> Path:
+    """The ImageNet Lite0 exported to where/fp32.onnx (verified against PyTorch on 8 calibration images)."""
+    fp32, _ = export(load_model("efficientnet-lite0", weights), Path(where) / "fp32.onnx", calib[:8], names, spec)
+    return fp32
+
+
+def images_line(calib: np.ndarray, ev: np.ndarray, n_cifar: int, spec) -> str:
+    return (f"{len(calib)} calibration images, {len(ev)} evaluation images ({n_cifar} CIFAR-10 test + "
+            f"{len(ev) - n_cifar} Kodak) at {spec.size} px")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calib", type=int, default=300)
@@ -73,7 +84,7 @@ def main() -> int:
     print("| recipe | weight rounding | bias correction | agreement % | CIFAR part % | Kodak part % | top-5 overlap % |")
     print("|---|---|---|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        fp32, _ = export(load_model("efficientnet-lite0", weights), Path(tmp) / "fp32.onnx", calib[:8], names, spec)
+        fp32 = lite0_fp32(Path(tmp), weights, calib, names, spec)
         ref = run_batched(open_session(fp32), ev)
         for label, cfg in ROWS:
             # 16-bit weights are near enough exact: nothing to round or correct (quantize skips them), one row

@@ -25,11 +25,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bias_correction import imagenet_mode  # noqa: E402
+from bias_correction import imagenet_mode, images_line, lite0_fp32  # noqa: E402
 
 from qdeploy.bench import BenchConfig, benchmark_many, cpu_name, session_runner  # noqa: E402
-from qdeploy.export import export  # noqa: E402
-from qdeploy.models import load_model  # noqa: E402
 from qdeploy.quantize import QuantConfig, quantize  # noqa: E402
 from qdeploy.results import Environment  # noqa: E402
 from qdeploy.targets import installed_targets, open_session, run_batched  # noqa: E402
@@ -62,12 +60,11 @@ def main() -> int:
     args = ap.parse_args()
     weights, spec, names, calib, ev = imagenet_mode(args.calib, args.cifar_eval, "bench/lite0_anchor.py")
     targets = installed_targets()
-    print(f"EfficientNet-Lite0 (ImageNet), {len(calib)} calibration images, {len(ev)} evaluation images "
-          f"({args.cifar_eval} CIFAR-10 test + {len(ev) - args.cifar_eval} Kodak) at {spec.size} px; targets "
+    print(f"EfficientNet-Lite0 (ImageNet), {images_line(calib, ev, args.cifar_eval, spec)}; targets "
           f"{', '.join(targets)}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        fp32, _ = export(load_model("efficientnet-lite0", weights), tmp / "fp32.onnx", calib[:8], names, spec)
+        fp32 = lite0_fp32(tmp, weights, calib, names, spec)
         input_name = open_session(fp32).input_name
         ref = run_batched(open_session(fp32), ev)
         top2 = np.sort(ref, 1)[:, -2:]

@@ -28,11 +28,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bias_correction import imagenet_mode  # noqa: E402
+from bias_correction import imagenet_mode, images_line, lite0_fp32  # noqa: E402
 
 from qdeploy.bench import BenchConfig, benchmark_many  # noqa: E402
-from qdeploy.export import export  # noqa: E402
-from qdeploy.models import load_model  # noqa: E402
 from qdeploy.quantize import QuantConfig, quantize  # noqa: E402
 from qdeploy.quantize.sensitivity import tensor_sensitivity  # noqa: E402
 from qdeploy.targets import open_session, run_batched  # noqa: E402
@@ -130,12 +128,11 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=200)
     args = ap.parse_args()
     weights, spec, names, calib, ev = imagenet_mode(args.calib, args.cifar_eval, "bench/output_tuning.py")
-    print(f"EfficientNet-Lite0 (ImageNet), {len(calib)} calibration images, {len(ev)} evaluation images "
-          f"({args.cifar_eval} CIFAR-10 test + {len(ev) - args.cifar_eval} Kodak) at {spec.size} px", flush=True)
+    print(f"EfficientNet-Lite0 (ImageNet), {images_line(calib, ev, args.cifar_eval, spec)}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        fp32, _ = export(load_model("efficientnet-lite0", weights), tmp / "fp32.onnx", calib[:8], names, spec)
+        fp32 = lite0_fp32(tmp, weights, calib, names, spec)
         ref = run_batched(open_session(fp32), ev)
         files = {"fp32": fp32}
         if args.floor_only:
