@@ -521,7 +521,7 @@ def _accuracy_sweep(s: "_Search", keep: list[Candidate], sizes: list[int]) -> No
         fmt = {f: k.config[f] for f in ("format", "activation_type", "weight_type", "reduce_range", "op_types",
                                         "float_outputs")}
         race_k = race and k.config["mode"] == "static"
-        # raced: the kept kernel's own cheap build (copied from the screen's), scored on every image
+        # raced: the kept kernel's own cheap build (copied from the screen's), on the same prefix as the others
         part = s.cfg.screen_images if race_k else None
         sweep = [s.measure(QuantConfig(**{**k.config, "name": "auto"}), base_n, "accuracy", latency=k.p50_ms,
                            cheap=True, could_win=True, images=part) if race_k else k]
