@@ -93,8 +93,7 @@ def test_fallback_keeps_costliest_activations_float(tmp_path, pool_val, monkeypa
     # timing on a shared 2-core machine made the test flaky. Timing-driven pruning is tested above, on real timings.
     from qdeploy.quantize.auto import _Search
 
-    monkeypatch.setattr(_Search, "_latency", lambda self, path, runs=None: 0.5 * self.fp32_ms)
-    monkeypatch.setattr(_Search, "_latencies", lambda self, cands: [setattr(c, "p50_ms", 0.5 * self.fp32_ms)
+    monkeypatch.setattr(_Search, "_latencies", lambda self, cands, runs=None: [setattr(c, "p50_ms", 0.5 * self.fp32_ms)
                                                                     for c in cands])
     cfg = AutoConfig(max_drop_pt=0.0, val_size=500, formats=("QDQ",), kernels=("u8s8",),
                      methods=("minmax",), per_channel=(False,), calib_fractions=(0.01,), max_fallback_steps=3, bench_runs=20)
@@ -128,8 +127,7 @@ def test_tuning_stage_tunes_the_closest_candidate(tmp_path, pool_val, monkeypatc
     (QDQ, same calibration images and FP32 nodes), and measured on the same validation images."""
     from qdeploy.quantize.auto import _Search
 
-    monkeypatch.setattr(_Search, "_latency", lambda self, path, runs=None: 0.5 * self.fp32_ms)
-    monkeypatch.setattr(_Search, "_latencies", lambda self, cands: [setattr(c, "p50_ms", 0.5 * self.fp32_ms)
+    monkeypatch.setattr(_Search, "_latencies", lambda self, cands, runs=None: [setattr(c, "p50_ms", 0.5 * self.fp32_ms)
                                                                     for c in cands])
     cfg = AutoConfig(max_drop_pt=0.0, val_size=500, formats=("QDQ",), kernels=("u8s8",), methods=("minmax",),
                      per_channel=(False,), calib_fractions=(1.0,), max_fallback_steps=0, tune_epochs=3,
@@ -155,8 +153,7 @@ def test_tuning_stage_leaves_qoperator_candidates_alone(tmp_path, pool_val, monk
     candidates are tuned: a QOperator-only search ends without a tuning stage."""
     from qdeploy.quantize.auto import _Search
 
-    monkeypatch.setattr(_Search, "_latency", lambda self, path, runs=None: 0.5 * self.fp32_ms)
-    monkeypatch.setattr(_Search, "_latencies", lambda self, cands: [setattr(c, "p50_ms", 0.5 * self.fp32_ms)
+    monkeypatch.setattr(_Search, "_latencies", lambda self, cands, runs=None: [setattr(c, "p50_ms", 0.5 * self.fp32_ms)
                                                                     for c in cands])
     cfg = AutoConfig(max_drop_pt=0.0, val_size=500, formats=("QOperator",), kernels=("u8s8",), methods=("minmax",),
                      per_channel=(False,), calib_fractions=(1.0,), max_fallback_steps=0, tune_epochs=3,

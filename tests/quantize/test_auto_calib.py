@@ -15,8 +15,7 @@ def test_auto_sweeps_fractions_of_the_run_calib_size(tmp_path, cifar, monkeypatc
     """The bundled ResNet-20: which model is searched does not matter here, only the calibration sizes tried.
     Its INT8 is not faster than FP32 on every CPU (on CI's AVX2 EPYC the speed screen kept nothing and no size was
     swept), so the candidates' latency is fixed at half of FP32's: the sweep, not this CPU, is under test."""
-    monkeypatch.setattr(_Search, "_latency", lambda self, path, runs=None: 0.5 * self.fp32_ms)
-    monkeypatch.setattr(_Search, "_latencies", lambda self, cands: [setattr(c, "p50_ms", 0.5 * self.fp32_ms)
+    monkeypatch.setattr(_Search, "_latencies", lambda self, cands, runs=None: [setattr(c, "p50_ms", 0.5 * self.fp32_ms)
                                                                     for c in cands])
     spec = PreprocessSpec()
     calib, val = open_calib_val(DataConfig(root=str(cifar), calib_size=60), 200)
@@ -37,8 +36,7 @@ def test_raced_sweep_builds_only_the_winner_in_full(tmp_path, cifar, monkeypatch
     validation image."""
     import qdeploy.quantize.auto as auto_mod
 
-    monkeypatch.setattr(_Search, "_latency", lambda self, path, runs=None: 0.5 * self.fp32_ms)
-    monkeypatch.setattr(_Search, "_latencies", lambda self, cands: [setattr(c, "p50_ms", 0.5 * self.fp32_ms)
+    monkeypatch.setattr(_Search, "_latencies", lambda self, cands, runs=None: [setattr(c, "p50_ms", 0.5 * self.fp32_ms)
                                                                     for c in cands])
     full_builds, cheap_builds = [], []
     real = auto_mod.quantize

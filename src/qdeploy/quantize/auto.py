@@ -149,18 +149,11 @@ class _Search:
         return benchmark_many(models, self.val_x[:8], BenchConfig(runs=runs or self.cfg.bench_runs, warmup=10,
                                                                   batch_sizes=(1,), min_seconds=0.0, min_iters=1))
 
-    def _latency(self, path: Path, runs: int | None = None) -> float:
-        """Candidate latency on the search's target, timed interleaved with ORT FP32 and expressed on the FP32
-        reference's scale, so that drift of a shared machine between candidates does not reorder them and
-        searches on different targets compare."""
-
-        r = self._bench({"fp32": self.fp32, "m": session_runner(path, target=self.target)}, runs)
-        return self.fp32_ms * r["m"].p50_ms / r["fp32"].p50_ms
-
-    def _latencies(self, cands: list[Candidate]) -> None:
-        """Screen timings of several built candidates, interleaved in one run beside ORT FP32, so that all of them
-        see the same machine (timed one after another, a minute apart on a shared 2-core machine, the kernels'
-        order changed between two runs of the same search). A file the target cannot run fails here."""
+    def _latencies(self, cands: list[Candidate], runs: int | None = None) -> None:
+        """Timings of built candidates on the search's target, interleaved in one run beside ORT FP32 and expressed
+        on the FP32 reference's scale, so that drift of a shared machine does not reorder them (timed one after
+        another, a minute apart on a shared 2-core machine, the kernels' order changed between two runs of the same
+        search) and searches on different targets compare. A file the target cannot run fails here."""
         runners = {}
         for c in cands:
             try:
@@ -169,7 +162,7 @@ class _Search:
                 c.status, c.note = "failed", str(exc)
                 self.log(f"auto {c.name}: failed on {self.target}: {str(exc)[:160]}")
         if runners:
-            r = self._bench({"fp32": self.fp32, **runners})
+            r = self._bench({"fp32": self.fp32, **runners}, runs)
             for c in cands:
                 if c.name in runners:
                     c.p50_ms = self.fp32_ms * r[c.name].p50_ms / r["fp32"].p50_ms
@@ -280,9 +273,11 @@ class _Search:
         # calibration, rounding and bias values do not change the ops a file runs: one confirmed timing per graph
         key = json.dumps({k: c.config.get(k) for k in GRAPH_FIELDS} | {"excluded": sorted(c.excluded)},
                          sort_keys=True, default=str)
-        if key not in self.confirmed_ms:
-            self.confirmed_ms[key] = self._latency(self.work / f"{c.name}.onnx", runs=3 * self.cfg.bench_runs)
-        c.p50_ms = self.confirmed_ms[key]
+        if key in self.confirmed_ms:
+            c.p50_ms = self.confirmed_ms[key]
+        else:
+            self._latencies([c], runs=3 * self.cfg.bench_runs)
+            self.confirmed_ms[key] = c.p50_ms
         if c.p50_ms >= self.fp32_ms:
             c.note = (c.note + "; " if c.note else "") + (f"re-timed at {c.p50_ms:.2f} ms (screen {c.screen_p50_ms:.2f}): "
                                                           f"not faster than FP32 ({self.fp32_ms:.2f} ms)")
@@ -464,13 +459,9 @@ def _speed_screen(s: "_Search", base_n: int) -> list[Candidate]:
     # that did not collapse (or not faster than FP32, or than another target's pick) is left unscored; the rest are
     # scored on a prefix of the validation images (enough to find the most accurate kernel and a saturating one),
     # the kept ones on all
-    screen = []
-    for f, k in itertools.product(cfg.formats, cfg.kernels):
-        for scope in scopes:
-            if scope and f != "QDQ":
-                continue
-            screen.append(s.build(QuantConfig(name="auto", format=f, **kernel_types(k), **scope), base_n, "speed",
-                                  cheap=cfg.cheap_screen))
+    screen = [s.build(QuantConfig(name="auto", format=f, **kernel_types(k), **scope), base_n, "speed",
+                      cheap=cfg.cheap_screen)
+              for f, k in itertools.product(cfg.formats, cfg.kernels) for scope in scopes if not scope or f == "QDQ"]
     s._latencies([c for c in screen if c.status == "ok"])
     fastest = None
     for c in sorted((c for c in screen if c.status == "ok"), key=lambda c: c.p50_ms):
@@ -517,6 +508,10 @@ def _accuracy_sweep(s: "_Search", keep: list[Candidate], sizes: list[int]) -> No
     of a build's time). A build, not scoring, is what a sweep point costs unraced (16-36 s each on an AVX2 EPYC)."""
     base_n = max(sizes)
     race = s.cfg.race_sweep and _full_recipe_costs(s.cfg)
+
+    def rank(c):
+        return s.drop_pt(c), c.rel_l2 or 0.0, c.p50_ms
+
     for k in keep:
         fmt = {f: k.config[f] for f in ("format", "activation_type", "weight_type", "reduce_range", "op_types",
                                         "float_outputs")}
@@ -531,7 +526,7 @@ def _accuracy_sweep(s: "_Search", keep: list[Candidate], sizes: list[int]) -> No
                                        "accuracy", latency=k.p50_ms if pc else None, could_win=True, cheap=race_k,
                                        images=part))
         ok = [c for c in sweep if c.status == "ok"]
-        best = min(ok, key=lambda c: (s.drop_pt(c), c.rel_l2 or 0.0, c.p50_ms)) if ok else None
+        best = min(ok, key=rank) if ok else None
         for n in (n for n in sizes if best and n != base_n):
             c = s.measure(QuantConfig(**{**best.config, "name": "auto"}), n, "accuracy", latency=best.p50_ms,
                           could_win=True, cheap=race_k, images=part)
@@ -541,16 +536,19 @@ def _accuracy_sweep(s: "_Search", keep: list[Candidate], sizes: list[int]) -> No
             continue
         for c in ok:
             c.note = c.note or "race build (nearest rounding, no bias correction)"
-        win = min(ok, key=lambda c: (s.drop_pt(c), c.rel_l2 or 0.0, c.p50_ms))
+        win = min(ok, key=rank)
         s.evaluate(win)   # the winner on every validation image (a pick is never judged on a prefix)
-        same = {key: v for key, v in win.config.items() if key not in ("bias_correction", "weight_rounding")} == {
-            key: v for key, v in k.config.items() if key not in ("bias_correction", "weight_rounding")}
-        if same and win.calib_size == k.calib_size:
+        if _recipe(win) == _recipe(k):
             win.note = "race winner: the kept candidate's own recipe (built with the full recipe already)"
             continue
         full = s.measure(QuantConfig(**{**win.config, "name": "auto"}), win.calib_size, "accuracy",
                          latency=win.p50_ms)
         win.note = f"race winner: rebuilt with the full recipe as {full.name}"
+
+
+def _recipe(c: Candidate) -> tuple:
+    """A candidate's recipe without how it was built (cheap or full): what a race point and its full twin share."""
+    return {k: v for k, v in c.config.items() if k not in ("bias_correction", "weight_rounding")}, c.calib_size
 
 
 def _full_recipe_costs(cfg: AutoConfig) -> bool:
