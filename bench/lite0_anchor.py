@@ -29,8 +29,9 @@ from bias_correction import imagenet_mode, images_line, lite0_fp32  # noqa: E402
 
 from qdeploy.bench import BenchConfig, benchmark_many, cpu_name, session_runner  # noqa: E402
 from qdeploy.quantize import QuantConfig, quantize  # noqa: E402
+from qdeploy.recipes import NncfConfig  # noqa: E402
 from qdeploy.results import Environment  # noqa: E402
-from qdeploy.targets import installed_targets, open_session, run_batched  # noqa: E402
+from qdeploy.targets import DEFAULT_TARGET, installed_targets, open_session, run_batched  # noqa: E402
 from qdeploy.targets.ort import cpu_isa  # noqa: E402
 from qdeploy.tasks.classification import metrics_from_logits  # noqa: E402
 
@@ -82,7 +83,7 @@ def main() -> int:
         for preset in ("performance", "mixed"):
             label = "nncf" if preset == "performance" else "nncf-mixed"
             path, build_s[label] = _nncf(fp32, calib, input_name, tmp / f"{label}.xml", preset)
-            files[label] = (path, "openvino-cpu")   # an OpenVINO IR: qdeploy runs it on openvino-cpu only
+            files[label] = (path, NncfConfig.target)   # an OpenVINO IR: qdeploy runs it on its nncf target only
             print(f"  {label}: built in {build_s[label]:.0f} s", flush=True)
 
         rows, runners = [], {}
@@ -101,8 +102,9 @@ def main() -> int:
         bench = benchmark_many(runners, ev[:8], BenchConfig(runs=args.runs, warmup=10, batch_sizes=(1,),
                                                            min_seconds=0.0, min_iters=1))
     env = Environment(isa=cpu_isa())
-    anchor = bench["nncf@openvino-cpu"].p50_ms
-    print(f"\n{datetime.date.today()} {cpu_name()} ({env.isa_summary()}), {bench['fp32@ort-cpu'].threads} threads; "
+    anchor = bench[f"nncf@{NncfConfig.target}"].p50_ms
+    threads = bench[f"fp32@{DEFAULT_TARGET}"].threads
+    print(f"\n{datetime.date.today()} {cpu_name()} ({env.isa_summary()}), {threads} threads; "
           f"{len(ev)} images, {int(confident.sum())} with FP32 top-1/top-2 gap >= {CONFIDENT}; {args.runs} interleaved "
           "batch-1 runs each")
     print(f"\n| deployment | agreement % ({len(ev)}) | agreement % (gap >= {CONFIDENT}, {int(confident.sum())}) | "
@@ -110,7 +112,7 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|---|")
     for key, m, conf, label in rows:
         b = bench[key]
-        fp = key.startswith("fp32@ort-cpu")
+        fp = key == f"fp32@{DEFAULT_TARGET}"
         print(f"| {key} | {'reference' if fp else f'{100 * m.agreement:.2f}'} | {'–' if fp else f'{100 * conf:.2f}'} | "
               f"{'–' if fp else f'{100 * m.top5_overlap:.1f}'} | {'–' if fp else f'{m.rel_l2:.4f}'} | "
               f"{build_s.get(label, 0):.0f} | {b.p50_ms:.3f} | {b.p99_ms:.3f} | {b.p50_ms / anchor:.2f}x |")
